@@ -1,0 +1,5 @@
+import sys
+
+from folioscan.pipeline.cli import main
+
+sys.exit(main())

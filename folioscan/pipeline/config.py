@@ -1,0 +1,41 @@
+"""The job's configuration: one pydantic model, built from the CLI or a JSON/YAML file."""
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timezone
+from typing import Literal, Optional
+
+from pydantic import BaseModel, Field
+
+from folioscan.workers.engines.registry import EngineOptions, TesseractOptions
+from folioscan.workers.load import LoadOptions
+from folioscan.workers.prep import PrepOptions
+
+
+def new_run_id() -> str:
+    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
+
+
+class JobConfig(BaseModel):
+    source: str
+    output: str
+    endpoint_url: Optional[str] = None  # S3-compatible endpoint; credentials never live here
+    region: Optional[str] = None
+    executor: Literal["local", "ray"] = "ray"
+    ray_address: Optional[str] = None  # None: start Ray on this machine
+    num_cpus: Optional[int] = None  # local Ray only
+    ocr_workers: Optional[int] = None  # engine actors (default: one per CPU, or per GPU for VLMs)
+    shard_docs: int = 16  # documents per committed Parquet file pair
+    batch_size: int = 4  # pages per engine call
+    dpi: float = 300.0
+    max_page_megapixels: float = 200.0
+    max_object_mb: float = 4096.0
+    prefer_embedded: bool = True
+    engine: EngineOptions = Field(default_factory=TesseractOptions)
+    prep: PrepOptions = Field(default_factory=PrepOptions)
+    run_id: str = Field(default_factory=new_run_id)
+    progress: bool = True
+
+    def load_options(self) -> LoadOptions:
+        return LoadOptions(dpi=self.dpi, max_megapixels=self.max_page_megapixels,
+                           prefer_embedded=self.prefer_embedded, max_object_mb=self.max_object_mb)

@@ -1,0 +1,217 @@
+"""Object access for local folders and S3-compatible stores, behind one small interface.
+
+Listing streams (S3 pages of 1,000 keys, os.scandir locally) so a bucket is never held in
+memory. Writes are atomic: a local temp file renamed into place, or a single S3 PUT, which
+S3 makes visible whole or not at all. Credentials come from boto3's standard chain; the
+endpoint from --endpoint-url or AWS_ENDPOINT_URL. Nothing here logs a credential.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from typing import Iterator, Optional, Protocol
+
+from folioscan.records import SourceObject
+
+
+class StorageError(RuntimeError):
+    """A readable storage failure: names the object and the reason."""
+
+
+class Store(Protocol):
+    def list(self, uri: str) -> Iterator[SourceObject]: ...
+    def ls(self, uri: str) -> list[str]: ...
+    def read(self, uri: str) -> bytes: ...
+    def write(self, uri: str, data: bytes) -> None: ...
+    def delete(self, uri: str) -> None: ...
+    def exists(self, uri: str) -> bool: ...
+    def check_writable(self, uri: str) -> None: ...
+
+
+def is_s3(uri: str) -> bool:
+    return uri.startswith("s3://")
+
+
+def join(base: str, *parts: str) -> str:
+    return "/".join([base.rstrip("/"), *(p.strip("/") for p in parts)])
+
+
+def split_s3(uri: str) -> tuple[str, str]:
+    rest = uri[len("s3://"):]
+    bucket, _, key = rest.partition("/")
+    return bucket, key
+
+
+class LocalStore:
+    def list(self, uri: str) -> Iterator[SourceObject]:
+        root = os.path.abspath(uri)
+        if os.path.isfile(root):
+            yield _local_object(root)
+            return
+        if not os.path.isdir(root):
+            raise StorageError(f"{uri}: no such file or folder")
+        stack = [root]
+        while stack:
+            folder = stack.pop()
+            with os.scandir(folder) as entries:
+                names = sorted(entries, key=lambda e: e.name)
+            for entry in reversed(names):
+                if entry.name.startswith("."):
+                    continue
+                if entry.is_dir():
+                    stack.append(entry.path)
+            for entry in names:
+                if entry.is_file() and not entry.name.startswith("."):
+                    yield _local_object(entry.path)
+
+    def ls(self, uri: str) -> list[str]:
+        """Names of the plain files directly in a folder (no hashing), sorted."""
+        if not os.path.isdir(uri):
+            return []
+        return sorted(e.name for e in os.scandir(uri) if e.is_file() and not e.name.startswith("."))
+
+    def read(self, uri: str) -> bytes:
+        try:
+            with open(uri, "rb") as f:
+                return f.read()
+        except OSError as e:
+            raise StorageError(f"{uri}: cannot read: {e.strerror or e}") from e
+
+    def write(self, uri: str, data: bytes) -> None:
+        os.makedirs(os.path.dirname(os.path.abspath(uri)), exist_ok=True)
+        folder, name = os.path.split(os.path.abspath(uri))
+        tmp = os.path.join(folder, f".{name}.{os.getpid()}.tmp")
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, uri)
+
+    def delete(self, uri: str) -> None:
+        try:
+            os.remove(uri)
+        except FileNotFoundError:
+            pass
+
+    def exists(self, uri: str) -> bool:
+        return os.path.exists(uri)
+
+    def check_writable(self, uri: str) -> None:
+        try:
+            os.makedirs(uri, exist_ok=True)
+        except OSError as e:
+            raise StorageError(f"{uri}: output folder cannot be created: {e.strerror or e}") from e
+        if not os.access(uri, os.W_OK):
+            raise StorageError(f"{uri}: output folder is not writable")
+
+
+def _local_object(path: str) -> SourceObject:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return SourceObject(uri=path, size=os.path.getsize(path), fingerprint="sha256:" + digest.hexdigest())
+
+
+@dataclass
+class S3Store:
+    endpoint_url: Optional[str] = None
+    region: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        self._client = None
+
+    def __getstate__(self):  # boto3 clients do not pickle; workers build their own
+        return {"endpoint_url": self.endpoint_url, "region": self.region}
+
+    def __setstate__(self, state):
+        self.__init__(**state)
+
+    @property
+    def client(self):
+        if self._client is None:
+            import boto3
+            from botocore.config import Config
+
+            cfg = Config(retries={"max_attempts": 5, "mode": "adaptive"}, connect_timeout=10, read_timeout=120)
+            self._client = boto3.session.Session().client(
+                "s3", endpoint_url=self.endpoint_url or os.environ.get("AWS_ENDPOINT_URL") or None,
+                region_name=self.region, config=cfg,
+            )
+        return self._client
+
+    def _call(self, what: str, uri: str, fn, **kwargs):
+        from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+
+        try:
+            return fn(**kwargs)
+        except NoCredentialsError as e:
+            raise StorageError(f"{uri}: no AWS credentials found (environment, config file or role)") from e
+        except ClientError as e:
+            code = e.response.get("Error", {}).get("Code", "?")
+            reason = {
+                "NoSuchBucket": "bucket does not exist",
+                "NoSuchKey": "object does not exist",
+                "404": "not found",
+                "AccessDenied": "access denied (check credentials and bucket policy)",
+                "403": "access denied (check credentials and bucket policy)",
+                "InvalidAccessKeyId": "the access key is not valid for this endpoint",
+                "SignatureDoesNotMatch": "the secret key does not match the access key",
+            }.get(code, code)
+            raise StorageError(f"{uri}: {what} failed: {reason}") from e
+        except BotoCoreError as e:
+            raise StorageError(f"{uri}: {what} failed: {e}") from e
+
+    def list(self, uri: str) -> Iterator[SourceObject]:
+        bucket, prefix = split_s3(uri)
+        paginator = self.client.get_paginator("list_objects_v2")
+        pages = paginator.paginate(Bucket=bucket, Prefix=prefix)
+        it = iter(pages)
+        while True:
+            page = self._call("listing", uri, lambda: next(it, None))
+            if page is None:
+                return
+            for obj in page.get("Contents", []):
+                if obj["Key"].endswith("/"):
+                    continue
+                yield SourceObject(
+                    uri=f"s3://{bucket}/{obj['Key']}", size=int(obj["Size"]),
+                    fingerprint="etag:" + obj.get("ETag", "").strip('"'),
+                )
+
+    def ls(self, uri: str) -> list[str]:
+        bucket, prefix = split_s3(uri.rstrip("/") + "/")
+        names = []
+        for page in self._call("listing", uri, lambda: list(self.client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix, Delimiter="/"))):
+            names += [o["Key"][len(prefix):] for o in page.get("Contents", [])]
+        return sorted(names)
+
+    def read(self, uri: str) -> bytes:
+        bucket, key = split_s3(uri)
+        resp = self._call("read", uri, self.client.get_object, Bucket=bucket, Key=key)
+        return self._call("read", uri, resp["Body"].read)
+
+    def write(self, uri: str, data: bytes) -> None:
+        bucket, key = split_s3(uri)
+        self._call("write", uri, self.client.put_object, Bucket=bucket, Key=key, Body=data)
+
+    def delete(self, uri: str) -> None:
+        bucket, key = split_s3(uri)
+        self._call("delete", uri, self.client.delete_object, Bucket=bucket, Key=key)
+
+    def exists(self, uri: str) -> bool:
+        bucket, key = split_s3(uri)
+        try:
+            self._call("head", uri, self.client.head_object, Bucket=bucket, Key=key)
+            return True
+        except StorageError:
+            return False
+
+    def check_writable(self, uri: str) -> None:
+        bucket, _ = split_s3(uri)
+        self._call("bucket check", f"s3://{bucket}", self.client.head_bucket, Bucket=bucket)
+
+
+def store_for(uri: str, endpoint_url: Optional[str] = None, region: Optional[str] = None) -> Store:
+    return S3Store(endpoint_url, region) if is_s3(uri) else LocalStore()

@@ -1,0 +1,59 @@
+"""Engines by name. Options are one pydantic model per engine, told apart by `kind`;
+an engine's module is imported only when that engine is built."""
+from __future__ import annotations
+
+from typing import Annotated, Literal, Optional, Union
+
+from pydantic import BaseModel, Field
+
+
+class TesseractOptions(BaseModel):
+    kind: Literal["tesseract"] = "tesseract"
+    lang: str = "eng"
+    psm: int = 3  # fully automatic page segmentation
+    tessdata: Optional[str] = None
+
+
+class RapidOcrOptions(BaseModel):
+    kind: Literal["rapidocr"] = "rapidocr"
+    use_angle_cls: bool = False
+    threads: int = 1
+
+
+class VlmOptions(BaseModel):
+    """A vision-language OCR model read at a vision-token budget (see workers/engines/vlm)."""
+
+    kind: Literal["deepseek-ocr-2", "got-ocr2"] = "deepseek-ocr-2"
+    model: str = ""  # local directory (or hub id where the hub is reachable)
+    backend: Literal["transformers", "vllm"] = "transformers"
+    budget: str = "adaptive"  # a budget name of the model, or "adaptive"
+    target_compression: float = 10.0  # adaptive: text tokens per vision token to stay under
+    escalate_below: float = 0.80  # re-read at the next budget when page confidence is below this
+    max_attempts: int = 3
+    batch_size: int = 8
+    device: str = "auto"
+    dtype: str = "auto"  # bf16 on GPU, fp32 on CPU
+    no_repeat_ngram: int = 20
+    no_repeat_window: int = 90
+    max_new_tokens: Optional[int] = None  # default: derived from the budget
+
+
+EngineOptions = Annotated[Union[TesseractOptions, RapidOcrOptions, VlmOptions], Field(discriminator="kind")]
+
+
+def engine_names() -> list[str]:
+    return ["tesseract", "rapidocr", "deepseek-ocr-2", "got-ocr2"]
+
+
+def build_engine(options):
+    if options.kind == "tesseract":
+        from folioscan.workers.engines.tesseract import TesseractEngine
+
+        return TesseractEngine(options.lang, options.psm, options.tessdata)
+    if options.kind == "rapidocr":
+        from folioscan.workers.engines.rapidocr import RapidOcrEngine
+
+        return RapidOcrEngine(options.use_angle_cls, options.threads)
+    from folioscan.workers.engines.vlm.engine import VlmEngine
+
+    return VlmEngine(options)

