@@ -1,0 +1,62 @@
+import os
+import socket
+
+import pytest
+
+# fake credentials for the local S3 endpoint, set before Ray starts so its workers inherit them
+os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1")
+
+from tests.helpers import PARAGRAPHS, encrypted_pdf, multipage_tiff, png_bytes, scanned_pdf, text_page_image, text_pdf
+
+
+@pytest.fixture(scope="session")
+def page_images():
+    return [text_page_image(t) for t in PARAGRAPHS]
+
+
+@pytest.fixture(scope="session")
+def library(tmp_path_factory, page_images):
+    """A source folder with good books, a folder of page images, and every kind of bad input."""
+    root = tmp_path_factory.mktemp("library")
+    (root / "scan_book.pdf").write_bytes(scanned_pdf(page_images[:2]))
+    (root / "digital_book.pdf").write_bytes(text_pdf([PARAGRAPHS[2]]))
+    folder = root / "image_book"
+    folder.mkdir()
+    (folder / "page_2.png").write_bytes(png_bytes(page_images[1]))
+    (folder / "page_10.tiff").write_bytes(multipage_tiff([page_images[2]]))
+    (folder / "page_1.png").write_bytes(png_bytes(page_images[0]))
+    bad = root / "bad"
+    bad.mkdir()
+    (bad / "empty.pdf").write_bytes(b"")
+    (bad / "truncated.pdf").write_bytes(scanned_pdf(page_images[:1])[:700])
+    (bad / "not_a_pdf.pdf").write_bytes(b"GIF89a this is not a pdf")
+    (bad / "locked.pdf").write_bytes(encrypted_pdf())
+    (root / "notes.txt.md").write_text("ignored: neither PDF nor image")
+    return root
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint():
+    """A real S3 HTTP endpoint on 127.0.0.1 (moto server mode); clients are the production ones."""
+    from moto.server import ThreadedMotoServer
+
+    port = _free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=400 * 1024 * 1024, log_to_driver=False)
+    yield ray
+    ray.shutdown()

@@ -1,0 +1,85 @@
+"""Builders of real test inputs: scanned-style PDFs (a raster image per page), born-digital PDFs, page images."""
+from __future__ import annotations
+
+import io
+
+import numpy as np
+
+PARAGRAPHS = [
+    "It was the best of times, it was the worst of times, it was the age of wisdom, it was the age of "
+    "foolishness, it was the epoch of belief, it was the epoch of incredulity, it was the season of Light.",
+    "Call me Ishmael. Some years ago, never mind how long precisely, having little or no money in my purse, "
+    "and nothing particular to interest me on shore, I thought I would sail about a little and see the world.",
+    "Happy families are all alike; every unhappy family is unhappy in its own way. Everything was in "
+    "confusion in the house of the Oblonskys. The wife had discovered that the husband was carrying on.",
+]
+
+
+def text_page_image(text: str, dpi: int = 150, size=(612, 792), fontsize: float = 14) -> np.ndarray:
+    """A grayscale page image of `text`, rendered by MuPDF (real glyphs, like a clean scan)."""
+    import pymupdf
+
+    doc = pymupdf.open()
+    page = doc.new_page(width=size[0], height=size[1])
+    page.insert_textbox(pymupdf.Rect(60, 60, size[0] - 60, size[1] - 60), text, fontsize=fontsize, fontname="tiro")
+    pix = page.get_pixmap(dpi=dpi, colorspace=pymupdf.csGRAY)
+    return np.frombuffer(pix.samples, np.uint8).reshape(pix.height, pix.stride)[:, : pix.width].copy()
+
+
+def png_bytes(img: np.ndarray) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def scanned_pdf(images: list[np.ndarray], dpi: int = 150) -> bytes:
+    """A PDF whose every page is one full-page raster image, as a scanner writes it."""
+    import pymupdf
+
+    doc = pymupdf.open()
+    for img in images:
+        h, w = img.shape
+        page = doc.new_page(width=w * 72 / dpi, height=h * 72 / dpi)
+        page.insert_image(page.rect, stream=png_bytes(img))
+    return doc.tobytes()
+
+
+def text_pdf(texts: list[str]) -> bytes:
+    """A born-digital PDF (vector text): pages that must be rendered, not extracted."""
+    import pymupdf
+
+    doc = pymupdf.open()
+    for text in texts:
+        page = doc.new_page(width=612, height=792)
+        page.insert_textbox(pymupdf.Rect(60, 60, 552, 732), text, fontsize=14, fontname="tiro")
+    return doc.tobytes()
+
+
+def encrypted_pdf() -> bytes:
+    import pymupdf
+
+    doc = pymupdf.open()
+    doc.new_page().insert_text((72, 72), "secret")
+    return doc.tobytes(encryption=pymupdf.PDF_ENCRYPT_AES_256, owner_pw="owner", user_pw="user")
+
+
+def multipage_tiff(images: list[np.ndarray]) -> bytes:
+    from PIL import Image
+
+    frames = [Image.fromarray(i) for i in images]
+    buf = io.BytesIO()
+    frames[0].save(buf, format="TIFF", save_all=True, append_images=frames[1:], compression="tiff_lzw", dpi=(150, 150))
+    return buf.getvalue()
+
+
+def normalized(text: str) -> str:
+    return " ".join(text.replace("-\n", "").split())
+
+
+def cer(predicted: str, truth: str) -> float:
+    from rapidfuzz.distance import Levenshtein
+
+    truth = normalized(truth)
+    return Levenshtein.distance(normalized(predicted), truth) / max(len(truth), 1)

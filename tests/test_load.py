@@ -1,0 +1,63 @@
+import numpy as np
+import pytest
+
+from folioscan.pipeline.sources import image_document, pdf_document
+from folioscan.records import DOCUMENT_LEVEL, SourceObject
+from folioscan.workers.load import LoadOptions, load_pages
+from tests.helpers import encrypted_pdf, multipage_tiff, png_bytes, scanned_pdf, text_pdf
+
+
+def load(data: bytes, opts=LoadOptions(), name="x.pdf"):
+    doc = pdf_document(SourceObject(name, len(data), "sha256:x"))
+    return list(load_pages(doc, lambda uri: data, opts))
+
+
+def test_scanned_page_is_extracted_at_native_resolution(page_images):
+    pages = load(scanned_pdf(page_images[:2], dpi=150))
+    assert [p.page_index for p in pages] == [0, 1] and all(p.page_count == 2 for p in pages)
+    assert pages[0].image_origin == "embedded"
+    assert pages[0].image.shape == page_images[0].shape
+    assert np.array_equal(pages[0].image, page_images[0])  # lossless: the very pixels that were scanned
+    assert pages[0].dpi == pytest.approx(150, abs=1)
+
+
+def test_vector_page_is_rendered_at_the_configured_dpi():
+    pages = load(text_pdf(["hello world"]), LoadOptions(dpi=100))
+    assert pages[0].image_origin == "rendered" and pages[0].dpi == 100
+    assert pages[0].image.shape == (int(792 * 100 / 72), int(612 * 100 / 72))
+    assert pages[0].image.min() < 100  # the text is there
+
+
+def test_pixel_cap_gives_an_error_row_not_a_crash(page_images):
+    pages = load(scanned_pdf(page_images[:1]), LoadOptions(max_megapixels=0.5))
+    assert pages[0].image is None and "over the cap" in pages[0].error
+
+
+@pytest.mark.parametrize("data,reason", [
+    (b"", "zero-byte"), (b"GIF89a nope", "not a PDF"), (encrypted_pdf(), "encrypted"),
+    (b"%PDF-1.7\n garbage garbage", "PDF"),
+])
+def test_bad_pdfs_become_one_document_level_error(data, reason):
+    pages = load(data)
+    assert len(pages) <= 1
+    if pages[0].page_index == DOCUMENT_LEVEL:
+        assert reason in pages[0].error and "x.pdf" in pages[0].error
+    else:  # MuPDF repaired the garbage into an empty page: still a page with an error or an image
+        assert pages[0].error or pages[0].image is not None
+
+
+def test_truncated_pdf_is_repaired_or_reported(page_images):
+    data = scanned_pdf(page_images[:2])
+    pages = load(data[: len(data) // 2])
+    assert pages, "a truncated PDF must give rows, never nothing"
+    assert all(p.error or p.image is not None for p in pages)
+
+
+def test_image_folder_with_multipage_tiff(page_images):
+    files = {"b/1.png": png_bytes(page_images[0]), "b/2.tif": multipage_tiff(page_images[1:3]), "b/3.png": b""}
+    doc = image_document("b", [SourceObject(k, len(v), "sha256:" + k) for k, v in files.items()])
+    pages = list(load_pages(doc, files.__getitem__, LoadOptions()))
+    assert [p.page_index for p in pages] == [0, 1, 2, 3] and all(p.page_count == 4 for p in pages)
+    assert np.array_equal(pages[2].image, page_images[2])
+    assert pages[1].dpi == pytest.approx(150, abs=1)
+    assert pages[3].image is None and "zero-byte" in pages[3].error

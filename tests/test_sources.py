@@ -1,0 +1,35 @@
+from folioscan.pipeline.sources import doc_id_for, group_documents, iter_documents
+from folioscan.pipeline.storage import LocalStore
+from folioscan.records import SourceObject
+
+
+def obj(uri):
+    return SourceObject(uri, 10, "etag:" + uri)
+
+
+def test_images_group_per_folder_in_natural_order_while_streaming():
+    keys = ["b/1.png", "b/10.png", "b/2.png", "b/c/x.pdf", "b/d.jpg", "book.pdf", "z/p1.tif"]
+    docs = list(group_documents(obj(k) for k in sorted(keys)))
+    kinds = {d.uri: (d.kind, [m.uri for m in d.members]) for d in docs}
+    assert kinds["b"] == ("images", ["b/1.png", "b/2.png", "b/10.png", "b/d.jpg"])
+    assert kinds["b/c/x.pdf"][0] == "pdf" and kinds["book.pdf"][0] == "pdf"
+    assert kinds["z"] == ("images", ["z/p1.tif"])
+    assert len(docs) == 4
+
+
+def test_doc_id_is_stable_and_changes_with_content():
+    assert doc_id_for("s3://b/k.pdf", "etag:1") == doc_id_for("s3://b/k.pdf", "etag:1")
+    assert doc_id_for("s3://b/k.pdf", "etag:1") != doc_id_for("s3://b/k.pdf", "etag:2")
+    assert doc_id_for("s3://b/k.pdf", "etag:1") != doc_id_for("s3://b/j.pdf", "etag:1")
+
+
+def test_local_listing_and_manifest(library, tmp_path):
+    store = LocalStore()
+    docs = {d.uri.rsplit("/", 1)[-1]: d for d in iter_documents(store, str(library))}
+    assert set(docs) == {"scan_book.pdf", "digital_book.pdf", "image_book", "empty.pdf", "truncated.pdf", "not_a_pdf.pdf", "locked.pdf"}
+    manifest = tmp_path / "list.txt"
+    manifest.write_text(f"# books\n{library}/scan_book.pdf\n{library}/missing.pdf\n")
+    listed = list(iter_documents(store, str(manifest)))
+    assert [d.uri.rsplit("/", 1)[-1] for d in listed] == ["missing.pdf", "scan_book.pdf"]
+    assert listed[0].members[0].fingerprint == "missing"
+    assert listed[1].doc_id == docs["scan_book.pdf"].doc_id
