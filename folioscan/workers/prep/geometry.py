@@ -1,0 +1,34 @@
+"""Shared image helpers for the cleaning steps: analysis copies, ink masks, rotation."""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+ANALYSIS_LONG_SIDE = 1000  # pixels; analysis runs on a copy this size, decisions scale back
+
+
+def analysis_copy(gray: np.ndarray, long_side: int = ANALYSIS_LONG_SIDE) -> tuple[np.ndarray, float]:
+    """A downscaled copy and the factor from it back to full resolution."""
+    h, w = gray.shape
+    scale = max(h, w) / long_side
+    if scale <= 1:
+        return gray, 1.0
+    return cv2.resize(gray, (round(w / scale), round(h / scale)), interpolation=cv2.INTER_AREA), scale
+
+
+def ink_mask(gray: np.ndarray) -> np.ndarray:
+    """Text-like ink: darker than its neighbourhood (robust to shading), as a bool mask."""
+    block = max(15, (min(gray.shape) // 40) | 1)
+    binary = cv2.adaptiveThreshold(gray, 255, cv2.ADAPTIVE_THRESH_MEAN_C, cv2.THRESH_BINARY_INV, block, 15)
+    return binary > 0
+
+
+def rotate(gray: np.ndarray, angle: float) -> np.ndarray:
+    """Rotate counter-clockwise by `angle` degrees about the centre, keeping the size, white fill."""
+    h, w = gray.shape
+    m = cv2.getRotationMatrix2D((w / 2, h / 2), angle, 1.0)
+    return cv2.warpAffine(gray, m, (w, h), flags=cv2.INTER_LINEAR, borderValue=255)
+
+
+def rot90(gray: np.ndarray, clockwise_degrees: int) -> np.ndarray:
+    return np.ascontiguousarray(np.rot90(gray, k=-(clockwise_degrees // 90) % 4))

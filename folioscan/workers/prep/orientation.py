@@ -1,0 +1,57 @@
+"""Page orientation (0/90/180/270) from text-line geometry.
+
+Horizontal vs vertical: text lines give a far sharper projection profile along them.
+Upright vs upside down: Latin text has more ascenders (b d f h k l t and capitals) than
+descenders (g j p q y), so inside each line more ink sits above the x-height band than below.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from folioscan.workers.prep.deskew import estimate_skew
+from folioscan.workers.prep.geometry import ink_mask, rot90
+
+
+def _line_bands(profile: np.ndarray) -> list[tuple[int, int]]:
+    """Runs of rows whose ink is above a fraction of the typical line's ink."""
+    if profile.max() == 0:
+        return []
+    on = profile > 0.15 * np.percentile(profile[profile > 0], 90)
+    bands, start = [], None
+    for i, v in enumerate(on):
+        if v and start is None:
+            start = i
+        elif not v and start is not None:
+            bands.append((start, i))
+            start = None
+    if start is not None:
+        bands.append((start, len(on)))
+    return [b for b in bands if b[1] - b[0] >= 3]
+
+
+def ascender_balance(ink: np.ndarray) -> float:
+    """> 0: more ink above the x-height band than below (upright); < 0: upside down."""
+    above = below = 0.0
+    for y0, y1 in _line_bands(ink.sum(axis=1).astype(np.float64)):
+        rows = ink[y0:y1].sum(axis=1).astype(np.float64)
+        core = np.nonzero(rows >= 0.5 * rows.max())[0]  # the x-height band: the densest rows
+        if len(core) == 0:
+            continue
+        above += rows[: core[0]].sum()
+        below += rows[core[-1] + 1:].sum()
+    total = above + below
+    return 0.0 if total == 0 else (above - below) / total
+
+
+def detect_orientation(small: np.ndarray) -> tuple[int, float]:
+    """(degrees clockwise to rotate the page to make it upright, confidence 0..1)."""
+    _, sharp_h = estimate_skew(small, max_angle=5)
+    _, sharp_v = estimate_skew(rot90(small, 90), max_angle=5)
+    if max(sharp_h, sharp_v) < 1.05:
+        return 0, 0.0  # no text lines to go by
+    base = 0 if sharp_h >= sharp_v else 90
+    upright = rot90(small, base)
+    balance = ascender_balance(ink_mask(upright))
+    turn = base if balance >= 0 else (base + 180) % 360
+    margin = abs(sharp_h - sharp_v) / max(sharp_h, sharp_v)
+    return turn, float(min(1.0, abs(balance) * 4) * min(1.0, margin * 5 + 0.2))

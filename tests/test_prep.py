@@ -1,0 +1,115 @@
+"""Cleaning steps recover known transforms of a rendered book page (ground truth by construction)."""
+import numpy as np
+import pytest
+
+from folioscan.records import PageWork
+from folioscan.workers.prep.crop import apply_crop
+from folioscan.workers.prep.deskew import estimate_skew
+from folioscan.workers.prep.geometry import analysis_copy, rot90, rotate
+from folioscan.workers.prep.illumination import flatten
+from folioscan.workers.prep.orientation import detect_orientation
+from folioscan.workers.prep.pipeline import PrepOptions, prepare_page
+from folioscan.workers.prep.segment import segment
+from folioscan.workers.prep.spread import find_gutter
+from tests.helpers import PARAGRAPHS, text_page_image
+
+
+@pytest.fixture(scope="module")
+def page():
+    return text_page_image(" ".join(PARAGRAPHS * 4), dpi=150, fontsize=12)
+
+
+@pytest.fixture(scope="module")
+def two_columns():
+    import pymupdf
+
+    doc = pymupdf.open()
+    p = doc.new_page(width=612, height=792)
+    text = " ".join(PARAGRAPHS * 2)
+    p.insert_textbox(pymupdf.Rect(50, 60, 290, 740), text, fontsize=10, fontname="tiro")
+    p.insert_textbox(pymupdf.Rect(322, 60, 562, 740), text, fontsize=10, fontname="tiro")
+    pix = p.get_pixmap(dpi=150, colorspace=pymupdf.csGRAY)
+    return np.frombuffer(pix.samples, np.uint8).reshape(pix.height, pix.stride)[:, : pix.width].copy()
+
+
+def small(img):
+    return analysis_copy(img)[0]
+
+
+@pytest.mark.parametrize("angle", [0.0, 0.7, -2.5, 6.0, -11.0, 15.0])
+def test_deskew_recovers_a_known_angle_within_a_fifth_of_a_degree(page, angle):
+    est, _ = estimate_skew(small(rotate(page, angle)))
+    assert est == pytest.approx(angle, abs=0.2)
+
+
+@pytest.mark.parametrize("turn", [0, 90, 180, 270])
+def test_orientation_recovers_quarter_turns(page, turn):
+    found, conf = detect_orientation(small(rot90(page, turn)))
+    assert (found + turn) % 360 == 0 and conf > 0.25
+
+
+def test_dark_scanner_border_and_thumb_are_cropped(page):
+    h, w = page.shape
+    scan = np.full((h + 200, w + 160), 25, np.uint8)  # dark scanner bed around the sheet
+    scan[100:100 + h, 80:80 + w] = page
+    scan[h // 2: h // 2 + 120, 60:140] = 30  # a thumb over the left page edge
+    cropped, box = apply_crop(scan, *analysis_copy(scan))
+    x0, y0, x1, y1 = box
+    assert abs(x0 - 80) < 30 and abs(y0 - 100) < 30 and abs(x1 - (80 + w)) < 30 and abs(y1 - (100 + h)) < 30
+    assert (cropped < 60).mean() < (page < 60).mean() + 0.005  # no dark border or thumb left, only the text
+
+
+def test_clean_page_is_not_cropped(page):
+    assert apply_crop(page, *analysis_copy(page))[1] is None
+
+
+def test_two_page_spread_is_found_and_split_in_reading_order(page):
+    other = np.fliplr(page)  # a different-looking right page
+    gap = np.full((page.shape[0], 40), 255, np.uint8)
+    spread = np.hstack([page, gap, other])
+    s, scale = analysis_copy(spread)
+    gutter = find_gutter(s) * scale
+    assert abs(gutter - (page.shape[1] + 20)) < 0.04 * spread.shape[1]
+    parts = prepare_page(PageWork("d", "u", 3, 9, image=spread), PrepOptions())
+    assert [p.side for p in parts] == ["left", "right"] and all(p.parts == 2 and p.page_index == 3 for p in parts)
+    assert find_gutter(small(page)) is None
+
+
+def test_gradient_is_flattened(page):
+    h, w = page.shape
+    shade = np.linspace(0.45, 1.0, w)[None, :]
+    dim = (page.astype(np.float64) * shade).astype(np.uint8)
+    flat, changed = flatten(dim)
+    assert changed
+    paper = page > 250
+    assert np.percentile(flat[paper], 5) > 220  # the dark side's paper is white again
+    assert flat[page < 80].mean() < 120  # and the ink is still dark
+
+
+def test_blank_pages_are_detected_and_skip_ocr(page):
+    rng = np.random.default_rng(1)
+    blank = np.clip(rng.normal(235, 6, page.shape), 0, 255).astype(np.uint8)  # paper grain
+    blank[400:404, 300:303] = 40  # a speck
+    [b] = prepare_page(PageWork("d", "u", 0, 1, image=blank), PrepOptions())
+    [t] = prepare_page(PageWork("d", "u", 0, 1, image=page), PrepOptions())
+    assert b.prep.is_blank and not t.prep.is_blank
+
+
+def test_segmentation_finds_columns_lines_and_density(page, two_columns):
+    one = segment(small(page))
+    two = segment(small(two_columns))
+    assert one.n_columns == 1 and two.n_columns == 2
+    assert len(one.lines) >= 20
+    true_chars = len(" ".join(PARAGRAPHS * 4))
+    assert 0.6 < one.est_chars / true_chars < 1.5
+    first_col = [b for b in two.blocks if b[2] < small(two_columns).shape[1] / 2]
+    assert two.blocks[: len(first_col)] == first_col  # reading order: left column first
+
+
+def test_every_step_can_be_switched_off(page):
+    tilted = rotate(page, 4.0)
+    [on] = prepare_page(PageWork("d", "u", 0, 1, image=tilted), PrepOptions())
+    [off] = prepare_page(PageWork("d", "u", 0, 1, image=tilted), PrepOptions(skip=["deskew"]))
+    [none] = prepare_page(PageWork("d", "u", 0, 1, image=tilted), PrepOptions(enabled=False))
+    assert on.prep.deskew_angle == pytest.approx(4.0, abs=0.2) and off.prep.deskew_angle == 0.0
+    assert none.image is tilted and none.prep.est_chars == 0
