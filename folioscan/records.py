@@ -94,8 +94,9 @@ class OcrAttempt:
     confidence: Optional[float] = None
     repetition: bool = False
     hit_token_cap: bool = False
-    reason: str = ""  # why this attempt was made ("initial", "low-confidence", ...)
+    reason: str = ""  # why this attempt was made ("initial", "low-confidence", "repetition", ...)
     ms: float = 0.0
+    accepted: bool = False  # the attempt whose text the page keeps
 
 
 @dataclass

@@ -92,7 +92,9 @@ def test_blank_pages_are_detected_and_skip_ocr(page):
     blank[400:404, 300:303] = 40  # a speck
     [b] = prepare_page(PageWork("d", "u", 0, 1, image=blank), PrepOptions())
     [t] = prepare_page(PageWork("d", "u", 0, 1, image=page), PrepOptions())
-    assert b.prep.is_blank and not t.prep.is_blank
+    title = text_page_image("CHAPTER XII.", dpi=150, fontsize=18)  # a lone title is not blank
+    [c] = prepare_page(PageWork("d", "u", 0, 1, image=title), PrepOptions())
+    assert b.prep.is_blank and not t.prep.is_blank and not c.prep.is_blank
 
 
 def test_segmentation_finds_columns_lines_and_density(page, two_columns):

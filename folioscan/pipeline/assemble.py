@@ -13,7 +13,7 @@ _SIDE_ORDER = {None: 0, "left": 0, "right": 1}
 def page_row(r: PageResult, run_id: str) -> dict:
     w, p, ocr = r.work, r.work.prep, r.ocr
     attempts = ocr.attempts if ocr else []
-    final = attempts[-1] if attempts else None
+    final = next((a for a in attempts if a.accepted), attempts[-1] if attempts else None)
     text = ocr.text if ocr and r.status == "ok" else ("" if r.status == "blank" else None)
     return {
         "doc_id": w.doc_id, "source_uri": w.source_uri, "page_index": w.page_index, "side": w.side,

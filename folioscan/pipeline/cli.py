@@ -21,8 +21,9 @@ def _engine_options(args) -> dict:
     if args.engine in ("deepseek-ocr-2", "got-ocr2"):
         opts = {"kind": args.engine, "model": args.model or "", "budget": args.budget, "backend": args.backend,
                 "device": args.device}
-        if args.vlm_batch_size:
-            opts["batch_size"] = args.vlm_batch_size
+        for flag in ("vlm_batch_size", "max_new_tokens", "max_attempts"):
+            if getattr(args, flag):
+                opts[flag.replace("vlm_", "")] = getattr(args, flag)
         return opts
     return {"kind": args.engine}
 
@@ -48,7 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--budget", default="adaptive", help="VLM engines: a budget name or 'adaptive'")
         sp.add_argument("--backend", default="transformers", choices=["transformers", "vllm"])
         sp.add_argument("--device", default="auto", help="VLM engines: auto, cpu, cuda")
-        sp.add_argument("--vlm-batch-size", type=int)
+        sp.add_argument("--vlm-batch-size", type=int, help="VLM engines: pages per generate call")
+        sp.add_argument("--max-new-tokens", type=int, help="VLM engines: output cap (default: from the budget)")
+        sp.add_argument("--max-attempts", type=int, help="VLM engines: reads per page, escalation included (default 3)")
         sp.add_argument("--batch-size", type=int, help="pages per engine call")
         sp.add_argument("--shard-docs", type=int, help="documents per committed Parquet part")
         sp.add_argument("--dpi", type=float, help="render DPI for pages that are not a single scan image")

@@ -17,6 +17,7 @@ ATTEMPT = pa.struct(
         ("hit_token_cap", pa.bool_()),
         ("reason", pa.string()),
         ("ms", pa.float32()),
+        ("accepted", pa.bool_()),
     ]
 )
 

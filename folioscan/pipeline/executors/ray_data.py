@@ -63,7 +63,7 @@ class RayExecutor:
         ds = ds.flat_map(_pages_of, fn_kwargs={"stages": self.stages}, num_cpus=0.2)
         ds = ds.map_batches(
             _OcrActor, fn_constructor_args=(self.stages,), batch_size=self.stages.batch_size,
-            batch_format="numpy", concurrency=(1, self.actors),
+            batch_format="numpy", concurrency=self.actors,
             num_gpus=1 if self.gpu else 0, num_cpus=1 if self.gpu else 0.8,
         )
         for row in ds.iter_rows():

@@ -30,8 +30,7 @@ class PrepOptions(BaseModel):
     output: Literal["gray", "binary"] = "gray"  # what the engine is handed
     min_deskew: float = 0.3  # degrees; smaller skews are left alone (rotation blurs a little)
     min_orientation_confidence: float = 0.25
-    blank_max_ink: float = 0.004  # share of the page in text-like ink below which a page is blank
-    blank_max_chars: int = 8
+    blank_max_chars: int = 8  # a page with no text line, or fewer estimated characters, is blank
 
     def on(self, step: str) -> bool:
         return self.enabled and step not in self.skip
@@ -90,7 +89,8 @@ def _clean(gray: np.ndarray, info: PrepInfo, opts: PrepOptions) -> np.ndarray:
         info.blocks = [tuple(int(v * scale) for v in b) for b in layout.blocks]
         info.text_density = round(layout.est_chars / (gray.size / 1e6), 1)
         if opts.on("blank"):
-            info.is_blank = layout.ink_ratio < opts.blank_max_ink or layout.est_chars <= opts.blank_max_chars
+            # ink share alone misleads: a lone chapter title has less ink than heavy foxing
+            info.is_blank = not layout.lines or layout.est_chars <= opts.blank_max_chars
     if opts.output == "binary":
         gray = binarize(gray)
     return gray

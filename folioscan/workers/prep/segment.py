@@ -43,7 +43,7 @@ def segment(gray: np.ndarray) -> Layout:
     n, _, stats, _ = cv2.connectedComponentsWithStats(ink.astype(np.uint8), connectivity=8)
     heights = stats[1:, 3]
     glyphs = heights[(heights > 3) & (heights < h / 10)]
-    if len(glyphs) < 10:
+    if len(glyphs) < 3:  # a lone short title still counts
         return layout
     xh = float(np.median(glyphs))
     kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (max(3, int(xh * 2.5)), max(3, int(xh * 1.2))))

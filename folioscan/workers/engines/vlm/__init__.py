@@ -1,0 +1,1 @@
+"""Vision-language OCR at compressed vision-token budgets: budgets, backends, confidence, guards."""
