@@ -17,7 +17,7 @@ install-test: $(BIN)/activate
 
 demo: install
 	$(BIN)/folioscan demo out/demo
-	$(BIN)/python -c "import pyarrow.parquet as pq; t = pq.read_table('out/demo/pages'); print(t.select(['page_index','status','confidence']).to_pandas() if False else t.select(['source_uri','page_index','status','confidence']).to_pylist())"
+	$(BIN)/folioscan show out/demo
 
 test: install-test
 	$(BIN)/python -m pytest -q -m "not gpu" tests

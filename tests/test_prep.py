@@ -53,14 +53,14 @@ def test_dark_scanner_border_and_thumb_are_cropped(page):
     scan = np.full((h + 200, w + 160), 25, np.uint8)  # dark scanner bed around the sheet
     scan[100:100 + h, 80:80 + w] = page
     scan[h // 2: h // 2 + 120, 60:140] = 30  # a thumb over the left page edge
-    cropped, box = apply_crop(scan, *analysis_copy(scan))
+    cropped, _, box = apply_crop(scan, *analysis_copy(scan))
     x0, y0, x1, y1 = box
     assert abs(x0 - 80) < 30 and abs(y0 - 100) < 30 and abs(x1 - (80 + w)) < 30 and abs(y1 - (100 + h)) < 30
     assert (cropped < 60).mean() < (page < 60).mean() + 0.005  # no dark border or thumb left, only the text
 
 
 def test_clean_page_is_not_cropped(page):
-    assert apply_crop(page, *analysis_copy(page))[1] is None
+    assert apply_crop(page, *analysis_copy(page))[2] is None
 
 
 def test_two_page_spread_is_found_and_split_in_reading_order(page):
@@ -79,7 +79,7 @@ def test_gradient_is_flattened(page):
     h, w = page.shape
     shade = np.linspace(0.45, 1.0, w)[None, :]
     dim = (page.astype(np.float64) * shade).astype(np.uint8)
-    flat, changed = flatten(dim)
+    flat, _, changed = flatten(dim, analysis_copy(dim)[0])
     assert changed
     paper = page > 250
     assert np.percentile(flat[paper], 5) > 220  # the dark side's paper is white again

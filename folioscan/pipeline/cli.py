@@ -36,6 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("output", help="local folder or s3://bucket/prefix for the Parquet dataset")
     demo = sub.add_parser("demo", help="run the job on the bundled sample book")
     demo.add_argument("output", nargs="?", default="out/demo")
+    show = sub.add_parser("show", help="print the books and pages of an output dataset")
+    show.add_argument("output")
     for sp in (run, demo):
         sp.add_argument("--config", help="JSON file of job settings (CLI flags override it)")
         sp.add_argument("--executor", choices=["ray", "local"], default=None, help="default: ray (local Ray unless --ray-address)")
@@ -95,8 +97,25 @@ def print_summary(summary, out=sys.stdout) -> None:
           f"{s.pages_per_s:.2f} pages/s, mean confidence {conf}", file=out)
 
 
+def show_output(output: str) -> int:
+    import pyarrow.parquet as pq
+
+    docs = pq.read_table(os.path.join(output, "documents")).to_pylist()
+    pages = pq.read_table(os.path.join(output, "pages"), columns=["doc_id", "page_index", "side", "status", "confidence", "text"]).to_pylist()
+    for d in docs:
+        conf = f"{d['mean_confidence']:.3f}" if d["mean_confidence"] is not None else "n/a"
+        print(f"{d['source_uri']}: {d['status']}, {d['pages_ok']}/{d['page_count']} pages, confidence {conf}" + (f", {d['error']}" if d["error"] else ""))
+        for p in sorted((p for p in pages if p["doc_id"] == d["doc_id"]), key=lambda p: (p["page_index"], p["side"] or "")):
+            text = " ".join((p["text"] or "").split())[:70]
+            conf = f"{p['confidence']:.3f}" if p["confidence"] is not None else "  -  "
+            print(f"  page {p['page_index']}{(' ' + p['side']) if p['side'] else ''}: {p['status']:5} {conf}  {text}")
+    return 0
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "show":
+        return show_output(args.output)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     for noisy in ("botocore", "boto3", "urllib3", "s3transfer", "ray"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -30,5 +30,5 @@ def rotate(gray: np.ndarray, angle: float) -> np.ndarray:
     return cv2.warpAffine(gray, m, (w, h), flags=cv2.INTER_LINEAR, borderValue=255)
 
 
-def rot90(gray: np.ndarray, clockwise_degrees: int) -> np.ndarray:
+def rot90(gray: np.ndarray, clockwise_degrees: int) -> np.ndarray:  # also rotates bool masks
     return np.ascontiguousarray(np.rot90(gray, k=-(clockwise_degrees // 90) % 4))

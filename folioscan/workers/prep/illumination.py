@@ -10,24 +10,25 @@ import cv2
 import numpy as np
 
 
-def background(gray: np.ndarray) -> np.ndarray:
-    """Paper brightness at every pixel: a closing (removes the dark text) on a 1/8 copy, smoothed."""
-    h, w = gray.shape
-    small = cv2.resize(gray, (max(8, w // 8), max(8, h // 8)), interpolation=cv2.INTER_AREA)
-    k = max(3, (min(small.shape) // 25) | 1)
-    bg = cv2.morphologyEx(small, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_RECT, (k, k)))
-    bg = cv2.GaussianBlur(bg, (0, 0), k / 2)
-    return cv2.resize(bg, (w, h), interpolation=cv2.INTER_LINEAR)
+def background(small: np.ndarray) -> np.ndarray:
+    """Paper brightness of the analysis copy: a closing (removes the dark text) on a 1/3 copy, smoothed."""
+    h, w = small.shape
+    tiny = cv2.resize(small, (max(8, w // 3), max(8, h // 3)), interpolation=cv2.INTER_AREA)
+    k = max(3, (min(tiny.shape) // 25) | 1)
+    bg = cv2.morphologyEx(tiny, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_RECT, (k, k)))
+    return cv2.GaussianBlur(bg, (0, 0), k / 2)
 
 
-def flatten(gray: np.ndarray) -> tuple[np.ndarray, bool]:
-    """(flattened image, whether it was needed). Pages with an already even background are left alone."""
-    bg = background(gray)
+def flatten(gray: np.ndarray, small: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool]:
+    """(flattened page, flattened analysis copy, whether it was needed). Pages whose paper is
+    already even are left alone. The background is estimated on the analysis copy only."""
+    bg = background(small)
     lo, hi = np.percentile(bg, [2, 98])
     if hi - lo < 12 and hi > 200:
-        return gray, False
-    out = cv2.divide(gray, np.maximum(bg, 1), scale=255)
-    return out, True
+        return gray, small, False
+    full = cv2.resize(bg, (gray.shape[1], gray.shape[0]), interpolation=cv2.INTER_LINEAR)
+    part = cv2.resize(bg, (small.shape[1], small.shape[0]), interpolation=cv2.INTER_LINEAR)
+    return cv2.divide(gray, np.maximum(full, 1), scale=255), cv2.divide(small, np.maximum(part, 1), scale=255), True
 
 
 def binarize(gray: np.ndarray) -> np.ndarray:

@@ -45,13 +45,13 @@ def ascender_balance(ink: np.ndarray) -> float:
 
 def detect_orientation(small: np.ndarray) -> tuple[int, float]:
     """(degrees clockwise to rotate the page to make it upright, confidence 0..1)."""
-    _, sharp_h = estimate_skew(small, max_angle=5)
-    _, sharp_v = estimate_skew(rot90(small, 90), max_angle=5)
+    ink = ink_mask(small)  # a quarter turn of the mask is the mask of the turned page
+    _, sharp_h = estimate_skew(small, max_angle=3, ink=ink, fine=False)
+    _, sharp_v = estimate_skew(small, max_angle=3, ink=rot90(ink, 90), fine=False)
     if max(sharp_h, sharp_v) < 1.05:
         return 0, 0.0  # no text lines to go by
     base = 0 if sharp_h >= sharp_v else 90
-    upright = rot90(small, base)
-    balance = ascender_balance(ink_mask(upright))
+    balance = ascender_balance(rot90(ink, base))
     turn = base if balance >= 0 else (base + 180) % 360
     margin = abs(sharp_h - sharp_v) / max(sharp_h, sharp_v)
     return turn, float(min(1.0, abs(balance) * 4) * min(1.0, margin * 5 + 0.2))

@@ -37,33 +37,31 @@ class PrepOptions(BaseModel):
 
 
 def prepare_page(work: PageWork, opts: PrepOptions) -> list[PageWork]:
+    """The page is downscaled once; the analysis copy then follows every crop, turn and split."""
     if work.error or work.image is None or not opts.enabled:
         return [work]
     t0 = time.perf_counter()
     gray = work.image
     small, scale = analysis_copy(gray)
     if opts.on("crop"):
-        gray, box = apply_crop(gray, small, scale)
-        if box:
-            work.prep.crop_box = box
-            small, scale = analysis_copy(gray)
+        gray, small, work.prep.crop_box = apply_crop(gray, small, scale)
     if opts.on("orientation"):
         turn, conf = detect_orientation(small)
         if turn and conf >= opts.min_orientation_confidence:
             gray, small = rot90(gray, turn), rot90(small, turn)
             work.prep.orientation = turn
-    halves = [(None, gray)]
+    halves = [(None, gray, small)]
     if opts.on("spread"):
         gutter = find_gutter(small)
         if gutter is not None:
             cut = int(gutter * scale)
-            halves = [("left", gray[:, :cut]), ("right", gray[:, cut:])]
+            halves = [("left", gray[:, :cut], small[:, :gutter]), ("right", gray[:, cut:], small[:, gutter:])]
     out = []
-    for side, page in halves:
+    for side, page, page_small in halves:
         part = copy.copy(work)
         part.prep = copy.deepcopy(work.prep)
         part.side, part.parts = side, len(halves)
-        part.image = _clean(np.ascontiguousarray(page), part.prep, opts)
+        part.image = _clean(np.ascontiguousarray(page), np.ascontiguousarray(page_small), scale, part.prep, opts)
         out.append(part)
     elapsed = (time.perf_counter() - t0) * 1000 / len(out)
     for part in out:
@@ -71,18 +69,16 @@ def prepare_page(work: PageWork, opts: PrepOptions) -> list[PageWork]:
     return out
 
 
-def _clean(gray: np.ndarray, info: PrepInfo, opts: PrepOptions) -> np.ndarray:
+def _clean(gray: np.ndarray, small: np.ndarray, scale: float, info: PrepInfo, opts: PrepOptions) -> np.ndarray:
     if opts.on("illumination"):
-        gray, changed = flatten(gray)
+        gray, small, changed = flatten(gray, small)
         info.illumination = "flattened" if changed else "even"
     if opts.on("deskew"):
-        small, _ = analysis_copy(gray)
         angle, _ = estimate_skew(small)
         if abs(angle) >= opts.min_deskew:
-            gray = rotate(gray, angle)
+            gray, small = rotate(gray, angle), rotate(small, angle)
             info.deskew_angle = angle
     if opts.on("segment") or opts.on("blank"):
-        small, scale = analysis_copy(gray)
         layout = segment(small)
         info.ink_ratio = round(layout.ink_ratio, 5)
         info.n_columns, info.n_lines, info.est_chars = layout.n_columns, len(layout.lines), layout.est_chars

@@ -14,17 +14,17 @@ class WindowedNoRepeatNGram:
         self.n, self.window, self.prompt_len, self.allowed = ngram, window, prompt_len, set(allowed)
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        gen = input_ids[:, self.prompt_len:]
+        gen = input_ids[:, self.prompt_len:][:, -self.window:]
         if gen.shape[1] < self.n:
             return scores
-        rows = gen[:, -self.window:].tolist()
-        for r, tokens in enumerate(rows):
-            prefix = tuple(tokens[len(tokens) - self.n + 1:])
-            banned = {tokens[i + self.n - 1] for i in range(len(tokens) - self.n + 1)
-                      if tuple(tokens[i:i + self.n - 1]) == prefix}
-            banned -= self.allowed
-            if banned:
-                scores[r, list(banned)] = float("-inf")
+        grams = gen.unfold(1, self.n, 1)  # batch x positions x n, all on the device
+        prefix = gen[:, gen.shape[1] - self.n + 1:]
+        rows, pos = (grams[:, :, :-1] == prefix[:, None, :]).all(dim=-1).nonzero(as_tuple=True)
+        banned = grams[rows, pos, -1]
+        if self.allowed:
+            keep = ~torch.isin(banned, torch.tensor(sorted(self.allowed), device=banned.device))
+            rows, banned = rows[keep], banned[keep]
+        scores[rows, banned] = float("-inf")
         return scores
 
 
