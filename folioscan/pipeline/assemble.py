@@ -61,6 +61,13 @@ def assemble_shard(docs: list[SourceDocument], results: Iterable[PageResult], ru
     return page_rows, doc_rows
 
 
+def document_complete(results: list[PageResult]) -> bool:
+    """Every page of the book is back (or the book failed as a whole)."""
+    if any(r.work.page_index == DOCUMENT_LEVEL for r in results):
+        return True
+    return bool(results) and not _missing_pages(results)
+
+
 def _missing_pages(pages: list[PageResult]) -> list[int]:
     """Source pages with fewer (or more) rows than they were split into."""
     if not pages:

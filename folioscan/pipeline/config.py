@@ -26,6 +26,7 @@ class JobConfig(BaseModel):
     num_cpus: Optional[int] = None  # local Ray only
     ocr_workers: Optional[int] = None  # engine actors (default: one per CPU, or per GPU for VLMs)
     shard_docs: int = 16  # documents per committed Parquet file pair
+    shards_in_flight: int = 4  # shards handed to the executor at once; each commits when complete
     batch_size: int = 4  # pages per engine call
     dpi: float = 300.0
     max_page_megapixels: float = 200.0

@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from itertools import islice
 from typing import Iterator, Optional
 
 from folioscan import __version__
-from folioscan.pipeline.assemble import assemble_shard
+from folioscan.pipeline.assemble import assemble_shard, document_complete
 from folioscan.pipeline.config import JobConfig
 from folioscan.pipeline.executors import make_executor
 from folioscan.pipeline.output import DatasetWriter
@@ -16,7 +17,7 @@ from folioscan.pipeline.progress import Progress
 from folioscan.pipeline.sources import iter_documents
 from folioscan.pipeline.stages import Stages
 from folioscan.pipeline.storage import store_for
-from folioscan.records import SourceDocument
+from folioscan.records import PageResult, SourceDocument
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,25 @@ class JobSummary:
     mean_confidence: Optional[float] = None
     orphans_removed: int = 0
     shards: list[str] = field(default_factory=list)
+    _conf_sum: float = field(default=0.0, repr=False)
+    _conf_weight: float = field(default=0.0, repr=False)
+
+    def add(self, page_rows: list[dict], doc_rows: list[dict]) -> None:
+        for d in doc_rows:
+            self.documents += 1
+            self.documents_failed += d["status"] == "error"
+            self.documents_partial += d["status"] == "partial"
+            if d["status"] != "ok":
+                log.warning("%s: %s: %s", d["source_uri"], d["status"], d["error"])
+        for p in page_rows:
+            self.pages += 1
+            self.pages_failed += p["status"] == "error"
+            self.pages_blank += p["status"] == "blank"
+            if p["confidence"] is not None:
+                weight = max(len(p["text"] or ""), 1)
+                self._conf_sum += p["confidence"] * weight
+                self._conf_weight += weight
+        self.mean_confidence = self._conf_sum / self._conf_weight if self._conf_weight else None
 
     @property
     def pages_per_s(self) -> float:
@@ -46,12 +66,34 @@ class JobSummary:
         return self.documents_failed == 0 and self.documents_partial == 0
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "pages_per_s": round(self.pages_per_s, 3)}
+        out = {k: v for k, v in asdict(self).items() if not k.startswith("_")}
+        return {**out, "pages_per_s": round(self.pages_per_s, 3)}
 
 
 def _shards(docs: Iterator[SourceDocument], size: int) -> Iterator[list[SourceDocument]]:
     while shard := list(islice(docs, size)):
         yield shard
+
+
+def _windows(shards: Iterator[list[SourceDocument]], size: int) -> Iterator[list[list[SourceDocument]]]:
+    while window := list(islice(shards, max(1, size))):
+        yield window
+
+
+def _run_window(executor, window: list[list[SourceDocument]], run_id: str) -> Iterator[tuple[list[dict], list[dict]]]:
+    """Give the executor several shards at once (no idle workers at shard boundaries) and yield
+    each shard's rows as soon as every page of every book in it is back."""
+    shard_of = {d.doc_id: i for i, shard in enumerate(window) for d in shard}
+    results: dict[str, list[PageResult]] = defaultdict(list)
+    open_shards = set(range(len(window)))
+    for r in executor.process([d for shard in window for d in shard]):
+        results[r.work.doc_id].append(r)
+        i = shard_of[r.work.doc_id]
+        if i in open_shards and all(document_complete(results[d.doc_id]) for d in window[i]):
+            open_shards.discard(i)
+            yield assemble_shard(window[i], [x for d in window[i] for x in results.pop(d.doc_id)], run_id)
+    for i in sorted(open_shards):  # pages went missing: assembly turns the gap into error rows
+        yield assemble_shard(window[i], [x for d in window[i] for x in results.pop(d.doc_id, [])], run_id)
 
 
 def run_job(cfg: JobConfig) -> JobSummary:
@@ -75,32 +117,16 @@ def run_job(cfg: JobConfig) -> JobSummary:
 
     stages = Stages(in_store, cfg.load_options(), cfg.prep, cfg.engine, cfg.batch_size)
     executor = make_executor(cfg, stages)
-    conf_sum = conf_weight = 0.0
     t0 = time.perf_counter()
     with Progress(enabled=cfg.progress) as progress:
         try:
-            for shard in _shards(todo(), cfg.shard_docs):
-                results = list(executor.process(shard))
-                page_rows, doc_rows = assemble_shard(shard, results, cfg.run_id)
-                summary.shards.append(writer.commit(page_rows, doc_rows))
-                for d in doc_rows:
-                    summary.documents += 1
-                    summary.documents_failed += d["status"] == "error"
-                    summary.documents_partial += d["status"] == "partial"
-                    if d["status"] != "ok":
-                        log.warning("%s: %s: %s", d["source_uri"], d["status"], d["error"])
-                for p in page_rows:
-                    summary.pages += 1
-                    summary.pages_failed += p["status"] == "error"
-                    summary.pages_blank += p["status"] == "blank"
-                    if p["confidence"] is not None:
-                        weight = max(len(p["text"] or ""), 1)
-                        conf_sum += p["confidence"] * weight
-                        conf_weight += weight
-                progress.update(len(doc_rows), len(page_rows), summary.pages_failed)
+            for window in _windows(_shards(todo(), cfg.shard_docs), cfg.shards_in_flight):
+                for page_rows, doc_rows in _run_window(executor, window, cfg.run_id):
+                    summary.shards.append(writer.commit(page_rows, doc_rows))
+                    summary.add(page_rows, doc_rows)
+                    progress.update(len(doc_rows), len(page_rows), summary.pages_failed)
         finally:
             executor.close()
     summary.seconds = time.perf_counter() - t0
-    summary.mean_confidence = conf_sum / conf_weight if conf_weight else None
     writer.write_run_record({"folioscan": __version__, "config": cfg.model_dump(), "summary": summary.to_dict()})
     return summary

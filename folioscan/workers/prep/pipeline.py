@@ -46,7 +46,7 @@ def prepare_page(work: PageWork, opts: PrepOptions) -> list[PageWork]:
     if opts.on("crop"):
         gray, small, work.prep.crop_box = apply_crop(gray, small, scale)
     if opts.on("orientation"):
-        turn, conf = detect_orientation(small)
+        turn, conf = detect_orientation(small, gray)
         if turn and conf >= opts.min_orientation_confidence:
             gray, small = rot90(gray, turn), rot90(small, turn)
             work.prep.orientation = turn
