@@ -27,15 +27,20 @@ class JobConfig(BaseModel):
     ocr_workers: Optional[int] = None  # engine actors (default: one per CPU, or per GPU for VLMs)
     shard_docs: int = 16  # documents per committed Parquet file pair
     shards_in_flight: int = 4  # shards handed to the executor at once; each commits when complete
-    batch_size: int = 4  # pages per engine call
+    batch_size: Optional[int] = None  # pages per engine call; default 4, or the VLM's own batch size
     dpi: float = 300.0
     max_page_megapixels: float = 200.0
     max_object_mb: float = 4096.0
     prefer_embedded: bool = True
+    flip_retry_below: Optional[float] = 0.6  # re-read a page turned 180 degrees when its confidence is under this
     engine: EngineOptions = Field(default_factory=TesseractOptions)
     prep: PrepOptions = Field(default_factory=PrepOptions)
     run_id: str = Field(default_factory=new_run_id)
     progress: bool = True
+
+    @property
+    def pages_per_call(self) -> int:
+        return self.batch_size or getattr(self.engine, "batch_size", 4)
 
     def load_options(self) -> LoadOptions:
         return LoadOptions(dpi=self.dpi, max_megapixels=self.max_page_megapixels,

@@ -115,7 +115,7 @@ def run_job(cfg: JobConfig) -> JobSummary:
             else:
                 yield doc
 
-    stages = Stages(in_store, cfg.load_options(), cfg.prep, cfg.engine, cfg.batch_size)
+    stages = Stages(in_store, cfg.load_options(), cfg.prep, cfg.engine, cfg.pages_per_call, cfg.flip_retry_below)
     executor = make_executor(cfg, stages)
     t0 = time.perf_counter()
     with Progress(enabled=cfg.progress) as progress:

@@ -18,6 +18,7 @@ class Stages:
     prep: PrepOptions
     engine: Any  # one of the EngineOptions models
     batch_size: int = 4
+    flip_retry_below: float | None = 0.6
 
     def pages(self, doc: SourceDocument) -> Iterator[PageWork]:
         """Load and clean a document's pages, one at a time (CPU work, runs in parallel per document)."""
@@ -26,4 +27,4 @@ class Stages:
 
     def ocr_stage(self) -> OcrStage:
         """Built once per worker: engines are costly to load."""
-        return OcrStage(self.engine)
+        return OcrStage(self.engine, self.flip_retry_below)
