@@ -77,15 +77,16 @@ _engine = None
 
 def _ocr_job(args):
     global _engine
-    from folioscan.workers.engines.registry import build_engine, RapidOcrOptions, TesseractOptions
+    from folioscan.workers.engines.registry import RapidOcrOptions, TesseractOptions
+    from folioscan.workers.ocr_stage import OcrStage
 
     img_path, truth, kind, seed, engine_name = args
-    if _engine is None:
-        _engine = build_engine(TesseractOptions() if engine_name == "tesseract" else RapidOcrOptions())
+    if _engine is None:  # the pipeline's OCR stage: with prep, its 180-degree re-read is part of cleaning
+        _engine = OcrStage(TesseractOptions() if engine_name == "tesseract" else RapidOcrOptions())
     img = degrade(cv2.imread(img_path, cv2.IMREAD_GRAYSCALE), kind, seed)
-    raw = _engine.predict_batch([img])[0].text
+    raw = _engine.engine.predict_batch([img])[0].text
     parts = pipeline.prepare_page(PageWork("d", "u", 0, 1, image=img), pipeline.PrepOptions())
-    cleaned = "\n".join(_engine.predict_batch([p.image])[0].text for p in parts if not p.prep.is_blank)
+    cleaned = "\n".join(r.ocr.text for r in _engine(parts) if r.ocr)
     if kind == "spread":  # the spread holds the page twice: compare with the page text twice
         truth = truth + " " + truth
     return kind, cer(raw, truth), cer(cleaned, truth)

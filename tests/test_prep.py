@@ -123,4 +123,6 @@ def test_every_step_can_be_switched_off(page):
     [off] = prepare_page(PageWork("d", "u", 0, 1, image=tilted), PrepOptions(skip=["deskew"]))
     [none] = prepare_page(PageWork("d", "u", 0, 1, image=tilted), PrepOptions(enabled=False))
     assert on.prep.deskew_angle == pytest.approx(4.0, abs=0.2) and off.prep.deskew_angle == 0.0
+    assert estimate_skew(small(on.image))[0] == pytest.approx(0.0, abs=0.2)  # the tilt is gone from the image
+    assert estimate_skew(small(off.image))[0] == pytest.approx(4.0, abs=0.2)
     assert none.image is tilted and none.prep.est_chars == 0

@@ -30,19 +30,20 @@ def ink_points(ink: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     return ys.astype(np.float64), xs.astype(np.float64)
 
 
-def estimate_skew(small: np.ndarray, max_angle: float = 15.0, ink: np.ndarray | None = None, fine: bool = True) -> tuple[float, float]:
+def estimate_skew(small: np.ndarray, max_angle: float = 15.0, ink: np.ndarray | None = None, fine: bool = True,
+                  coarse_step: float = 0.5) -> tuple[float, float]:
     """(angle, sharpness): the counter-clockwise angle of the text lines in degrees, and how much
     sharper the best profile is than the flattest (about 1 for a page with no lines).
     Pass `ink` when the caller already has the mask; `fine=False` stops at 0.5-degree steps."""
     ys, xs = ink_points(ink_mask(small) if ink is None else ink)
     if len(ys) < 200:
         return 0.0, 1.0
-    coarse = np.arange(-max_angle, max_angle + 1e-9, 0.5)
+    coarse = np.arange(-max_angle, max_angle + 1e-9, coarse_step)
     scores = profile_scores(ys, xs, coarse)
     best = float(coarse[int(np.argmax(scores))])
     sharpness = float(scores.max() / max(scores.min(), 1.0))
     if fine:
-        for step, reach in ((0.1, 0.5), (0.05, 0.1)):
+        for step, reach in ((0.1, coarse_step), (0.05, 0.1)):
             cand = np.arange(best - reach, best + reach + 1e-9, step)
             best = float(cand[int(np.argmax(profile_scores(ys, xs, cand)))])
     return round(best, 2), sharpness

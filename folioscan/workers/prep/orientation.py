@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 
 from folioscan.workers.prep.deskew import estimate_skew
-from folioscan.workers.prep.geometry import ink_mask, rot90
+from folioscan.workers.prep.geometry import ink_mask, rot90, rotate
 
 
 def _line_bands(profile: np.ndarray) -> list[tuple[int, int]]:
@@ -31,17 +31,22 @@ def _line_bands(profile: np.ndarray) -> list[tuple[int, int]]:
 
 
 def ascender_balance(ink: np.ndarray) -> tuple[float, int, float]:
-    """(balance, lines, median line height): balance > 0 when more ink sits above the x-height
-    band than below it (upright), < 0 when upside down."""
+    """(balance, lines, median line height): balance > 0 when more ink sits just above the
+    x-height band than just below the baseline (upright), < 0 when upside down. Only a zone of
+    ~half an x-height on each side counts, so with tight leading the neighbouring lines'
+    ascenders and descenders stay out of it."""
+    profile = ink.sum(axis=1).astype(np.float64)
     above = below = 0.0
-    bands = _line_bands(ink.sum(axis=1).astype(np.float64))
+    bands = _line_bands(profile)
     for y0, y1 in bands:
-        rows = ink[y0:y1].sum(axis=1).astype(np.float64)
+        rows = profile[y0:y1]
         core = np.nonzero(rows >= 0.5 * rows.max())[0]  # the x-height band: the densest rows
         if len(core) == 0:
             continue
-        above += rows[: core[0]].sum()
-        below += rows[core[-1] + 1:].sum()
+        top, bottom = y0 + core[0], y0 + core[-1] + 1
+        zone = max(1, int(round(0.45 * (bottom - top))))
+        above += profile[max(0, top - zone):top].sum()
+        below += profile[bottom:bottom + zone].sum()
     total = above + below
     height = float(np.median([b - a for a, b in bands])) if bands else 0.0
     return (0.0 if total == 0 else (above - below) / total), len(bands), height
@@ -52,19 +57,23 @@ MIN_LINE_PX = 20  # below this, ascenders are a pixel or two: measure on a large
 
 def detect_orientation(small: np.ndarray, full: np.ndarray | None = None) -> tuple[int, float]:
     """(degrees clockwise to rotate the page to make it upright, confidence 0..1).
-    `full` (the page at full resolution) sharpens the up/down decision when lines are small."""
+    The up/down test runs on a straightened copy (tilted lines smear the x-height band), and on
+    a larger copy taken from `full` when the lines are small."""
     ink = ink_mask(small)  # a quarter turn of the mask is the mask of the turned page
-    _, sharp_h = estimate_skew(small, max_angle=3, ink=ink, fine=False)
-    _, sharp_v = estimate_skew(small, max_angle=3, ink=rot90(ink, 90), fine=False)
+    angle_h, sharp_h = estimate_skew(small, max_angle=15, ink=ink, fine=False, coarse_step=1.0)
+    angle_v, sharp_v = estimate_skew(small, max_angle=15, ink=rot90(ink, 90), fine=False, coarse_step=1.0)
     if max(sharp_h, sharp_v) < 1.05:
         return 0, 0.0  # no text lines to go by
-    base = 0 if sharp_h >= sharp_v else 90
-    balance, lines, height = ascender_balance(rot90(ink, base))
+    base, tilt = (0, angle_h) if sharp_h >= sharp_v else (90, angle_v)
+    source, factor = small, 1.0
+    _, _, height = ascender_balance(rot90(ink, base))
     if full is not None and 0 < height < MIN_LINE_PX and full.shape[0] > small.shape[0]:
         factor = min(full.shape[0] / small.shape[0], MIN_LINE_PX / height)
-        size = (round(small.shape[1] * factor), round(small.shape[0] * factor))
-        larger = cv2.resize(full, size, interpolation=cv2.INTER_AREA)
-        balance, lines, height = ascender_balance(ink_mask(rot90(larger, base)))
+        source = cv2.resize(full, (round(small.shape[1] * factor), round(small.shape[0] * factor)), interpolation=cv2.INTER_AREA)
+    upright = rot90(source, base)
+    if abs(tilt) >= 0.5:
+        upright = rotate(upright, -tilt)
+    balance, lines, _ = ascender_balance(ink_mask(upright))
     turn = base if balance >= 0 else (base + 180) % 360
     margin = abs(sharp_h - sharp_v) / max(sharp_h, sharp_v)
     evidence = min(1.0, lines / 6)  # a handful of lines is weak evidence for up versus down

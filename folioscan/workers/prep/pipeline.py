@@ -76,7 +76,7 @@ def _clean(gray: np.ndarray, small: np.ndarray, scale: float, info: PrepInfo, op
     if opts.on("deskew"):
         angle, _ = estimate_skew(small)
         if abs(angle) >= opts.min_deskew:
-            gray, small = rotate(gray, angle), rotate(small, angle)
+            gray, small = rotate(gray, -angle), rotate(small, -angle)  # undo the measured tilt
             info.deskew_angle = angle
     if opts.on("segment") or opts.on("blank"):
         layout = segment(small)
