@@ -40,9 +40,8 @@ class OcrStage:
         if todo:
             t0 = time.perf_counter()
             try:
-                results = self._predict([works[i] for i in todo])
+                results = self._retry_flipped([works[i] for i in todo], self._predict([works[i] for i in todo]))
                 per_page_ms = (time.perf_counter() - t0) * 1000 / len(todo)
-                results = self._retry_flipped([works[i] for i in todo], results)
                 for i, r in zip(todo, results):
                     out[i] = self._finish(works[i], r, per_page_ms)
             except Exception:
