@@ -65,6 +65,12 @@ def test_schema_round_trip_and_readers(library, tmp_path):
     assert n == 3 + 3  # scan_book 2, digital 1, image_book 3
     lines = duckdb.sql(f"select unnest(lines).confidence from read_parquet('{out}/pages/*.parquet')").fetchall()
     assert lines and all(0 <= c <= 1 for (c,) in lines)
+    import datasets
+
+    for table, schema in (("pages", PAGES_SCHEMA), ("documents", DOCUMENTS_SCHEMA)):
+        ds = datasets.load_dataset("parquet", data_files=os.path.join(out, table, "*.parquet"), split="train")
+        assert len(ds) == pq.read_table(os.path.join(out, table)).num_rows and ds.column_names == schema.names
+    assert len(ds) == 7
 
 
 def test_orphan_pages_part_from_a_crash_is_removed_on_rerun(library, tmp_path):
