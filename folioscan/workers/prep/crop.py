@@ -14,15 +14,12 @@ def dark_border_mask(small: np.ndarray) -> np.ndarray:
     if edges.min() >= DARK:
         return np.zeros(small.shape, dtype=bool)  # nothing dark touches the edge: the usual clean page
     dark = (small < DARK).astype(np.uint8)
-    n, labels, stats, _ = cv2.connectedComponentsWithStats(dark, connectivity=8)
-    mask = np.zeros_like(dark, dtype=bool)
-    min_area = 0.002 * h * w  # bigger than any glyph
-    for i in range(1, n):
-        x, y, bw, bh, area = stats[i]
-        touches = x == 0 or y == 0 or x + bw == w or y + bh == h
-        if touches and area >= min_area:
-            mask |= labels == i
-    return mask
+    _, labels, stats, _ = cv2.connectedComponentsWithStats(dark, connectivity=8)
+    x, y, bw, bh, area = stats.T
+    touches = (x == 0) | (y == 0) | (x + bw == w) | (y + bh == h)
+    keep = touches & (area >= 0.002 * h * w)  # bigger than any glyph
+    keep[0] = False  # label 0 is the background
+    return keep[labels]
 
 
 def content_box(border: np.ndarray, margin: float = 0.02) -> tuple[int, int, int, int] | None:

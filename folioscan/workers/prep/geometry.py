@@ -32,3 +32,20 @@ def rotate(gray: np.ndarray, angle: float) -> np.ndarray:
 
 def rot90(gray: np.ndarray, clockwise_degrees: int) -> np.ndarray:  # also rotates bool masks
     return np.ascontiguousarray(np.rot90(gray, k=-(clockwise_degrees // 90) % 4))
+
+
+def line_bands(profile: np.ndarray) -> list[tuple[int, int]]:
+    """Runs of rows whose ink is above a fraction of the typical line's ink."""
+    if profile.max() == 0:
+        return []
+    on = profile > 0.15 * np.percentile(profile[profile > 0], 90)
+    bands, start = [], None
+    for i, v in enumerate(on):
+        if v and start is None:
+            start = i
+        elif not v and start is not None:
+            bands.append((start, i))
+            start = None
+    if start is not None:
+        bands.append((start, len(on)))
+    return [b for b in bands if b[1] - b[0] >= 3]

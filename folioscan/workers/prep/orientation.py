@@ -10,24 +10,7 @@ import cv2
 import numpy as np
 
 from folioscan.workers.prep.deskew import estimate_skew
-from folioscan.workers.prep.geometry import ink_mask, rot90, rotate
-
-
-def _line_bands(profile: np.ndarray) -> list[tuple[int, int]]:
-    """Runs of rows whose ink is above a fraction of the typical line's ink."""
-    if profile.max() == 0:
-        return []
-    on = profile > 0.15 * np.percentile(profile[profile > 0], 90)
-    bands, start = [], None
-    for i, v in enumerate(on):
-        if v and start is None:
-            start = i
-        elif not v and start is not None:
-            bands.append((start, i))
-            start = None
-    if start is not None:
-        bands.append((start, len(on)))
-    return [b for b in bands if b[1] - b[0] >= 3]
+from folioscan.workers.prep.geometry import ink_mask, line_bands, rot90, rotate
 
 
 def ascender_balance(ink: np.ndarray) -> tuple[float, int, float]:
@@ -37,7 +20,7 @@ def ascender_balance(ink: np.ndarray) -> tuple[float, int, float]:
     ascenders and descenders stay out of it."""
     profile = ink.sum(axis=1).astype(np.float64)
     above = below = 0.0
-    bands = _line_bands(profile)
+    bands = line_bands(profile)
     for y0, y1 in bands:
         rows = profile[y0:y1]
         core = np.nonzero(rows >= 0.5 * rows.max())[0]  # the x-height band: the densest rows

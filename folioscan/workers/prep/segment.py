@@ -7,8 +7,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from folioscan.workers.prep.geometry import ink_mask
-from folioscan.workers.prep.orientation import _line_bands
+from folioscan.workers.prep.geometry import ink_mask, line_bands
 
 CHAR_ADVANCE = 0.72  # mean character advance / measured line-band height (median fit on old_books pages)
 
@@ -59,7 +58,7 @@ def segment(gray: np.ndarray) -> Layout:
     layout.blocks = sorted(blocks, key=lambda b: (int((b[0] - x_min) // max(colw, 1)), b[1]))
     for x0, y0, x1, y1 in layout.blocks:
         region = ink[y0:y1, x0:x1]
-        for a, b in _line_bands(region.sum(axis=1).astype(np.float64)):
+        for a, b in line_bands(region.sum(axis=1).astype(np.float64)):
             cols = np.nonzero(region[a:b].any(axis=0))[0]
             if len(cols) and b - a >= 0.6 * xh:
                 layout.lines.append((x0 + int(cols[0]), y0 + a, x0 + int(cols[-1]) + 1, y0 + b))
