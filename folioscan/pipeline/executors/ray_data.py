@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import pickle
+import warnings
 from typing import Iterator
 
 from folioscan.records import PageResult, SourceDocument
@@ -46,6 +47,9 @@ class RayExecutor:
                 ray.init(num_cpus=cfg.num_cpus, runtime_env={"env_vars": env} if env else None, **kwargs)
         import ray.data
 
+        # our own progress line and summary replace Ray Data's per-dataset chatter
+        logging.getLogger("ray.data").setLevel(logging.ERROR)
+        warnings.filterwarnings("ignore", message="The minimum number of concurrent actors")
         ctx = ray.data.DataContext.get_current()
         ctx.enable_progress_bars = False
         ctx.print_on_execution_start = False
@@ -63,7 +67,7 @@ class RayExecutor:
         ds = ds.flat_map(_pages_of, fn_kwargs={"stages": self.stages}, num_cpus=0.2)
         ds = ds.map_batches(
             _OcrActor, fn_constructor_args=(self.stages,), batch_size=self.stages.batch_size,
-            batch_format="numpy", concurrency=self.actors,
+            batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=self.actors),
             num_gpus=1 if self.gpu else 0, num_cpus=1 if self.gpu else 0.8,
         )
         for row in ds.iter_rows():
