@@ -33,3 +33,16 @@ def test_local_listing_and_manifest(library, tmp_path):
     assert [d.uri.rsplit("/", 1)[-1] for d in listed] == ["missing.pdf", "scan_book.pdf"]
     assert listed[0].members[0].fingerprint == "missing"
     assert listed[1].doc_id == docs["scan_book.pdf"].doc_id
+
+
+def test_an_object_listed_twice_is_processed_once(library, tmp_path):
+    import pyarrow.parquet as pq
+
+    from folioscan.pipeline.config import JobConfig
+    from folioscan.pipeline.job import run_job
+
+    manifest = tmp_path / "twice.txt"
+    manifest.write_text(f"{library}/scan_book.pdf\n{library}/scan_book.pdf\n")
+    summary = run_job(JobConfig(source=str(manifest), output=str(tmp_path / "out"), executor="local", progress=False))
+    assert summary.documents == 1 and summary.documents_skipped == 1
+    assert pq.read_table(tmp_path / "out" / "pages").num_rows == 2

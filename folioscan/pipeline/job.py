@@ -110,9 +110,10 @@ def run_job(cfg: JobConfig) -> JobSummary:
 
     def todo() -> Iterator[SourceDocument]:
         for doc in iter_documents(in_store, cfg.source, on_skip=ignored):
-            if doc.doc_id in committed:
+            if doc.doc_id in committed:  # done by an earlier run, or listed twice in this one
                 summary.documents_skipped += 1
             else:
+                committed.add(doc.doc_id)
                 yield doc
 
     stages = Stages(in_store, cfg.load_options(), cfg.prep, cfg.engine, cfg.pages_per_call, cfg.flip_retry_below)
