@@ -80,12 +80,12 @@ def _ocr_job(args):
     from folioscan.workers.engines.registry import RapidOcrOptions, TesseractOptions
     from folioscan.workers.ocr_stage import OcrStage
 
-    img_path, truth, kind, seed, engine_name = args
+    img_path, truth, kind, seed, engine_name, output = args
     if _engine is None:  # the pipeline's OCR stage: with prep, its 180-degree re-read is part of cleaning
         _engine = OcrStage(TesseractOptions() if engine_name == "tesseract" else RapidOcrOptions())
     img = degrade(cv2.imread(img_path, cv2.IMREAD_GRAYSCALE), kind, seed)
     raw = _engine.engine.predict_batch([img])[0].text
-    parts = pipeline.prepare_page(PageWork("d", "u", 0, 1, image=img), pipeline.PrepOptions())
+    parts = pipeline.prepare_page(PageWork("d", "u", 0, 1, image=img), pipeline.PrepOptions(output=output))
     cleaned = "\n".join(r.ocr.text for r in _engine(parts) if r.ocr)
     if kind == "spread":  # the spread holds the page twice: compare with the page text twice
         truth = truth + " " + truth
@@ -98,6 +98,7 @@ def main() -> None:
     ap.add_argument("--every", type=int, default=6, help="use every Nth eval page for the OCR quality part")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--kinds", nargs="+", default=["clean", "skew", "border", "spread", "gradient", "rot90"])
+    ap.add_argument("--output", default="gray", choices=["gray", "binary"], help="what cleaning hands the engine")
     args = ap.parse_args()
     rows = manifest()
     paths = [os.path.join(OLD_BOOKS, "pages", r["page_name"] + ".png") for r in rows]
@@ -105,7 +106,7 @@ def main() -> None:
     report = {"benchmark": "prep", "pages_timed": len(images), "page_size": list(images[0].shape),
               "ms_per_page_one_core": time_steps(images)}
     report["prep_pages_per_s_per_core"] = round(1000 / report["ms_per_page_one_core"]["whole_prep"], 1)
-    jobs = [(paths[i], rows[i]["truth"], k, i, args.engine) for k in args.kinds for i in range(0, len(rows), args.every)]
+    jobs = [(paths[i], rows[i]["truth"], k, i, args.engine, args.output) for k in args.kinds for i in range(0, len(rows), args.every)]
     with Pool(args.workers) as pool:
         results = pool.map(_ocr_job, jobs)
     quality = {}
@@ -117,6 +118,7 @@ def main() -> None:
                          "median_cer_without_prep": round(statistics.median(raw), 4),
                          "median_cer_with_prep": round(statistics.median(cleaned), 4)}
     report["quality_" + args.engine] = quality
+    report["prep_output"] = args.output
     print(json.dumps(report, indent=2))
 
 
