@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
-from evalset import OLD_BOOKS, cer, manifest  # noqa: E402
+from evalset import OLD_BOOKS, cer, manifest, normalize  # noqa: E402
 
 from folioscan.records import PageWork  # noqa: E402
 from folioscan.workers.prep import geometry, pipeline  # noqa: E402
@@ -72,6 +72,23 @@ def time_steps(images: list[np.ndarray]) -> dict:
     return out
 
 
+def density_check(images: list[np.ndarray], rows: list[dict]) -> dict:
+    """How close the segmentation's character estimate (which picks the VLM budget) is to the truth."""
+    from folioscan.workers.engines.vlm.budgets import BUDGETS, choose_budget
+
+    ratios, picks = [], {}
+    for img, row in zip(images, rows):
+        [w] = pipeline.prepare_page(PageWork("d", "u", 0, 1, image=img), pipeline.PrepOptions())[:1]
+        ratios.append(w.prep.est_chars / max(len(normalize(row["truth"])), 1))
+        name = BUDGETS["deepseek-ocr-2"][choose_budget("deepseek-ocr-2", w.prep.est_chars)].name
+        picks[name] = picks.get(name, 0) + 1
+    r = np.array(ratios)
+    return {"est_over_true_chars_median": round(float(np.median(r)), 3),
+            "p10": round(float(np.percentile(r, 10)), 3), "p90": round(float(np.percentile(r, 90)), 3),
+            "share_within_25pct": round(float(np.mean(np.abs(r - 1) <= 0.25)), 3),
+            "adaptive_deepseek_ocr_2_budgets": picks}
+
+
 _engine = None
 
 
@@ -106,6 +123,7 @@ def main() -> None:
     report = {"benchmark": "prep", "pages_timed": len(images), "page_size": list(images[0].shape),
               "ms_per_page_one_core": time_steps(images)}
     report["prep_pages_per_s_per_core"] = round(1000 / report["ms_per_page_one_core"]["whole_prep"], 1)
+    report["text_density_estimate"] = density_check(images, rows)
     jobs = [(paths[i], rows[i]["truth"], k, i, args.engine, args.output) for k in args.kinds for i in range(0, len(rows), args.every)]
     with Pool(args.workers) as pool:
         results = pool.map(_ocr_job, jobs)
