@@ -46,16 +46,18 @@ def main() -> None:
     ap.add_argument("--pages", type=int, default=64)
     ap.add_argument("--model", help="a real model directory instead of random full-size weights")
     ap.add_argument("--no-repeat-ngram", type=int, default=20, help="0 measures without the repetition guard")
+    ap.add_argument("--smoke", action="store_true", help="tiny model on the CPU: checks this script, measures nothing")
     args = ap.parse_args()
-    if not torch.cuda.is_available():
+    if not torch.cuda.is_available() and not args.smoke:
         print(json.dumps({"benchmark": "vlm_throughput", "skipped": "no CUDA GPU on this machine"}))
         return
-    path = args.model or save_random_model(args.model_kind, tempfile.mkdtemp(), full=True, vocab_size=4096)
-    backend = TransformersBackend(VlmOptions(kind=args.model_kind, model=path, device="cuda", no_repeat_ngram=args.no_repeat_ngram))
+    device = "cpu" if args.smoke else "cuda"
+    path = args.model or save_random_model(args.model_kind, tempfile.mkdtemp(), full=not args.smoke, vocab_size=4096 if not args.smoke else 320)
+    backend = TransformersBackend(VlmOptions(kind=args.model_kind, model=path, device=device, no_repeat_ngram=args.no_repeat_ngram))
     backend.model.generation_config.min_new_tokens = args.output_tokens  # fixed output length per page
     images = page_images(args.pages)
     report = {"benchmark": "vlm_throughput", "model_kind": args.model_kind, "weights": "random" if not args.model else path,
-              "gpu": torch.cuda.get_device_name(0), "output_tokens_per_page": args.output_tokens,
+              "gpu": torch.cuda.get_device_name(0) if device == "cuda" else "none (smoke run)", "output_tokens_per_page": args.output_tokens,
               "no_repeat_ngram": args.no_repeat_ngram, "runs": []}
     # CPU prep rate on the same pages, to see whether a few cores feed the GPU
     from folioscan.records import PageWork
@@ -67,9 +69,11 @@ def main() -> None:
     report["prep_pages_per_s_per_core"] = round(16 / (time.perf_counter() - t0), 1)
     for budget in [b for b in BUDGETS[args.model_kind] if not args.budgets or b.name in args.budgets]:
         for bs in args.batch_sizes:
-            torch.cuda.reset_peak_memory_stats()
+            sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+            if device == "cuda":
+                torch.cuda.reset_peak_memory_stats()
             backend.generate(images[:bs], budget, args.output_tokens)  # warm-up
-            torch.cuda.synchronize()
+            sync()
             t0 = time.perf_counter()
             done = tokens = 0
             vision = 0
@@ -78,11 +82,11 @@ def main() -> None:
                 done += len(gens)
                 tokens += sum(len(g.token_ids) for g in gens)
                 vision = gens[0].vision_tokens
-            torch.cuda.synchronize()
+            sync()
             s = time.perf_counter() - t0
             report["runs"].append({"budget": budget.name, "vision_tokens": vision, "batch_size": bs, "pages": done,
                                    "pages_per_s": round(done / s, 2), "output_tokens_per_s": round(tokens / s, 1),
-                                   "peak_gpu_mem_gb": round(torch.cuda.max_memory_allocated() / 2**30, 2)})
+                                   "peak_gpu_mem_gb": round(torch.cuda.max_memory_allocated() / 2**30, 2) if device == "cuda" else None})
             print(json.dumps(report["runs"][-1]), file=sys.stderr, flush=True)
     print(json.dumps(report, indent=2))
 

@@ -13,6 +13,9 @@ CORPUS = [
     "CHAPTER I. The page, the line, the word; 1, 2, 3. OCR system user assistant",
 ]
 
+# the published vocabularies: the LM head's size matters to throughput even with random weights
+FULL_VOCAB = {"deepseek-ocr-2": 129280, "got-ocr2": 151860}
+
 SPECIALS = {
     "deepseek-ocr-2": ["<unk>", "<pad>", "<bos>", "<eos>", "<image>"],
     "got-ocr2": ["<unk>", "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<img>", "</img>", "<imgpad>"],
@@ -40,7 +43,7 @@ def _deepseek(tok, full: bool):
     from transformers import DeepseekOcr2Config, DeepseekOcr2ForConditionalGeneration, DeepseekOcr2Processor
     from transformers.models.deepseek_ocr2.image_processing_pil_deepseek_ocr2 import DeepseekOcr2ImageProcessorPil
 
-    v = len(tok)
+    v = max(len(tok), FULL_VOCAB["deepseek-ocr-2"]) if full else len(tok)
     if full:  # the published architecture (SAM-B + Qwen2-0.5B encoder + DeepSeek-3B-MoE decoder)
         vision, text = {}, dict(vocab_size=v, hidden_size=1280, intermediate_size=6848, num_hidden_layers=12,
                                 num_attention_heads=10, num_key_value_heads=10, n_routed_experts=64, num_experts_per_tok=6,
@@ -65,7 +68,7 @@ def _got(tok, full: bool):
     from transformers import GotOcr2Config, GotOcr2ForConditionalGeneration, GotOcr2Processor
     from transformers.models.got_ocr2.image_processing_pil_got_ocr2 import GotOcr2ImageProcessorPil
 
-    v = len(tok)
+    v = max(len(tok), FULL_VOCAB["got-ocr2"]) if full else len(tok)
     if full:  # SAM-B vision tower + Qwen2-0.5B decoder
         vision, text = {}, dict(vocab_size=v, hidden_size=1024, intermediate_size=2816, num_hidden_layers=24,
                                 num_attention_heads=16, num_key_value_heads=16)
@@ -86,6 +89,8 @@ def save_random_model(kind: str, path: str, full: bool = False, seed: int = 0, v
     torch.manual_seed(seed)
     tok = train_tokenizer(kind, vocab_size)
     model, processor = (_deepseek if kind == "deepseek-ocr-2" else _got)(tok, full)
+    if full:
+        model = model.to(torch.bfloat16)  # half the disk and load time; the GPU runs bf16 anyway
     os.makedirs(path, exist_ok=True)
     model.save_pretrained(path)
     processor.save_pretrained(path)
