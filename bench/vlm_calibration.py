@@ -19,6 +19,13 @@ sys.path.insert(0, os.path.dirname(__file__))
 from evalset import OLD_BOOKS, cer, manifest  # noqa: E402
 
 
+def pearson(xs: list[float], ys: list[float]) -> float | None:
+    try:
+        return round(statistics.correlation(xs, ys), 3)
+    except statistics.StatisticsError:  # fewer than two points, or a constant input
+        return None
+
+
 def main() -> None:
     from folioscan.workers.engines.registry import VlmOptions
     from folioscan.workers.engines.vlm.budgets import BUDGETS, max_new_tokens
@@ -29,6 +36,7 @@ def main() -> None:
     ap.add_argument("--model", required=True)
     ap.add_argument("--every", type=int, default=1)
     ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--max-new-tokens", type=int, help="default: from the budget")
     args = ap.parse_args()
     backend = TransformersBackend(VlmOptions(kind=args.model_kind, model=args.model))
     rows = manifest()[:: args.every]
@@ -37,7 +45,7 @@ def main() -> None:
     for budget in BUDGETS[args.model_kind]:
         stats = []
         for i in range(0, len(images), args.batch_size):
-            gens = backend.generate(images[i:i + args.batch_size], budget, max_new_tokens(budget, 10.0))
+            gens = backend.generate(images[i:i + args.batch_size], budget, args.max_new_tokens or max_new_tokens(budget, 10.0))
             for g, r in zip(gens, rows[i:i + args.batch_size]):
                 text = backend.batch_decode([g.token_ids])[0]
                 lps = g.logprobs or [0.0]
@@ -46,7 +54,7 @@ def main() -> None:
         cers = [s["cer"] for s in stats]
         report["budgets"][budget.name] = {
             "mean_cer": round(statistics.mean(cers), 4), "median_cer": round(statistics.median(cers), 4),
-            "pearson_with_cer": {k: round(statistics.correlation([s[k] for s in stats], cers), 3) for k in ("geo_mean", "min", "p05")},
+            "pearson_with_cer": {k: pearson([s[k] for s in stats], cers) for k in ("geo_mean", "min", "p05")},
         }
     print(json.dumps(report, indent=2))
 
