@@ -51,7 +51,7 @@ def load_pages(doc: SourceDocument, read, opts: LoadOptions) -> Iterator[PageWor
             return
         yield from _pdf_pages(doc, data, opts, doc_error)
     else:
-        yield from _image_pages(doc, read, opts, doc_error)
+        yield from _image_pages(doc, read, opts)
 
 
 def _pdf_pages(doc, data: bytes, opts: LoadOptions, doc_error) -> Iterator[PageWork]:
@@ -140,36 +140,57 @@ def _pix_to_gray(pix) -> np.ndarray:
     return np.ascontiguousarray(arr)
 
 
-def _image_pages(doc, read, opts: LoadOptions, doc_error) -> Iterator[PageWork]:
+TIFF_EXT = (".tif", ".tiff")
+
+
+def _frame_count(uri: str, read) -> tuple[int, Optional[str]]:
+    """Pages in one image file. Only a TIFF can hold several, so only a TIFF is read here."""
+    if not uri.lower().endswith(TIFF_EXT):
+        return 1, None
+    from PIL import Image
+
+    try:
+        return getattr(Image.open(io.BytesIO(read(uri))), "n_frames", 1), None
+    except Exception as e:
+        return 1, f"{uri}: cannot open image: {e}"
+
+
+def _image_pages(doc, read, opts: LoadOptions) -> Iterator[PageWork]:
+    """One file in memory at a time: count the pages first, then read and decode file by file."""
     from PIL import Image
 
     Image.MAX_IMAGE_PIXELS = int(opts.max_megapixels * 1e6)
-    frames: list[tuple[str, int, Optional[Image.Image], Optional[str]]] = []
-    # count pages first (headers only) so every row knows the document's page count
-    for member in doc.members:
-        try:
-            data = read(member.uri)
-            if not data:
-                raise ValueError("zero-byte object")
-            im = Image.open(io.BytesIO(data))
-            for k in range(getattr(im, "n_frames", 1)):
-                frames.append((member.uri, k, im, None))
-        except Exception as e:
-            frames.append((member.uri, 0, None, f"{member.uri}: cannot open image: {e}"))
-    n = len(frames)
-    for i, (uri, k, im, err) in enumerate(frames):
+    counts = [_frame_count(m.uri, read) for m in doc.members]
+    n = sum(c for c, _ in counts)
+    index = 0
+    for member, (frames, count_error) in zip(doc.members, counts):
         t0 = time.perf_counter()
-        work = PageWork(doc.doc_id, doc.uri, i, n, image_origin="image-file", error=err)
-        if im is not None:
+        im, error = None, count_error
+        if error is None:
             try:
-                im.seek(k)
-                _check_pixels(im.width, im.height, opts, f"{uri} frame {k}")
-                frame = im.convert("L")
-                work.image = np.asarray(frame).copy()
-                work.source_height, work.source_width = work.image.shape
-                xdpi = (im.info.get("dpi") or (0, 0))[0]
-                work.dpi = float(xdpi) if xdpi else 0.0
+                data = read(member.uri)
+                if not data:
+                    raise ValueError("zero-byte object")
+                im = Image.open(io.BytesIO(data))
             except Exception as e:
-                work.error = f"{uri} frame {k}: {e}"
-        work.load_ms = (time.perf_counter() - t0) * 1000
-        yield work
+                error = f"{member.uri}: cannot open image: {e}"
+        for k in range(frames):
+            work = PageWork(doc.doc_id, doc.uri, index, n, image_origin="image-file", error=error)
+            index += 1
+            if im is not None:
+                _decode_frame(im, k, member.uri, opts, work)
+            work.load_ms = (time.perf_counter() - t0) * 1000
+            t0 = time.perf_counter()
+            yield work
+
+
+def _decode_frame(im, k: int, uri: str, opts: LoadOptions, work: PageWork) -> None:
+    try:
+        im.seek(k)
+        _check_pixels(im.width, im.height, opts, f"{uri} frame {k}")
+        work.image = np.asarray(im.convert("L")).copy()
+        work.source_height, work.source_width = work.image.shape
+        xdpi = (im.info.get("dpi") or (0, 0))[0]
+        work.dpi = float(xdpi) if xdpi else 0.0
+    except Exception as e:
+        work.error = f"{uri} frame {k}: {e}"
