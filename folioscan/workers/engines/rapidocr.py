@@ -1,7 +1,7 @@
 """RapidOCR (PP-OCR models on ONNX Runtime, weights inside the wheel).
 
-Its angle classifier flips upright lines on book pages (measured: it garbles a share of lines
-on old_books), so it is off by default; page orientation is fixed by the prep stage instead.
+Its angle classifier flips upright lines on book pages (measured on 10 old_books pages: mean
+CER 4.66% with it, 1.66% without), so it is off by default; the prep stage fixes orientation.
 """
 from __future__ import annotations
 
