@@ -31,6 +31,7 @@ class SourceDocument:
     uri: str
     kind: str  # "pdf" | "images"
     members: tuple[SourceObject, ...]
+    fingerprint: str  # of the content: the PDF's own, or a hash over the image files' fingerprints
 
     @property
     def size(self) -> int:

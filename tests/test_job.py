@@ -24,6 +24,8 @@ def check_library_output(out):
     assert len(docs) == 7 and docs.index.is_unique
     assert docs.loc["scan_book.pdf", "status"] == "ok" and docs.loc["scan_book.pdf", "page_count"] == 2
     assert docs.loc["image_book", "pages_ok"] == 3
+    assert docs.loc["image_book", "fingerprint"].startswith("sha256:")  # the image files' content, not the id
+    assert docs.loc["scan_book.pdf", "fingerprint"].startswith("sha256:")
     for bad, reason in [("empty.pdf", "zero-byte"), ("not_a_pdf.pdf", "not a PDF"), ("locked.pdf", "encrypted")]:
         assert docs.loc[bad, "status"] == "error" and reason in docs.loc[bad, "error"]
     assert docs.loc["truncated.pdf", "status"] in ("error", "partial")

@@ -6,6 +6,7 @@ from datetime import datetime, timezone
 from typing import Iterable, Optional
 
 from folioscan.records import DOCUMENT_LEVEL, PageResult, SourceDocument
+from folioscan.workers.engines.base import text_weighted_mean
 
 _SIDE_ORDER = {None: 0, "left": 0, "right": 1}
 
@@ -83,8 +84,7 @@ def _missing_pages(pages: list[PageResult]) -> list[int]:
 def _document_row(doc: SourceDocument, pages: list[PageResult], error: Optional[str], run_id: str, now) -> dict:
     ok = [r for r in pages if r.status == "ok"]
     failed = sum(1 for r in pages if r.status == "error")
-    weights = [(max(len(r.ocr.text), 1), r.ocr.confidence) for r in ok if r.ocr.confidence is not None]
-    mean_conf = sum(w * c for w, c in weights) / sum(w for w, _ in weights) if weights else None
+    mean_conf = text_weighted_mean((r.ocr.text, r.ocr.confidence) for r in ok)
     if error and not pages:
         status = "error"
     elif error or failed:
@@ -95,7 +95,7 @@ def _document_row(doc: SourceDocument, pages: list[PageResult], error: Optional[
     engine = pages[0].engine if pages else None
     return {
         "doc_id": doc.doc_id, "source_uri": doc.uri, "kind": doc.kind,
-        "fingerprint": doc.members[0].fingerprint if doc.kind == "pdf" else doc.doc_id,
+        "fingerprint": doc.fingerprint,
         "size_bytes": doc.size, "page_count": pages[0].work.page_count if pages else 0,
         "pages_out": len(pages), "pages_ok": len(ok),
         "pages_blank": sum(1 for r in pages if r.status == "blank"), "pages_failed": failed,

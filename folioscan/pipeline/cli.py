@@ -13,12 +13,13 @@ import os
 import sys
 
 from folioscan.pipeline.storage import StorageError
+from folioscan.workers.engines.registry import VLM_KINDS, engine_names
 
 DEMO_SAMPLE = os.path.join(os.path.dirname(os.path.dirname(__file__)), "samples")
 
 
 def _engine_options(args) -> dict:
-    if args.engine in ("deepseek-ocr-2", "got-ocr2"):
+    if args.engine in VLM_KINDS:
         opts = {"kind": args.engine, "model": args.model or "", "budget": args.budget, "backend": args.backend,
                 "device": args.device}
         for flag in ("vlm_batch_size", "max_new_tokens", "max_attempts"):
@@ -46,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--ocr-workers", type=int, help="engine actors (default: one per CPU, one per GPU for VLMs)")
         sp.add_argument("--endpoint-url", help="S3-compatible endpoint (default: AWS_ENDPOINT_URL or AWS)")
         sp.add_argument("--region")
-        sp.add_argument("--engine", default="tesseract", choices=["tesseract", "rapidocr", "deepseek-ocr-2", "got-ocr2"])
+        sp.add_argument("--engine", default="tesseract", choices=engine_names())
         sp.add_argument("--model", help="VLM engines: local model directory (or hub id)")
         sp.add_argument("--budget", default="adaptive", help="VLM engines: a budget name or 'adaptive'")
         sp.add_argument("--backend", default="transformers", choices=["transformers", "vllm"])

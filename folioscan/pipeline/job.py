@@ -85,13 +85,17 @@ def _run_window(executor, window: list[list[SourceDocument]], run_id: str) -> It
     each shard's rows as soon as every page of every book in it is back."""
     shard_of = {d.doc_id: i for i, shard in enumerate(window) for d in shard}
     results: dict[str, list[PageResult]] = defaultdict(list)
+    waiting = [{d.doc_id for d in shard} for shard in window]  # books of each shard not yet complete
     open_shards = set(range(len(window)))
     for r in executor.process([d for shard in window for d in shard]):
-        results[r.work.doc_id].append(r)
-        i = shard_of[r.work.doc_id]
-        if i in open_shards and all(document_complete(results[d.doc_id]) for d in window[i]):
-            open_shards.discard(i)
-            yield assemble_shard(window[i], [x for d in window[i] for x in results.pop(d.doc_id)], run_id)
+        doc_id = r.work.doc_id
+        results[doc_id].append(r)
+        i = shard_of[doc_id]
+        if doc_id in waiting[i] and document_complete(results[doc_id]):
+            waiting[i].discard(doc_id)
+            if not waiting[i]:
+                open_shards.discard(i)
+                yield assemble_shard(window[i], [x for d in window[i] for x in results.pop(d.doc_id)], run_id)
     for i in sorted(open_shards):  # pages went missing: assembly turns the gap into error rows
         yield assemble_shard(window[i], [x for d in window[i] for x in results.pop(d.doc_id, [])], run_id)
 

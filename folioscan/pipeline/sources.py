@@ -34,13 +34,13 @@ def _parent(uri: str) -> str:
 
 
 def pdf_document(obj: SourceObject) -> SourceDocument:
-    return SourceDocument(doc_id_for(obj.uri, obj.fingerprint), obj.uri, "pdf", (obj,))
+    return SourceDocument(doc_id_for(obj.uri, obj.fingerprint), obj.uri, "pdf", (obj,), obj.fingerprint)
 
 
 def image_document(folder: str, members: list[SourceObject]) -> SourceDocument:
     members = sorted(members, key=lambda m: _natural_key(m.uri))
-    combined = hashlib.sha256("\n".join(f"{m.uri}\t{m.fingerprint}" for m in members).encode()).hexdigest()
-    return SourceDocument(doc_id_for(folder, "sha256:" + combined), folder, "images", tuple(members))
+    combined = "sha256:" + hashlib.sha256("\n".join(f"{m.uri}\t{m.fingerprint}" for m in members).encode()).hexdigest()
+    return SourceDocument(doc_id_for(folder, combined), folder, "images", tuple(members), combined)
 
 
 def group_documents(objects: Iterable[SourceObject], on_skip: Optional[Callable[[str], None]] = None) -> Iterator[SourceDocument]:

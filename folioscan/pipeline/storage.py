@@ -25,7 +25,6 @@ class Store(Protocol):
     def read(self, uri: str) -> bytes: ...
     def write(self, uri: str, data: bytes) -> None: ...
     def delete(self, uri: str) -> None: ...
-    def exists(self, uri: str) -> bool: ...
     def check_writable(self, uri: str) -> None: ...
 
 
@@ -93,9 +92,6 @@ class LocalStore:
             os.remove(uri)
         except FileNotFoundError:
             pass
-
-    def exists(self, uri: str) -> bool:
-        return os.path.exists(uri)
 
     def check_writable(self, uri: str) -> None:
         try:
@@ -199,14 +195,6 @@ class S3Store:
     def delete(self, uri: str) -> None:
         bucket, key = split_s3(uri)
         self._call("delete", uri, self.client.delete_object, Bucket=bucket, Key=key)
-
-    def exists(self, uri: str) -> bool:
-        bucket, key = split_s3(uri)
-        try:
-            self._call("head", uri, self.client.head_object, Bucket=bucket, Key=key)
-            return True
-        except StorageError:
-            return False
 
     def check_writable(self, uri: str) -> None:
         bucket, _ = split_s3(uri)

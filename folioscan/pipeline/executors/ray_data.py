@@ -10,6 +10,7 @@ import warnings
 from typing import Iterator
 
 from folioscan.records import PageResult, SourceDocument
+from folioscan.workers.engines.registry import VLM_KINDS
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +31,7 @@ def _pages_of(row: dict, stages) -> list[dict]:
 
 
 def _wants_gpu(engine) -> bool:
-    return getattr(engine, "kind", "") in ("deepseek-ocr-2", "got-ocr2") and getattr(engine, "device", "auto") != "cpu"
+    return getattr(engine, "kind", "") in VLM_KINDS and getattr(engine, "device", "auto") != "cpu"
 
 
 class RayExecutor:

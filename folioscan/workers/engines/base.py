@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Protocol, Sequence
+from typing import Iterable, Optional, Protocol, Sequence
 
 import numpy as np
 
@@ -26,13 +26,22 @@ class OcrEngine(Protocol):
         ...
 
 
+def text_weighted_mean(pairs: Iterable[tuple[str, Optional[float]]]) -> Optional[float]:
+    """Mean of confidences weighted by the length of the text each belongs to (lines, pages)."""
+    total = weight = 0.0
+    for text, conf in pairs:
+        if conf is not None:
+            w = max(len(text.strip()), 1)
+            total, weight = total + w * conf, weight + w
+    return total / weight if weight else None
+
+
 def char_weighted_confidence(lines: Sequence[OcrLine]) -> tuple[Optional[float], Optional[float]]:
     """Page confidence as the mean of line confidences weighted by line length, plus the minimum."""
-    weighted = [(max(len(l.text.strip()), 1), l.confidence) for l in lines if l.text.strip()]
-    if not weighted:
+    kept = [l for l in lines if l.text.strip()]
+    if not kept:
         return None, None
-    total = sum(w for w, _ in weighted)
-    return sum(w * c for w, c in weighted) / total, min(c for _, c in weighted)
+    return text_weighted_mean((l.text, l.confidence) for l in kept), min(l.confidence for l in kept)
 
 
 def result_from_lines(lines: list[OcrLine], text: Optional[str] = None) -> OcrResult:

@@ -2,7 +2,7 @@
 an engine's module is imported only when that engine is built."""
 from __future__ import annotations
 
-from typing import Annotated, Literal, Optional, Union
+from typing import Annotated, Literal, Optional, Union, get_args
 
 from pydantic import BaseModel, Field
 
@@ -41,8 +41,11 @@ class VlmOptions(BaseModel):
 EngineOptions = Annotated[Union[TesseractOptions, RapidOcrOptions, VlmOptions], Field(discriminator="kind")]
 
 
+VLM_KINDS: tuple[str, ...] = get_args(VlmOptions.model_fields["kind"].annotation)
+
+
 def engine_names() -> list[str]:
-    return ["tesseract", "rapidocr", "deepseek-ocr-2", "got-ocr2"]
+    return ["tesseract", "rapidocr", *VLM_KINDS]
 
 
 def build_engine(options):
