@@ -10,7 +10,7 @@ import pytest
 from folioscan.pipeline.cli import main
 from folioscan.pipeline.config import JobConfig
 from folioscan.pipeline.job import run_job
-from folioscan.schemas import DOCUMENTS_SCHEMA, METADATA_KEY, PAGES_SCHEMA
+from folioscan.schemas import DOCUMENTS, DOCUMENTS_SCHEMA, METADATA_KEY, PAGES, PAGES_SCHEMA
 from tests.helpers import PARAGRAPHS, cer, scanned_pdf
 
 
@@ -62,7 +62,7 @@ def test_schema_round_trip_and_readers(library, tmp_path):
         [part] = os.listdir(os.path.join(out, table))
         f = pq.ParquetFile(os.path.join(out, table, part))
         assert f.schema_arrow.remove_metadata() == schema
-        assert f.schema_arrow.metadata[METADATA_KEY] == f"{table}/1".encode()
+        assert f.schema_arrow.metadata[METADATA_KEY] == {"pages": PAGES, "documents": DOCUMENTS}[table].tag
     n = duckdb.sql(f"select count(*) from read_parquet('{out}/pages/*.parquet') where status = 'ok'").fetchall()[0][0]
     assert n == 3 + 3  # scan_book 2, digital 1, image_book 3
     lines = duckdb.sql(f"select unnest(lines).confidence from read_parquet('{out}/pages/*.parquet')").fetchall()

@@ -11,21 +11,12 @@ import io
 import json
 import logging
 
-import pyarrow as pa
 import pyarrow.parquet as pq
 
 from folioscan.pipeline.storage import Store, join
-from folioscan.schemas import DOCUMENTS_SCHEMA, DOCUMENTS_VERSION, METADATA_KEY, PAGES_SCHEMA, PAGES_VERSION
+from folioscan.schemas import DOCUMENTS, PAGES
 
 log = logging.getLogger(__name__)
-
-
-def to_parquet_bytes(rows: list[dict], schema: pa.Schema, table: str, version: int) -> bytes:
-    arrow = pa.Table.from_pylist(rows, schema=schema)
-    arrow = arrow.replace_schema_metadata({METADATA_KEY: f"{table}/{version}".encode()})
-    buf = io.BytesIO()
-    pq.write_table(arrow, buf, compression="zstd")
-    return buf.getvalue()
 
 
 class DatasetWriter:
@@ -54,8 +45,8 @@ class DatasetWriter:
     def commit(self, page_rows: list[dict], doc_rows: list[dict]) -> str:
         name = f"part-{self.run_id}-{self._seq:05d}.parquet"
         self._seq += 1
-        pages = to_parquet_bytes(page_rows, PAGES_SCHEMA, "pages", PAGES_VERSION)
-        docs = to_parquet_bytes(doc_rows, DOCUMENTS_SCHEMA, "documents", DOCUMENTS_VERSION)
+        pages = PAGES.to_parquet_bytes(page_rows)
+        docs = DOCUMENTS.to_parquet_bytes(doc_rows)
         self.store.write(join(self.pages_dir, name), pages)
         self.store.write(join(self.docs_dir, name), docs)  # the commit point
         return name

@@ -1,7 +1,7 @@
 """The `pages` table: one row per output page (a split spread gives two rows)."""
 import pyarrow as pa
 
-PAGES_VERSION = 1
+from folioscan.schemas.table import Table, col
 
 BOX = pa.list_(pa.int32())  # [x0, y0, x1, y1] in pixels of the cleaned page image
 
@@ -21,49 +21,49 @@ ATTEMPT = pa.struct(
     ]
 )
 
-PAGES_SCHEMA = pa.schema(
-    [
-        ("doc_id", pa.string()),
-        ("source_uri", pa.string()),
-        ("page_index", pa.int32()),  # page in the source document, 0-based
-        ("side", pa.string()),  # null, or "left"/"right" for a split two-page spread
-        ("status", pa.string()),  # "ok" | "blank" | "error"
-        ("error", pa.string()),
-        # image
-        ("image_origin", pa.string()),  # "embedded" | "rendered" | "image-file"
-        ("dpi", pa.float32()),
-        ("source_width", pa.int32()),
-        ("source_height", pa.int32()),
-        ("width", pa.int32()),  # of the cleaned image the engine read
-        ("height", pa.int32()),
-        # cleaning and segmentation decisions
-        ("orientation", pa.int16()),
-        ("deskew_angle", pa.float32()),
-        ("crop_box", BOX),
-        ("illumination", pa.string()),
-        ("ink_ratio", pa.float32()),
-        ("n_columns", pa.int16()),
-        ("n_lines", pa.int32()),
-        ("blocks", pa.list_(BOX)),
-        ("text_density", pa.float32()),
-        ("est_chars", pa.int32()),
-        # text
-        ("text", pa.string()),
-        ("confidence", pa.float32()),
-        ("confidence_min", pa.float32()),
-        ("lines", pa.list_(LINE)),
-        # engine
-        ("engine", pa.string()),
-        ("engine_version", pa.string()),
-        ("budget", pa.string()),  # budget of the accepted attempt (VLM engines)
-        ("vision_tokens", pa.int32()),
-        ("output_tokens", pa.int32()),
-        ("compression_ratio", pa.float32()),  # output text tokens per vision token
-        ("attempts", pa.list_(ATTEMPT)),
-        # timings, milliseconds
-        ("load_ms", pa.float32()),
-        ("prep_ms", pa.float32()),
-        ("ocr_ms", pa.float32()),
-        ("run_id", pa.string()),
-    ]
-)
+PAGES = Table("pages", version=2, columns=[
+    col("doc_id", pa.string(), "sha256 of the source URI and its content fingerprint"),
+    col("source_uri", pa.string()),
+    col("page_index", pa.int32(), "page in the source document, 0-based"),
+    col("side", pa.string(), "null, or left/right for a split two-page spread"),
+    col("status", pa.string(), "ok | blank | error"),
+    col("error", pa.string(), "why the page failed"),
+    # image
+    col("image_origin", pa.string(), "embedded | rendered | image-file"),
+    col("dpi", pa.float32()),
+    col("source_width", pa.int32(), "of the page image as loaded"),
+    col("source_height", pa.int32()),
+    col("width", pa.int32(), "of the cleaned image the engine read"),
+    col("height", pa.int32()),
+    # cleaning and segmentation decisions
+    col("orientation", pa.int16(), "degrees clockwise the page was turned to make it upright"),
+    col("deskew_angle", pa.float32(), "measured tilt, degrees counter-clockwise"),
+    col("crop_box", BOX, "x0, y0, x1, y1 of the crop in the loaded image"),
+    col("illumination", pa.string()),
+    col("ink_ratio", pa.float32()),
+    col("n_columns", pa.int16()),
+    col("n_lines", pa.int32()),
+    col("blocks", pa.list_(BOX)),
+    col("text_density", pa.float32(), "estimated characters per megapixel"),
+    col("est_chars", pa.int32(), "estimated characters on the page"),
+    # text
+    col("text", pa.string(), "the page text as the engine read it"),
+    col("confidence", pa.float32(), "page confidence, 0..1"),
+    col("confidence_min", pa.float32(), "least confident line"),
+    col("lines", pa.list_(LINE)),
+    # engine
+    col("engine", pa.string()),
+    col("engine_version", pa.string()),
+    col("budget", pa.string(), "budget of the accepted attempt (VLM engines)"),
+    col("vision_tokens", pa.int32()),
+    col("output_tokens", pa.int32()),
+    col("compression_ratio", pa.float32(), "output text tokens per vision token"),
+    col("attempts", pa.list_(ATTEMPT), "every read of the page"),
+    # timings, milliseconds
+    col("load_ms", pa.float32()),
+    col("prep_ms", pa.float32()),
+    col("ocr_ms", pa.float32()),
+    col("run_id", pa.string()),
+])
+
+PAGES_SCHEMA, PAGES_VERSION = PAGES.schema, PAGES.version

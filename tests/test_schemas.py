@@ -1,0 +1,43 @@
+"""Each table's columns are declared once; rows built by the pipeline must match them exactly."""
+import pyarrow as pa
+import pytest
+
+from folioscan.pipeline.assemble import assemble_shard
+from folioscan.records import OcrLine, OcrResult, PageResult, PageWork, SourceDocument, SourceObject
+from folioscan.schemas import DOCUMENTS, PAGES, RowError, Table
+from folioscan.schemas.table import col
+
+
+def _shard():
+    doc = SourceDocument("d1", "file:///b.pdf", "pdf", (SourceObject("file:///b.pdf", 10, "sha256:x"),), "sha256:x")
+    work = PageWork("d1", "file:///b.pdf", 0, 1, width=100, height=50)
+    ocr = OcrResult("hello", [OcrLine("hello", 0.9, (0, 0, 10, 10))], 0.9, 0.9)
+    return assemble_shard([doc], [PageResult(work, "ok", ocr, "tesseract", "5")], "run")
+
+
+def test_assembled_rows_have_exactly_the_declared_columns():
+    pages, docs = _shard()
+    assert [tuple(r) for r in pages] == [PAGES.names]
+    assert [tuple(r) for r in docs] == [DOCUMENTS.names]
+    assert PAGES.to_arrow(pages).num_rows == 1 and DOCUMENTS.to_arrow(docs).num_rows == 1
+
+
+def test_misspelt_or_missing_column_is_an_error_not_a_null():
+    pages, _ = _shard()
+    row = dict(pages[0])
+    row["confidense"] = row.pop("confidence")
+    with pytest.raises(RowError, match=r"missing columns \['confidence'\], unknown columns \['confidense'\]"):
+        PAGES.to_arrow([row])
+    del row["confidense"]
+    with pytest.raises(RowError, match="missing columns"):
+        PAGES.to_arrow([row])
+
+
+def test_a_column_declared_twice_is_refused():
+    with pytest.raises(ValueError, match="declared twice"):
+        Table("t", 1, [col("a", pa.string()), col("a", pa.int32())])
+
+
+def test_every_column_is_documented_in_the_schema():
+    # the doc travels in the Arrow field metadata, so readers of the Parquet see it
+    assert PAGES.schema.field("confidence").metadata[b"doc"] == b"page confidence, 0..1"
