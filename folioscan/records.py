@@ -76,6 +76,7 @@ class PageWork:
     prep: PrepInfo = field(default_factory=PrepInfo)
     load_ms: float = 0.0
     error: Optional[str] = None
+    error_kind: Optional[str] = None  # failures.TRANSIENT | PERMANENT (None with an error: permanent)
 
 
 @dataclass
@@ -123,3 +124,4 @@ class PageResult:
     engine_version: str
     ocr_ms: float = 0.0
     error: Optional[str] = None
+    error_kind: Optional[str] = None  # failures.TRANSIENT | PERMANENT

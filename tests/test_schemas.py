@@ -41,3 +41,23 @@ def test_a_column_declared_twice_is_refused():
 def test_every_column_is_documented_in_the_schema():
     # the doc travels in the Arrow field metadata, so readers of the Parquet see it
     assert PAGES.schema.field("confidence").metadata[b"doc"] == b"page confidence, 0..1"
+
+
+def test_error_rows_carry_their_kind():
+    from folioscan.failures import PERMANENT, TRANSIENT, classify
+
+    doc = SourceDocument("d1", "file:///b.pdf", "pdf", (SourceObject("file:///b.pdf", 10, "sha256:x"),), "sha256:x")
+    bad = PageWork("d1", "file:///b.pdf", 0, 2, error="not a PDF")
+    lost_worker = PageWork("d1", "file:///b.pdf", 1, 2, error="actor died", error_kind=TRANSIENT)
+    pages, docs = assemble_shard([doc], [PageResult(bad, "error", None, "t", "1", error=bad.error),
+                                         PageResult(lost_worker, "error", None, "t", "1", error="actor died")], "run")
+    assert [p["error_kind"] for p in pages] == [PERMANENT, TRANSIENT]
+    assert docs[0]["status"] == "error" and docs[0]["error_kind"] == TRANSIENT
+    assert classify(ConnectionResetError("reset")) == TRANSIENT and classify(ValueError("bad")) == PERMANENT
+    try:
+        try:
+            raise TimeoutError("read timed out")
+        except TimeoutError as e:
+            raise RuntimeError("load failed") from e
+    except RuntimeError as wrapped:
+        assert classify(wrapped) == TRANSIENT

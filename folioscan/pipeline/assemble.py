@@ -5,6 +5,7 @@ from collections import defaultdict
 from datetime import datetime, timezone
 from typing import Iterable, Optional
 
+from folioscan.failures import PERMANENT, TRANSIENT
 from folioscan.records import DOCUMENT_LEVEL, PageResult, SourceDocument
 from folioscan.workers.engines.base import text_weighted_mean
 
@@ -18,7 +19,7 @@ def page_row(r: PageResult, run_id: str) -> dict:
     text = ocr.text if ocr and r.status == "ok" else ("" if r.status == "blank" else None)
     return {
         "doc_id": w.doc_id, "source_uri": w.source_uri, "page_index": w.page_index, "side": w.side,
-        "status": r.status, "error": r.error,
+        "status": r.status, "error": r.error, "error_kind": _error_kind(r),
         "image_origin": w.image_origin or None, "dpi": w.dpi or None,
         "source_width": w.source_width or None, "source_height": w.source_height or None,
         "width": w.width or None, "height": w.height or None,
@@ -40,6 +41,12 @@ def page_row(r: PageResult, run_id: str) -> dict:
     }
 
 
+def _error_kind(r: PageResult) -> Optional[str]:
+    if not r.error:
+        return None
+    return r.error_kind or r.work.error_kind or PERMANENT
+
+
 def assemble_shard(docs: list[SourceDocument], results: Iterable[PageResult], run_id: str) -> tuple[list[dict], list[dict]]:
     """Rows for every document of the shard, in shard order, pages in reading order."""
     by_doc: dict[str, list[PageResult]] = defaultdict(list)
@@ -49,14 +56,15 @@ def assemble_shard(docs: list[SourceDocument], results: Iterable[PageResult], ru
     page_rows, doc_rows = [], []
     for doc in docs:
         got = by_doc.pop(doc.doc_id, [])
-        doc_error = next((r.error for r in got if r.work.page_index == DOCUMENT_LEVEL), None)
+        doc_level = next((r for r in got if r.work.page_index == DOCUMENT_LEVEL), None)
+        doc_error, doc_kind = (doc_level.error, _error_kind(doc_level)) if doc_level else (None, None)
         pages = sorted((r for r in got if r.work.page_index != DOCUMENT_LEVEL),
                        key=lambda r: (r.work.page_index, _SIDE_ORDER.get(r.work.side, 0)))
         missing = _missing_pages(pages)
-        if missing and not doc_error:
-            doc_error = f"pages lost in processing: {missing[:10]}"
+        if missing and not doc_error:  # a worker died with them: worth another try
+            doc_error, doc_kind = f"pages lost in processing: {missing[:10]}", TRANSIENT
         page_rows.extend(page_row(r, run_id) for r in pages)
-        doc_rows.append(_document_row(doc, pages, doc_error, run_id, now))
+        doc_rows.append(_document_row(doc, pages, doc_error, doc_kind, run_id, now))
     if by_doc:
         raise RuntimeError(f"results for documents outside the shard: {sorted(by_doc)[:3]}")
     return page_rows, doc_rows
@@ -81,7 +89,8 @@ def _missing_pages(pages: list[PageResult]) -> list[int]:
     return [i for i in range(pages[0].work.page_count) if rows.get(i, 0) != parts.get(i, 1)]
 
 
-def _document_row(doc: SourceDocument, pages: list[PageResult], error: Optional[str], run_id: str, now) -> dict:
+def _document_row(doc: SourceDocument, pages: list[PageResult], error: Optional[str], error_kind: Optional[str],
+                  run_id: str, now) -> dict:
     ok = [r for r in pages if r.status == "ok"]
     failed = sum(1 for r in pages if r.status == "error")
     mean_conf = text_weighted_mean((r.ocr.text, r.ocr.confidence) for r in ok)
@@ -92,6 +101,8 @@ def _document_row(doc: SourceDocument, pages: list[PageResult], error: Optional[
         error = error or next(r.error for r in pages if r.status == "error")
     else:
         status = "ok"
+    kinds = {error_kind, *(_error_kind(r) for r in pages if r.status == "error")} - {None}
+    kind = (TRANSIENT if TRANSIENT in kinds else PERMANENT) if status != "ok" else None
     engine = pages[0].engine if pages else None
     return {
         "doc_id": doc.doc_id, "source_uri": doc.uri, "kind": doc.kind,
@@ -99,7 +110,7 @@ def _document_row(doc: SourceDocument, pages: list[PageResult], error: Optional[
         "size_bytes": doc.size, "page_count": pages[0].work.page_count if pages else 0,
         "pages_out": len(pages), "pages_ok": len(ok),
         "pages_blank": sum(1 for r in pages if r.status == "blank"), "pages_failed": failed,
-        "status": status, "error": error, "mean_confidence": mean_conf,
+        "status": status, "error": error, "error_kind": kind, "mean_confidence": mean_conf,
         "text": "\f".join((r.ocr.text if r.status == "ok" else "") for r in pages) if pages else None,
         "engine": engine, "run_id": run_id, "processed_at": now,
     }

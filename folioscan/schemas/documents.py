@@ -16,6 +16,7 @@ DOCUMENTS = Table("documents", version=2, columns=[
     col("pages_failed", pa.int32()),
     col("status", pa.string(), "ok | partial | error"),
     col("error", pa.string()),
+    col("error_kind", pa.string(), "transient | permanent; null when no error"),
     col("mean_confidence", pa.float32(), "over OCR'd pages, weighted by characters"),
     col("text", pa.string(), "the book's pages joined in reading order, form feed between pages"),
     col("engine", pa.string()),

@@ -27,7 +27,8 @@ PAGES = Table("pages", version=2, columns=[
     col("page_index", pa.int32(), "page in the source document, 0-based"),
     col("side", pa.string(), "null, or left/right for a split two-page spread"),
     col("status", pa.string(), "ok | blank | error"),
-    col("error", pa.string(), "why the page failed"),
+    col("error", pa.string(), "why the page failed: exception type and message, or the bad input named"),
+    col("error_kind", pa.string(), "transient (worth retrying) | permanent (bad data); null when no error"),
     # image
     col("image_origin", pa.string(), "embedded | rendered | image-file"),
     col("dpi", pa.float32()),

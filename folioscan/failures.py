@@ -1,0 +1,35 @@
+"""Failures told apart: transient ones (throttling, 5xx, timeouts, resets, a dead worker, out of
+memory) are worth retrying; permanent ones (bad data) are not. Every error row carries the kind."""
+from __future__ import annotations
+
+TRANSIENT = "transient"
+PERMANENT = "permanent"
+
+_TRANSIENT_TYPES = (TimeoutError, ConnectionError, MemoryError)
+_TRANSIENT_NAMES = {  # by class name, so this module imports neither botocore nor ray nor torch
+    "ReadTimeoutError", "ConnectTimeoutError", "EndpointConnectionError", "ConnectionClosedError",
+    "ResponseStreamingError", "IncompleteReadError", "ThrottlingException", "SlowDown",
+    "RayActorError", "ActorDiedError", "ActorUnavailableError", "WorkerCrashedError", "NodeDiedError",
+    "ObjectLostError", "OwnerDiedError", "TaskUnschedulableError", "OutOfMemoryError",
+}
+_TRANSIENT_CODES = {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "RequestTimeTooSkewed",
+                    "InternalError", "ServiceUnavailable", "503", "500", "502", "504"}
+
+
+def classify(exc: BaseException) -> str:
+    """TRANSIENT or PERMANENT for an exception, looking through its causes."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, _TRANSIENT_TYPES) or any(c.__name__ in _TRANSIENT_NAMES for c in type(exc).__mro__):
+            return TRANSIENT
+        code = str(getattr(exc, "response", {}).get("Error", {}).get("Code", "")) if isinstance(getattr(exc, "response", None), dict) else ""
+        if code in _TRANSIENT_CODES:
+            return TRANSIENT
+        exc = exc.__cause__ or exc.__context__
+    return PERMANENT
+
+
+def describe(exc: BaseException) -> str:
+    """The error text of a row: exception type and message."""
+    return f"{type(exc).__name__}: {exc}"
