@@ -184,6 +184,8 @@ def test_generation_stops_at_the_models_end_token_and_a_full_cap_is_recorded(tmp
         out.weight[end] = out.weight[free.token_ids[k]]
     [stopped] = eng.backend.generate(prepared, 30)
     assert stopped.token_ids == free.token_ids[:k] and not stopped.hit_token_cap and stopped.steps == k + 1
+    forced = teacher_forced_logprobs(eng.backend, pages[1], spec(kind).budget("base"), stopped.token_ids)
+    assert np.allclose(forced, stopped.logprobs, atol=1e-4)  # log-probs stay aligned when a sequence ends early
     [r] = eng.predict_batch([pages[1]])
     [a] = r.attempts
     assert not a.hit_token_cap and a.output_tokens == k and a.max_new_tokens == 30
