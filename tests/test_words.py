@@ -86,3 +86,15 @@ def test_words_of_a_page_scanned_sideways_and_askew_land_on_their_place_in_the_s
     lines = [line.box_source for line in r.ocr.lines if len(line.text) > 20]
     assert lines and all(y1 - y0 > x1 - x0 for x0, y0, x1, y1 in lines)  # lines run down the sideways scan
     assert matched_share([(wd.text, wd.box) for line in r.ocr.lines for wd in line.words], truth_in_scan) < 0.1
+
+
+def test_words_of_a_page_the_ocr_stage_turned_over_map_onto_the_upside_down_scan(stage):
+    img, truth = page_with_word_boxes(" ".join(PARAGRAPHS))
+    h, w = img.shape
+    scan = np.ascontiguousarray(img[::-1, ::-1])
+    truth_in_scan = [(t, tf.apply_matrix(tf.quarter_turn("scanner", 180, w, h).matrix, box)) for t, box in truth]
+    [work] = prepare_page(PageWork("d", "u", 0, 1, image=scan, source_width=w, source_height=h),
+                          PrepOptions(skip=["orientation"]))  # only the engine's low confidence can catch it
+    [r] = stage([work])
+    assert r.work.prep.orientation == 180 and [t.step for t in r.work.prep.transforms] == ["flip-retry"]
+    assert matched_share([(wd.text, wd.box_source) for line in r.ocr.lines for wd in line.words], truth_in_scan) >= 0.9
