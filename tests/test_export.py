@@ -150,3 +150,27 @@ def test_searchable_pdf_of_an_image_folder_book(exported):
     rows = _rows(exported, "folder_book")
     assert len(rows) == 3 and all(r["pdf_transform"] is None for r in rows)
     _check_pdf_pages(f, rows, lambda r: (72 / r["dpi"], 0, 0, 0, 72 / r["dpi"], 0) if r["dpi"] else (0.24, 0, 0, 0, 0.24, 0))
+
+
+def test_searchable_pdf_of_a_page_the_pdf_itself_rotates(tmp_path):
+    """A scanner stored the page sideways and set /Rotate 90: the page is rendered (as displayed) and
+    the words must still sit on their ink in the displayed page."""
+    import pymupdf
+
+    doc = pymupdf.open(stream=scanned_pdf([rot90(text_page_image(PARAGRAPHS[1]), 270)]))
+    doc[0].set_rotation(90)
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "rotated.pdf").write_bytes(doc.tobytes())
+    out = str(tmp_path / "out")
+    run_job(JobConfig(source=str(tmp_path / "src"), output=out, executor="local", progress=False, dpi=150))
+    assert main(["export", out, str(tmp_path / "dest"), "--format", "pdf"]) == 0
+    [row] = pq.read_table(os.path.join(out, "pages")).to_pylist()
+    assert row["image_origin"] == "rendered" and row["orientation"] == 0
+    [f] = glob.glob(str(tmp_path / "dest" / "pdf" / "*.pdf"))
+    page = pymupdf.open(f)[0]
+    assert page.rotation == 90 and cer(page.get_text("text"), row["text"]) < 0.01
+    pix = page.get_pixmap(dpi=72, colorspace=pymupdf.csGRAY)  # the page as a reader shows it
+    ink = np.frombuffer(pix.samples, np.uint8).reshape(pix.height, pix.stride)[:, : pix.width] < 128
+    shown = [pymupdf.Rect(w[:4]) * page.rotation_matrix for w in page.get_text("words")]
+    density = np.mean([ink[int(r.y0):int(r.y1) + 1, int(r.x0):int(r.x1) + 1].mean() for r in shown])
+    assert len(shown) > 20 and density > 5 * ink.mean()
