@@ -15,7 +15,7 @@ from __future__ import annotations
 import io
 import logging
 from itertools import groupby
-from typing import Iterator, Optional
+from typing import Iterator
 
 import numpy as np
 
@@ -135,7 +135,3 @@ def _png(im) -> bytes:
     (im if im.mode in ("1", "L", "RGB", "RGBA") else im.convert("RGB")).save(buf, format="PNG", optimize=True)
     return buf.getvalue()
 
-
-def size_overhead(original: bytes, searchable: bytes, pages: int) -> Optional[float]:
-    """Bytes the text layer adds per page."""
-    return (len(searchable) - len(original)) / pages if pages else None
