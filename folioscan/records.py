@@ -54,6 +54,8 @@ class PrepInfo:
     text_density: float = 0.0  # estimated characters per megapixel of the cleaned page
     est_chars: int = 0  # estimated characters on the page
     prep_ms: float = 0.0
+    # each pixel-moving step's transform, loaded image -> cleaned image (workers/prep/transform.py)
+    transforms: list = field(default_factory=list)
 
 
 @dataclass
@@ -71,6 +73,9 @@ class PageWork:
     parts: int = 1  # how many output pages this source page became (2 for a split spread)
     source_width: int = 0
     source_height: int = 0
+    # 2x3 matrix (a, b, tx, c, d, ty): loaded-image pixels -> PDF points of the source page
+    # (top-left origin, unrotated page space); None for image files
+    pdf_transform: Optional[tuple[float, ...]] = None
     width: int = 0  # of the cleaned image handed to the engine
     height: int = 0
     prep: PrepInfo = field(default_factory=PrepInfo)
@@ -80,10 +85,22 @@ class PageWork:
 
 
 @dataclass
-class OcrLine:
+class OcrWord:
     text: str
     confidence: float
     box: tuple[int, int, int, int]  # x0, y0, x1, y1 in the cleaned page image
+    box_source: Optional[tuple[int, int, int, int]] = None  # the same in the loaded page image (set by the OCR stage)
+
+
+@dataclass
+class OcrLine:
+    text: str
+    confidence: float
+    box: tuple[int, int, int, int]  # x0, y0, x1, y1 in the cleaned page image; () when the engine gives none
+    words: list[OcrWord] = field(default_factory=list)  # empty when the engine does not locate words
+    box_source: Optional[tuple[int, int, int, int]] = None  # the same in the loaded page image (set by the OCR stage)
+    block: int = 0  # the engine's text block and paragraph this line belongs to, numbered from 0 per page
+    paragraph: int = 0
 
 
 @dataclass

@@ -40,6 +40,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("output", nargs="?", default="out/demo")
     show = sub.add_parser("show", help="print the books and pages of an output dataset")
     show.add_argument("output")
+    export = sub.add_parser("export", help="write a finished dataset as ALTO, hOCR or searchable PDF, book by book")
+    export.add_argument("output", help="the dataset: local folder or s3://bucket/prefix")
+    export.add_argument("dest", help="local folder or s3://bucket/prefix; files go under DEST/<format>/")
+    export.add_argument("--format", action="append", required=True, help="alto, hocr, pdf (repeatable or comma-separated)")
+    export.add_argument("--endpoint-url", help="S3-compatible endpoint (default: AWS_ENDPOINT_URL or AWS)")
+    export.add_argument("--region")
     for sp in (run, demo):
         sp.add_argument("--config", help="JSON file of job settings (CLI flags override it)")
         sp.add_argument("--executor", choices=["ray", "local"], default=None, help="default: ray (local Ray unless --ray-address)")
@@ -65,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--no-prep", action="store_true", help="switch off all page cleaning")
         sp.add_argument("--skip-step", action="append", default=[], help="switch off one cleaning step (repeatable)")
         sp.add_argument("--summary-json", help="also write the final summary to this file")
+        sp.add_argument("--also", help="export formats written as each shard commits, e.g. alto,pdf (OUTPUT/<format>/)")
         sp.add_argument("--quiet", action="store_true")
     return p
 
@@ -88,8 +95,26 @@ def config_from_args(args):
     if args.skip_step:
         prep["skip"] = sorted(set(prep.get("skip", [])) | set(args.skip_step))
     settings["prep"] = prep
+    if args.also:
+        settings["also"] = _formats([args.also])
     settings["progress"] = not args.quiet
     return JobConfig(**settings)
+
+
+def _formats(values: list[str]) -> list[str]:
+    return [f.strip() for v in values for f in v.split(",") if f.strip()]
+
+
+def export_output(args) -> int:
+    from folioscan.export import export_dataset
+
+    try:
+        summary = export_dataset(args.output, args.dest, _formats(args.format), args.endpoint_url, args.region)
+    except (ValueError, StorageError) as e:
+        print(f"folioscan: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(summary.to_dict(), indent=2))
+    return 1 if summary.errors else 0
 
 
 def print_summary(summary, out=sys.stdout) -> None:
@@ -119,6 +144,8 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "show":
         return show_output(args.output)
+    if args.command == "export":
+        return export_output(args)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     for noisy in ("botocore", "boto3", "urllib3", "s3transfer", "ray"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -3,9 +3,12 @@ import pyarrow as pa
 
 from folioscan.schemas.table import Table, col
 
-BOX = pa.list_(pa.int32())  # [x0, y0, x1, y1] in pixels of the cleaned page image
+BOX = pa.list_(pa.int32())  # [x0, y0, x1, y1] in pixels of the cleaned page image (box) or of the loaded one (box_source)
 
-LINE = pa.struct([("text", pa.string()), ("confidence", pa.float32()), ("box", BOX)])
+WORD = pa.struct([("text", pa.string()), ("confidence", pa.float32()), ("box", BOX), ("box_source", BOX)])
+
+LINE = pa.struct([("text", pa.string()), ("confidence", pa.float32()), ("box", BOX), ("box_source", BOX),
+                  ("block", pa.int16()), ("paragraph", pa.int16()), ("words", pa.list_(WORD))])
 
 ATTEMPT = pa.struct(
     [
@@ -23,7 +26,7 @@ ATTEMPT = pa.struct(
     ]
 )
 
-PAGES = Table("pages", version=3, columns=[
+PAGES = Table("pages", version=4, columns=[
     col("doc_id", pa.string(), "sha256 of the source URI and its content fingerprint"),
     col("source_uri", pa.string()),
     col("page_index", pa.int32(), "page in the source document, 0-based"),
@@ -38,6 +41,8 @@ PAGES = Table("pages", version=3, columns=[
     col("source_height", pa.int32()),
     col("width", pa.int32(), "of the cleaned image the engine read"),
     col("height", pa.int32()),
+    col("pdf_transform", pa.list_(pa.float64()),
+        "a, b, tx, c, d, ty: loaded-image pixels -> PDF points of the source page (unrotated page space); null for image files"),
     # cleaning and segmentation decisions
     col("orientation", pa.int16(), "degrees clockwise the page was turned to make it upright"),
     col("deskew_angle", pa.float32(), "measured tilt, degrees counter-clockwise"),
@@ -49,11 +54,13 @@ PAGES = Table("pages", version=3, columns=[
     col("blocks", pa.list_(BOX)),
     col("text_density", pa.float32(), "estimated characters per megapixel"),
     col("est_chars", pa.int32(), "estimated characters on the page"),
+    col("transforms", pa.string(), "JSON list of the cleaning steps' transforms, loaded image -> cleaned image (workers/prep/transform.py)"),
     # text
     col("text", pa.string(), "the page text as the engine read it"),
     col("confidence", pa.float32(), "page confidence, 0..1"),
     col("confidence_min", pa.float32(), "least confident line"),
-    col("lines", pa.list_(LINE)),
+    col("lines", pa.list_(LINE), "box: cleaned page; box_source: the loaded page image; words: [] when the engine locates none"),
+    col("box_level", pa.string(), "words | lines | none: the finest level the engine located text at; none = page text without boxes"),
     # engine
     col("engine", pa.string()),
     col("engine_version", pa.string()),

@@ -19,6 +19,7 @@ import numpy as np
 from folioscan.records import OcrAttempt, PageResult, PageWork
 from folioscan.workers.engines.base import ImageHints
 from folioscan.workers.engines.registry import build_engine
+from folioscan.workers.prep.transform import box_to_source, quarter_turn
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +87,8 @@ class OcrStage:
                 a.accepted = False
             chosen.attempts = first.attempts + again.attempts
             if keep_turn:
+                h, w = work.image.shape[:2]
+                work.prep.transforms.append(quarter_turn("flip-retry", 180, w, h))
                 work.prep.orientation, work.image = flip, image
             results[k] = chosen
         return results
@@ -113,5 +116,18 @@ class OcrStage:
     def _result(self, work: PageWork, status: str, ocr, error=None, ms: float = 0.0) -> PageResult:
         if work.image is not None:
             work.height, work.width = work.image.shape[:2]
+        if ocr is not None:
+            map_to_source(work, ocr)
         work.image = None  # the pixels are not needed past this point; do not ship them back
         return PageResult(work, status, ocr, self.engine.name, self.engine.version, ocr_ms=ms, error=error)
+
+
+def map_to_source(work: PageWork, ocr) -> None:
+    """Fill `box_source` of every located line and word: the box on the page image as loaded."""
+    bounds = (work.source_width, work.source_height) if work.source_width else None
+    for line in ocr.lines:
+        if line.box:
+            line.box_source = box_to_source(work.prep.transforms, line.box, bounds)
+        for word in line.words:
+            if word.box:
+                word.box_source = box_to_source(work.prep.transforms, word.box, bounds)

@@ -20,6 +20,7 @@ from folioscan.workers.prep.illumination import binarize, flatten
 from folioscan.workers.prep.orientation import detect_orientation
 from folioscan.workers.prep.segment import segment
 from folioscan.workers.prep.spread import find_gutter
+from folioscan.workers.prep import transform
 
 STEPS = ("crop", "orientation", "spread", "illumination", "deskew", "blank", "segment")
 
@@ -45,9 +46,13 @@ def prepare_page(work: PageWork, opts: PrepOptions) -> list[PageWork]:
     small, scale = analysis_copy(gray)
     if opts.on("crop"):
         gray, small, work.prep.crop_box = apply_crop(gray, small, scale)
+        if work.prep.crop_box:
+            x0, y0 = work.prep.crop_box[:2]
+            work.prep.transforms.append(transform.crop("crop", x0, y0, x0 + gray.shape[1], y0 + gray.shape[0]))
     if opts.on("orientation"):
         turn, conf = detect_orientation(small, gray)
         if turn and conf >= opts.min_orientation_confidence:
+            work.prep.transforms.append(transform.quarter_turn("orientation", turn, gray.shape[1], gray.shape[0]))
             gray, small = rot90(gray, turn), rot90(small, turn)
             work.prep.orientation = turn
     halves = [(None, gray, small)]
@@ -56,11 +61,15 @@ def prepare_page(work: PageWork, opts: PrepOptions) -> list[PageWork]:
         if gutter is not None:
             cut = int(gutter * scale)
             halves = [("left", gray[:, :cut], small[:, :gutter]), ("right", gray[:, cut:], small[:, gutter:])]
+            split = {"left": transform.crop("spread", 0, 0, cut, gray.shape[0]),
+                     "right": transform.crop("spread", cut, 0, gray.shape[1], gray.shape[0])}
     out = []
     for side, page, page_small in halves:
         part = copy.copy(work)
         part.prep = copy.deepcopy(work.prep)
         part.side, part.parts = side, len(halves)
+        if side:
+            part.prep.transforms.append(split[side])
         part.image = _clean(np.ascontiguousarray(page), np.ascontiguousarray(page_small), scale, part.prep, opts)
         out.append(part)
     elapsed = (time.perf_counter() - t0) * 1000 / len(out)
@@ -76,6 +85,7 @@ def _clean(gray: np.ndarray, small: np.ndarray, scale: float, info: PrepInfo, op
     if opts.on("deskew"):
         angle, _ = estimate_skew(small)
         if abs(angle) >= opts.min_deskew:
+            info.transforms.append(transform.rotation("deskew", -angle, gray.shape[1], gray.shape[0]))
             gray, small = rotate(gray, -angle), rotate(small, -angle)  # undo the measured tilt
             info.deskew_angle = angle
     if opts.on("segment") or opts.on("blank"):
