@@ -1,0 +1,58 @@
+"""Words split at a line end (or a page end) made whole again: does the hyphen go or stay?
+
+The book's own vocabulary decides first ("to-day" printed whole mid-line keeps its hyphen),
+then the language's word list ("Jona-than" -> "Jonathan" because "jonathan" is a word;
+"great-grandfather" keeps it because "greatgrandfather" is not, while both halves are).
+"""
+from __future__ import annotations
+
+import re
+from collections import Counter
+from typing import Iterable, Optional
+
+from folioscan.text.lexicon import has_lexicon, zipf
+
+# a letter, then a hyphen (ASCII, soft, Unicode hyphen or the not-sign some fonts use) ending the line
+_BROKEN = re.compile(r"([^\W\d_]+)[-\u00ad\u2010\u00ac]$")
+_HEAD = re.compile(r"^([^\W\d_]+)")
+_TOKEN = re.compile(r"[^\W\d_]+(?:-[^\W\d_]+)*")
+JOIN_MIN_ZIPF = 2.0  # the joined word is a word of the language
+PART_MIN_ZIPF = 3.0  # both halves are common words on their own: a compound
+
+
+def vocabulary(lines: Iterable[str]) -> Counter:
+    """Lower-cased words and hyphenated compounds as printed inside lines (line ends left out)."""
+    vocab: Counter = Counter()
+    for line in lines:
+        body = line[:-1] if _BROKEN.search(line) else line
+        vocab.update(t.lower() for t in _TOKEN.findall(body))
+    return vocab
+
+
+def broken_word(line: str, next_line: str) -> Optional[tuple[str, str]]:
+    """(head, tail) when `line` ends in a hyphenated word that `next_line` continues."""
+    m, n = _BROKEN.search(line.rstrip()), _HEAD.match(next_line.lstrip())
+    if not m or not n or line.rstrip().endswith("--"):
+        return None
+    return m.group(1), n.group(1)
+
+
+def keep_hyphen(head: str, tail: str, vocab: Counter, lang: Optional[str]) -> bool:
+    if tail[:1].isupper():  # "Anglo-Saxon", "Franco-Prussian"
+        return True
+    joined, hyphenated = (head + tail).lower(), f"{head}-{tail}".lower()
+    if vocab[hyphenated] != vocab[joined]:
+        return vocab[hyphenated] > vocab[joined]
+    if not has_lexicon(lang):
+        return False
+    if zipf(joined, lang) >= JOIN_MIN_ZIPF:
+        return False
+    return min(zipf(head, lang), zipf(tail, lang)) >= PART_MIN_ZIPF and min(len(head), len(tail)) > 1
+
+
+def join_broken(line: str, next_line: str, vocab: Counter, lang: Optional[str]) -> Optional[str]:
+    """What to put between `line` minus its hyphen and `next_line`: "" or "-"; None when no word is broken."""
+    parts = broken_word(line, next_line)
+    if parts is None:
+        return None
+    return "-" if keep_hyphen(*parts, vocab, lang) else ""
