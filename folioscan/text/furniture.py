@@ -25,11 +25,14 @@ WINDOW = 4  # pages either side
 CANDIDATES = 2  # lines at the top (and at the bottom) that may be furniture
 RAPIDFUZZ_MIN = 80.0  # rapidfuzz ratio, 0..100
 MINHASH_MIN = 0.5  # estimated Jaccard similarity of character 3-grams
+# below a line already taken for furniture (a page number over a chapter title), a repeat must be
+# near-exact: titles that begin alike ("THE ARMENIAN MASSACRES AND ...") are not running headers
+RAPIDFUZZ_STRICT, MINHASH_STRICT = 92.0, 0.8
 NUMBER_STEP = 8  # a neighbour's page number may differ by up to this much per page of distance
 
 _ROMAN = re.compile(r"(?=[mdclxvi])m{0,3}(?:cm|cd|d?c{0,3})(?:xc|xl|l?x{0,3})(?:ix|iv|v?i{0,3})$", re.I)
 _DIGITISH = re.compile(r"^[0-9IlOo]{1,4}$")  # "I4" is 14 misread
-_OPEN, _CLOSE = r"[\s(\[{\-\u2013\u2014.*'\"\u2018\u201c]*", r"[\s)\]}\-\u2013\u2014.*,:;'\"\u2019\u201d]*"
+_OPEN = _CLOSE = r"[^\w]*"  # "( 3 )", "- 12 -", "[xiv]", "© 23"
 _BARE = re.compile(rf"^{_OPEN}(\w{{1,8}}){_CLOSE}$")
 _LEADING = re.compile(rf"^{_OPEN}(\w{{1,8}})[.,:;)\]]?\s+(.*\S)\s*$")  # number, rest
 _TRAILING = re.compile(rf"^(.*?\w.*?)[\s.,:;]+[(\[]?(\w{{1,8}}){_CLOSE}$")  # rest, number
@@ -40,7 +43,7 @@ _HEADING = re.compile(r"^(?:chapter|chap|part|book|section|canto|letter|act|scen
 def page_number(token: str) -> Optional[str]:
     """The token as a page number ("35", "xiv"), with the commonest misreadings undone; None if it is not one."""
     if token.isdigit():
-        return token if len(token) <= 4 else None
+        return token if len(token) <= 4 and not token.startswith("0") else None
     if _DIGITISH.match(token) and any(c.isdigit() for c in token):
         return token.translate(str.maketrans("IlOo", "1100"))
     if len(token) <= 8 and token.isalpha():
@@ -146,12 +149,12 @@ class _Matcher:
             self._sketches[text] = m
         return self._sketches[text]
 
-    def same(self, a: str, b: str) -> bool:
+    def same(self, a: str, b: str, strict: bool = False) -> bool:
         if self.method == "rapidfuzz":
             from rapidfuzz import fuzz
 
-            return fuzz.ratio(a, b) >= RAPIDFUZZ_MIN
-        return self._minhash(a).jaccard(self._minhash(b)) >= MINHASH_MIN
+            return fuzz.ratio(a, b) >= (RAPIDFUZZ_STRICT if strict else RAPIDFUZZ_MIN)
+        return self._minhash(a).jaccard(self._minhash(b)) >= (MINHASH_STRICT if strict else MINHASH_MIN)
 
 
 @dataclass
@@ -184,27 +187,39 @@ def _fits(number: str, n: int, neighbours: list[tuple[int, str]]) -> bool:
     return False
 
 
+def _read_ones_as_digits(found: list[Furniture], window: int) -> None:
+    """"II" among arabic page numbers is 11 misread."""
+    for n, f in enumerate(found):
+        if f.number and set(f.number) <= {"I", "l"}:
+            near = [g.number for g in found[max(0, n - window):n + window + 1] if g.number and g is not f]
+            if near and all(x.isdigit() for x in near):
+                f.number = f.number.translate(str.maketrans("Il", "11"))
+
+
 def find_furniture(pages: Sequence[TextPage], method: str = "rapidfuzz", window: int = WINDOW) -> list[Furniture]:
     match = _Matcher(method)
     edges = [_edges(p) if p.ok else ([], []) for p in pages]
     cands = [(_candidates(p, top), _candidates(p, bottom)) for p, (top, bottom) in zip(pages, edges)]
 
-    def repeated(n: int, side: int, c: _Candidate) -> bool:
+    def repeated(n: int, side: int, c: _Candidate, strict: bool) -> bool:
         if len(c.key) < 3 or _HEADING.match(c.key):
             return False
-        return any(match.same(c.key, o.key)
+        return any(match.same(c.key, o.key, strict)
                    for m in range(max(0, n - window), min(len(pages), n + window + 1)) if m != n
                    for o in cands[m][side] if len(o.key) >= 3 and (o.number is None) == (c.number is None))
 
     found = [Furniture() for _ in pages]
     for n in range(len(pages)):  # first pass: repetition, bare numbers, specks, signature marks
         for side, sink in ((0, found[n].header), (1, found[n].footer)):
-            for c in cands[n][side]:
-                if not (c.bare or repeated(n, side, c) or _speck(c.text) or (side == 1 and _SIGNATURE.match(c.text))):
+            for depth, c in enumerate(cands[n][side]):
+                if c.bare and found[n].number and sink:
+                    break  # one page number per edge: a second bare number is the text's ("1863.")
+                if not (c.bare or repeated(n, side, c, strict=depth > 0) or _speck(c.text) or (side == 1 and _SIGNATURE.match(c.text))):
                     break  # furniture is contiguous from the edge
                 sink.append(c.index)
                 if c.number and not (side == 1 and _SIGNATURE.match(c.text) and not c.bare):
                     found[n].number = found[n].number or c.number
+    _read_ones_as_digits(found, window)
     numbered = [(n, f.number) for n, f in enumerate(found) if f.number]
     for n in range(len(pages)):  # second pass: a capitalised line whose page number fits the neighbours'
         near = [(m, v) for m, v in numbered if 0 < abs(m - n) <= window]

@@ -4,7 +4,7 @@ from __future__ import annotations
 import re
 
 _FLAGS = [
-    ("copyright", re.compile(r"copyright|\u00a9|all rights reserved|entered according to act of congress|printed in", re.I)),
+    ("copyright", re.compile(r"copyright|\u00a9\s*\d{4}|all rights reserved|entered according to act of congress|printed in", re.I)),
     ("contents", re.compile(r"^\s*(table of )?contents\.?\s*$", re.I | re.M)),
     ("index", re.compile(r"^\s*index\.?\s*$", re.I | re.M)),
     ("advertisement", re.compile(r"advertisements?|now ready|price[, ]+\$?\d|\bcloth\b.{0,20}\d|post[- ]?free|publishers?\b.{0,40}(new york|london)", re.I)),

@@ -1,0 +1,146 @@
+"""Book text from synthetic page records: furniture across pages, words made whole, paragraphs, spans."""
+import textwrap
+
+from folioscan.text.book import book_text
+from folioscan.text.furniture import numbers_consistent
+from folioscan.text.page import Line, TextPage
+
+PROSE = (
+    "The river ran brown and swollen past the mill where the miller kept his accounts in a leather book. "
+    "Every morning the carters came down the lane with sacks of barley and oats from the upland farms. "
+    "Nobody in the village could remember a winter so long or a spring that came so late to the valley. "
+    "The schoolmaster wrote letters to the county paper about the state of the bridge and the tollgate. "
+    "His daughter kept bees behind the chapel and sold the honey at the market on the first Tuesday. "
+    "When the floods came the whole parish carried furniture up to the lofts and waited for the water. "
+    "Travellers from the coast brought news of ships lost in the gales and prices rising in the towns. "
+    "The old soldier at the inn told stories of sieges and marches that grew longer with every telling. "
+    "Children gathered chestnuts in the lanes while their mothers boiled linen in the copper by the door. "
+    "At harvest the squire opened his barn for a supper and the fiddler played until the candles died. "
+    "A pedlar with a grey pony sold ribbons, needles and almanacs door to door along the turnpike. "
+    "Late in autumn the geese flew south over the marsh in long wavering lines against the cloud. "
+).split(". ")
+
+
+def body(n: int, lines: int = 8) -> list[str]:
+    """Distinct prose for page n, wrapped to book lines."""
+    words = " ".join(PROSE[(n * 4 + i) % len(PROSE)] + f" on day {n * 10 + i}." for i in range(4))
+    return textwrap.wrap(words, 58)[:lines]
+
+
+def page(header=None, lines=(), footer=None, boxes=True, indent=()):
+    """A page whose lines sit on a 30-px grid: header at the top, footer at the bottom, body between."""
+    out, y = [], 40
+    for i, text in enumerate(([header] if header else []) + list(lines) + ([footer] if footer else [])):
+        x0 = 140 if i - (1 if header else 0) in indent else 100
+        box = (x0, y, 100 + 10 * len(text), y + 20) if boxes else None
+        out.append(Line(text, box))
+        y += 30 if not (header and i == 0) else 50
+    return TextPage(out, confidence=0.9, width=800, height=y + 40)
+
+
+def test_alternating_headers_with_ocr_noise_go_to_the_header_column():
+    titles = {0: "THE HISTORY OF FLORIDA", 1: "COLONIAL TIMES."}
+    noisy = {3: "COLONlAL TlMES.", 4: "THE HlSTORY 0F FLORIDA"}
+    pages = []
+    for n in range(8):
+        title = noisy.get(n, titles[n % 2])
+        header = f"{n + 10} {title}" if n % 2 == 0 else f"{title} {n + 10}"
+        pages.append(page(header, body(n)))
+    book = book_text(pages)
+    assert [p.header for p in book.pages] == [p.lines[0].text for p in pages]
+    assert [p.printed_page_number for p in book.pages] == [str(n + 10) for n in range(8)]
+    assert book.page_numbers_consistent is True
+    for word in ("HISTORY", "HlSTORY", "COLONIAL", "COLONlAL"):
+        assert word not in book.text
+    for n in range(8):
+        assert body(n)[2] in book.text  # body lines kept, whole
+
+
+def test_chapter_title_changing_mid_book_is_still_a_header():
+    pages = [page(f"{n + 1} A BOOK OF THE VALLEY" if n % 2 else f"{'THE MILL' if n < 6 else 'THE FLOOD AND AFTER'} {n + 1}",
+                  body(n)) for n in range(12)]
+    book = book_text(pages)
+    assert all(p.header for p in book.pages)
+    assert "THE MILL" not in book.text and "FLOOD AND AFTER" not in book.text
+
+
+def test_roman_numbers_in_front_matter_then_arabic():
+    labels = ["vii", "viii", "ix", "x", "1", "2", "3", "4"]
+    pages = [page(None, body(n), footer=f"- {label} -" if n < 4 else f"( {label} )") for n, label in enumerate(labels)]
+    book = book_text(pages)
+    assert [p.printed_page_number for p in book.pages] == labels
+    assert [p.footer for p in book.pages] == [p.lines[-1].text for p in pages]
+    assert book.page_numbers_consistent is True
+    assert numbers_consistent(["ix", "x", "3", "2"]) is False and numbers_consistent(["3"]) is None
+    for label in labels:
+        assert f"- {label} -" not in book.text and f"( {label} )" not in book.text
+
+
+def test_a_hyphen_that_must_stay_and_one_that_must_go():
+    lines = ["He was a well-", "known figure in the town, and his friend Jona-", "than kept the tollgate by the bridge."]
+    book = book_text([page(None, lines)])
+    assert "well-known figure" in book.text and "friend Jonathan kept" in book.text
+
+
+def test_the_books_own_spelling_decides_a_hyphen():
+    first = ["It will rain to-day, said the miller to his wife.", "We shall see to-", "day whether he is right."]
+    book = book_text([page(None, first)])
+    assert "see to-day whether" in book.text
+
+
+def test_page_break_hyphen_and_paragraph_joined_across_the_page():
+    p1 = body(1)[:-1] + ["and the great ele-"]
+    p2 = ["phant walked slowly over the old stone bridge."] + body(2)
+    book = book_text([page("12 THE VALLEY", p1), page("THE MILL 13", p2), page("14 THE VALLEY", body(3)),
+                      page("THE MILL 15", body(4))])
+    assert "great elephant walked" in book.text
+    assert book.text[book.page_spans[1]:].startswith("phant walked")  # the span points into the joined word
+    assert "\n" not in book.text[book.page_spans[1] - 30:book.page_spans[1] + 30]
+
+
+def test_paragraph_breaks_from_indentation_and_spans_map_back_to_pages():
+    pages = [page(None, body(n), indent=(0, 4)) for n in range(3)]
+    book = book_text(pages)
+    paragraphs = book.text.split("\n\n")
+    assert len(paragraphs) == 6
+    assert paragraphs[1].startswith(body(0)[4])
+    assert book.page_spans[0] == 0
+    for n, start in enumerate(book.page_spans):
+        assert book.text[start:].startswith(body(n)[0])
+
+
+def test_pages_without_boxes_use_first_and_last_lines():
+    pages = [page(f"{n + 1} THE VALLEY" if n % 2 else f"THE MILL {n + 1}", body(n), footer=None, boxes=False)
+             for n in range(6)]
+    book = book_text(pages)
+    assert [p.printed_page_number for p in book.pages] == [str(n + 1) for n in range(6)]
+    assert "VALLEY" not in book.text and "MILL " not in book.text
+
+
+def test_a_book_of_one_page():
+    book = book_text([page(None, body(0), footer="7")])
+    assert book.pages[0].printed_page_number == "7" and book.pages[0].footer == "7"
+    assert book.page_spans == [0] and book.text.startswith(body(0)[0])
+    assert book.page_numbers_consistent is None
+
+
+def test_a_book_without_headers_loses_nothing():
+    pages = [page(None, body(n)) for n in range(6)]
+    book = book_text(pages)
+    assert all(p.header is None and p.footer is None and p.printed_page_number is None for p in book.pages)
+    assert book.text.split() == " ".join(l for n in range(6) for l in body(n)).split()
+
+
+def test_blank_and_failed_pages_keep_their_span_and_lose_nothing():
+    pages = [page(None, body(0)), TextPage([], ok=False), page(None, body(1))]
+    book = book_text(pages)
+    assert book.page_spans[1] == book.page_spans[2] and book.text[book.page_spans[2]:].startswith(body(1)[0])
+    assert book.pages[1].signals.language is None
+
+
+def test_signals_per_page_and_book():
+    pages = [page(None, body(n)) for n in range(3)]
+    book = book_text(pages)
+    assert book.signals.language == "en" and book.signals.language_share == 1.0
+    assert book.signals.lexicon_fraction > 0.95 and 0.9 < book.signals.ocr_quality <= 1.0
+    assert all(p.signals.language == "en" and p.signals.confidence == 0.9 for p in book.pages)
