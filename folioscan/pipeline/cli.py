@@ -12,6 +12,7 @@ import logging
 import os
 import sys
 
+from folioscan.export import FORMATS as EXPORT_FORMATS
 from folioscan.pipeline.storage import StorageError
 from folioscan.workers.engines.registry import VLM_KINDS, engine_names
 
@@ -39,6 +40,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("output", nargs="?", default="out/demo")
     show = sub.add_parser("show", help="print the books and pages of an output dataset")
     show.add_argument("output")
+    export = sub.add_parser("export", help="write an output dataset in another format (folioscan/export/)")
+    export.add_argument("output", help="local folder or s3://bucket/prefix of a folioscan output")
+    export.add_argument("dest", help="local folder or s3://bucket/prefix to write to")
+    export.add_argument("--format", required=True, choices=sorted(EXPORT_FORMATS))
+    export.add_argument("--endpoint-url", help="S3-compatible endpoint (default: AWS_ENDPOINT_URL or AWS)")
+    export.add_argument("--region")
     for sp in (run, demo):
         sp.add_argument("--config", help="JSON file of job settings (CLI flags override it)")
         sp.add_argument("--executor", choices=["ray", "local"], default=None, help="default: ray (local Ray unless --ray-address)")
@@ -113,10 +120,24 @@ def show_output(output: str) -> int:
     return 0
 
 
+def export_output(args) -> int:
+    from folioscan.export import run_export
+
+    try:
+        summary = run_export(args.output, args.dest, args.format, args.endpoint_url, args.region)
+    except StorageError as e:
+        print(f"folioscan: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(summary))
+    return 0
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "show":
         return show_output(args.output)
+    if args.command == "export":
+        return export_output(args)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     for noisy in ("botocore", "boto3", "urllib3", "s3transfer", "ray"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -220,16 +220,21 @@ def find_furniture(pages: Sequence[TextPage], method: str = "rapidfuzz", window:
                 if c.number and not (side == 1 and _SIGNATURE.match(c.text) and not c.bare):
                     found[n].number = found[n].number or c.number
     _read_ones_as_digits(found, window)
-    numbered = [(n, f.number) for n, f in enumerate(found) if f.number]
-    for n in range(len(pages)):  # second pass: a capitalised line whose page number fits the neighbours'
-        near = [(m, v) for m, v in numbered if 0 < abs(m - n) <= window]
+    # second pass: a capitalised line whose arabic page number fits its neighbours' (found or also pending)
+    pending = {}
+    for n in range(len(pages)):
         for side, sink in ((0, found[n].header), (1, found[n].footer)):
-            if len(sink) >= len(cands[n][side]):
-                continue
-            c = cands[n][side][len(sink)]
-            letters = [ch for ch in c.text if ch.isalpha()]
-            if (c.number and not c.bare and len(c.text) <= 70 and letters
-                    and sum(ch.isupper() for ch in letters) >= 0.6 * len(letters) and _fits(c.number, n, near)):
-                sink.append(c.index)
-                found[n].number = found[n].number or c.number
+            if len(sink) < len(cands[n][side]):
+                c = cands[n][side][len(sink)]
+                letters = [ch for ch in c.text if ch.isalpha()]
+                if (c.number and not c.bare and len(c.text) <= 70 and letters
+                        and sum(ch.isupper() for ch in letters) >= 0.6 * len(letters)):
+                    pending[(n, side)] = c
+    numbered = [(n, f.number) for n, f in enumerate(found) if f.number]
+    numbered += [(n, c.number) for (n, _), c in pending.items() if not found[n].number]
+    for (n, side), c in pending.items():
+        near = [(m, v) for m, v in numbered if 0 < abs(m - n) <= window]
+        if _fits(c.number, n, near):
+            (found[n].header if side == 0 else found[n].footer).append(c.index)
+            found[n].number = found[n].number or c.number
     return found

@@ -60,3 +60,12 @@ def join_broken(line: str, next_line: str, vocab: Counter, lang: Optional[str]) 
     if parts is None:
         return None
     return "-" if keep_hyphen(*parts, vocab, lang) else ""
+
+
+_SPACED = re.compile(r"([^\W\d_]+)-\s+([^\W\d_]+)")
+
+
+def join_spaced(line: str, vocab: Counter, lang: Optional[str]) -> str:
+    """A hyphen the engine read with a space after it inside a line ("close- fitting"), decided the same way."""
+    return _SPACED.sub(lambda m: m.group(1) + ("-" if keep_hyphen(m.group(1), m.group(2), vocab, lang) else "") + m.group(2),
+                       line)

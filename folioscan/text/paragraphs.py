@@ -13,7 +13,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
-from folioscan.text.hyphenation import join_broken
+from folioscan.text.hyphenation import join_broken, join_spaced
 from folioscan.text.page import Line
 
 PARAGRAPH_SEP = "\n\n"
@@ -77,7 +77,7 @@ def reading_text(pages: Sequence[Sequence[Line]], vocab: Counter, lang: Optional
     for p, lines in enumerate(pages):
         first = True
         for line in lines:
-            text = line.text
+            text = join_spaced(line.text, vocab, lang)
             if prev is None:
                 sep = ""
             else:
