@@ -85,6 +85,16 @@ def _body(gt: str, furniture: list[str]) -> str:
     return "\n".join(lines)
 
 
+def _join_pages(bodies: list[str]) -> str:
+    """Ground-truth pages as one text: a page ending mid-sentence runs on into the next page's paragraph."""
+    out = ""
+    for b in (b.strip() for b in bodies):
+        if out and b:
+            out += " " if not re.search(r"[.!?:\"'\u201d\u2019)]$", out) else "\n"
+        out += b
+    return out
+
+
 def _words(text: str) -> list[str]:
     return re.findall(r"[a-z0-9]+", normalize(text).lower())
 
@@ -117,6 +127,43 @@ def furniture_left(clean: str, ref_body: str, furniture: list[list[str]]) -> tup
     return left_headers, left_numbers
 
 
+def paragraph_breaks(clean: str, ref_body: str) -> dict:
+    """Precision and recall of the clean text's paragraph breaks against the ground truth's line breaks,
+    over the words the two texts share (aligned with difflib)."""
+    import difflib
+
+    def tokens(text, sep):
+        words, ends = [], []
+        for para in re.split(sep, text):
+            ws = _words(para)
+            words += ws
+            ends += [False] * (len(ws) - 1) + [True] if ws else []
+        return words, ends
+
+    cw, ce = tokens(clean, r"\n\s*\n")
+    rw, re_ = tokens(ref_body, r"\n")
+    tp = fp = fn = 0
+    for block in difflib.SequenceMatcher(None, cw, rw, autojunk=False).get_matching_blocks():
+        for k in range(block.size - 1):  # the last word of a block may be followed by anything
+            a, b = ce[block.a + k], re_[block.b + k]
+            tp, fp, fn = tp + (a and b), fp + (a and not b), fn + (b and not a)
+    return {"precision": round(tp / max(1, tp + fp), 3), "recall": round(tp / max(1, tp + fn), 3)}
+
+
+def furniture_found(result, furniture: list[list[str]]) -> dict:
+    """Removed lines against the reference furniture lines, page by page."""
+    from rapidfuzz import fuzz
+
+    found = missed = body_removed = 0
+    for page, ref in zip(result.pages, furniture):
+        removed = [l for part in (page.header, page.footer) if part for l in part.split("\n")]
+        same = lambda a, b: (bare_number(a) and bare_number(b)) or fuzz.ratio(a.lower(), b.lower()) >= 70
+        hit = [any(same(r, x) for x in removed) for r in ref]
+        found, missed = found + sum(hit), missed + hit.count(False)
+        body_removed += sum(1 for x in removed if sum(c.isalnum() for c in x) >= 4 and not any(same(r, x) for r in ref))
+    return {"furniture_removed": found, "furniture_missed": missed, "body_lines_removed": body_removed}
+
+
 _HYPHEN_BREAK = re.compile(r"[^\W\d_]-\s+[^\W\d_]")
 
 
@@ -128,7 +175,7 @@ def score_book(book: str, pages: list[dict], gt: list[str], method: str) -> dict
     ms = (time.perf_counter() - t0) * 1000
     naive = "\f".join(p["text"] or "" for p in pages)  # what documents.text held before
     furniture = reference_furniture(gt)
-    ref_body = "\n".join(_body(t, f) for t, f in zip(gt, furniture))
+    ref_body = _join_pages([_body(t, f) for t, f in zip(gt, furniture)])
     ref_full = "\n".join(gt)
     h_clean, n_clean = furniture_left(result.text, ref_body, furniture)
     h_naive, n_naive = furniture_left(naive, ref_body, furniture)
@@ -142,9 +189,53 @@ def score_book(book: str, pages: list[dict], gt: list[str], method: str) -> dict
         "hyphen_breaks_left": len(_HYPHEN_BREAK.findall(result.text)),
         "hyphen_breaks_naive": len(re.findall(r"[^\W\d_]-\n\s*[^\W\d_]", naive)),
         "word_recall_clean": round(_recall(result.text, ref_body), 4), "word_recall_naive": round(_recall(naive, ref_body), 4),
+        **furniture_found(result, furniture),
+        "paragraph_breaks": paragraph_breaks(result.text, ref_body),
         "page_numbers_consistent": result.page_numbers_consistent,
         "language": result.signals.language, "ocr_quality": result.signals.ocr_quality,
     }
+
+
+def _page_pairs(by_book, rows):
+    for r in rows:
+        page = next((p for p in by_book[r["book"]] if p["page_index"] == r["page_index"]), None)
+        if page is not None:
+            yield page, r
+
+
+def compare_detectors(by_book, rows) -> dict:
+    """Both offline language detectors on every eval page, OCR text and ground truth (all books are English)."""
+    from folioscan.text.signals import DETECTORS, language
+
+    out = {}
+    for det in DETECTORS:
+        language("warm up the model here", det)
+        t0, ocr_en, gt_en, n = time.perf_counter(), 0, 0, 0
+        for page, r in _page_pairs(by_book, rows):
+            ocr_en += language(page["text"] or "", det)[0] == "en"
+            gt_en += language(r["truth"], det)[0] == "en"
+            n += 1
+        out[det] = {"pages": n, "ocr_text_en": ocr_en, "ground_truth_en": gt_en,
+                    "ms_per_page": round((time.perf_counter() - t0) * 1000 / max(1, 2 * n), 2)}
+    return out
+
+
+def signals_vs_cer(by_book, rows) -> dict:
+    """Pearson correlation with the page CER (raw page text vs its ground truth) of each page signal."""
+    import statistics
+
+    from folioscan.text.signals import signals
+
+    cols: dict[str, list] = defaultdict(list)
+    for page, r in _page_pairs(by_book, rows):
+        if page["status"] != "ok" or page["confidence"] is None:
+            continue
+        s = signals(page["text"] or "", page["confidence"], lang="en")
+        cols["cer"].append(cer(page["text"] or "", r["truth"]))
+        for k in ("confidence", "lexicon_fraction", "ocr_quality"):
+            cols[k].append(getattr(s, k))
+    return {"pages": len(cols["cer"]), **{f"pearson_{k}": round(statistics.correlation(cols[k], cols["cer"]), 3)
+                                          for k in ("confidence", "lexicon_fraction", "ocr_quality")}}
 
 
 def main() -> None:
@@ -175,9 +266,12 @@ def main() -> None:
             "books": books,
             "clean_beats_naive_on_every_book": all(b["cer_clean"] < b["cer_naive"] for b in books.values()),
             "totals": {k: sum(b[k] for b in books.values()) for k in
-                       ("reference_furniture_lines", "header_lines_left", "header_lines_naive", "page_numbers_left",
-                        "page_numbers_naive", "hyphen_breaks_left", "hyphen_breaks_naive")},
+                       ("reference_furniture_lines", "furniture_removed", "furniture_missed", "body_lines_removed",
+                        "header_lines_left", "header_lines_naive", "page_numbers_left", "page_numbers_naive",
+                        "hyphen_breaks_left", "hyphen_breaks_naive")},
         }
+    report["language_detectors"] = compare_detectors(by_book, rows)
+    report["signals_vs_page_cer"] = signals_vs_cer(by_book, rows)
     print(json.dumps(report, indent=2))
 
 

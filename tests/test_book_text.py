@@ -144,3 +144,14 @@ def test_signals_per_page_and_book():
     assert book.signals.language == "en" and book.signals.language_share == 1.0
     assert book.signals.lexicon_fraction > 0.95 and 0.9 < book.signals.ocr_quality <= 1.0
     assert all(p.signals.language == "en" and p.signals.confidence == 0.9 for p in book.pages)
+
+
+def test_front_and_back_matter_flags():
+    from folioscan.text.matter import matter_flags
+
+    assert matter_flags("THE MILL\nON THE RIVER\nA NOVEL\nLONDON\nSMITH, ELDER & CO.\n1872", 0, 200) == ["title"]
+    assert "copyright" in matter_flags("Copyright, 1904, by Charles Scribner's Sons", 1, 200)
+    assert "contents" in matter_flags("CONTENTS\nThe Mill ........ 1\nThe Flood ........ 17", 3, 200)
+    assert "index" in matter_flags("INDEX\nAcorns, 12, 14\nBarley, 3\nBridge, the old, 40-42", 195, 200)
+    assert "advertisement" in matter_flags("NEW BOOKS NOW READY\nA History of the Parish. Cloth, 5s.", 198, 200)
+    assert matter_flags(" ".join(body(1)), 100, 200) == []

@@ -26,7 +26,7 @@ DOCUMENTS = Table("documents", version=2, columns=[
     col("language_share", pa.float32(), "share of the reading text's letters in that language"),
     col("lexicon_fraction", pa.float32(), "share of words in the language's word list"),
     col("repetition", pa.float32(), "share of words inside a repeated word 5-gram"),
-    col("ocr_quality", pa.float32(), "(0.6 lexicon_fraction + 0.4 confidence) * (1 - repetition), 0..1"),
+    col("ocr_quality", pa.float32(), "0..1 from lexicon_fraction, confidence and repetition (folioscan/text/signals.py)"),
     col("engine", pa.string()),
     col("run_id", pa.string()),
     col("processed_at", pa.timestamp("ms", tz="UTC")),

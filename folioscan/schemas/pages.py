@@ -60,7 +60,7 @@ PAGES = Table("pages", version=2, columns=[
     col("language_share", pa.float32(), "share of the body text's letters in that language"),
     col("lexicon_fraction", pa.float32(), "share of the body's words in the book language's word list"),
     col("repetition", pa.float32(), "share of words inside a repeated word 5-gram (0 none, 1 a loop)"),
-    col("ocr_quality", pa.float32(), "(0.6 lexicon_fraction + 0.4 confidence) * (1 - repetition), 0..1"),
+    col("ocr_quality", pa.float32(), "0..1 from lexicon_fraction, confidence and repetition (folioscan/text/signals.py)"),
     col("matter", pa.list_(pa.string()), "front/back matter flags: title, copyright, contents, index, advertisement"),
     # engine
     col("engine", pa.string()),

@@ -31,6 +31,12 @@ def matter_flags(text: str, index: int, pages: int) -> list[str]:
         flags.append("contents")
     if "index" not in flags and back and sum(bool(_INDEX_ENTRY.match(l)) for l in lines) > 0.4 * len(lines) >= 2:
         flags.append("index")
-    if front and index <= 2 and len(lines) <= 15 and sum(len(l) for l in lines) < 400 and "copyright" not in flags:
+    if front and index <= 2 and len(lines) <= 15 and sum(len(l) for l in lines) < 400 and not flags \
+            and sum(_capitalised(l) for l in lines) >= 0.5 * len(lines):
         flags.append("title")
     return flags
+
+
+def _capitalised(line: str) -> bool:
+    letters = [c for c in line if c.isalpha()]
+    return bool(letters) and sum(c.isupper() for c in letters) >= 0.6 * len(letters)
