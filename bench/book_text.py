@@ -104,27 +104,23 @@ def _recall(pred: str, ref: str) -> float:
     return sum(min(n, p[w]) for w, n in r.items()) / max(1, sum(r.values()))
 
 
-def _phrase_count(text_words: list[str], phrase: list[str]) -> int:
+def furniture_left(text: str, spans: list[int], furniture: list[list[str]]) -> tuple[int, int]:
+    """(header lines, bare page numbers) of the reference furniture still found at the start or end of
+    their own page's stretch of `text` (from `spans`, where each page starts)."""
     from rapidfuzz import fuzz
 
-    k, target, count, i = len(phrase), " ".join(phrase), 0, 0
-    while i + k <= len(text_words):
-        if fuzz.ratio(" ".join(text_words[i:i + k]), target) >= 85:
-            count, i = count + 1, i + k
-        else:
-            i += 1
-    return count
-
-
-def furniture_left(clean: str, ref_body: str, furniture: list[list[str]]) -> tuple[int, int]:
-    """(header lines, bare page numbers) still in the clean text beyond what the body itself holds."""
-    headers = Counter(tuple(masked(f).split()) for fs in furniture for f in fs if len(masked(f)) >= 3)
-    cw, rw = [w for w in _words(clean)], [w for w in _words(ref_body)]
-    left_headers = sum(max(0, min(n, _phrase_count(cw, list(h)) - _phrase_count(rw, list(h)))) for h, n in headers.items())
-    numbers = Counter(str(bare_number(f) or edge_number(f) or "").lower() for fs in furniture for f in fs) - Counter({"": 10**6})
-    cc, rc = Counter(cw), Counter(rw)
-    left_numbers = sum(max(0, min(n, cc[v] - rc[v])) for v, n in numbers.items() if v)
-    return left_headers, left_numbers
+    ends = list(spans[1:]) + [len(text)]
+    headers = numbers = 0
+    for start, end, lines in zip(spans, ends, furniture):
+        edges = [text[start:end][:150], text[start:end][-150:]]  # case kept: "THE BOY ..." is furniture, "The Boy ..." prose
+        for line in lines:
+            number = bare_number(line)
+            if number:
+                tokens = [t.lower() for t in re.findall(r"\w+", edges[0])[:3] + re.findall(r"\w+", edges[1])[-3:]]
+                numbers += number.lower() in tokens
+            elif len(masked(line)) >= 3:
+                headers += any(fuzz.partial_ratio(line, e) >= 90 for e in edges)
+    return headers, numbers
 
 
 def paragraph_breaks(clean: str, ref_body: str) -> dict:
@@ -177,8 +173,11 @@ def score_book(book: str, pages: list[dict], gt: list[str], method: str) -> dict
     furniture = reference_furniture(gt)
     ref_body = _join_pages([_body(t, f) for t, f in zip(gt, furniture)])
     ref_full = "\n".join(gt)
-    h_clean, n_clean = furniture_left(result.text, ref_body, furniture)
-    h_naive, n_naive = furniture_left(naive, ref_body, furniture)
+    h_clean, n_clean = furniture_left(result.text, result.page_spans, furniture)
+    naive_spans = [0]
+    for p in pages[:-1]:
+        naive_spans.append(naive_spans[-1] + len(p["text"] or "") + 1)
+    h_naive, n_naive = furniture_left(naive, naive_spans, furniture)
     return {
         "pages": len(pages), "ms": round(ms, 1),
         "cer_clean": round(cer(result.text, ref_body), 4), "cer_naive": round(cer(naive, ref_body), 4),

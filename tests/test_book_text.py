@@ -18,6 +18,18 @@ PROSE = (
     "At harvest the squire opened his barn for a supper and the fiddler played until the candles died. "
     "A pedlar with a grey pony sold ribbons, needles and almanacs door to door along the turnpike. "
     "Late in autumn the geese flew south over the marsh in long wavering lines against the cloud. "
+    "The curate walked twelve miles each Sunday to preach at the hamlet beyond the moor. "
+    "A blacksmith named Hollis shod the carthorses and mended ploughshares for half the county. "
+    "Snow lay on the fells until April and the shepherds lost many lambs to the cold. "
+    "The railway surveyors arrived one summer with chains, stakes and a brass theodolite. "
+    "Her grandmother remembered the coronation bonfire on the hill above the church. "
+    "Smugglers were said to hide brandy in the caves under the headland near the lighthouse. "
+    "Each evening the lamplighter climbed his ladder along the high street with a taper. "
+    "Wool from the northern pastures went by barge to the weavers in the market town. "
+    "The doctor rode a tall bay mare and carried his instruments in a saddlebag. "
+    "Orchards of pear and damson lined the slope between the rectory and the ford. "
+    "A travelling circus pitched its tent on the green and stayed for three noisy nights. "
+    "The magistrate fined the poacher a shilling and warned him about the keeper's dogs"
 ).split(". ")
 
 
@@ -99,14 +111,24 @@ def test_page_break_hyphen_and_paragraph_joined_across_the_page():
 
 
 def test_paragraph_breaks_from_indentation_and_spans_map_back_to_pages():
-    pages = [page(None, body(n), indent=(0, 4)) for n in range(3)]
+    def paragraphs(n):  # two paragraphs a page, the second line of each indented
+        a, b = body(n)[:4], body(n + 10)[:4]
+        a[-1], b[0] = a[-1].rstrip(".") + ".", b[0][:1].upper() + b[0][1:]
+        return a + b
+    pages = [page(None, paragraphs(n), indent=(0, 4)) for n in range(3)]
     book = book_text(pages)
-    paragraphs = book.text.split("\n\n")
-    assert len(paragraphs) == 6
-    assert paragraphs[1].startswith(body(0)[4])
+    out = book.text.split("\n\n")
+    assert len(out) == 6 and out[1].startswith(paragraphs(0)[4]) and out[2].startswith(paragraphs(1)[0])
     assert book.page_spans[0] == 0
     for n, start in enumerate(book.page_spans):
-        assert book.text[start:].startswith(body(n)[0])
+        assert book.text[start:].startswith(paragraphs(n)[0])
+
+
+def test_no_paragraph_break_in_mid_sentence():
+    lines = ["The miller kept his accounts in a leather book and", "the carters came down the lane with sacks."]
+    p = page(None, lines)
+    p.lines[1].break_before = True  # the engine put a block boundary there
+    assert book_text([p]).text == " ".join(lines)
 
 
 def test_pages_without_boxes_use_first_and_last_lines():

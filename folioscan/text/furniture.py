@@ -30,7 +30,8 @@ MINHASH_MIN = 0.5  # estimated Jaccard similarity of character 3-grams
 RAPIDFUZZ_STRICT, MINHASH_STRICT = 92.0, 0.8
 NUMBER_STEP = 8  # a neighbour's page number may differ by up to this much per page of distance
 
-_ROMAN = re.compile(r"(?=[mdclxvi])m{0,3}(?:cm|cd|d?c{0,3})(?:xc|xl|l?x{0,3})(?:ix|iv|v?i{0,3})$", re.I)
+# page numbers in roman run to a few hundred at most: no d or m ("D" is a signature mark, "MIX" a word)
+_ROMAN = re.compile(r"(?=[clxvi])c{0,3}(?:xc|xl|l?x{0,3})(?:ix|iv|v?i{0,3})$", re.I)
 _DIGITISH = re.compile(r"^[0-9IlOo]{1,4}$")  # "I4" is 14 misread
 _OPEN = _CLOSE = r"[^\w]*"  # "( 3 )", "- 12 -", "[xiv]", "© 23"
 _BARE = re.compile(rf"^{_OPEN}(\w{{1,8}}){_CLOSE}$")
@@ -48,7 +49,7 @@ def page_number(token: str) -> Optional[str]:
         return token.translate(str.maketrans("IlOo", "1100"))
     if len(token) <= 8 and token.isalpha():
         for cand in (token, token.replace("l", "i").replace("L", "I")):
-            if _ROMAN.match(cand) and (cand.islower() or cand.isupper()):
+            if _ROMAN.match(cand) and (cand.islower() or (cand.isupper() and len(cand) > 1)):
                 return cand
     return None
 
@@ -212,12 +213,13 @@ def find_furniture(pages: Sequence[TextPage], method: str = "rapidfuzz", window:
     for n in range(len(pages)):  # first pass: repetition, bare numbers, specks, signature marks
         for side, sink in ((0, found[n].header), (1, found[n].footer)):
             for depth, c in enumerate(cands[n][side]):
-                if c.bare and found[n].number and sink:
+                mark = _speck(c.text) or (side == 1 and bool(_SIGNATURE.match(c.text)))
+                if c.bare and not mark and found[n].number and sink:
                     break  # one page number per edge: a second bare number is the text's ("1863.")
-                if not (c.bare or repeated(n, side, c, strict=depth > 0) or _speck(c.text) or (side == 1 and _SIGNATURE.match(c.text))):
+                if not (c.bare or mark or repeated(n, side, c, strict=depth > 0)):
                     break  # furniture is contiguous from the edge
                 sink.append(c.index)
-                if c.number and not (side == 1 and _SIGNATURE.match(c.text) and not c.bare):
+                if c.number and (c.bare or not mark):
                     found[n].number = found[n].number or c.number
     _read_ones_as_digits(found, window)
     # second pass: a capitalised line whose arabic page number fits its neighbours' (found or also pending)

@@ -55,6 +55,8 @@ def _ends_paragraph(line: Line, geo: Optional[Geometry]) -> bool:
 
 def starts_paragraph(prev: Line, cur: Line, prev_geo: Optional[Geometry], cur_geo: Optional[Geometry],
                      same_page: bool) -> bool:
+    if cur.text[:1].islower() and not _SENTENCE_END.search(prev.text):
+        return False  # mid-sentence, whatever the layout says (a block boundary, a figure between)
     if same_page and cur.break_before:
         return True
     if cur_geo is not None and cur_geo.indented(cur):
