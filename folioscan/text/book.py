@@ -42,20 +42,34 @@ def book_text(pages: Sequence[TextPage], method: str = "rapidfuzz") -> BookText:
         gone = f.removed
         bodies.append([l for i, l in enumerate(page.lines) if i not in gone] if page.ok else [])
     body_texts = ["\n".join(l.text for l in b) for b in bodies]
-    lang, share = language("\n".join(body_texts))
+    detected = [language(body) if page.ok else (None, 0.0) for page, body in zip(pages, body_texts)]
+    lang, share = _book_language(detected, body_texts)
     vocab = vocabulary(l.text for b in bodies for l in b)
     text, spans = reading_text(bodies, vocab, lang)
     out = []
     for n, (page, f, body) in enumerate(zip(pages, furniture, body_texts)):
-        sig = signals(body, page.confidence, lang=lang) if page.ok else Signals()
+        sig = signals(body, page.confidence, lang=lang, detected=detected[n]) if page.ok else Signals()
         out.append(PageText(
             header="\n".join(page.lines[i].text for i in f.header) or None,
             footer="\n".join(page.lines[i].text for i in f.footer) or None,
             printed_page_number=f.number, body=body, signals=sig,
             matter=matter_flags(body, n, len(pages)) if page.ok else []))
-    book = signals(text, _char_weighted([(p.body, p.signals.confidence) for p in out]), lang=lang)
-    book.language, book.language_share = lang, share
+    book = signals(text, _char_weighted([(p.body, p.signals.confidence) for p in out]), lang=lang,
+                   detected=(lang, share))
     return BookText(text, spans, out, book, numbers_consistent([p.printed_page_number for p in out]))
+
+
+def _book_language(detected: list[tuple[Optional[str], float]], bodies: list[str]) -> tuple[Optional[str], float]:
+    """The language most of the book's letters are in (pages' findings weighted by their length), and its share."""
+    votes: dict[str, float] = {}
+    for (lang, share), body in zip(detected, bodies):
+        if lang:
+            votes[lang] = votes.get(lang, 0.0) + share * len(body)
+    total = sum(len(b) for (lang, _), b in zip(detected, bodies) if lang)
+    if not votes or not total:
+        return None, 0.0
+    best = max(votes, key=votes.get)
+    return best, round(votes[best] / total, 4)
 
 
 def _char_weighted(pairs) -> Optional[float]:

@@ -123,9 +123,10 @@ class Signals:
 
 
 def signals(text: str, confidence: Optional[float] = None, lang: Optional[str] = None,
-            detector: str = DEFAULT_DETECTOR) -> Signals:
-    """All signals of one text. `lang` forces the lexicon's language (e.g. the book's, for a short page)."""
-    found, share = language(text, detector)
+            detector: str = DEFAULT_DETECTOR, detected: Optional[tuple[Optional[str], float]] = None) -> Signals:
+    """All signals of one text. `lang` forces the lexicon's language (e.g. the book's, for a short page);
+    `detected` is `language(text)` when the caller has it already."""
+    found, share = detected if detected is not None else language(text, detector)
     lex = lexicon_fraction(text, lang or found)
     rep = repetition_score(text)
     return Signals(found, share, lex, rep, confidence, ocr_quality(lex, confidence, rep) if words(text) else None)
