@@ -89,7 +89,9 @@ def _join_pages(bodies: list[str]) -> str:
     """Ground-truth pages as one text: a page ending mid-sentence runs on into the next page's paragraph."""
     out = ""
     for b in (b.strip() for b in bodies):
-        if out and b:
+        if out and b and re.search(r"\w-$", out) and b[:1].isalpha():
+            out = out[:-1]  # a word broken over the page, joined as normalize() joins a line-end hyphen
+        elif out and b:
             out += " " if not re.search(r"[.!?:\"'\u201d\u2019)]$", out) else "\n"
         out += b
     return out
