@@ -68,6 +68,25 @@ def test_alternating_headers_with_ocr_noise_go_to_the_header_column():
         assert body(n)[2] in book.text  # body lines kept, whole
 
 
+def test_unnumbered_alternating_headers_with_ocr_noise_are_matched_fuzzily():
+    # numbers at the foot, as in book c of the eval set: only the fuzzy match finds the noisy headers
+    titles = ["THE BOY APPRENTICED TO AN ENCHANTER", "THE STORY OF EEAN THE FISHERMAN'S SON"]
+    noisy = {2: "THE B0Y APPRENTlCED TO AN ENCHANTEK", 5: "THE STORY OF EEAN THE FISHERMAN’S S0N"}
+    pages = [page(noisy.get(n, titles[n % 2]), body(n), footer=str(n + 11)) for n in range(8)]
+    book = book_text(pages)
+    assert [p.header for p in book.pages] == [p.lines[0].text for p in pages]
+    assert [p.printed_page_number for p in book.pages] == [str(n + 11) for n in range(8)]
+    assert "B0Y" not in book.text and "S0N" not in book.text
+
+
+def test_a_section_title_is_not_the_numbered_running_header_it_resembles():
+    heads = ["PREFACE", "vi PREFACE", "PREFACE. vii", "viii PREFACE", "PREFACE. ix"]
+    book = book_text([page(h, body(n)) for n, h in enumerate(heads)])
+    assert book.pages[0].header is None and book.text.startswith("PREFACE\n\n")
+    assert [p.header for p in book.pages[1:]] == heads[1:]
+    assert [p.printed_page_number for p in book.pages] == [None, "vi", "vii", "viii", "ix"]
+
+
 def test_chapter_title_changing_mid_book_is_still_a_header():
     pages = [page(f"{n + 1} A BOOK OF THE VALLEY" if n % 2 else f"{'THE MILL' if n < 6 else 'THE FLOOD AND AFTER'} {n + 1}",
                   body(n)) for n in range(12)]
