@@ -158,6 +158,18 @@ def test_pages_without_boxes_use_first_and_last_lines():
     assert "VALLEY" not in book.text and "MILL " not in book.text
 
 
+def test_vlm_pages_from_engine_output_with_empty_boxes():
+    from folioscan.records import OcrLine
+
+    pages = []
+    for n in range(4):
+        lines = [f"THE MILL {n + 1}" if n % 2 else f"{n + 1} THE VALLEY", *body(n)]
+        pages.append(TextPage.from_engine("\n".join(lines), [OcrLine(t, 0.9, ()) for t in lines], 0.9))
+    assert not any(p.has_boxes for p in pages)
+    book = book_text(pages)
+    assert [p.printed_page_number for p in book.pages] == ["1", "2", "3", "4"] and "VALLEY" not in book.text
+
+
 def test_a_book_of_one_page():
     book = book_text([page(None, body(0), footer="7")])
     assert book.pages[0].printed_page_number == "7" and book.pages[0].footer == "7"

@@ -35,7 +35,7 @@ class TextPage:
         (VLM output has no boxes). Blank lines in the text mark `break_before` either way.
         """
         raw = [(l if isinstance(l, dict) else {"text": l.text, "box": l.box}) for l in (lines or [])]
-        boxed = [(r["text"].strip(), tuple(r["box"]) if r.get("box") is not None else None) for r in raw if r["text"].strip()]
+        boxed = [(r["text"].strip(), _box(r.get("box"))) for r in raw if r["text"].strip()]
         out, blank, i = [], False, 0
         for t in (text or "").split("\n"):
             t = t.strip()
@@ -48,3 +48,8 @@ class TextPage:
             out.append(Line(t, box, blank))
             blank = False
         return cls(out, confidence, ok and bool(out), width, height)
+
+
+def _box(box) -> Optional[Box]:
+    """A line's box, or None where the engine gave none (VLM lines carry an empty one)."""
+    return tuple(int(v) for v in box) if box is not None and len(box) == 4 else None
