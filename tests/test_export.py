@@ -57,6 +57,21 @@ def test_export_jsonl_loads_with_datasets(tmp_path, capsys):
     assert meta["source_uri"] == "file:///scans/book1.pdf" and meta["pages_ok"] == 2
 
 
+def test_page_rows_keep_the_raw_text_and_the_furniture(tmp_path):
+    import pyarrow.parquet as pq
+
+    out = str(tmp_path / "out")
+    write_output(out)
+    pages = sorted((p for p in pq.read_table(f"{out}/pages").to_pylist() if p["doc_id"] == "book1"),
+                   key=lambda p: p["page_index"])
+    assert [p["text"] for p in pages] == ["\n".join(lines) for lines in LINES]  # as the engine read it
+    assert [p["header"] for p in pages] == [LINES[0][0], LINES[1][0]]
+    assert [p["printed_page_number"] for p in pages] == ["12", "13"] and pages[0]["language"] == "en"
+    doc = next(d for d in pq.read_table(f"{out}/documents").to_pylist() if d["doc_id"] == "book1")
+    assert doc["text"].startswith("The miller kept") and "sacks of barley and oats" in doc["text"]
+    assert doc["page_spans"] == [0, doc["text"].index("ley and oats")]
+
+
 def test_export_s3_to_s3(s3_endpoint):
     s3 = boto3.client("s3", endpoint_url=s3_endpoint)
     s3.create_bucket(Bucket="exports")
