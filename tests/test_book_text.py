@@ -87,6 +87,12 @@ def test_a_section_title_is_not_the_numbered_running_header_it_resembles():
     assert [p.printed_page_number for p in book.pages] == [None, "vi", "vii", "viii", "ix"]
 
 
+def test_a_chapter_heading_with_a_number_stays_in_the_text():
+    heads = ["10 THE VALLEY", "THE MILL 11", "CHAPTER 12", "THE MILL 13", "14 THE VALLEY"]
+    book = book_text([page(h, body(n)) for n, h in enumerate(heads)])
+    assert book.pages[2].header is None and "CHAPTER 12" in book.text
+
+
 def test_chapter_title_changing_mid_book_is_still_a_header():
     pages = [page(f"{n + 1} A BOOK OF THE VALLEY" if n % 2 else f"{'THE MILL' if n < 6 else 'THE FLOOD AND AFTER'} {n + 1}",
                   body(n)) for n in range(12)]

@@ -189,7 +189,7 @@ def _fits(number: str, n: int, neighbours: list[tuple[int, str]]) -> bool:
 
 
 def _read_ones_as_digits(found: list[Furniture], window: int) -> None:
-    """"II" among arabic page numbers is 11 misread."""
+    """A page number "II" among arabic ones is 11 misread."""
     for n, f in enumerate(found):
         if f.number and set(f.number) <= {"I", "l"}:
             near = [g.number for g in found[max(0, n - window):n + window + 1] if g.number and g is not f]
@@ -229,7 +229,7 @@ def find_furniture(pages: Sequence[TextPage], method: str = "rapidfuzz", window:
             if len(sink) < len(cands[n][side]):
                 c = cands[n][side][len(sink)]
                 letters = [ch for ch in c.text if ch.isalpha()]
-                if (c.number and not c.bare and len(c.text) <= 70 and letters
+                if (c.number and not c.bare and len(c.text) <= 70 and letters and not _HEADING.match(c.key)
                         and sum(ch.isupper() for ch in letters) >= 0.6 * len(letters)):
                     pending[(n, side)] = c
     numbered = [(n, f.number) for n, f in enumerate(found) if f.number]
