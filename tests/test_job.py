@@ -35,7 +35,8 @@ def check_library_output(out):
     img = pages[pages.source_uri.str.endswith("image_book")].sort_values("page_index")
     assert [cer(t, p) < 0.05 for t, p in zip(img.text, PARAGRAPHS)] == [True] * 3  # natural order 1, 2, 10
     assert not pages.duplicated(["doc_id", "page_index", "side"]).any()
-    assert docs.loc["scan_book.pdf", "text"].count("\f") == 1
+    spans, text = docs.loc["scan_book.pdf", "page_spans"], docs.loc["scan_book.pdf", "text"]
+    assert len(spans) == 2 and spans[0] == 0 < spans[1] < len(text) and "\f" not in text
     return docs, pages
 
 

@@ -1,7 +1,9 @@
 """Exports of a finished dataset into the formats other systems ingest.
 
-FORMATS maps a format name to a function `(Book, ExportContext) -> iterator of (relative path, bytes)`;
+FORMATS maps a per-book format to a function `(Book, ExportContext) -> iterator of (relative path, bytes)`;
 `folioscan export OUTPUT DEST --format NAME` and `folioscan run ... --also NAME` both go through it.
+PART_FORMATS are corpus formats written one file per committed part (many books a file):
+`(output, dest, source_store, dest_store) -> summary dict`. Everything lands under DEST/<format>/.
 Modules are imported when a format is used (lxml, PyMuPDF are only needed then).
 """
 from __future__ import annotations
@@ -10,18 +12,24 @@ import importlib
 from typing import Iterable, Optional
 
 from folioscan.export.dataset import Book, ExportContext, ExportSummary, export_books, iter_books
+from folioscan.pipeline.storage import join
 
 FORMATS: dict[str, str] = {
     "alto": "folioscan.export.alto:write_book",  # ALTO 4.4 XML, one file per page
     "hocr": "folioscan.export.hocr:write_book",  # hOCR 1.2 HTML, one file per book
     "pdf": "folioscan.export.pdf:write_book",  # searchable PDF per book: the scans + an invisible text layer
 }
+PART_FORMATS: dict[str, str] = {
+    "jsonl": "folioscan.export.jsonl:export",  # Dolma-style gzipped JSON lines, one book a line, for corpora
+}
+ALL_FORMATS = (*FORMATS, *PART_FORMATS)
 
 
 def format_function(name: str):
-    if name not in FORMATS:
-        raise ValueError(f"unknown export format {name!r}; known: {', '.join(FORMATS)}")
-    module, _, fn = FORMATS[name].partition(":")
+    table = FORMATS if name in FORMATS else PART_FORMATS
+    if name not in table:
+        raise ValueError(f"unknown export format {name!r}; known: {', '.join(ALL_FORMATS)}")
+    module, _, fn = table[name].partition(":")
     return getattr(importlib.import_module(module), fn)
 
 
@@ -30,10 +38,16 @@ def export_dataset(output: str, dest: str, formats: Iterable[str], endpoint_url:
     """Read the dataset at OUTPUT book by book and write every format under DEST/<format>/."""
     from folioscan.pipeline.storage import store_for
 
-    fns = {f: format_function(f) for f in formats}
-    ctx = ExportContext(output, endpoint_url, region)
-    return export_books(iter_books(store_for(output, endpoint_url, region), output), fns, dest, ctx)
+    fns = {f: format_function(f) for f in formats}  # unknown names fail here, before any work
+    source = store_for(output, endpoint_url, region)
+    book_fns = {f: fn for f, fn in fns.items() if f in FORMATS}
+    summary = ExportSummary()
+    if book_fns:
+        export_books(iter_books(source, output), book_fns, dest, ExportContext(output, endpoint_url, region), summary)
+    for f in (f for f in fns if f in PART_FORMATS):
+        summary.parts[f] = fns[f](output, join(dest, f), source, store_for(dest, endpoint_url, region))
+    return summary
 
 
-__all__ = ["FORMATS", "Book", "ExportContext", "ExportSummary", "export_books", "export_dataset", "format_function",
+__all__ = ["ALL_FORMATS", "FORMATS", "PART_FORMATS", "Book", "ExportContext", "ExportSummary", "export_books", "export_dataset", "format_function",
            "iter_books"]

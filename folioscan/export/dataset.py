@@ -98,9 +98,10 @@ class ExportSummary:
     files: int = 0
     bytes: int = 0
     errors: list[str] = field(default_factory=list)  # "<book>: <format>: <reason>", the export goes on
+    parts: dict[str, dict] = field(default_factory=dict)  # summaries of the per-part formats (jsonl)
 
     def to_dict(self) -> dict:
-        return {"books": self.books, "files": self.files, "bytes": self.bytes, "errors": self.errors}
+        return {"books": self.books, "files": self.files, "bytes": self.bytes, "errors": self.errors, **self.parts}
 
 
 def export_books(books: Iterable[Book], formats: dict[str, FormatFn], dest: str, ctx: ExportContext,

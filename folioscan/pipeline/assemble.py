@@ -7,6 +7,9 @@ from typing import Iterable, Optional
 
 from folioscan.failures import PERMANENT, TRANSIENT
 from folioscan.records import DOCUMENT_LEVEL, OcrLine, OcrResult, PageResult, SourceDocument
+from folioscan.schemas import DOCUMENTS, PAGES, Table
+from folioscan.text.book import BookText, PageText, book_text
+from folioscan.text.page import TextPage
 from folioscan.workers.engines.base import text_weighted_mean
 from folioscan.workers.prep.transform import to_json
 
@@ -83,8 +86,10 @@ def assemble_shard(docs: list[SourceDocument], results: Iterable[PageResult], ru
         missing = _missing_pages(pages)
         if missing and not doc_error:  # a worker died with them: worth another try
             doc_error, doc_kind = f"pages lost in processing: {missing[:10]}", TRANSIENT
-        page_rows.extend(page_row(r, run_id) for r in pages)
-        doc_rows.append(_document_row(doc, pages, doc_error, doc_kind, run_id, now))
+        book = _book_text(pages)
+        page_rows.extend(_in_order(PAGES, page_row(r, run_id), _page_text_columns(t)) for r, t in zip(pages, book.pages))
+        doc_rows.append(_in_order(DOCUMENTS, _document_row(doc, pages, doc_error, doc_kind, run_id, now),
+                                  _book_columns(book, pages)))
     if by_doc:
         raise RuntimeError(f"results for documents outside the shard: {sorted(by_doc)[:3]}")
     return page_rows, doc_rows
@@ -131,6 +136,34 @@ def _document_row(doc: SourceDocument, pages: list[PageResult], error: Optional[
         "pages_out": len(pages), "pages_ok": len(ok),
         "pages_blank": sum(1 for r in pages if r.status == "blank"), "pages_failed": failed,
         "status": status, "error": error, "error_kind": kind, "mean_confidence": mean_conf,
-        "text": "\f".join((r.ocr.text if r.status == "ok" else "") for r in pages) if pages else None,
         "engine": engine, "run_id": run_id, "processed_at": now,
     }
+
+
+def _in_order(table: Table, *parts: dict) -> dict:
+    """One row from the parts, its columns in the table's order (a column given by no part stays missing)."""
+    merged = {k: v for part in parts for k, v in part.items()}
+    return {**{n: merged.pop(n) for n in table.names if n in merged}, **merged}
+
+
+def _book_text(pages: list[PageResult]) -> BookText:
+    return book_text([TextPage.from_engine(r.ocr.text if r.ocr else None, r.ocr.lines if r.ocr else (),
+                                           r.ocr.confidence if r.ocr else None, ok=r.status == "ok",
+                                           width=r.work.width, height=r.work.height) for r in pages])
+
+
+def _page_text_columns(t: PageText) -> dict:
+    s = t.signals
+    return {"header": t.header, "footer": t.footer, "printed_page_number": t.printed_page_number,
+            "language": s.language, "language_share": s.language_share if s.language else None,
+            "lexicon_fraction": s.lexicon_fraction, "repetition": s.repetition if t.body else None,
+            "ocr_quality": s.ocr_quality, "matter": t.matter}
+
+
+def _book_columns(book: BookText, pages: list[PageResult]) -> dict:
+    s = book.signals
+    return {"text": book.text if pages else None, "page_spans": book.page_spans if pages else None,
+            "page_numbers_consistent": book.page_numbers_consistent,
+            "language": s.language, "language_share": s.language_share if s.language else None,
+            "lexicon_fraction": s.lexicon_fraction, "repetition": s.repetition if book.text else None,
+            "ocr_quality": s.ocr_quality}

@@ -40,10 +40,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("output", nargs="?", default="out/demo")
     show = sub.add_parser("show", help="print the books and pages of an output dataset")
     show.add_argument("output")
-    export = sub.add_parser("export", help="write a finished dataset as ALTO, hOCR or searchable PDF, book by book")
+    export = sub.add_parser("export", help="write a finished dataset as ALTO, hOCR, searchable PDF or Dolma-style JSON lines")
     export.add_argument("output", help="the dataset: local folder or s3://bucket/prefix")
     export.add_argument("dest", help="local folder or s3://bucket/prefix; files go under DEST/<format>/")
-    export.add_argument("--format", action="append", required=True, help="alto, hocr, pdf (repeatable or comma-separated)")
+    export.add_argument("--format", action="append", required=True,
+                        help="alto, hocr, pdf (per book), jsonl (corpus lines); repeatable or comma-separated")
     export.add_argument("--endpoint-url", help="S3-compatible endpoint (default: AWS_ENDPOINT_URL or AWS)")
     export.add_argument("--region")
     for sp in (run, demo):

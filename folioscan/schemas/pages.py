@@ -61,6 +61,17 @@ PAGES = Table("pages", version=4, columns=[
     col("confidence_min", pa.float32(), "least confident line"),
     col("lines", pa.list_(LINE), "box: cleaned page; box_source: the loaded page image; words: [] when the engine locates none"),
     col("box_level", pa.string(), "words | lines | none: the finest level the engine located text at; none = page text without boxes"),
+
+    # book text (folioscan/text): furniture found across the book, kept here, out of documents.text
+    col("header", pa.string(), "running header line(s) of the page, removed from the book's reading text"),
+    col("footer", pa.string(), "running footer, bottom page number or signature mark, removed from the reading text"),
+    col("printed_page_number", pa.string(), "page number as printed (\"35\", \"xiv\"); null when none was found"),
+    col("language", pa.string(), "ISO 639-1 of the page's body text"),
+    col("language_share", pa.float32(), "share of the body text's letters in that language"),
+    col("lexicon_fraction", pa.float32(), "share of the body's words in the book language's word list"),
+    col("repetition", pa.float32(), "share of words inside a repeated word 5-gram (0 none, 1 a loop)"),
+    col("ocr_quality", pa.float32(), "0..1 from lexicon_fraction, confidence and repetition (folioscan/text/signals.py)"),
+    col("matter", pa.list_(pa.string()), "front/back matter flags: title, copyright, contents, index, advertisement"),
     # engine
     col("engine", pa.string()),
     col("engine_version", pa.string()),
