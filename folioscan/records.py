@@ -99,6 +99,8 @@ class OcrAttempt:
     reason: str = ""  # why this attempt was made ("initial", "low-confidence", "repetition", ...)
     ms: float = 0.0
     accepted: bool = False  # the attempt whose text the page keeps
+    max_new_tokens: int = 0  # the output cap this read ran under (VLM engines)
+    cap_clamped: bool = False  # that cap was reduced to fit the model's context with the page's vision tokens
 
 
 @dataclass

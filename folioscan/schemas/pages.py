@@ -18,6 +18,8 @@ ATTEMPT = pa.struct(
         ("reason", pa.string()),
         ("ms", pa.float32()),
         ("accepted", pa.bool_()),
+        ("max_new_tokens", pa.int32()),
+        ("cap_clamped", pa.bool_()),
     ]
 )
 
