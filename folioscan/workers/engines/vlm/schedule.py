@@ -14,56 +14,57 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Callable, Iterator, Sequence, TypeVar
+from typing import Callable, Hashable, Iterator, Sequence, TypeVar
 
 MARGIN = 1.6  # cap = longest estimate x MARGIN + SLACK: above the worst underestimate measured (1.52x)
 SLACK = 32  # tokens; short pages' estimates are the least reliable in relative terms
+POOL_BATCHES = 4  # pages per engine call, in generate batches: a pool to sort (the job's default --batch-size)
 
 
 @dataclass(frozen=True)
 class Batch:
-    rung: int  # index of the budget on the model's ladder
+    group: Hashable  # the pages' budget: a batch never mixes budgets
     indices: tuple[int, ...]  # into the caller's list of pages
-    max_new_tokens: int
-    estimated: bool  # the cap comes from length estimates (False: the upper bound, no estimate known)
+    caps: tuple[int, ...]  # per page: the batch's cap from its longest estimate, bounded by the page's own
 
 
 def token_cap(est_tokens: int, upper: int, margin: float = MARGIN, slack: int = SLACK) -> int:
-    """A batch's cap from its longest estimate; `upper` (the user's or the budget's cap) bounds it."""
+    """A cap from an expected length; `upper` (the user's cap, or the budget's) bounds it."""
     if est_tokens <= 0:
         return upper
     return max(1, min(upper, int(est_tokens * margin) + slack))
 
 
-def plan(rungs: Sequence[int], est_tokens: Sequence[int], batch_size: int, upper: Callable[[int], int],
+def plan(groups: Sequence[Hashable], est_tokens: Sequence[int], upper: Sequence[int], batch_size: int,
          margin: float = MARGIN, slack: int = SLACK) -> list[Batch]:
-    """Generate batches of at most `batch_size` pages of one budget and similar expected length.
+    """Generate batches of at most `batch_size` pages of one group (budget) and similar expected length.
 
-    Pages without an estimate (0: segmentation off) are batched apart, in input order, at `upper`.
-    Within a budget the longest pages go first, so a too-small cap shows up early.
+    Pages without an estimate (0: segmentation off) are batched apart, in input order, at their
+    `upper` cap. Within a group the longest pages go first, so a too-small cap shows up early.
     """
     if batch_size < 1:
         raise ValueError(f"batch size must be at least 1, not {batch_size}")
     batches: list[Batch] = []
-    for rung in sorted(set(rungs)):
-        mine = [i for i, r in enumerate(rungs) if r == rung]
+    for group in dict.fromkeys(groups):
+        mine = [i for i, g in enumerate(groups) if g == group]
         known = sorted((i for i in mine if est_tokens[i] > 0), key=lambda i: -est_tokens[i])
         unknown = [i for i in mine if est_tokens[i] <= 0]
-        for group, estimated in ((known, True), (unknown, False)):
-            for start in range(0, len(group), batch_size):
-                chunk = tuple(group[start:start + batch_size])
-                longest = max(est_tokens[i] for i in chunk) if estimated else 0
-                cap = token_cap(longest, upper(rung), margin, slack)
-                batches.append(Batch(rung, chunk, cap, estimated and cap < upper(rung)))
+        for pages in (known, unknown):
+            for start in range(0, len(pages), batch_size):
+                chunk = tuple(pages[start:start + batch_size])
+                longest = max(est_tokens[i] for i in chunk)
+                batches.append(Batch(group, chunk, tuple(token_cap(longest, upper[i], margin, slack) for i in chunk)))
     return batches
 
 
-def input_order(rungs: Sequence[int], batch_size: int, upper: Callable[[int], int]) -> list[Batch]:
-    """The baseline: consecutive pages of one budget, one cap for all (what the engine did before)."""
+def input_order(groups: Sequence[Hashable], upper: Sequence[int], batch_size: int) -> list[Batch]:
+    """The baseline: consecutive pages of one group, each at its upper cap (the engine before scheduling)."""
     batches = []
-    for rung in sorted(set(rungs)):
-        mine = [i for i, r in enumerate(rungs) if r == rung]
-        batches += [Batch(rung, tuple(mine[s:s + batch_size]), upper(rung), False) for s in range(0, len(mine), batch_size)]
+    for group in dict.fromkeys(groups):
+        mine = [i for i, g in enumerate(groups) if g == group]
+        for start in range(0, len(mine), batch_size):
+            chunk = tuple(mine[start:start + batch_size])
+            batches.append(Batch(group, chunk, tuple(upper[i] for i in chunk)))
     return batches
 
 
