@@ -41,7 +41,7 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from folioscan.workers.engines.base import ImageHints  # noqa: E402
-from folioscan.workers.engines.vlm.budgets import CHARS_PER_TEXT_TOKEN  # noqa: E402
+from folioscan.workers.engines.vlm.budgets import CHARS_PER_TEXT_TOKEN, expected_text_tokens  # noqa: E402
 from folioscan.workers.engines.vlm.models import MODELS  # noqa: E402
 
 
@@ -257,6 +257,12 @@ def main(argv=None) -> None:
     probe = Probe(backend, {id(im): n for im, n in zip(images, lengths)}, sync)
     hints = [ImageHints(est_chars=c) for c in est_chars]
 
+    est_tokens = [expected_text_tokens(c) for c in est_chars]
+    ratios = sorted(n / e for n, e in zip(lengths, est_tokens) if e > 0)
+    estimate = {"pages_with_estimate": len(ratios)}
+    if ratios:
+        estimate.update({q: round(ratios[min(len(ratios) - 1, int(f * len(ratios)))], 3)
+                         for q, f in (("min", 0.0), ("median", 0.5), ("p95", 0.95), ("p99", 0.99), ("max", 1.0))})
     runs = []
     batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
     for bs in batch_sizes:
@@ -275,7 +281,7 @@ def main(argv=None) -> None:
         "device_name": torch.cuda.get_device_name(0) if args.device == "cuda" else f"cpu ({os.cpu_count()} cores) {platform.processor()}",
         "budget": args.budget, "pages": len(images), "images": os.path.abspath(args.images),
         "lengths_from": "ground truth, " + ("tokenizer of the model" if tokenizer else f"chars / {CHARS_PER_TEXT_TOKEN} per token"),
-        "est_chars_from": est_from, "batch_sizes": batch_sizes, "pool_batches": args.pool_batches,
+        "est_chars_from": est_from, "true_over_estimated_tokens": estimate, "batch_sizes": batch_sizes, "pool_batches": args.pool_batches,
         "static_cache": args.static_cache, "compile": args.compile, "no_repeat_ngram": args.no_repeat_ngram,
         "max_new_tokens": args.max_new_tokens, "versions": versions(),
         "pages_per_s": best["pages_per_s"], "output_tokens_per_s": best["output_tokens_per_s"],
