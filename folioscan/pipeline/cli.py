@@ -14,6 +14,7 @@ import sys
 
 from folioscan.pipeline.storage import StorageError
 from folioscan.workers.engines.registry import VLM_KINDS, engine_names
+from folioscan.workers.engines.vlm.models import MODELS
 
 DEMO_SAMPLE = os.path.join(os.path.dirname(os.path.dirname(__file__)), "samples")
 
@@ -49,7 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--region")
         sp.add_argument("--engine", default="tesseract", choices=engine_names())
         sp.add_argument("--model", help="VLM engines: local model directory (or hub id)")
-        sp.add_argument("--budget", default="adaptive", help="VLM engines: a budget name or 'adaptive'")
+        sp.add_argument("--budget", default="adaptive", help="VLM engines: 'adaptive' or a budget name: " + "; ".join(
+            f"{s.kind}: {', '.join(b.name for b in s.budgets + s.experimental)}" for s in MODELS.values()))
         sp.add_argument("--backend", default="transformers", choices=["transformers", "vllm"])
         sp.add_argument("--device", default="auto", help="VLM engines: auto, cpu, cuda")
         sp.add_argument("--vlm-batch-size", type=int, help="VLM engines: pages per generate call")

@@ -2,12 +2,15 @@
 
 Blank pages and pages that failed earlier pass through without touching the engine. If the
 engine raises on a batch, the pages are retried one by one so a single bad page cannot
-take its neighbours down with it. A page read with low confidence is read again turned by
-180 degrees and the more confident read is kept: the engine's own signal catches the few
+take its neighbours down with it; each retried page records the failed batch as its first
+attempt (reason "batch-failed:<error>"), so a smaller batch is never silent. A page read with
+low confidence is read again turned by 180 degrees, once, at the budget its first reading
+settled on, and the more confident read is kept: the engine's own signal catches the few
 pages the geometric orientation test gets upside down (measured: 5 of 178 on old_books).
 """
 from __future__ import annotations
 
+import logging
 import time
 from typing import Sequence
 
@@ -17,6 +20,7 @@ from folioscan.records import OcrAttempt, PageResult, PageWork
 from folioscan.workers.engines.base import ImageHints
 from folioscan.workers.engines.registry import build_engine
 
+log = logging.getLogger(__name__)
 
 FLIP_MARGIN = 0.1  # the turned read must be this much more confident to replace the first
 
@@ -44,11 +48,15 @@ class OcrStage:
                 per_page_ms = (time.perf_counter() - t0) * 1000 / len(todo)
                 for i, r in zip(todo, results):
                     out[i] = self._finish(works[i], r, per_page_ms)
-            except Exception:
+            except Exception as batch_error:
+                # one page at a time, recorded: each page's attempts start with the failed batched read
+                failed = f"batch-failed:{type(batch_error).__name__}: {batch_error}"[:500]
+                log.warning("%s: a batch of %d pages failed (%s); reading them one at a time", self.engine.name, len(todo), failed)
                 for i in todo:
                     t1 = time.perf_counter()
                     try:
                         r = self._predict([works[i]])[0]
+                        r.attempts = [OcrAttempt(budget="", reason=failed), *r.attempts]
                         out[i] = self._finish(works[i], r, (time.perf_counter() - t1) * 1000)
                     except Exception as e:
                         out[i] = self._result(works[i], "error", None, error=f"{self.engine.name}: {type(e).__name__}: {e}")
@@ -62,7 +70,8 @@ class OcrStage:
         if not doubtful:
             return results
         turned = [np.ascontiguousarray(works[k].image[::-1, ::-1]) for k in doubtful]
-        agains = self.engine.predict_batch(turned, [self._hint(works[k]) for k in doubtful])
+        # one read at the budget the first reading settled on, not a second climb up the ladder
+        agains = self.engine.predict_batch(turned, [self._hint(works[k], self._accepted_budget(results[k])) for k in doubtful])
         for k, image, again in zip(doubtful, turned, agains):
             first, work = results[k], works[k]
             flip = (work.prep.orientation + 180) % 360
@@ -82,8 +91,12 @@ class OcrStage:
         return results
 
     @staticmethod
-    def _hint(w: PageWork) -> ImageHints:
-        return ImageHints(w.prep.est_chars, w.prep.text_density)
+    def _hint(w: PageWork, budget: str | None = None) -> ImageHints:
+        return ImageHints(w.prep.est_chars, w.prep.text_density, budget)
+
+    @staticmethod
+    def _accepted_budget(r) -> str | None:
+        return next((a.budget for a in r.attempts if a.accepted and a.budget), None)
 
     def _predict(self, works: Sequence[PageWork]):
         hints = [self._hint(w) for w in works]

@@ -8,8 +8,10 @@ plain namespace: no pydantic there).
 """
 from __future__ import annotations
 
+import copy
 import logging
 import os
+import threading
 import time
 from typing import Sequence
 
@@ -45,8 +47,11 @@ class TransformersBackend:
                  "bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[options.dtype]
         local = os.path.isdir(options.model)
         self.processor = AutoProcessor.from_pretrained(options.model, local_files_only=local)
+        self.processor.tokenizer.padding_side = "left"  # batched generation appends on the right
+        # prepare() may run in another thread while this one decodes: a fast tokenizer must not be
+        # used from two threads at once ("Already borrowed"), so prepare has its own copy and a lock
+        self._prep_processor, self._prep_lock = copy.deepcopy(self.processor), threading.Lock()
         self.tokenizer = self.processor.tokenizer
-        self.tokenizer.padding_side = "left"  # batched generation appends on the right
         self.model = AutoModelForImageTextToText.from_pretrained(options.model, dtype=dtype, local_files_only=local).to(device).eval()
         self.device, self.dtype = device, dtype
         self.image_token_id = self.model.config.image_token_id
@@ -79,7 +84,8 @@ class TransformersBackend:
         t0 = time.perf_counter()
         pil = [Image.fromarray(im).convert("RGB") for im in images]
         text = {"text": [self.spec.prompt] * len(pil)} if self.spec.prompt else {}
-        inputs = dict(self.processor(images=pil, return_tensors="pt", padding=True, **text, **budget.processor_kwargs))
+        with self._prep_lock:
+            inputs = dict(self._prep_processor(images=pil, return_tensors="pt", padding=True, **text, **budget.processor_kwargs))
         vision = (inputs["input_ids"] == self.image_token_id).sum(dim=1).tolist()
         prompt_lens = inputs["attention_mask"].sum(dim=1).tolist()
         return Prepared(budget, inputs, [int(v) for v in vision], [int(p) for p in prompt_lens], time.perf_counter() - t0)
