@@ -9,7 +9,7 @@ from folioscan.workers.engines.base import ImageHints
 from folioscan.workers.engines.registry import VlmOptions
 from folioscan.workers.engines.vlm.engine import VlmEngine
 from folioscan.workers.engines.vlm.random_init import save_random_model
-from folioscan.workers.engines.vlm.schedule import MARGIN, SLACK, input_order, plan, prefetched, token_cap
+from folioscan.workers.engines.vlm.schedule import MARGIN, POOL_BATCHES, SLACK, input_order, plan, prefetched, token_cap
 from folioscan.workers.engines.vlm.transformers_backend import TransformersBackend
 from tests.helpers import text_page_image
 
@@ -57,6 +57,15 @@ def test_pages_without_an_estimate_are_not_mixed_with_estimated_ones():
     assert [sorted(b.indices) for b in batches] == [[1, 3], [0, 2]]
     with pytest.raises(ValueError):
         plan(["base"], [1], [10], 0)
+
+
+def test_the_ocr_stage_hands_a_vlm_a_pool_of_several_generate_batches():
+    from folioscan.pipeline.config import JobConfig
+
+    vlm = {"kind": "deepseek-ocr-2", "model": "m", "batch_size": 8}
+    assert JobConfig(source="s", output="o", engine=vlm).pages_per_call == 8 * POOL_BATCHES
+    assert JobConfig(source="s", output="o", engine=vlm, batch_size=12).pages_per_call == 12  # --batch-size wins
+    assert JobConfig(source="s", output="o").pages_per_call == 4  # CPU engines as before
 
 
 def test_prefetch_prepares_the_next_batch_while_the_current_one_is_consumed():
