@@ -284,7 +284,7 @@ def main(argv=None) -> None:
                     run_once(engine, probe, images[:bs], hints[:bs], bs * args.pool_batches, torch, args.device)
                 run = run_once(engine, probe, images, hints, bs * args.pool_batches, torch, args.device)
                 runs.append({"batch_size": bs, "batching": order, "prepare": prep, **run})
-            print(json.dumps(runs[-1]), file=sys.stderr, flush=True)
+                print(json.dumps(runs[-1]), file=sys.stderr, flush=True)
 
     best = max((r for r in runs if r["batching"] == "length" and r["prepare"] == "overlapped") or runs,
                key=lambda r: r["pages_per_s"])
