@@ -184,6 +184,8 @@ def test_generation_stops_at_the_models_end_token_and_a_full_cap_is_recorded(tmp
         out.weight[end] = out.weight[free.token_ids[k]]
     [stopped] = eng.backend.generate(prepared, 30)
     assert stopped.token_ids == free.token_ids[:k] and not stopped.hit_token_cap and stopped.steps == k + 1
+    forced = teacher_forced_logprobs(eng.backend, pages[1], spec(kind).budget("base"), stopped.token_ids)
+    assert np.allclose(forced, stopped.logprobs, atol=1e-4)  # log-probs stay aligned when a sequence ends early
     [r] = eng.predict_batch([pages[1]])
     [a] = r.attempts
     assert not a.hit_token_cap and a.output_tokens == k and a.max_new_tokens == 30
@@ -271,3 +273,23 @@ def test_vlm_engine_in_the_whole_job(tmp_path, pages):
         assert sum(a["accepted"] for a in row["attempts"]) == 1
         assert all(a["max_new_tokens"] == 16 and not a["cap_clamped"] for a in row["attempts"])
     assert rows[0]["est_chars"] > rows[1]["est_chars"]  # density measured by the prep stage reached the engine
+
+
+def test_a_failed_batch_is_counted_in_the_run_record(tmp_path):
+    import json
+
+    from folioscan.pipeline.cli import main
+    from tests.helpers import PARAGRAPHS, scanned_pdf
+
+    model = save_random_model("deepseek-ocr-2", str(tmp_path / "model"), max_positions=600)
+    src = tmp_path / "src"
+    src.mkdir()
+    small = text_page_image(PARAGRAPHS[0], dpi=100, size=(360, 504))  # 500 x 700 px: no tiles, fits the context
+    big = text_page_image(PARAGRAPHS[1], dpi=100)  # 850 x 1100 px: six tiles, 1121 vision tokens do not fit
+    (src / "book.pdf").write_bytes(scanned_pdf([small, big], dpi=100))
+    summary = tmp_path / "summary.json"
+    code = main(["run", str(src), str(tmp_path / "out"), "--engine", "deepseek-ocr-2", "--model", model, "--budget",
+                 "tiled-6", "--device", "cpu", "--executor", "local", "--max-new-tokens", "4", "--max-attempts", "1",
+                 "--vlm-batch-size", "2", "--batch-size", "2", "--no-prep", "--quiet", "--summary-json", str(summary)])
+    s = json.loads(summary.read_text())
+    assert code == 1 and s["pages_read_alone"] == 1 and s["pages_failed"] == 1

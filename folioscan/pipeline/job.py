@@ -33,6 +33,7 @@ class JobSummary:
     pages: int = 0
     pages_failed: int = 0
     pages_blank: int = 0
+    pages_read_alone: int = 0  # re-read one at a time after their batch failed (attempt reason "batch-failed:...")
     seconds: float = 0.0
     mean_confidence: Optional[float] = None
     orphans_removed: int = 0
@@ -51,6 +52,7 @@ class JobSummary:
             self.pages += 1
             self.pages_failed += p["status"] == "error"
             self.pages_blank += p["status"] == "blank"
+            self.pages_read_alone += any(a["reason"].startswith("batch-failed:") for a in p["attempts"] or [])
             if p["confidence"] is not None:
                 weight = max(len(p["text"] or ""), 1)
                 self._conf_sum += p["confidence"] * weight

@@ -23,7 +23,7 @@ ATTEMPT = pa.struct(
     ]
 )
 
-PAGES = Table("pages", version=2, columns=[
+PAGES = Table("pages", version=3, columns=[
     col("doc_id", pa.string(), "sha256 of the source URI and its content fingerprint"),
     col("source_uri", pa.string()),
     col("page_index", pa.int32(), "page in the source document, 0-based"),
