@@ -116,13 +116,14 @@ class Probe:
         s["calls"] += 1
         s["slots"] += len(gens) * gens[0].steps
         for g, cap, n in zip(gens, caps, lengths):
-            fits = n + 1 <= cap
-            g.hit_token_cap = not fits  # the page's true text did not fit the cap it was given
-            if fits:
-                s["useful"] += n + 1
-                s["output_tokens"] += n
+            # ended: by the model's own end token (random weights may emit it early) or at the page's true length
+            ended = not g.hit_token_cap or cap >= n + 1
+            if ended:
+                s["useful"] += len(g.token_ids) + (0 if g.hit_token_cap else 1)
+                s["output_tokens"] += min(len(g.token_ids), n)
             else:
                 s["cut_by_estimate"] += 1  # read again at the full cap: these tokens are wasted
+            g.hit_token_cap = not ended
         return gens
 
 
