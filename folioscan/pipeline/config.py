@@ -8,6 +8,7 @@ from typing import Literal, Optional
 from pydantic import BaseModel, Field, field_validator
 
 from folioscan.workers.engines.registry import EngineOptions, TesseractOptions
+from folioscan.workers.engines.vlm.schedule import POOL_BATCHES
 from folioscan.workers.load import LoadOptions
 from folioscan.workers.prep import PrepOptions
 
@@ -27,7 +28,7 @@ class JobConfig(BaseModel):
     ocr_workers: Optional[int] = None  # engine actors (default: one per CPU, or per GPU for VLMs)
     shard_docs: int = 16  # documents per committed Parquet file pair
     shards_in_flight: int = 4  # shards handed to the executor at once; each commits when complete
-    batch_size: Optional[int] = None  # pages per engine call; default 4, or the VLM's own batch size
+    batch_size: Optional[int] = None  # pages per engine call; default 4, or POOL_BATCHES VLM batches (sorted by length)
     dpi: float = 300.0
     max_page_megapixels: float = 200.0
     max_object_mb: float = 4096.0
@@ -51,7 +52,10 @@ class JobConfig(BaseModel):
 
     @property
     def pages_per_call(self) -> int:
-        return self.batch_size or getattr(self.engine, "batch_size", 4)
+        if self.batch_size:
+            return self.batch_size
+        vlm_batch = getattr(self.engine, "batch_size", None)
+        return vlm_batch * POOL_BATCHES if vlm_batch else 4
 
     def load_options(self) -> LoadOptions:
         return LoadOptions(dpi=self.dpi, max_megapixels=self.max_page_megapixels,

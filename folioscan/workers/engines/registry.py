@@ -33,6 +33,7 @@ class VlmOptions(BaseModel):
     escalate_below: float = 0.80  # re-read at the next budget when page confidence is below this
     max_attempts: int = 3
     batch_size: int = 8
+    batching: Literal["length", "input"] = "length"  # generate batches by expected output length, or in input order
     device: str = "auto"
     dtype: str = "auto"  # bf16 on GPU, fp32 on CPU
     no_repeat_ngram: int = 20

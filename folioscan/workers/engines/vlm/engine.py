@@ -6,18 +6,23 @@ fills the token cap, or it is empty (blank pages never get here). Every read is 
 attempt; the accepted one is the last clean read, or, when none is clean, the most confident.
 A hint naming a budget (a retry of an accepted read, e.g. turned by 180 degrees) is read once
 at that budget.
+
+Generate batches are cut from the whole pool of pages handed in, by budget and expected output
+length, each with its own token cap (schedule.py); a page whose text outran a cap set from its
+estimate is read again at its full cap (reason "length-estimate"). The next batch's images are
+prepared in a thread while the current one generates.
 """
 from __future__ import annotations
 
 import time
-from collections import defaultdict
 from typing import Optional, Sequence
 
 import numpy as np
 
 from folioscan.records import OcrAttempt, OcrResult
 from folioscan.workers.engines.base import ImageHints
-from folioscan.workers.engines.vlm.budgets import Rung, choose_rung, max_new_tokens, page_ladder
+from folioscan.workers.engines.vlm import schedule
+from folioscan.workers.engines.vlm.budgets import Rung, choose_rung, expected_text_tokens, max_new_tokens, page_ladder
 from folioscan.workers.engines.vlm.confidence import geometric_mean_prob, lines_with_confidence
 from folioscan.workers.engines.vlm.models import Budget, spec
 from folioscan.workers.engines.vlm.repetition import is_degenerate
@@ -56,36 +61,46 @@ class VlmEngine:
 
     def predict_batch(self, images: Sequence[np.ndarray], hints: Optional[Sequence[ImageHints]] = None) -> list[OcrResult]:
         plans = [self.plan(im, hints[i] if hints else None) for i, im in enumerate(images)]
+        est = [expected_text_tokens(h.est_chars) if h else 0 for h in (hints or [None] * len(images))]
         reads: list[list[tuple[OcrAttempt, str, list]]] = [[] for _ in images]
+        cut: list[set[int]] = [set() for _ in images]  # reads cut short by a cap from the length estimate
         pending = {i: (first, "initial") for i, (_, first, _) in enumerate(plans)}
         while pending:
-            by_budget: dict[str, list[int]] = defaultdict(list)
-            for i, (rung, _) in pending.items():
-                by_budget[plans[i][0][rung].budget.name].append(i)
+            order = list(pending)
+            rungs = [plans[i][0][pending[i][0]] for i in order]
+            upper = [self._cap(r.vision_tokens) for r in rungs]
+            groups = [r.budget.name for r in rungs]
+            if self.options.batching == "input":
+                batches = schedule.input_order(groups, upper, self.options.batch_size)
+            else:  # a page re-read after its estimate fell short gets its full cap
+                guess = [0 if pending[i][1] == "length-estimate" else est[i] for i in order]
+                batches = schedule.plan(groups, guess, upper, self.options.batch_size)
+            jobs = [([order[k] for k in b.indices], rungs[b.indices[0]].budget, b, [upper[k] for k in b.indices])
+                    for b in batches]
             next_pending = {}
-            for idx in by_budget.values():
-                budget = plans[idx[0]][0][pending[idx[0]][0]].budget
-                for start in range(0, len(idx), self.options.batch_size):
-                    chunk = idx[start:start + self.options.batch_size]
-                    for i, read in zip(chunk, self._read([images[i] for i in chunk], budget, [pending[i][1] for i in chunk])):
-                        reads[i].append(read)
-                        rungs, _, limit = plans[i]
-                        rung, why = pending[i][0], self._doubt(read[0])
-                        if why and rung + 1 < len(rungs) and len(reads[i]) < limit:
-                            next_pending[i] = (rung + 1, why)
+            for (idx, budget, batch, bound), prepared in schedule.prefetched(
+                    jobs, lambda job: self.backend.prepare([images[i] for i in job[0]], job[1])):
+                for i, read, cap, top in zip(idx, self._read(prepared, budget, list(batch.caps), [pending[i][1] for i in idx]),
+                                             batch.caps, bound):
+                    reads[i].append(read)
+                    rung_list, _, limit = plans[i]
+                    rung, why = pending[i][0], self._doubt(read[0])
+                    if read[0].hit_token_cap and cap < top:  # the estimate's cap, not the page's: read it whole
+                        cut[i].add(len(reads[i]) - 1)
+                        next_pending[i] = (rung, "length-estimate")
+                    elif why and rung + 1 < len(rung_list) and len(reads[i]) - len(cut[i]) < limit:
+                        next_pending[i] = (rung + 1, why)
             pending = next_pending
-        return [self._result(r) for r in reads]
+        return [self._result(r, c) for r, c in zip(reads, cut)]
 
-    def _caps(self, vision_tokens: Sequence[int]) -> list[int]:
-        if self.options.max_new_tokens:
-            return [self.options.max_new_tokens] * len(vision_tokens)
-        return [max_new_tokens(v, self.options.target_compression) for v in vision_tokens]
+    def _cap(self, vision_tokens: int) -> int:
+        """A page's output cap: the user's, else the budget's; the length estimate may only lower it."""
+        return self.options.max_new_tokens or max_new_tokens(vision_tokens, self.options.target_compression)
 
-    def _read(self, images, budget: Budget, reasons: list[str]):
+    def _read(self, prepared, budget: Budget, caps: list[int], reasons: list[str]):
         t0 = time.perf_counter()
-        prepared = self.backend.prepare(images, budget)
-        gens = self.backend.generate(prepared, self._caps(prepared.vision_tokens))
-        ms = (time.perf_counter() - t0) * 1000 / max(len(images), 1)
+        gens = self.backend.generate(prepared, caps)
+        ms = (time.perf_counter() - t0) * 1000 / max(len(caps), 1)  # generation only: preparation ran alongside
         texts = self.backend.batch_decode([g.token_ids for g in gens])
         out = []
         for g, text, reason in zip(gens, texts, reasons):
@@ -108,9 +123,11 @@ class VlmEngine:
             return "low-confidence"
         return ""
 
-    def _result(self, reads) -> OcrResult:
-        clean = [r for r in reads if not self._doubt(r[0])]
-        best = clean[-1] if clean else max(reads, key=lambda r: (not r[0].repetition, r[0].confidence or 0.0))
+    def _result(self, reads, cut: set[int]) -> OcrResult:
+        """Every read is an attempt; one cut short by the length estimate is never the accepted one."""
+        candidates = [r for k, r in enumerate(reads) if k not in cut] or reads
+        clean = [r for r in candidates if not self._doubt(r[0])]
+        best = clean[-1] if clean else max(candidates, key=lambda r: (not r[0].repetition, r[0].confidence or 0.0))
         best[0].accepted = True
         attempt, text, lines = best
         lows = [l.confidence for l in lines]
