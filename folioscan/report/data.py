@@ -28,7 +28,7 @@ HIST_BINS = 20
 TEXT_CHARS = 1200  # of a worst page's text kept for the report
 PAGE_COLUMNS = ["doc_id", "source_uri", "page_index", "side", "status", "error", "error_kind", "confidence",
                 "budget", "vision_tokens", "attempts", "load_ms", "prep_ms", "ocr_ms", "run_id", "engine"]
-DOC_COLUMNS = ["source_uri", "status", "error_kind", "pages_out", "run_id", "processed_at"]
+DOC_COLUMNS = ["source_uri", "status", "error", "error_kind", "pages_out", "run_id", "processed_at"]
 STAGES = ("load", "clean", "ocr", "write")
 _PAGE_STAGE_COLUMNS = {"load": "load_ms", "clean": "prep_ms", "ocr": "ocr_ms"}  # write: run record only
 
@@ -87,7 +87,8 @@ class ReportData:
     doc_status: Counter = field(default_factory=Counter)
     page_error_kinds: Counter = field(default_factory=Counter)
     doc_error_kinds: Counter = field(default_factory=Counter)
-    error_messages: Counter = field(default_factory=Counter)  # message with the object named removed
+    error_messages: Counter = field(default_factory=Counter)  # message with the object named removed -> pages
+    book_error_messages: Counter = field(default_factory=Counter)  # -> books that failed whole (no page rows)
     error_example: dict = field(default_factory=dict)  # message -> one source_uri
     engines: Counter = field(default_factory=Counter)
     histogram: np.ndarray = field(default_factory=lambda: np.zeros(HIST_BINS, dtype=np.int64))
@@ -161,7 +162,7 @@ def _fold_pages(table, data: ReportData, worst: list, n_worst: int) -> None:
                 data.budget_tokens[a.get("budget") or "?"] += a.get("vision_tokens") or 0
                 if k:
                     data.escalation_reasons[a.get("reason") or "?"] += 1
-    ok = np.array([s == "ok" for s in cols["status"]]) & ~np.isnan(conf)
+    ok = np.array([s == "ok" for s in cols["status"]], dtype=bool) & ~np.isnan(conf)
     scores = np.clip(conf[ok], 0, 1)
     data.histogram += np.histogram(scores, bins=HIST_BINS, range=(0, 1))[0]
     data.flagged += int((scores < data.flag_below).sum())
@@ -218,6 +219,10 @@ def collect(store: Store, output: str, flag_below: Optional[float] = None, worst
             data.doc_status[cols["status"][i]] += 1
             if cols["error_kind"][i]:
                 data.doc_error_kinds[cols["error_kind"][i]] += 1
+            if cols["error"][i] and not cols["pages_out"][i]:  # a book that never got to pages
+                msg = _error_message(cols["error"][i], cols["source_uri"][i])
+                data.book_error_messages[msg] += 1
+                data.error_example.setdefault(msg, cols["source_uri"][i])
             if cols["processed_at"][i] is not None:
                 data.run(cols["run_id"][i]).commits[cols["processed_at"][i]] += cols["pages_out"][i] or 0
     page_parts = _parts(store, join(output, "pages"))

@@ -115,10 +115,12 @@ def _errors(d: ReportData) -> str:
     body = charts.hbars([(k, d.page_error_kinds[k] + d.doc_error_kinds[k],
                           f"{d.page_error_kinds[k]:,} pages · {d.doc_error_kinds[k]:,} books") for k in kinds],
                         "error kinds", colours=("#b8463f", "#d9822b", "#7d5ba6"))
-    rows = "".join(f"<tr><td>{n:,}</td><td>{escape(msg)}</td><td class='uri'>{escape(d.error_example[msg])}</td></tr>"
-                   for msg, n in d.error_messages.most_common(8))
+    both = d.error_messages + d.book_error_messages
+    rows = "".join(f"<tr><td>{d.error_messages[msg]:,}</td><td>{d.book_error_messages[msg]:,}</td><td>{escape(msg)}</td>"
+                   f"<td class='uri'>{escape(d.error_example[msg])}</td></tr>" for msg, _ in both.most_common(8))
     if rows:
-        body += f"<table><tr><th>pages</th><th>error (object named as &lt;source&gt;)</th><th>e.g.</th></tr>{rows}</table>"
+        body += ("<table><tr><th>pages</th><th>books</th><th>error (the object named as &lt;source&gt;)</th><th>e.g.</th></tr>"
+                 f"{rows}</table>")
     for part in d.unreadable_parts:
         body += f"<p class='note'>unreadable: {escape(part)}</p>"
     return _section("Errors", body, "transient: worth retrying (a rerun retries them); permanent: bad input data.")
