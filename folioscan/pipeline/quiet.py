@@ -29,25 +29,31 @@ def verbose() -> bool:
 def configure(is_verbose: bool, quiet: bool = False) -> None:
     """Logging, warnings and Ray's environment for this process (and the Ray processes it starts)."""
     os.environ[ENV] = "1" if is_verbose else "0"
-    level = logging.DEBUG if is_verbose else (logging.WARNING if quiet else logging.INFO)
+    level = logging.WARNING if quiet and not is_verbose else logging.INFO
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
-    for name in _NOISY_LOGGERS:
-        logging.getLogger(name).setLevel(logging.INFO if is_verbose else logging.ERROR)
+    _library_log_levels()
     if is_verbose:
         warnings.simplefilter("default")
         return
     warnings.simplefilter("ignore")
-    # Ray's start-up notices: usage-stats prompt and the metrics exporter's complaints when no
-    # dashboard runs. setdefault: a value the user exported wins.
+    # Ray's start-up notices (usage stats, the container CPU-limit hint); setdefault: a value the
+    # user exported wins.
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault("RAY_DISABLE_DOCKER_CPU_WARNING", "1")
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
     os.environ.setdefault("PYTHONWARNINGS", "ignore")  # Ray worker processes inherit it
 
 
+def _library_log_levels() -> None:
+    for name in _NOISY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.INFO if verbose() else logging.ERROR)
+
+
 def ray_init_kwargs() -> dict:
     """Arguments every `ray.init` of folioscan passes: workers' output reaches the terminal only
-    when verbose (failures become error rows either way)."""
+    when verbose (failures become error rows either way). Called after `import ray`, which sets
+    up Ray's own loggers, so their levels are set again here."""
+    _library_log_levels()
     return dict(include_dashboard=False, log_to_driver=verbose(), configure_logging=False)
 
 
@@ -94,7 +100,7 @@ def native_stderr() -> Iterator[None]:
         sys.stderr.close()
         sys.stderr = old_stderr
         if os.path.getsize(path):
-            log.info("Ray's native driver log: %s", path)
+            log.debug("Ray's native driver log: %s", path)
         else:
             os.remove(path)
 

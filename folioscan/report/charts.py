@@ -114,7 +114,8 @@ def lines(series: Sequence[tuple[str, Sequence[tuple[float, float]]]], x_label: 
         for (x, y), (vx, vy) in zip(xy, s):
             parts.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3" fill="{colour}">'
                          f'<title>{escape(name)}: {_num(vy)} pages/s at {_num(vx)} min</title></circle>')
-        if len(series) > 1:
-            parts.append(f'<rect x="{left + 10}" y="{top + 4 + 16 * i}" width="10" height="10" fill="{colour}"/>'
-                         f'<text x="{left + 24}" y="{top + 13 + 16 * i}">{escape(name)}</text>')
+        if len(series) > 1:  # legend, top right
+            parts.append(f'<rect x="{width - right - 12}" y="{top + 16 * i}" width="10" height="10" fill="{colour}"/>'
+                         f'<text x="{width - right - 16}" y="{top + 9 + 16 * i}" text-anchor="end" font-size="11">'
+                         f'{escape(name)}</text>')
     return _svg(width, height, "".join(parts), label)

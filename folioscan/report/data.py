@@ -20,6 +20,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from folioscan.pipeline.storage import Store, StorageError, join
+from folioscan.workers.engines.registry import VLM_KINDS
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +60,8 @@ class RunInfo:
         return datetime.strptime(m.group(1), "%Y%m%dT%H%M%SZ").replace(tzinfo=timezone.utc) if m else None
 
     def rate_series(self) -> list[tuple[float, float]]:
-        """(minutes since the run started, pages/s since the previous commit) per commit."""
+        """(minutes since the run started, pages/s since the previous commit) per commit that
+        committed pages; a commit of books that failed whole adds its time to the next one."""
         times = sorted(self.commits)
         if not times:
             return []
@@ -67,9 +69,9 @@ class RunInfo:
         prev, out = start, []
         for t in times:
             dt = (t - prev).total_seconds()
-            if dt > 0:
+            if self.commits[t] and dt > 0:
                 out.append(((t - start).total_seconds() / 60, self.commits[t] / dt))
-            prev = t
+                prev = t
         return out
 
     @property
@@ -154,14 +156,15 @@ def _fold_pages(table, data: ReportData, worst: list, n_worst: int) -> None:
             data.stage_pages += 1
             for stage, c in _PAGE_STAGE_COLUMNS.items():
                 data.stage_ms[stage] += cols[c][i]
-        if cols["vision_tokens"][i] is not None:
+        reads = attempts[i] or []
+        data.attempts_per_page[len(reads)] += 1
+        for a in reads[1:]:  # re-reads: escalations (VLM) or the 180-degree retry (every engine)
+            data.escalation_reasons[a.get("reason") or "?"] += 1
+        if cols["engine"][i] in VLM_KINDS and cols["vision_tokens"][i] is not None:
             data.vlm_pages += 1
             data.budgets[cols["budget"][i] or "?"] += 1
-            data.attempts_per_page[len(attempts[i] or [])] += 1
-            for k, a in enumerate(attempts[i] or []):
+            for a in reads:
                 data.budget_tokens[a.get("budget") or "?"] += a.get("vision_tokens") or 0
-                if k:
-                    data.escalation_reasons[a.get("reason") or "?"] += 1
     ok = np.array([s == "ok" for s in cols["status"]], dtype=bool) & ~np.isnan(conf)
     scores = np.clip(conf[ok], 0, 1)
     data.histogram += np.histogram(scores, bins=HIST_BINS, range=(0, 1))[0]

@@ -88,22 +88,27 @@ def _confidence(d: ReportData) -> str:
                     f"threshold {d.flag_below:.2f} ({escape(d.flag_source)}).")
 
 
+def _rereads(d: ReportData) -> str:
+    pages = sum(v for k, v in d.attempts_per_page.items() if k > 1)
+    if not pages:
+        return "<p>No page was read twice.</p>"
+    rows = "".join(f"<tr><td>{escape(r)}</td><td>{n:,}</td></tr>" for r, n in d.escalation_reasons.most_common())
+    return (f"<p>{pages:,} of {d.pages:,} pages ({pages / max(d.pages, 1):.1%}) were re-read at least once.</p>"
+            f"<table><tr><th>why a page was re-read</th><th>reads</th></tr>{rows}</table>")
+
+
 def _vlm(d: ReportData) -> str:
+    title = "Vision-token budgets and escalations"
     if not d.vlm_pages:
-        engines = ", ".join(f"{escape(str(e))}" for e in d.engines if e) or "none"
-        return _section("Vision-token budgets and escalations",
-                        f'<div class="none">no VLM pages (engine: {engines}); budgets and vision tokens apply to the VLM engines only</div>')
+        engines = ", ".join(escape(str(e)) for e in d.engines if e) or "none"
+        return _section(title, f'<div class="none">no VLM pages (engine: {engines}): budgets and vision tokens '
+                               f'apply to the VLM engines only</div>{_rereads(d)}')
     total_tokens = sum(d.budget_tokens.values()) or 1
     budgets = sorted(d.budgets, key=lambda b: -d.budgets[b])
     body = charts.hbars([(b, d.budgets[b], f"{d.budgets[b]:,} pages · {d.budget_tokens[b] / total_tokens:.0%} of tokens")
                          for b in budgets], "pages per accepted budget")
-    escalated = sum(v for k, v in d.attempts_per_page.items() if k > 1)
-    rows = "".join(f"<tr><td>{escape(r)}</td><td>{n:,}</td></tr>" for r, n in d.escalation_reasons.most_common())
-    body += (f"<p>{escalated:,} of {d.vlm_pages:,} pages ({escalated / d.vlm_pages:.1%}) were re-read at least once; "
-             f"{sum(d.budget_tokens.values()):,} vision tokens over all reads.</p>")
-    if rows:
-        body += f"<table><tr><th>why a page was re-read</th><th>reads</th></tr>{rows}</table>"
-    return _section("Vision-token budgets and escalations", body)
+    body += f"<p>{d.vlm_pages:,} VLM pages; {sum(d.budget_tokens.values()):,} vision tokens over all reads.</p>"
+    return _section(title, body + _rereads(d))
 
 
 def _errors(d: ReportData) -> str:
