@@ -39,3 +39,23 @@ def test_verbose_brings_ray_back(tmp_path):
     assert code == 0, lines
     assert any(re.search(r"\bray\b|\bray[._]", line) for line in lines[:-1]), lines
     assert lines[-1].startswith("folioscan run ")
+
+
+def test_native_lines_go_to_a_log_file_and_python_output_still_reaches_the_terminal(tmp_path):
+    """What Ray's C++ logger does (write to fd 2) is kept off the terminal; sys.stderr is not."""
+    script = (
+        "import logging, os, sys\n"
+        "from folioscan.pipeline import quiet\n"
+        "quiet.configure(False)\n"
+        "with quiet.native_stderr():\n"
+        "    os.write(2, b'[2026-01-01 00:00:00,000 E 1 1] core_worker.cc:1: native chatter\\n')\n"
+        "    print('progress 1/1', file=sys.stderr)\n"
+        "    logging.getLogger('folioscan.x').warning('a book failed')\n"
+        "os.write(2, b'after\\n')\n"
+    )
+    env = {**os.environ, "PYTHONPATH": ROOT, "TMPDIR": str(tmp_path)}
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.splitlines() == ["progress 1/1", "WARNING folioscan.x: a book failed", "after"]
+    [log] = list(tmp_path.glob("folioscan-ray-driver-*.log"))
+    assert "native chatter" in log.read_text()
