@@ -136,7 +136,7 @@ def _error_message(error: str, uri: str) -> str:
 
 
 def _fold_pages(table, data: ReportData, worst: list, n_worst: int) -> None:
-    cols = {name: table.column(name).to_pylist() for name in table.column_names if name != "attempts"}
+    cols = {name: table.column(name).to_pylist() for name in table.column_names if name not in ("attempts", "text")}
     n = table.num_rows
     data.pages += n
     attempts = table.column("attempts").to_pylist() if "attempts" in table.column_names else [[]] * n
