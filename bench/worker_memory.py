@@ -52,9 +52,9 @@ class Sampler(threading.Thread):
                 try:
                     info = p.memory_full_info()
                     rec = self.peak[p.pid]
-                    rec["role"] = rec["role"] or role(p.cmdline(), p.pid)
-                    if rec["role"] == "loader_or_idle_worker":  # a pooled worker may later become an actor
-                        rec["role"] = role(p.cmdline(), p.pid)
+                    if rec["role"] in ("", "other", "loader_or_idle_worker"):  # a worker names itself late
+                        rec["role"] = role(p.cmdline(), p.pid)  # and a pooled one may become an actor
+                        rec["cmd"] = " ".join(p.cmdline()[:3])[:80]
                     rec["rss"], rec["uss"] = max(rec["rss"], info.rss), max(rec["uss"], info.uss)
                 except psutil.Error:
                     pass
@@ -89,6 +89,8 @@ def main() -> None:
     roles = defaultdict(lambda: {"processes": 0, "max_peak_rss_mb": 0.0, "max_peak_uss_mb": 0.0})
     for rec in sampler.peak.values():
         r = roles[rec["role"]]
+        if rec["role"] == "other":
+            r.setdefault("commands", []).append(rec.get("cmd", ""))
         r["processes"] += 1
         r["max_peak_rss_mb"] = round(max(r["max_peak_rss_mb"], rec["rss"] / 2**20), 1)
         r["max_peak_uss_mb"] = round(max(r["max_peak_uss_mb"], rec["uss"] / 2**20), 1)
