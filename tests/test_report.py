@@ -119,3 +119,16 @@ def test_vlm_budgets_and_escalations(tmp_path, page_images):
     # a random model reads noise at low confidence: the page is re-read one rung up, and the report says why
     assert "1 of 1 pages (100.0%) were re-read at least once" in html and "why a page was re-read" in html
     assert "escalate_below of run" in html  # the flag threshold is the engine's own
+
+
+def test_an_output_from_before_error_kind_still_reports(job_output, tmp_path):
+    """Outputs written by an earlier schema version lack newer columns: the report says 'unclassified'."""
+    import pyarrow.parquet as pq
+
+    _, out, _ = job_output
+    copy = tmp_path / "out"
+    shutil.copytree(out, copy)
+    for part in list((copy / "pages").iterdir()) + list((copy / "documents").iterdir()):
+        pq.write_table(pq.read_table(part).drop(["error_kind"]), part)
+    html = _report(copy, tmp_path / "old.html")
+    assert 'aria-label="error kinds"' in html and "unclassified" in html and html.count("<img") == 4

@@ -136,8 +136,9 @@ def _error_message(error: str, uri: str) -> str:
 
 
 def _fold_pages(table, data: ReportData, worst: list, n_worst: int) -> None:
-    cols = {name: table.column(name).to_pylist() for name in table.column_names if name not in ("attempts", "text")}
     n = table.num_rows
+    cols = {name: table.column(name).to_pylist() if name in table.column_names else [None] * n
+            for name in PAGE_COLUMNS if name not in ("attempts", "text")}  # older schema versions lack some
     data.pages += n
     attempts = table.column("attempts").to_pylist() if "attempts" in table.column_names else [[]] * n
     conf = np.array([c if c is not None else np.nan for c in cols["confidence"]], dtype=np.float64)
@@ -217,11 +218,12 @@ def collect(store: Store, output: str, flag_below: Optional[float] = None, worst
         table = _read(store, uri, DOC_COLUMNS, data)
         if table is None:
             continue
-        cols = table.to_pydict()
+        cols = {name: table.column(name).to_pylist() if name in table.column_names else [None] * table.num_rows
+                for name in DOC_COLUMNS}
         for i in range(table.num_rows):
             data.doc_status[cols["status"][i]] += 1
-            if cols["error_kind"][i]:
-                data.doc_error_kinds[cols["error_kind"][i]] += 1
+            if cols["status"][i] in ("error", "partial"):
+                data.doc_error_kinds[cols["error_kind"][i] or "unclassified"] += 1
             if cols["error"][i] and not cols["pages_out"][i]:  # a book that never got to pages
                 msg = _error_message(cols["error"][i], cols["source_uri"][i])
                 data.book_error_messages[msg] += 1

@@ -47,14 +47,14 @@ class Thumbnailer:
             return None, f"source not reachable or not renderable: {type(e).__name__}: {e}"
 
     def _pdf_page(self, uri: str, index: int) -> str:
-        import fitz
+        import pymupdf
         from PIL import Image
 
         if self._uri != uri:
-            self._pdf, self._uri = fitz.open(stream=self.store.read(uri), filetype="pdf"), uri
+            self._pdf, self._uri = pymupdf.open(stream=self.store.read(uri), filetype="pdf"), uri
         page = self._pdf[index]
         zoom = min(THUMB_WIDTH / max(page.rect.width, 1), 4.0)
-        pix = page.get_pixmap(matrix=fitz.Matrix(zoom, zoom), colorspace=fitz.csGRAY, alpha=False)
+        pix = page.get_pixmap(matrix=pymupdf.Matrix(zoom, zoom), colorspace=pymupdf.csGRAY, alpha=False)
         return _jpeg_data_uri(Image.frombytes("L", (pix.width, pix.height), pix.samples))
 
     def _image_page(self, folder: str, index: int) -> str:
