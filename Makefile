@@ -1,23 +1,27 @@
 # Two commands do everything on a fresh machine:
 #   make demo   installs folioscan in .venv and runs the job on the bundled sample book
 #   make test   installs the test extras and runs the test suite (what .ci/run calls)
+# Quiet by default (the progress line and the summary); `make demo VERBOSE=1` shows pip's, Ray's and
+# the commands' own output.
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+Q := $(if $(VERBOSE),,@)
+PIP := $(BIN)/pip $(if $(VERBOSE),,-qq) --disable-pip-version-check
 
 $(BIN)/activate:
-	$(PY) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
+	$(Q)$(PY) -m venv $(VENV)
+	$(Q)$(PIP) install --upgrade pip
 
 install: $(BIN)/activate
-	$(BIN)/pip install -q -e .
+	$(Q)$(PIP) install -e .
 
 install-test: $(BIN)/activate
-	$(BIN)/pip install -q -e ".[test]"
+	$(Q)$(PIP) install -e ".[test]"
 
 demo: install
-	$(BIN)/folioscan demo out/demo
-	$(BIN)/folioscan show out/demo
+	$(Q)$(BIN)/folioscan demo out/demo $(if $(VERBOSE),--verbose)
+	$(Q)$(BIN)/folioscan show out/demo
 
 test: install-test
 	$(BIN)/python -m pytest -q -m "not gpu" tests

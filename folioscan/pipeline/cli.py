@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import sys
 
@@ -73,7 +72,15 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--skip-step", action="append", default=[], help="switch off one cleaning step (repeatable)")
         sp.add_argument("--summary-json", help="also write the final summary to this file")
         sp.add_argument("--also", help="export formats written as each shard commits, e.g. alto,pdf (OUTPUT/<format>/)")
-        sp.add_argument("--quiet", action="store_true")
+        sp.add_argument("--quiet", action="store_true", help="no progress line, only warnings and the summary")
+        sp.add_argument("--verbose", action="store_true", help="show Ray's, pip's and Python's own logs and warnings")
+    report = sub.add_parser("report", help="write a self-contained HTML report of an output dataset")
+    report.add_argument("output", help="local folder or s3://bucket/prefix written by `folioscan run`")
+    report.add_argument("--out", help="HTML file to write (default: report.html in the current folder)", default="report.html")
+    report.add_argument("--endpoint-url", help="S3-compatible endpoint (default: AWS_ENDPOINT_URL or AWS)")
+    report.add_argument("--region")
+    report.add_argument("--flag-below", type=float, help="confidence under which a page is flagged (default: the run's escalate_below, else 0.8)")
+    report.add_argument("--worst", type=int, default=12, help="how many lowest-confidence pages to show with thumbnails")
     return p
 
 
@@ -141,15 +148,30 @@ def show_output(output: str) -> int:
     return 0
 
 
+def _report(args) -> int:
+    from folioscan.report import write_report
+
+    try:
+        path = write_report(args.output, args.out, endpoint_url=args.endpoint_url, region=args.region,
+                            flag_below=args.flag_below, worst=args.worst)
+    except StorageError as e:
+        print(f"folioscan: {e}", file=sys.stderr)
+        return 2
+    print(f"report written to {path}")
+    return 0
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "show":
         return show_output(args.output)
+    from folioscan.pipeline import quiet
+
+    quiet.configure(getattr(args, "verbose", False), getattr(args, "quiet", False))
+    if args.command == "report":
+        return _report(args)
     if args.command == "export":
         return export_output(args)
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    for noisy in ("botocore", "boto3", "urllib3", "s3transfer", "ray"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
     from pydantic import ValidationError
 
     try:
@@ -160,7 +182,8 @@ def main(argv=None) -> int:
     from folioscan.pipeline.job import run_job
 
     try:
-        summary = run_job(cfg)
+        with quiet.native_stderr():
+            summary = run_job(cfg)
     except StorageError as e:
         print(f"folioscan: {e}", file=sys.stderr)
         return 2

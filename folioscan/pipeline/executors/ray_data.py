@@ -40,7 +40,9 @@ class RayExecutor:
 
         self.stages = stages
         if not ray.is_initialized():
-            kwargs = dict(include_dashboard=False, log_to_driver=True, configure_logging=False)
+            from folioscan.pipeline.quiet import ray_init_kwargs
+
+            kwargs = ray_init_kwargs()
             if cfg.ray_address:
                 ray.init(address=cfg.ray_address, **kwargs)
             else:

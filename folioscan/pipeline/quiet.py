@@ -1,0 +1,115 @@
+"""A quiet terminal: the progress line and the summary, not library chatter; `--verbose` brings it back.
+
+One place decides what reaches the terminal. The CLI calls `configure()` first thing and runs the
+job inside `native_stderr()`; the Ray executor takes its `ray.init` arguments from
+`ray_init_kwargs()`. Nothing is thrown away: Ray's C++ log lines of the driver process go to a
+file whose path is logged, and Ray's own per-process logs stay in its session folder as usual.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import tempfile
+import warnings
+from contextlib import contextmanager
+from typing import Iterator
+
+ENV = "FOLIOSCAN_VERBOSE"  # "1": verbose; read by a driver that did not go through the CLI
+_NOISY_LOGGERS = ("ray", "ray.data", "botocore", "boto3", "urllib3", "s3transfer", "filelock", "fsspec",
+                  "transformers", "torch", "PIL")
+
+log = logging.getLogger(__name__)
+
+
+def verbose() -> bool:
+    return os.environ.get(ENV) == "1"
+
+
+def configure(is_verbose: bool, quiet: bool = False) -> None:
+    """Logging, warnings and Ray's environment for this process (and the Ray processes it starts)."""
+    os.environ[ENV] = "1" if is_verbose else "0"
+    level = logging.WARNING if quiet and not is_verbose else logging.INFO
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    _library_log_levels()
+    if is_verbose:
+        warnings.simplefilter("default")
+        return
+    warnings.simplefilter("ignore")
+    # Ray's start-up notices (usage stats, the container CPU-limit hint); setdefault: a value the
+    # user exported wins.
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.environ.setdefault("RAY_DISABLE_DOCKER_CPU_WARNING", "1")
+    os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+    os.environ.setdefault("PYTHONWARNINGS", "ignore")  # Ray worker processes inherit it
+
+
+def _library_log_levels() -> None:
+    for name in _NOISY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.INFO if verbose() else logging.ERROR)
+
+
+def ray_init_kwargs() -> dict:
+    """Arguments every `ray.init` of folioscan passes: workers' output reaches the terminal only
+    when verbose (failures become error rows either way). Called after `import ray`, which sets
+    up Ray's own loggers, so their levels are set again here."""
+    _library_log_levels()
+    return dict(include_dashboard=False, log_to_driver=verbose(), configure_logging=False)
+
+
+@contextmanager
+def native_stderr() -> Iterator[None]:
+    """Unless verbose: point file descriptor 2 at a log file while Ray runs in this process, so Ray's
+    C++ log lines (written straight to fd 2, past Python's logging) land there; Python's
+    sys.stderr keeps the terminal, so the progress bar, warnings we do show and errors still
+    reach the user. The file is kept only when something was written to it. A Ray started inside
+    is shut down inside, so its exit chatter is caught too."""
+    ray_was_up = _ray_up()
+    if verbose():
+        try:
+            yield
+        finally:
+            _shutdown_ray_unless(ray_was_up)
+        return
+    try:
+        saved = os.dup(2)
+    except OSError:  # no fd 2 at all (some daemons): nothing to keep quiet
+        yield
+        return
+    fd, path = tempfile.mkstemp(prefix="folioscan-ray-driver-", suffix=".log")
+    old_stderr = sys.stderr
+    sys.stderr.flush()
+    sys.stderr = os.fdopen(os.dup(saved), "w", buffering=1, encoding=getattr(old_stderr, "encoding", None) or "utf-8",
+                           errors="backslashreplace")
+    for handler in logging.getLogger().handlers:  # basicConfig's handler holds the old object
+        if isinstance(handler, logging.StreamHandler) and handler.stream is old_stderr:
+            handler.setStream(sys.stderr)
+    os.dup2(fd, 2)
+    try:
+        yield
+    finally:
+        try:
+            _shutdown_ray_unless(ray_was_up)
+        finally:
+            os.dup2(saved, 2)
+        os.close(saved)
+        os.close(fd)
+        for handler in logging.getLogger().handlers:
+            if isinstance(handler, logging.StreamHandler) and handler.stream is sys.stderr:
+                handler.setStream(old_stderr)
+        sys.stderr.close()
+        sys.stderr = old_stderr
+        if os.path.getsize(path):
+            log.debug("Ray's native driver log: %s", path)
+        else:
+            os.remove(path)
+
+
+def _ray_up() -> bool:
+    ray = sys.modules.get("ray")
+    return bool(ray is not None and ray.is_initialized())
+
+
+def _shutdown_ray_unless(was_up: bool) -> None:
+    if not was_up and _ray_up():
+        sys.modules["ray"].shutdown()

@@ -1,0 +1,62 @@
+"""A quiet terminal: `folioscan run` prints the progress and the summary, not Ray's or pip's chatter;
+`--verbose` brings it back. Real CLI in a subprocess, real local Ray with one CPU."""
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from folioscan.pipeline.cli import DEMO_SAMPLE
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CHATTER = re.compile(r"WARNING|Warning|\bpip\b|core_worker|raylet|\[\d{4}-\d\d-\d\d [\d:,]+ [DIWEF] \d+ \d+\]")
+
+
+def _run(tmp_path, *flags):
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")])}
+    env.pop("FOLIOSCAN_VERBOSE", None)
+    proc = subprocess.run([sys.executable, "-m", "folioscan", "run", DEMO_SAMPLE, str(tmp_path / "out"),
+                           "--executor", "ray", "--num-cpus", "1", *flags],
+                          capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
+    lines = lambda text: [line for line in text.splitlines() if line.strip()]  # noqa: E731
+    return proc.returncode, lines(proc.stdout), lines(proc.stderr)
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_run_prints_progress_and_summary_only(tmp_path):
+    code, out, err = _run(tmp_path)
+    assert code == 0, err
+    assert [line for line in out + err if CHATTER.search(line)] == []
+    assert err == ["committed 1 documents"]  # the progress line (stderr is not a terminal here)
+    assert len(out) == 1 and out[0].startswith("folioscan run ") and "1 documents (0 failed" in out[0]
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_verbose_brings_ray_back(tmp_path):
+    code, out, err = _run(tmp_path, "--verbose")
+    assert code == 0, err
+    assert any(re.search(r"\bray\b|\bray[._]|core_worker", line) for line in err), err
+    assert len(err) > 1 and out[-1].startswith("folioscan run ")
+
+
+def test_native_lines_go_to_a_log_file_and_python_output_still_reaches_the_terminal(tmp_path):
+    """What Ray's C++ logger does (write to fd 2) is kept off the terminal; sys.stderr is not."""
+    script = (
+        "import logging, os, sys\n"
+        "from folioscan.pipeline import quiet\n"
+        "quiet.configure(False)\n"
+        "with quiet.native_stderr():\n"
+        "    os.write(2, b'[2026-01-01 00:00:00,000 E 1 1] core_worker.cc:1: native chatter\\n')\n"
+        "    print('progress 1/1', file=sys.stderr)\n"
+        "    logging.getLogger('folioscan.x').warning('a book failed')\n"
+        "os.write(2, b'after\\n')\n"
+    )
+    env = {**os.environ, "PYTHONPATH": ROOT, "TMPDIR": str(tmp_path)}
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.splitlines() == ["progress 1/1", "WARNING folioscan.x: a book failed", "after"]
+    [log] = list(tmp_path.glob("folioscan-ray-driver-*.log"))
+    assert "native chatter" in log.read_text()
