@@ -43,6 +43,7 @@ class PrepInfo:
     """What the cleaning and segmentation steps decided for one page."""
 
     orientation: int = 0  # degrees clockwise the page was rotated to make it upright
+    orientation_confidence: Optional[float] = None  # 0..1; None when the step did not run
     deskew_angle: float = 0.0  # measured tilt of the text, degrees counter-clockwise; undone when applied
     crop_box: Optional[tuple[int, int, int, int]] = None  # x0, y0, x1, y1 in the source image
     illumination: str = "none"

@@ -1,5 +1,9 @@
 """Cleaning steps recover known transforms of a rendered book page (ground truth by construction)."""
+import os
+
+import cv2
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 
 from folioscan.records import PageWork
@@ -126,3 +130,67 @@ def test_every_step_can_be_switched_off(page):
     assert estimate_skew(small(on.image))[0] == pytest.approx(0.0, abs=0.2)  # the tilt is gone from the image
     assert estimate_skew(small(off.image))[0] == pytest.approx(4.0, abs=0.2)
     assert none.image is tilted and none.prep.est_chars == 0
+
+
+def spread_scan(left: np.ndarray, right: np.ndarray, skew: float) -> np.ndarray:
+    """Two pages side by side on a scanner: a grey gutter shadow between them, paper a little
+    darker towards the left, the sheet tilted by `skew` degrees on a dark scanner bed."""
+    h, w = right.shape
+    x = np.linspace(-1, 1, 60)
+    gutter = np.full((h, 60), 255.0) * (1 - 0.45 * np.exp(-(x / 0.45) ** 2))[None, :]
+    sheet = np.hstack([left.astype(np.float64), gutter, right.astype(np.float64)])
+    sheet = (sheet * np.linspace(0.9, 1.0, sheet.shape[1])[None, :]).clip(0, 255).astype(np.uint8)
+    scan = np.full((sheet.shape[0] + 240, sheet.shape[1] + 240), 28, np.uint8)
+    scan[120:-120, 120:-120] = sheet
+    m = cv2.getRotationMatrix2D((scan.shape[1] / 2, scan.shape[0] / 2), skew, 1.0)
+    return cv2.warpAffine(scan, m, (scan.shape[1], scan.shape[0]), borderValue=28)
+
+
+FULL_A = " ".join(PARAGRAPHS * 4)
+FULL_B = " ".join(PARAGRAPHS[::-1] * 4)
+
+
+def test_spread_with_a_near_blank_page_in_a_dark_border_gives_three_rows(tmp_path):
+    """A book of two scans: a full page, then a tilted spread whose left page carries only its
+    folio ('ii') beside a full page. Old behaviour: the spread was not split (2 rows)."""
+    from folioscan.pipeline.config import JobConfig
+    from folioscan.pipeline.job import run_job
+    from tests.helpers import cer, scanned_pdf
+
+    page_a = text_page_image(FULL_A, dpi=150, fontsize=12)
+    spread = spread_scan(text_page_image("ii", dpi=150, fontsize=10), text_page_image(FULL_B, dpi=150, fontsize=12), 3.0)
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "book.pdf").write_bytes(scanned_pdf([page_a, spread]))
+    out = str(tmp_path / "out")
+    run_job(JobConfig(source=str(tmp_path / "src"), output=out, executor="local", progress=False))
+    rows = pq.read_table(os.path.join(out, "pages")).to_pandas().sort_values(["page_index", "side"], na_position="first")
+    assert list(zip(rows.page_index, rows.side.fillna(""), rows.status)) == [(0, "", "ok"), (1, "left", "blank"), (1, "right", "ok")]
+    assert cer(rows.text.iloc[0], FULL_A) < 0.03 and cer(rows.text.iloc[2], FULL_B) < 0.03
+    right = rows.iloc[2]
+    assert right.orientation == 0 and right.orientation_confidence > 0.5
+    assert right.deskew_angle == pytest.approx(3.0, abs=0.3)
+
+
+def test_spread_with_a_copyright_page_is_split_and_both_pages_read():
+    import pymupdf
+
+    from folioscan.workers.engines.registry import TesseractOptions
+    from folioscan.workers.ocr_stage import OcrStage
+    from tests.helpers import cer
+
+    doc = pymupdf.open()
+    p = doc.new_page(width=612, height=792)
+    p.insert_textbox(pymupdf.Rect(100, 300, 512, 400), "Copyright, 1899, by Harper & Brothers.\nAll rights reserved.",
+                     fontsize=10, fontname="tiro", align=1)
+    pix = p.get_pixmap(dpi=150, colorspace=pymupdf.csGRAY)
+    copyright_page = np.frombuffer(pix.samples, np.uint8).reshape(pix.height, pix.stride)[:, : pix.width].copy()
+    spread = spread_scan(copyright_page, text_page_image(FULL_B, dpi=150, fontsize=12), -3.0)
+    left, right = OcrStage(TesseractOptions())(prepare_page(PageWork("d", "u", 0, 1, image=spread), PrepOptions()))
+    assert (left.work.side, right.work.side) == ("left", "right")
+    assert "All rights reserved" in left.ocr.text and cer(right.ocr.text, FULL_B) < 0.03
+
+
+@pytest.mark.parametrize("turn", [90, 270])
+def test_a_single_page_turned_to_landscape_is_not_taken_for_a_spread(page, turn):
+    [w] = prepare_page(PageWork("d", "u", 0, 1, image=rot90(page, turn)), PrepOptions())
+    assert w.side is None and (w.prep.orientation + turn) % 360 == 0

@@ -23,7 +23,7 @@ def page_row(r: PageResult, run_id: str) -> dict:
         "image_origin": w.image_origin or None, "dpi": w.dpi or None,
         "source_width": w.source_width or None, "source_height": w.source_height or None,
         "width": w.width or None, "height": w.height or None,
-        "orientation": p.orientation, "deskew_angle": p.deskew_angle,
+        "orientation": p.orientation, "orientation_confidence": p.orientation_confidence, "deskew_angle": p.deskew_angle,
         "crop_box": list(p.crop_box) if p.crop_box else None, "illumination": p.illumination,
         "ink_ratio": p.ink_ratio, "n_columns": p.n_columns, "n_lines": p.n_lines,
         "blocks": [list(b) for b in p.blocks], "text_density": p.text_density, "est_chars": p.est_chars,

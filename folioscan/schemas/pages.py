@@ -38,6 +38,7 @@ PAGES = Table("pages", version=2, columns=[
     col("height", pa.int32()),
     # cleaning and segmentation decisions
     col("orientation", pa.int16(), "degrees clockwise the page was turned to make it upright"),
+    col("orientation_confidence", pa.float32(), "0..1, decided per page after a spread split; the page is turned only when confident"),
     col("deskew_angle", pa.float32(), "measured tilt, degrees counter-clockwise"),
     col("crop_box", BOX, "x0, y0, x1, y1 of the crop in the loaded image"),
     col("illumination", pa.string()),

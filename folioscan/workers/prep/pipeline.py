@@ -1,7 +1,10 @@
 """Runs the cleaning steps on one page in order and records each decision in PrepInfo.
 
-Order: dark-border crop -> orientation -> spread split -> per page: illumination, deskew,
-blank check, segmentation. Every step can be switched off by name (`skip`).
+Order: dark-border crop -> spread split (a landscape sheet is straightened first so that a
+tilted gutter is found) -> per page: orientation, illumination, deskew, blank check,
+segmentation. Orientation is decided per page, after the split: a spread whose one page is
+nearly blank has no text lines on that side to go by, and its gutter looks like a line.
+Every step can be switched off by name (`skip`).
 """
 from __future__ import annotations
 
@@ -19,7 +22,7 @@ from folioscan.workers.prep.geometry import analysis_copy, rot90, rotate
 from folioscan.workers.prep.illumination import binarize, flatten
 from folioscan.workers.prep.orientation import detect_orientation
 from folioscan.workers.prep.segment import segment
-from folioscan.workers.prep.spread import find_gutter
+from folioscan.workers.prep.spread import gutter_band
 
 STEPS = ("crop", "orientation", "spread", "illumination", "deskew", "blank", "segment")
 
@@ -45,28 +48,45 @@ def prepare_page(work: PageWork, opts: PrepOptions) -> list[PageWork]:
     small, scale = analysis_copy(gray)
     if opts.on("crop"):
         gray, small, work.prep.crop_box = apply_crop(gray, small, scale)
-    if opts.on("orientation"):
-        turn, conf = detect_orientation(small, gray)
-        if turn and conf >= opts.min_orientation_confidence:
-            gray, small = rot90(gray, turn), rot90(small, turn)
-            work.prep.orientation = turn
     halves = [(None, gray, small)]
     if opts.on("spread"):
-        gutter = find_gutter(small)
-        if gutter is not None:
-            cut = int(gutter * scale)
-            halves = [("left", gray[:, :cut], small[:, :gutter]), ("right", gray[:, cut:], small[:, gutter:])]
+        gray, small, work.prep.deskew_angle, band = _find_spread(gray, small, opts)
+        if band is not None:  # the gutter band itself belongs to neither page
+            x0, x1 = int(band[0] * scale), int(band[1] * scale)
+            halves = [("left", gray[:, :x0], small[:, :band[0]]), ("right", gray[:, x1:], small[:, band[1]:])]
     out = []
     for side, page, page_small in halves:
         part = copy.copy(work)
         part.prep = copy.deepcopy(work.prep)
         part.side, part.parts = side, len(halves)
-        part.image = _clean(np.ascontiguousarray(page), np.ascontiguousarray(page_small), scale, part.prep, opts)
+        page, page_small = np.ascontiguousarray(page), np.ascontiguousarray(page_small)
+        if opts.on("orientation"):
+            turn, conf = detect_orientation(page_small, page)
+            part.prep.orientation_confidence = round(conf, 3)
+            if turn and conf >= opts.min_orientation_confidence:
+                page, page_small = rot90(page, turn), rot90(page_small, turn)
+                part.prep.orientation = turn
+        part.image = _clean(page, page_small, scale, part.prep, opts)
         out.append(part)
     elapsed = (time.perf_counter() - t0) * 1000 / len(out)
     for part in out:
         part.prep.prep_ms = elapsed
     return out
+
+
+def _find_spread(gray: np.ndarray, small: np.ndarray, opts: PrepOptions):
+    """(sheet, analysis copy, tilt undone, gutter band in the copy or None). A landscape sheet is
+    straightened on a trial copy first; the full page is turned only when a gutter is found."""
+    h, w = small.shape
+    if w < 1.15 * h:
+        return gray, small, 0.0, None
+    angle, sharpness = estimate_skew(small)
+    if abs(angle) >= opts.min_deskew and sharpness > 1.2:
+        straight = rotate(small, -angle)
+        band = gutter_band(straight)
+        if band is not None:
+            return rotate(gray, -angle), straight, angle, band
+    return gray, small, 0.0, gutter_band(small)
 
 
 def _clean(gray: np.ndarray, small: np.ndarray, scale: float, info: PrepInfo, opts: PrepOptions) -> np.ndarray:
@@ -77,7 +97,7 @@ def _clean(gray: np.ndarray, small: np.ndarray, scale: float, info: PrepInfo, op
         angle, _ = estimate_skew(small)
         if abs(angle) >= opts.min_deskew:
             gray, small = rotate(gray, -angle), rotate(small, -angle)  # undo the measured tilt
-            info.deskew_angle = angle
+            info.deskew_angle = round(info.deskew_angle + angle, 2)  # on top of a spread's straightening
     if opts.on("segment") or opts.on("blank"):
         layout = segment(small)
         info.ink_ratio = round(layout.ink_ratio, 5)
