@@ -55,6 +55,8 @@ class PrepInfo:
     text_density: float = 0.0  # estimated characters per megapixel of the cleaned page
     est_chars: int = 0  # estimated characters on the page
     prep_ms: float = 0.0
+    # each pixel-moving step's transform, loaded image -> cleaned image (workers/prep/transform.py)
+    transforms: list = field(default_factory=list)
 
 
 @dataclass
@@ -72,6 +74,9 @@ class PageWork:
     parts: int = 1  # how many output pages this source page became (2 for a split spread)
     source_width: int = 0
     source_height: int = 0
+    # 2x3 matrix (a, b, tx, c, d, ty): loaded-image pixels -> PDF points of the source page
+    # (top-left origin, unrotated page space); None for image files
+    pdf_transform: Optional[tuple[float, ...]] = None
     width: int = 0  # of the cleaned image handed to the engine
     height: int = 0
     prep: PrepInfo = field(default_factory=PrepInfo)

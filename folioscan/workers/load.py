@@ -81,7 +81,7 @@ def _pdf_pages(doc, data: bytes, opts: LoadOptions, doc_error) -> Iterator[PageW
             work = PageWork(doc.doc_id, doc.uri, i, n)
             try:
                 page = pdf.load_page(i)
-                img, dpi, origin = _page_image(pdf, page, opts)
+                img, dpi, origin, work.pdf_transform = _page_image(pdf, page, opts)
                 work.image, work.dpi, work.image_origin = img, dpi, origin
                 work.source_height, work.source_width = img.shape[:2]
             except Exception as e:
@@ -90,7 +90,7 @@ def _pdf_pages(doc, data: bytes, opts: LoadOptions, doc_error) -> Iterator[PageW
             yield work
 
 
-def _page_image(pdf, page, opts: LoadOptions) -> tuple[np.ndarray, float, str]:
+def _page_image(pdf, page, opts: LoadOptions) -> tuple[np.ndarray, float, str, tuple]:
     if opts.prefer_embedded:
         embedded = _full_page_image(pdf, page, opts)
         if embedded is not None:
@@ -101,10 +101,12 @@ def _page_image(pdf, page, opts: LoadOptions) -> tuple[np.ndarray, float, str]:
     w, h = int(rect.width * opts.dpi / 72), int(rect.height * opts.dpi / 72)
     _check_pixels(w, h, opts, f"page rendered at {opts.dpi:.0f} dpi")
     pix = page.get_pixmap(dpi=int(opts.dpi), colorspace=pymupdf.csGRAY, alpha=False)
-    return _pix_to_gray(pix), opts.dpi, "rendered"
+    # the pixmap shows the page as displayed (rotation applied); text goes in unrotated page space
+    to_page = pymupdf.Matrix(rect.width / pix.width, 0, 0, rect.height / pix.height, rect.x0, rect.y0) * page.derotation_matrix
+    return _pix_to_gray(pix), opts.dpi, "rendered", (to_page.a, to_page.c, to_page.e, to_page.b, to_page.d, to_page.f)
 
 
-def _full_page_image(pdf, page, opts: LoadOptions) -> Optional[tuple[np.ndarray, float, str]]:
+def _full_page_image(pdf, page, opts: LoadOptions) -> Optional[tuple[np.ndarray, float, str, tuple]]:
     """The page's single scan image at native resolution, or None when the page is anything else."""
     import pymupdf
 
@@ -128,7 +130,8 @@ def _full_page_image(pdf, page, opts: LoadOptions) -> Optional[tuple[np.ndarray,
         pix = pymupdf.Pixmap(pymupdf.csGRAY, pix)
     gray = _pix_to_gray(pix)
     dpi = w / (rect.width / 72.0)
-    return gray, round(dpi, 1), "embedded"
+    to_page = (bbox.width / w, 0.0, bbox.x0, 0.0, bbox.height / h, bbox.y0)  # where the image is drawn
+    return gray, round(dpi, 1), "embedded", to_page
 
 
 def _pix_to_gray(pix) -> np.ndarray:

@@ -16,6 +16,7 @@ import numpy as np
 from folioscan.records import OcrAttempt, PageResult, PageWork
 from folioscan.workers.engines.base import ImageHints
 from folioscan.workers.engines.registry import build_engine
+from folioscan.workers.prep.transform import quarter_turn
 
 
 FLIP_MARGIN = 0.1  # the turned read must be this much more confident to replace the first
@@ -77,6 +78,8 @@ class OcrStage:
                 a.accepted = False
             chosen.attempts = first.attempts + again.attempts
             if keep_turn:
+                h, w = work.image.shape[:2]
+                work.prep.transforms.append(quarter_turn("flip-retry", 180, w, h))
                 work.prep.orientation, work.image = flip, image
             results[k] = chosen
         return results

@@ -22,6 +22,7 @@ from folioscan.workers.prep.geometry import analysis_copy, rot90, rotate
 from folioscan.workers.prep.illumination import binarize, flatten
 from folioscan.workers.prep.orientation import detect_orientation
 from folioscan.workers.prep.segment import segment
+from folioscan.workers.prep import transform
 from folioscan.workers.prep.spread import gutter_band
 
 STEPS = ("crop", "orientation", "spread", "illumination", "deskew", "blank", "segment")
@@ -48,22 +49,32 @@ def prepare_page(work: PageWork, opts: PrepOptions) -> list[PageWork]:
     small, scale = analysis_copy(gray)
     if opts.on("crop"):
         gray, small, work.prep.crop_box = apply_crop(gray, small, scale)
+        if work.prep.crop_box:
+            x0, y0 = work.prep.crop_box[:2]
+            work.prep.transforms.append(transform.crop("crop", x0, y0, x0 + gray.shape[1], y0 + gray.shape[0]))
     halves = [(None, gray, small)]
     if opts.on("spread"):
+        h, w = gray.shape
         gray, small, work.prep.deskew_angle, band = _find_spread(gray, small, opts)
+        if work.prep.deskew_angle:
+            work.prep.transforms.append(transform.rotation("spread-deskew", -work.prep.deskew_angle, w, h))
         if band is not None:  # the gutter band itself belongs to neither page
             x0, x1 = int(band[0] * scale), int(band[1] * scale)
             halves = [("left", gray[:, :x0], small[:, :band[0]]), ("right", gray[:, x1:], small[:, band[1]:])]
+            split = {"left": transform.crop("spread", 0, 0, x0, h), "right": transform.crop("spread", x1, 0, w, h)}
     out = []
     for side, page, page_small in halves:
         part = copy.copy(work)
         part.prep = copy.deepcopy(work.prep)
         part.side, part.parts = side, len(halves)
+        if side:
+            part.prep.transforms.append(split[side])
         page, page_small = np.ascontiguousarray(page), np.ascontiguousarray(page_small)
         if opts.on("orientation"):
             turn, conf = detect_orientation(page_small, page)
             part.prep.orientation_confidence = round(conf, 3)
             if turn and conf >= opts.min_orientation_confidence:
+                part.prep.transforms.append(transform.quarter_turn("orientation", turn, page.shape[1], page.shape[0]))
                 page, page_small = rot90(page, turn), rot90(page_small, turn)
                 part.prep.orientation = turn
         part.image = _clean(page, page_small, scale, part.prep, opts)
@@ -96,6 +107,7 @@ def _clean(gray: np.ndarray, small: np.ndarray, scale: float, info: PrepInfo, op
     if opts.on("deskew"):
         angle, _ = estimate_skew(small)
         if abs(angle) >= opts.min_deskew:
+            info.transforms.append(transform.rotation("deskew", -angle, gray.shape[1], gray.shape[0]))
             gray, small = rotate(gray, -angle), rotate(small, -angle)  # undo the measured tilt
             info.deskew_angle = round(info.deskew_angle + angle, 2)  # on top of a spread's straightening
     if opts.on("segment") or opts.on("blank"):
