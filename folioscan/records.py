@@ -54,6 +54,8 @@ class PrepInfo:
     blocks: list[tuple[int, int, int, int]] = field(default_factory=list)
     text_density: float = 0.0  # estimated characters per megapixel of the cleaned page
     est_chars: int = 0  # estimated characters on the page
+    x_height: float = 0.0  # median x-height of the text, pixels of the page as scanned (0: no text line)
+    upscale: float = 1.0  # factor the page was enlarged by before OCR because its text was too small
     prep_ms: float = 0.0
     # each pixel-moving step's transform, loaded image -> cleaned image (workers/prep/transform.py)
     transforms: list = field(default_factory=list)

@@ -194,3 +194,24 @@ def test_spread_with_a_copyright_page_is_split_and_both_pages_read():
 def test_a_single_page_turned_to_landscape_is_not_taken_for_a_spread(page, turn):
     [w] = prepare_page(PageWork("d", "u", 0, 1, image=rot90(page, turn)), PrepOptions())
     assert w.side is None and (w.prep.orientation + turn) % 360 == 0
+
+
+def test_small_text_is_measured_enlarged_and_recorded():
+    """A page at 60 dpi (x-height ~4 px) reads as garbage as it is; enlarged before OCR it reads."""
+    from folioscan.workers.engines.registry import TesseractOptions
+    from folioscan.workers.ocr_stage import OcrStage
+    from folioscan.workers.prep.transform import box_to_source
+    from tests.helpers import cer
+
+    text = " ".join(PARAGRAPHS * 2)
+    low = text_page_image(text, dpi=60, fontsize=11)
+    stage = OcrStage(TesseractOptions())
+    [up] = stage(prepare_page(PageWork("d", "u", 0, 1, image=low), PrepOptions()))
+    [raw] = stage(prepare_page(PageWork("d", "u", 0, 1, image=low), PrepOptions(skip=["upscale"])))
+    assert 3 <= up.work.prep.x_height <= 6 and up.work.prep.upscale == pytest.approx(4.0)
+    assert up.work.width == pytest.approx(low.shape[1] * 4, abs=2)
+    assert cer(up.ocr.text, text) < 0.05 and cer(raw.ocr.text, text) > 0.5
+    x0, y0, x1, y1 = box_to_source(up.work.prep.transforms, up.ocr.lines[0].box)  # boxes map back to the scan
+    assert x1 <= low.shape[1] and y1 <= low.shape[0] and (low[y0:y1, x0:x1] < 128).any()
+    [normal] = prepare_page(PageWork("d", "u", 0, 1, image=text_page_image(text, dpi=150, fontsize=11)), PrepOptions())
+    assert normal.prep.upscale == 1.0 and 8 <= normal.prep.x_height <= 13

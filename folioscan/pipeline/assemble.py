@@ -27,6 +27,7 @@ def page_row(r: PageResult, run_id: str) -> dict:
         "crop_box": list(p.crop_box) if p.crop_box else None, "illumination": p.illumination,
         "ink_ratio": p.ink_ratio, "n_columns": p.n_columns, "n_lines": p.n_lines,
         "blocks": [list(b) for b in p.blocks], "text_density": p.text_density, "est_chars": p.est_chars,
+        "x_height": p.x_height or None, "upscale": p.upscale,
         "text": text,
         "confidence": ocr.confidence if ocr else None,
         "confidence_min": ocr.confidence_min if ocr else None,

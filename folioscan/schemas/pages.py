@@ -48,6 +48,8 @@ PAGES = Table("pages", version=2, columns=[
     col("blocks", pa.list_(BOX)),
     col("text_density", pa.float32(), "estimated characters per megapixel"),
     col("est_chars", pa.int32(), "estimated characters on the page"),
+    col("x_height", pa.float32(), "median x-height of the text in pixels of the scan; null when no text line was found"),
+    col("upscale", pa.float32(), "factor the page was enlarged by before OCR (text too small for the engine); 1 if not"),
     # text
     col("text", pa.string(), "the page text as the engine read it"),
     col("confidence", pa.float32(), "page confidence, 0..1"),

@@ -21,11 +21,12 @@ from folioscan.workers.prep.deskew import estimate_skew
 from folioscan.workers.prep.geometry import analysis_copy, rot90, rotate
 from folioscan.workers.prep.illumination import binarize, flatten
 from folioscan.workers.prep.orientation import detect_orientation
+from folioscan.workers.prep.resolution import enlarge, upscale_factor
 from folioscan.workers.prep.segment import segment
 from folioscan.workers.prep import transform
 from folioscan.workers.prep.spread import gutter_band
 
-STEPS = ("crop", "orientation", "spread", "illumination", "deskew", "blank", "segment")
+STEPS = ("crop", "orientation", "spread", "illumination", "deskew", "blank", "segment", "upscale")
 
 
 class PrepOptions(BaseModel):
@@ -35,6 +36,10 @@ class PrepOptions(BaseModel):
     min_deskew: float = 0.3  # degrees; smaller skews are left alone (rotation blurs a little)
     min_orientation_confidence: float = 0.25
     blank_max_chars: int = 8  # a page with no text line, or fewer estimated characters, is blank
+    # pages whose measured x-height (pixels) is under `upscale_below` are enlarged towards `target_x_height`
+    upscale_below: float = 10.0
+    target_x_height: float = 16.0
+    max_upscale: float = 4.0
 
     def on(self, step: str) -> bool:
         return self.enabled and step not in self.skip
@@ -116,9 +121,18 @@ def _clean(gray: np.ndarray, small: np.ndarray, scale: float, info: PrepInfo, op
         info.n_columns, info.n_lines, info.est_chars = layout.n_columns, len(layout.lines), layout.est_chars
         info.blocks = [tuple(int(v * scale) for v in b) for b in layout.blocks]
         info.text_density = round(layout.est_chars / (gray.size / 1e6), 1)
+        info.x_height = round(layout.x_height * scale, 1)
         if opts.on("blank"):
             # ink share alone misleads: a lone chapter title has less ink than heavy foxing
             info.is_blank = not layout.lines or layout.est_chars <= opts.blank_max_chars
+    if opts.on("upscale") and not info.is_blank:
+        factor = upscale_factor(info.x_height, opts.upscale_below, opts.target_x_height, opts.max_upscale, gray.size / 1e6)
+        if factor > 1:
+            h, w = gray.shape
+            gray = enlarge(gray, factor)
+            info.transforms.append(transform.scaling("upscale", w, h, gray.shape[1], gray.shape[0]))
+            info.upscale = factor
+            info.blocks = [tuple(int(v * factor) for v in b) for b in info.blocks]
     if opts.output == "binary":
         gray = binarize(gray)
     return gray
