@@ -55,6 +55,8 @@ class PrepInfo:
     text_density: float = 0.0  # estimated characters per megapixel of the cleaned page
     est_chars: int = 0  # estimated characters on the page
     x_height: float = 0.0  # median x-height of the text, pixels of the page as scanned (0: no text line)
+    curvature: float = 0.0  # how far the text lines bend from straight, in x-heights (prep/dewarp.py)
+    dewarped: bool = False
     upscale: float = 1.0  # factor the page was enlarged by before OCR because its text was too small
     prep_ms: float = 0.0
     # each pixel-moving step's transform, loaded image -> cleaned image (workers/prep/transform.py)
@@ -117,6 +119,8 @@ class OcrResult:
     lines: list[OcrLine]
     confidence: Optional[float]  # page level, 0..1
     confidence_min: Optional[float] = None
+    word_confidences: Optional[list[float]] = None  # 0..1 per word, engines that give them (Tesseract)
+    confidence_raw: Optional[float] = None  # the engine's own page confidence, before calibration
     attempts: list[OcrAttempt] = field(default_factory=list)
     error: Optional[str] = None
 

@@ -48,11 +48,14 @@ PAGES = Table("pages", version=2, columns=[
     col("blocks", pa.list_(BOX)),
     col("text_density", pa.float32(), "estimated characters per megapixel"),
     col("est_chars", pa.int32(), "estimated characters on the page"),
+    col("curvature", pa.float32(), "largest departure of the text lines from straight, in x-heights, before dewarping"),
+    col("dewarped", pa.bool_(), "the page was flattened (curvature over the threshold)"),
     col("x_height", pa.float32(), "median x-height of the text in pixels of the scan; null when no text line was found"),
     col("upscale", pa.float32(), "factor the page was enlarged by before OCR (text too small for the engine); 1 if not"),
     # text
     col("text", pa.string(), "the page text as the engine read it"),
-    col("confidence", pa.float32(), "page confidence, 0..1"),
+    col("confidence", pa.float32(), "page confidence, 0..1: for Tesseract the probability that the page is good (CER <= 3%), calibrated; else the engine's own"),
+    col("confidence_raw", pa.float32(), "the engine's own page confidence (mean of line confidences weighted by length)"),
     col("confidence_min", pa.float32(), "least confident line"),
     col("lines", pa.list_(LINE)),
     # engine

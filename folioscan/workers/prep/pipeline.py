@@ -1,8 +1,8 @@
 """Runs the cleaning steps on one page in order and records each decision in PrepInfo.
 
 Order: dark-border crop -> spread split (a landscape sheet is straightened first so that a
-tilted gutter is found) -> per page: orientation, illumination, deskew, blank check,
-segmentation. Orientation is decided per page, after the split: a spread whose one page is
+tilted gutter is found) -> per page: orientation, illumination, deskew, dewarp, blank check,
+segmentation, upscale of small text. Orientation is decided per page, after the split: a spread whose one page is
 nearly blank has no text lines on that side to go by, and its gutter looks like a line.
 Every step can be switched off by name (`skip`).
 """
@@ -17,6 +17,7 @@ from pydantic import BaseModel
 
 from folioscan.records import PageWork, PrepInfo
 from folioscan.workers.prep.crop import apply_crop
+from folioscan.workers.prep import dewarp
 from folioscan.workers.prep.deskew import estimate_skew
 from folioscan.workers.prep.geometry import analysis_copy, rot90, rotate
 from folioscan.workers.prep.illumination import binarize, flatten
@@ -26,7 +27,7 @@ from folioscan.workers.prep.segment import segment
 from folioscan.workers.prep import transform
 from folioscan.workers.prep.spread import gutter_band
 
-STEPS = ("crop", "orientation", "spread", "illumination", "deskew", "blank", "segment", "upscale")
+STEPS = ("crop", "orientation", "spread", "illumination", "deskew", "dewarp", "blank", "segment", "upscale")
 
 
 class PrepOptions(BaseModel):
@@ -40,6 +41,7 @@ class PrepOptions(BaseModel):
     upscale_below: float = 10.0
     target_x_height: float = 16.0
     max_upscale: float = 4.0
+    dewarp_above: float = 0.5  # x-heights: pages whose lines bend further from straight than this are flattened
 
     def on(self, step: str) -> bool:
         return self.enabled and step not in self.skip
@@ -115,6 +117,13 @@ def _clean(gray: np.ndarray, small: np.ndarray, scale: float, info: PrepInfo, op
             info.transforms.append(transform.rotation("deskew", -angle, gray.shape[1], gray.shape[0]))
             gray, small = rotate(gray, -angle), rotate(small, -angle)  # undo the measured tilt
             info.deskew_angle = round(info.deskew_angle + angle, 2)  # on top of a spread's straightening
+    if opts.on("dewarp"):
+        sheet = dewarp.measure(small)
+        info.curvature = sheet.curvature if sheet else 0.0
+        if sheet and sheet.curvature >= opts.dewarp_above:
+            gray, small, (map_x, map_y) = dewarp.dewarp(gray, small, scale, sheet)
+            info.transforms.append(transform.Grid.from_maps("dewarp", map_x, map_y))
+            info.dewarped = True
     if opts.on("segment") or opts.on("blank"):
         layout = segment(small)
         info.ink_ratio = round(layout.ink_ratio, 5)
