@@ -215,3 +215,31 @@ def test_small_text_is_measured_enlarged_and_recorded():
     assert x1 <= low.shape[1] and y1 <= low.shape[0] and (low[y0:y1, x0:x1] < 128).any()
     [normal] = prepare_page(PageWork("d", "u", 0, 1, image=text_page_image(text, dpi=150, fontsize=11)), PrepOptions())
     assert normal.prep.upscale == 1.0 and 8 <= normal.prep.x_height <= 13
+
+
+def curled(img: np.ndarray, strength: float) -> np.ndarray:
+    """Lines bending down (more at the bottom) and crowding towards a spine on the right."""
+    h, w = img.shape
+    t = np.clip((np.linspace(0, 1, w)[None, :] - 0.35) / 0.65, 0, 1) ** 3
+    v = np.linspace(-1, 1, h)[:, None]
+    src_y = (np.arange(h)[:, None] - strength * h * (0.045 * t + 0.035 * t * v)).astype(np.float32)
+    src_x = np.broadcast_to(np.arange(w)[None, :] + strength * 0.12 * w * t ** 1.5, (h, w)).astype(np.float32)
+    return cv2.remap(img, src_x, src_y, cv2.INTER_LINEAR, borderValue=255)
+
+
+def test_curled_page_is_measured_flattened_and_reads_like_the_flat_page():
+    from folioscan.workers.engines.registry import TesseractOptions
+    from folioscan.workers.ocr_stage import OcrStage
+    from tests.helpers import cer
+
+    text = " ".join(PARAGRAPHS * 4)
+    flat = text_page_image(text, dpi=200, fontsize=11)
+    curl = curled(flat, 1.4)
+    stage = OcrStage(TesseractOptions())
+    [fixed] = stage(prepare_page(PageWork("d", "u", 0, 1, image=curl), PrepOptions()))
+    [as_is] = stage(prepare_page(PageWork("d", "u", 0, 1, image=curl), PrepOptions(skip=["dewarp"])))
+    [straight] = prepare_page(PageWork("d", "u", 0, 1, image=flat), PrepOptions())
+    assert fixed.work.prep.dewarped and fixed.work.prep.curvature > 1.0
+    assert not straight.prep.dewarped and straight.prep.curvature < 0.3
+    assert cer(fixed.ocr.text, text) < 0.02 and cer(as_is.ocr.text, text) > 0.2
+    assert "dewarp" in [t.step for t in fixed.work.prep.transforms]
