@@ -23,7 +23,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 from evalset import OLD_BOOKS, cer, manifest, normalize  # noqa: E402
 
 from folioscan.records import PageWork  # noqa: E402
-from folioscan.workers.prep import geometry, pipeline  # noqa: E402
+from folioscan.workers.prep import dewarp, geometry, pipeline  # noqa: E402
 from folioscan.workers.prep.crop import apply_crop  # noqa: E402
 from folioscan.workers.prep.deskew import estimate_skew  # noqa: E402
 from folioscan.workers.prep.illumination import flatten  # noqa: E402
@@ -61,6 +61,7 @@ def time_steps(images: list[np.ndarray]) -> dict:
         "deskew_estimate": lambda g: estimate_skew(geometry.analysis_copy(g)[0]),
         "rotate_full_res": lambda g: geometry.rotate(g, 1.0),
         "segment": lambda g: segment(geometry.analysis_copy(g)[0]),
+        "dewarp_measure": lambda g: dewarp.measure(geometry.analysis_copy(g)[0]),
         "whole_prep": lambda g: pipeline.prepare_page(PageWork("d", "u", 0, 1, image=g), pipeline.PrepOptions()),
     }
     out = {}
