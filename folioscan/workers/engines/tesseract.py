@@ -36,10 +36,16 @@ class TesseractEngine:
             self.api.Recognize()
             lines, text = self._lines()
             result = result_from_lines(lines, text)
-            result.word_confidences = [round(c / 100.0, 3) for c in self.api.AllWordConfidences()]
+            result.word_confidences = self._word_confidences() if lines else []
             return result
         except Exception as e:
             return OcrResult(text="", lines=[], confidence=None, error=f"tesseract: {e}")
+
+    def _word_confidences(self) -> list[float]:
+        try:
+            return [round(c / 100.0, 3) for c in self.api.AllWordConfidences()]
+        except RuntimeError:  # tesserocr raises "No text returned" when no word was recognised
+            return []
 
     def _lines(self) -> tuple[list[OcrLine], str]:
         """Text lines with box and confidence; the page text keeps a blank line between blocks."""
