@@ -45,7 +45,8 @@ def main() -> None:
     for budget in BUDGETS[args.model_kind]:
         stats = []
         for i in range(0, len(images), args.batch_size):
-            gens = backend.generate(images[i:i + args.batch_size], budget, args.max_new_tokens or max_new_tokens(budget, 10.0))
+            prepared = backend.prepare(images[i:i + args.batch_size], budget)
+            gens = backend.generate(prepared, [args.max_new_tokens or max_new_tokens(v, 10.0) for v in prepared.vision_tokens])
             for g, r in zip(gens, rows[i:i + args.batch_size]):
                 text = backend.batch_decode([g.token_ids])[0]
                 lps = g.logprobs or [0.0]

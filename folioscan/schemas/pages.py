@@ -3,9 +3,12 @@ import pyarrow as pa
 
 from folioscan.schemas.table import Table, col
 
-BOX = pa.list_(pa.int32())  # [x0, y0, x1, y1] in pixels of the cleaned page image
+BOX = pa.list_(pa.int32())  # [x0, y0, x1, y1] in pixels of the cleaned page image (box) or of the loaded one (box_source)
 
-LINE = pa.struct([("text", pa.string()), ("confidence", pa.float32()), ("box", BOX)])
+WORD = pa.struct([("text", pa.string()), ("confidence", pa.float32()), ("box", BOX), ("box_source", BOX)])
+
+LINE = pa.struct([("text", pa.string()), ("confidence", pa.float32()), ("box", BOX), ("box_source", BOX),
+                  ("block", pa.int16()), ("paragraph", pa.int16()), ("words", pa.list_(WORD))])
 
 ATTEMPT = pa.struct(
     [
@@ -18,10 +21,12 @@ ATTEMPT = pa.struct(
         ("reason", pa.string()),
         ("ms", pa.float32()),
         ("accepted", pa.bool_()),
+        ("max_new_tokens", pa.int32()),
+        ("cap_clamped", pa.bool_()),
     ]
 )
 
-PAGES = Table("pages", version=2, columns=[
+PAGES = Table("pages", version=4, columns=[
     col("doc_id", pa.string(), "sha256 of the source URI and its content fingerprint"),
     col("source_uri", pa.string()),
     col("page_index", pa.int32(), "page in the source document, 0-based"),
@@ -36,6 +41,8 @@ PAGES = Table("pages", version=2, columns=[
     col("source_height", pa.int32()),
     col("width", pa.int32(), "of the cleaned image the engine read"),
     col("height", pa.int32()),
+    col("pdf_transform", pa.list_(pa.float64()),
+        "a, b, tx, c, d, ty: loaded-image pixels -> PDF points of the source page (unrotated page space); null for image files"),
     # cleaning and segmentation decisions
     col("orientation", pa.int16(), "degrees clockwise the page was turned to make it upright"),
     col("orientation_confidence", pa.float32(), "0..1, decided per page after a spread split; the page is turned only when confident"),
@@ -52,12 +59,14 @@ PAGES = Table("pages", version=2, columns=[
     col("dewarped", pa.bool_(), "the page was flattened (curvature over the threshold)"),
     col("x_height", pa.float32(), "median x-height of the text in pixels of the scan; null when no text line was found"),
     col("upscale", pa.float32(), "factor the page was enlarged by before OCR (text too small for the engine); 1 if not"),
+    col("transforms", pa.string(), "JSON list of the cleaning steps' transforms, loaded image -> cleaned image (workers/prep/transform.py)"),
     # text
     col("text", pa.string(), "the page text as the engine read it"),
     col("confidence", pa.float32(), "page confidence, 0..1: for Tesseract the probability that the page is good (CER <= 3%), calibrated; else the engine's own"),
     col("confidence_raw", pa.float32(), "the engine's own page confidence (mean of line confidences weighted by length)"),
     col("confidence_min", pa.float32(), "least confident line"),
-    col("lines", pa.list_(LINE)),
+    col("lines", pa.list_(LINE), "box: cleaned page; box_source: the loaded page image; words: [] when the engine locates none"),
+    col("box_level", pa.string(), "words | lines | none: the finest level the engine located text at; none = page text without boxes"),
     # engine
     col("engine", pa.string()),
     col("engine_version", pa.string()),

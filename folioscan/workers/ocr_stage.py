@@ -2,12 +2,15 @@
 
 Blank pages and pages that failed earlier pass through without touching the engine. If the
 engine raises on a batch, the pages are retried one by one so a single bad page cannot
-take its neighbours down with it. A page read with low confidence is read again turned by
-180 degrees and the more confident read is kept: the engine's own signal catches the few
+take its neighbours down with it; each retried page records the failed batch as its first
+attempt (reason "batch-failed:<error>"), so a smaller batch is never silent. A page read with
+low confidence is read again turned by 180 degrees, once, at the budget its first reading
+settled on, and the more confident read is kept: the engine's own signal catches the few
 pages the geometric orientation test gets upside down (measured: 5 of 178 on old_books).
 """
 from __future__ import annotations
 
+import logging
 import time
 from typing import Sequence
 
@@ -17,8 +20,9 @@ from folioscan.records import OcrAttempt, PageResult, PageWork
 from folioscan.workers import page_confidence
 from folioscan.workers.engines.base import ImageHints
 from folioscan.workers.engines.registry import build_engine
-from folioscan.workers.prep.transform import quarter_turn
+from folioscan.workers.prep.transform import box_to_source, quarter_turn
 
+log = logging.getLogger(__name__)
 
 FLIP_MARGIN = 0.1  # the turned read must be this much more confident to replace the first
 
@@ -48,11 +52,15 @@ class OcrStage:
                 per_page_ms = (time.perf_counter() - t0) * 1000 / len(todo)
                 for i, r in zip(todo, results):
                     out[i] = self._finish(works[i], r, per_page_ms)
-            except Exception:
+            except Exception as batch_error:
+                # one page at a time, recorded: each page's attempts start with the failed batched read
+                failed = f"batch-failed:{type(batch_error).__name__}: {batch_error}"[:500]
+                log.warning("%s: a batch of %d pages failed (%s); reading them one at a time", self.engine.name, len(todo), failed)
                 for i in todo:
                     t1 = time.perf_counter()
                     try:
                         r = self._predict([works[i]])[0]
+                        r.attempts = [OcrAttempt(budget="", reason=failed), *r.attempts]
                         out[i] = self._finish(works[i], r, (time.perf_counter() - t1) * 1000)
                     except Exception as e:
                         out[i] = self._result(works[i], "error", None, error=f"{self.engine.name}: {type(e).__name__}: {e}")
@@ -66,7 +74,8 @@ class OcrStage:
         if not doubtful:
             return results
         turned = [np.ascontiguousarray(works[k].image[::-1, ::-1]) for k in doubtful]
-        agains = self.engine.predict_batch(turned, [self._hint(works[k]) for k in doubtful])
+        # one read at the budget the first reading settled on, not a second climb up the ladder
+        agains = self.engine.predict_batch(turned, [self._hint(works[k], self._accepted_budget(results[k])) for k in doubtful])
         for k, image, again in zip(doubtful, turned, agains):
             first, work = results[k], works[k]
             flip = (work.prep.orientation + 180) % 360
@@ -88,8 +97,12 @@ class OcrStage:
         return results
 
     @staticmethod
-    def _hint(w: PageWork) -> ImageHints:
-        return ImageHints(w.prep.est_chars, w.prep.text_density)
+    def _hint(w: PageWork, budget: str | None = None) -> ImageHints:
+        return ImageHints(w.prep.est_chars, w.prep.text_density, budget)
+
+    @staticmethod
+    def _accepted_budget(r) -> str | None:
+        return next((a.budget for a in r.attempts if a.accepted and a.budget), None)
 
     def _predict(self, works: Sequence[PageWork]):
         hints = [self._hint(w) for w in works]
@@ -109,5 +122,18 @@ class OcrStage:
     def _result(self, work: PageWork, status: str, ocr, error=None, ms: float = 0.0) -> PageResult:
         if work.image is not None:
             work.height, work.width = work.image.shape[:2]
+        if ocr is not None:
+            map_to_source(work, ocr)
         work.image = None  # the pixels are not needed past this point; do not ship them back
         return PageResult(work, status, ocr, self.engine.name, self.engine.version, ocr_ms=ms, error=error)
+
+
+def map_to_source(work: PageWork, ocr) -> None:
+    """Fill `box_source` of every located line and word: the box on the page image as loaded."""
+    bounds = (work.source_width, work.source_height) if work.source_width else None
+    for line in ocr.lines:
+        if line.box:
+            line.box_source = box_to_source(work.prep.transforms, line.box, bounds)
+        for word in line.words:
+            if word.box:
+                word.box_source = box_to_source(work.prep.transforms, word.box, bounds)

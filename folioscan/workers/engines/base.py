@@ -15,6 +15,7 @@ class ImageHints:
 
     est_chars: int = 0
     text_density: float = 0.0
+    budget: Optional[str] = None  # VLM engines: read once at exactly this budget (a retry of an accepted read)
 
 
 class OcrEngine(Protocol):

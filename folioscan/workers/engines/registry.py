@@ -7,6 +7,7 @@ from typing import Annotated, Literal, Optional, Union, get_args
 from pydantic import BaseModel, Field
 
 from folioscan.workers.engines.tessdata import DEFAULT_VARIANT
+from folioscan.workers.engines.vlm.models import MODELS  # the VLMs' facts: one module, standard library only
 
 
 class TesseractOptions(BaseModel):
@@ -26,10 +27,10 @@ class RapidOcrOptions(BaseModel):
 class VlmOptions(BaseModel):
     """A vision-language OCR model read at a vision-token budget (see workers/engines/vlm)."""
 
-    kind: Literal["deepseek-ocr-2", "got-ocr2"] = "deepseek-ocr-2"
+    kind: Literal[tuple(MODELS)] = "deepseek-ocr-2"  # type: ignore[valid-type]
     model: str = ""  # local directory (or hub id where the hub is reachable)
     backend: Literal["transformers", "vllm"] = "transformers"
-    budget: str = "adaptive"  # a budget name of the model, or "adaptive"
+    budget: str = "adaptive"  # a budget name of the model (vlm/models.py), or "adaptive"
     target_compression: float = 10.0  # adaptive: text tokens per vision token to stay under
     escalate_below: float = 0.80  # re-read at the next budget when page confidence is below this
     max_attempts: int = 3

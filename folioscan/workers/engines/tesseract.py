@@ -6,7 +6,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from folioscan.records import OcrLine, OcrResult
+from folioscan.records import OcrLine, OcrResult, OcrWord
 from folioscan.workers.engines.base import ImageHints, result_from_lines
 from folioscan.workers.engines.tessdata import DEFAULT_VARIANT, find_tessdata
 
@@ -48,7 +48,8 @@ class TesseractEngine:
             return []
 
     def _lines(self) -> tuple[list[OcrLine], str]:
-        """Text lines with box and confidence; the page text keeps a blank line between blocks."""
+        """Text lines with box and confidence, each with its words (box and confidence); the page
+        text keeps a blank line between blocks. Walks word by word, opening a line at each line start."""
         RIL = self._tesserocr.RIL
         it = self.api.GetIterator()
         lines: list[OcrLine] = []
@@ -56,13 +57,24 @@ class TesseractEngine:
         if it is None:
             return lines, ""
         it.Begin()
+        line, block, paragraph = None, -1, -1
         while True:
-            text = (it.GetUTF8Text(RIL.TEXTLINE) or "").strip()
-            if text:
-                box = it.BoundingBox(RIL.TEXTLINE) or (0, 0, 0, 0)
-                lines.append(OcrLine(text, round(it.Confidence(RIL.TEXTLINE) / 100.0, 4), tuple(box)))
-                parts.append(text + ("\n\n" if it.IsAtFinalElement(RIL.BLOCK, RIL.TEXTLINE) else "\n"))
-            if not it.Next(RIL.TEXTLINE):
+            block += it.IsAtBeginningOf(RIL.BLOCK)
+            paragraph += it.IsAtBeginningOf(RIL.PARA)
+            if it.IsAtBeginningOf(RIL.TEXTLINE):
+                text = (it.GetUTF8Text(RIL.TEXTLINE) or "").strip()
+                line = None
+                if text:
+                    box = it.BoundingBox(RIL.TEXTLINE) or (0, 0, 0, 0)
+                    line = OcrLine(text, round(it.Confidence(RIL.TEXTLINE) / 100.0, 4), tuple(box),
+                                   block=max(block, 0), paragraph=max(paragraph, 0))
+                    lines.append(line)
+                    parts.append(text + ("\n\n" if it.IsAtFinalElement(RIL.BLOCK, RIL.TEXTLINE) else "\n"))
+            word = (it.GetUTF8Text(RIL.WORD) or "").strip()
+            if line is not None and word:
+                box = it.BoundingBox(RIL.WORD) or (0, 0, 0, 0)
+                line.words.append(OcrWord(word, round(it.Confidence(RIL.WORD) / 100.0, 4), tuple(box)))
+            if not it.Next(RIL.WORD):
                 break
         return lines, "".join(parts)
 

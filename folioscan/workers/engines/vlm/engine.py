@@ -1,9 +1,11 @@
 """The VLM OCR engine: adaptive budget, batched reads, escalation to a larger budget on doubt.
 
-A page is re-read one rung up the model's budget ladder when its confidence is under the
-threshold, its output loops, it fills the token cap, or it is empty (blank pages never get
-here). Every read is recorded as an attempt; the accepted one is the last clean read, or,
-when none is clean, the most confident.
+A page is re-read one rung up its own budget ladder (budgets.page_ladder: only budgets that give
+the model more of the page) when its confidence is under the threshold, its output loops, it
+fills the token cap, or it is empty (blank pages never get here). Every read is recorded as an
+attempt; the accepted one is the last clean read, or, when none is clean, the most confident.
+A hint naming a budget (a retry of an accepted read, e.g. turned by 180 degrees) is read once
+at that budget.
 """
 from __future__ import annotations
 
@@ -15,8 +17,9 @@ import numpy as np
 
 from folioscan.records import OcrAttempt, OcrResult
 from folioscan.workers.engines.base import ImageHints
-from folioscan.workers.engines.vlm.budgets import budget_index, choose_budget, ladder, max_new_tokens
+from folioscan.workers.engines.vlm.budgets import Rung, choose_rung, max_new_tokens, page_ladder
 from folioscan.workers.engines.vlm.confidence import geometric_mean_prob, lines_with_confidence
+from folioscan.workers.engines.vlm.models import Budget, spec
 from folioscan.workers.engines.vlm.repetition import is_degenerate
 
 
@@ -34,43 +37,54 @@ class VlmEngine:
     def __init__(self, options, backend=None):
         self.options = options
         self.name = options.kind
+        self.spec = spec(options.kind)
+        if options.budget != "adaptive":
+            self.spec.budget(options.budget)  # fail on a bad name before any page is read
         self.backend = backend or _backend(options)
         self.version = self.backend.version
-        self.ladder = ladder(options.kind)
-        if options.budget != "adaptive":
-            budget_index(options.kind, options.budget)  # fail on a bad name before any page is read
 
-    def first_rung(self, hint: Optional[ImageHints]) -> int:
+    def plan(self, image: np.ndarray, hint: Optional[ImageHints]) -> tuple[list[Rung], int, int]:
+        """A page's ladder, the rung to start on, and how many reads it may get."""
+        h, w = image.shape[:2]
+        attempts = max(1, self.options.max_attempts)
+        if hint is not None and hint.budget:
+            return page_ladder(self.name, h, w, start=hint.budget)[:1], 0, 1
         if self.options.budget != "adaptive":
-            return budget_index(self.options.kind, self.options.budget)
-        return choose_budget(self.options.kind, hint.est_chars if hint else 0, self.options.target_compression)
+            return page_ladder(self.name, h, w, start=self.options.budget), 0, attempts
+        rungs = page_ladder(self.name, h, w)
+        return rungs, choose_rung(rungs, hint.est_chars if hint else 0, self.options.target_compression), attempts
 
     def predict_batch(self, images: Sequence[np.ndarray], hints: Optional[Sequence[ImageHints]] = None) -> list[OcrResult]:
+        plans = [self.plan(im, hints[i] if hints else None) for i, im in enumerate(images)]
         reads: list[list[tuple[OcrAttempt, str, list]]] = [[] for _ in images]
-        pending = {i: (self.first_rung(hints[i] if hints else None), "initial") for i in range(len(images))}
-        for _ in range(max(1, self.options.max_attempts)):
-            by_rung: dict[int, list[int]] = defaultdict(list)
+        pending = {i: (first, "initial") for i, (_, first, _) in enumerate(plans)}
+        while pending:
+            by_budget: dict[str, list[int]] = defaultdict(list)
             for i, (rung, _) in pending.items():
-                by_rung[rung].append(i)
+                by_budget[plans[i][0][rung].budget.name].append(i)
             next_pending = {}
-            for rung, idx in sorted(by_rung.items()):
+            for idx in by_budget.values():
+                budget = plans[idx[0]][0][pending[idx[0]][0]].budget
                 for start in range(0, len(idx), self.options.batch_size):
                     chunk = idx[start:start + self.options.batch_size]
-                    for i, read in zip(chunk, self._read([images[i] for i in chunk], rung, [pending[i][1] for i in chunk])):
+                    for i, read in zip(chunk, self._read([images[i] for i in chunk], budget, [pending[i][1] for i in chunk])):
                         reads[i].append(read)
-                        why = self._doubt(read[0])
-                        if why and rung + 1 < len(self.ladder):
+                        rungs, _, limit = plans[i]
+                        rung, why = pending[i][0], self._doubt(read[0])
+                        if why and rung + 1 < len(rungs) and len(reads[i]) < limit:
                             next_pending[i] = (rung + 1, why)
             pending = next_pending
-            if not pending:
-                break
         return [self._result(r) for r in reads]
 
-    def _read(self, images, rung: int, reasons: list[str]):
-        budget = self.ladder[rung]
-        cap = self.options.max_new_tokens or max_new_tokens(budget, self.options.target_compression)
+    def _caps(self, vision_tokens: Sequence[int]) -> list[int]:
+        if self.options.max_new_tokens:
+            return [self.options.max_new_tokens] * len(vision_tokens)
+        return [max_new_tokens(v, self.options.target_compression) for v in vision_tokens]
+
+    def _read(self, images, budget: Budget, reasons: list[str]):
         t0 = time.perf_counter()
-        gens = self.backend.generate(images, budget, cap)
+        prepared = self.backend.prepare(images, budget)
+        gens = self.backend.generate(prepared, self._caps(prepared.vision_tokens))
         ms = (time.perf_counter() - t0) * 1000 / max(len(images), 1)
         texts = self.backend.batch_decode([g.token_ids for g in gens])
         out = []
@@ -78,7 +92,8 @@ class VlmEngine:
             lines = lines_with_confidence(g.token_ids, g.logprobs, self.backend.batch_decode, text)
             attempt = OcrAttempt(budget=budget.name, vision_tokens=g.vision_tokens, output_tokens=len(g.token_ids),
                                  confidence=geometric_mean_prob(g.logprobs), repetition=is_degenerate(g.token_ids),
-                                 hit_token_cap=g.hit_token_cap, reason=reason, ms=ms)
+                                 hit_token_cap=g.hit_token_cap, reason=reason, ms=ms,
+                                 max_new_tokens=g.max_new_tokens, cap_clamped=g.cap_clamped)
             out.append((attempt, text.strip(), lines))
         return out
 

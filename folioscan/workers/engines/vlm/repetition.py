@@ -7,25 +7,46 @@ from typing import Sequence
 import torch
 
 
+def banned_tokens(gen: torch.LongTensor, n: int, allowed: Sequence[int] = ()) -> tuple[torch.Tensor, torch.Tensor]:
+    """(rows, tokens) that would complete an n-gram already present in `gen` (batch x generated
+    tokens, the window only). The one rule both backends apply; runs on the device, no sync."""
+    if gen.shape[1] < n:
+        empty = gen.new_empty(0)
+        return empty, empty
+    grams = gen.unfold(1, n, 1)  # batch x positions x n
+    prefix = gen[:, gen.shape[1] - n + 1:]
+    rows, pos = (grams[:, :, :-1] == prefix[:, None, :]).all(dim=-1).nonzero(as_tuple=True)
+    banned = grams[rows, pos, -1]
+    if len(allowed):
+        keep = ~torch.isin(banned, torch.tensor(sorted(allowed), device=banned.device))
+        rows, banned = rows[keep], banned[keep]
+    return rows, banned
+
+
 class WindowedNoRepeatNGram:
-    """Bans a token when it would repeat an n-gram that occurred in the last `window` generated tokens."""
+    """Bans a token when it would repeat an n-gram that occurred in the last `window` generated tokens.
+
+    A transformers logits processor (`__call__` on the batch). It edits the scores in place, so it
+    must run after the log-prob recorder (decoding.ChosenTokenLogprobs), which keeps its own copy."""
 
     def __init__(self, ngram: int, window: int, prompt_len: int, allowed: Sequence[int] = ()):
-        self.n, self.window, self.prompt_len, self.allowed = ngram, window, prompt_len, set(allowed)
+        self.n, self.window, self.prompt_len, self.allowed = ngram, window, prompt_len, tuple(sorted(set(allowed)))
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        gen = input_ids[:, self.prompt_len:][:, -self.window:]
-        if gen.shape[1] < self.n:
-            return scores
-        grams = gen.unfold(1, self.n, 1)  # batch x positions x n, all on the device
-        prefix = gen[:, gen.shape[1] - self.n + 1:]
-        rows, pos = (grams[:, :, :-1] == prefix[:, None, :]).all(dim=-1).nonzero(as_tuple=True)
-        banned = grams[rows, pos, -1]
-        if self.allowed:
-            keep = ~torch.isin(banned, torch.tensor(sorted(self.allowed), device=banned.device))
-            rows, banned = rows[keep], banned[keep]
+        rows, banned = banned_tokens(input_ids[:, self.prompt_len:][:, -self.window:], self.n, self.allowed)
         scores[rows, banned] = float("-inf")
         return scores
+
+    def for_request(self):
+        """The same rule as a per-request callable `(output_token_ids, logits) -> logits` (vLLM)."""
+
+        def guard(output_ids: Sequence[int], logits: torch.Tensor) -> torch.Tensor:
+            gen = torch.tensor([list(output_ids)[-self.window:]], dtype=torch.long, device=logits.device)
+            _, banned = banned_tokens(gen, self.n, self.allowed)
+            logits[banned] = float("-inf")
+            return logits
+
+        return guard
 
 
 def repeating_tail(tokens: Sequence[int], max_period: int = 200, min_span: int = 40, min_repeats: int = 3) -> int:

@@ -1,0 +1,122 @@
+"""Reading a finished output dataset book by book, and writing export files to a local or S3 destination.
+
+Only committed parts are read (a pages part counts once its documents part exists), one part at a
+time: memory holds one shard (`shard_docs` books), never the whole output.
+"""
+from __future__ import annotations
+
+import io
+import json
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Callable, Iterable, Iterator, Optional
+
+from folioscan import __version__
+from folioscan.pipeline.storage import StorageError, Store, join, store_for
+
+_SIDE_ORDER = {None: 0, "left": 0, "right": 1}
+
+
+@dataclass
+class Book:
+    doc: dict  # its `documents` row
+    pages: list[dict]  # its `pages` rows, in reading order
+
+    @property
+    def name(self) -> str:
+        """A file-system and S3-safe name: the source's file or folder name plus the start of doc_id."""
+        stem = self.doc["source_uri"].rstrip("/").rsplit("/", 1)[-1]
+        stem = re.sub(r"\.pdf$", "", stem, flags=re.IGNORECASE)
+        stem = re.sub(r"[^A-Za-z0-9._-]+", "_", stem).strip("._") or "book"
+        return f"{stem}-{self.doc['doc_id'][:8]}"
+
+
+def page_key(page: dict) -> str:
+    """A page's file stem inside its book: 0-based index, plus the side of a split spread."""
+    return f"{page['page_index']:05d}" + (f"-{page['side']}" if page.get("side") else "")
+
+
+def books_from_rows(page_rows: Iterable[dict], doc_rows: Iterable[dict]) -> Iterator[Book]:
+    by_doc: dict[str, list[dict]] = {}
+    for p in page_rows:
+        by_doc.setdefault(p["doc_id"], []).append(p)
+    for d in doc_rows:
+        pages = sorted(by_doc.pop(d["doc_id"], []), key=lambda p: (p["page_index"], _SIDE_ORDER.get(p["side"], 0)))
+        yield Book(d, pages)
+
+
+def iter_books(store: Store, output: str) -> Iterator[Book]:
+    """Every committed book of the dataset at `output`, part by part."""
+    import pyarrow.parquet as pq
+
+    output = output.rstrip("/")
+    parts = [n for n in store.ls(join(output, "documents")) if n.endswith(".parquet")]
+    if not parts and not store.ls(join(output, "pages")):
+        raise StorageError(f"{output}: no folioscan dataset here (no documents/ parts)")
+    for name in parts:
+        docs = pq.read_table(io.BytesIO(store.read(join(output, "documents", name)))).to_pylist()
+        pages = pq.read_table(io.BytesIO(store.read(join(output, "pages", name)))).to_pylist()
+        yield from books_from_rows(pages, docs)
+
+
+@dataclass
+class ExportContext:
+    """What every format needs beyond the rows: the engine settings of each run, the source objects
+    (for the searchable PDF), the time of the export."""
+
+    output: str
+    endpoint_url: Optional[str] = None
+    region: Optional[str] = None
+    run_configs: dict[str, dict] = field(default_factory=dict)  # run_id -> the run's config
+    version: str = __version__
+    created: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+
+    def run_config(self, run_id: Optional[str]) -> dict:
+        """The config a run recorded in `_runs/<run_id>.json` ({} when the record is missing)."""
+        if run_id and run_id not in self.run_configs:
+            store = store_for(self.output, self.endpoint_url, self.region)
+            try:
+                self.run_configs[run_id] = json.loads(store.read(join(self.output, "_runs", f"{run_id}.json")))["config"]
+            except (StorageError, KeyError, ValueError):
+                self.run_configs[run_id] = {}
+        return self.run_configs.get(run_id or "", {})
+
+    def read_source(self, uri: str) -> bytes:
+        return store_for(uri, self.endpoint_url, self.region).read(uri)
+
+    def list_source(self, uri: str):
+        return store_for(uri, self.endpoint_url, self.region).list(uri)
+
+
+FormatFn = Callable[[Book, ExportContext], Iterator[tuple[str, bytes]]]
+
+
+@dataclass
+class ExportSummary:
+    books: int = 0
+    files: int = 0
+    bytes: int = 0
+    errors: list[str] = field(default_factory=list)  # "<book>: <format>: <reason>", the export goes on
+
+    def to_dict(self) -> dict:
+        return {"books": self.books, "files": self.files, "bytes": self.bytes, "errors": self.errors}
+
+
+def export_books(books: Iterable[Book], formats: dict[str, FormatFn], dest: str, ctx: ExportContext,
+                 summary: Optional[ExportSummary] = None) -> ExportSummary:
+    """Write each book in each format under DEST/<format>/; a book that fails in one format is
+    recorded in the summary's errors and the others go on."""
+    summary = summary or ExportSummary()
+    store = store_for(dest, ctx.endpoint_url, ctx.region)
+    for book in books:
+        summary.books += 1
+        for fmt, fn in formats.items():
+            try:
+                for rel, data in fn(book, ctx):
+                    store.write(join(dest, fmt, rel), data)
+                    summary.files += 1
+                    summary.bytes += len(data)
+            except Exception as e:  # one bad book must not stop an export of a million pages
+                summary.errors.append(f"{book.doc['source_uri']}: {fmt}: {type(e).__name__}: {e}")
+    return summary

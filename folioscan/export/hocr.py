@@ -1,0 +1,84 @@
+"""hOCR 1.2 (HTML), one file per book: ocr_page > ocr_carea > ocr_par > ocr_line > ocrx_word,
+with `bbox` in pixels of the scan as loaded and `x_wconf` (0-100) per word and line.
+
+A page whose engine located no words or lines (VLM page text) gets its lines without bbox and no
+ocrx_word: nothing is invented.
+"""
+from __future__ import annotations
+
+from html import escape
+from typing import Iterator, Optional
+
+from folioscan.export import layout
+from folioscan.export.dataset import Book, ExportContext
+
+CAPABILITIES = "ocr_page ocr_carea ocr_par ocr_line ocrx_word ocrp_wconf"
+
+
+def write_book(book: Book, ctx: ExportContext) -> Iterator[tuple[str, bytes]]:
+    yield f"{book.name}.html", book_html(book, ctx).encode("utf-8")
+
+
+def _title(b: Optional[layout.Box], conf=None, extra: str = "") -> str:
+    parts = [extra] if extra else []
+    if b:
+        parts.append("bbox {} {} {} {}".format(*b))
+    if conf is not None:
+        parts.append(f"x_wconf {round(float(conf) * 100)}")
+    return escape("; ".join(parts), quote=True)
+
+
+def book_html(book: Book, ctx: ExportContext) -> str:
+    first = book.pages[0] if book.pages else {}
+    system = f"folioscan {ctx.version}" + (f" ({first.get('engine')} {first.get('engine_version')})" if first else "")
+    out = ['<?xml version="1.0" encoding="UTF-8"?>',
+           '<!DOCTYPE html PUBLIC "-//W3C//DTD XHTML 1.0 Transitional//EN" '
+           '"http://www.w3.org/TR/xhtml1/DTD/xhtml1-transitional.dtd">',
+           '<html xmlns="http://www.w3.org/1999/xhtml" xml:lang="en" lang="en">', "<head>",
+           f"<title>{escape(book.doc['source_uri'])}</title>",
+           '<meta http-equiv="Content-Type" content="text/html;charset=utf-8"/>',
+           f'<meta name="ocr-system" content="{escape(system, quote=True)}"/>',
+           f'<meta name="ocr-capabilities" content="{CAPABILITIES}"/>',
+           f'<meta name="ocr-number-of-pages" content="{len(book.pages)}"/>', "</head>", "<body>"]
+    for n, page in enumerate(book.pages, 1):
+        out.extend(_page(page, n))
+    out += ["</body>", "</html>", ""]
+    return "\n".join(out)
+
+
+def _page(page: dict, n: int) -> list[str]:
+    size = layout.page_size(page)
+    image = f'image "{page["source_uri"]}"; ppageno {page["page_index"]}'
+    if page.get("dpi"):
+        image += f"; scan_res {round(page['dpi'])} {round(page['dpi'])}"
+    out = [f'<div class="ocr_page" id="page_{n}" title="{_title(size and (0, 0, *size), extra=image)}">']
+    blocks = layout.blocks(page) if page["status"] == "ok" else []
+    for bi, lines in enumerate(blocks, 1):
+        out.append(f'<div class="ocr_carea" id="block_{n}_{bi}" '
+                   f'title="{_title(layout.union(layout.box(l.get("box_source")) for l in lines))}">')
+        pars: list[list[dict]] = []
+        for line in lines:
+            if not pars or line.get("paragraph") != pars[-1][0].get("paragraph"):
+                pars.append([])
+            pars[-1].append(line)
+        for pi, par in enumerate(pars, 1):
+            out.append(f'<p class="ocr_par" id="par_{n}_{bi}_{pi}" '
+                       f'title="{_title(layout.union(layout.box(l.get("box_source")) for l in par))}">')
+            for li, line in enumerate(par, 1):
+                lid = f"line_{n}_{bi}_{pi}_{li}"
+                out.append(f'<span class="ocr_line" id="{lid}" '
+                           f'title="{_title(layout.box(line.get("box_source")), line.get("confidence"))}">'
+                           + _words(line, lid) + "</span>")
+            out.append("</p>")
+        out.append("</div>")
+    out.append("</div>")
+    return out
+
+
+def _words(line: dict, lid: str) -> str:
+    if not line.get("words"):
+        return escape(line["text"])  # the engine located no words: the line's text, no invented word boxes
+    spans = [f'<span class="ocrx_word" id="{lid}_{wi}" '
+             f'title="{_title(layout.box(w.get("box_source")), w.get("confidence"))}">{escape(w["text"])}</span>'
+             for wi, w in enumerate(line["words"], 1)]
+    return " ".join(spans)
