@@ -65,7 +65,8 @@ def conditions(stage: OcrStage, rows: list[dict]) -> dict:
         for name, (make, opts) in cases.items():
             [res] = read(stage, make(img), **opts)
             text = res.ocr.text if res.ocr else ""
-            got[name].append((cer(text, r["truth"]), res.ocr.confidence if res.ocr else 0.0))
+            # a page with no text, or one the engine failed on, counts as read with confidence 0
+            got[name].append((cer(text, r["truth"]), (res.ocr.confidence if res.ocr else None) or 0.0))
             extra[name].append((res.work.prep.x_height, res.work.prep.upscale, res.work.prep.curvature, res.work.prep.dewarped))
     out = {}
     for name in cases:
@@ -112,8 +113,7 @@ def hard_cases(stage: OcrStage, frk_dir: str | None) -> dict:
             for r in read(stage, img):
                 pages.append({"orientation": r.work.prep.orientation, "orientation_confidence": r.work.prep.orientation_confidence,
                               "x_height": r.work.prep.x_height, "upscale": r.work.prep.upscale,
-                              "confidence": round(r.ocr.confidence, 3) if r.ocr else None,
-                              "confidence_raw": round(r.ocr.confidence_raw, 3) if r.ocr else None,
+                              "status": r.status, "confidence": r.ocr and r.ocr.confidence, "confidence_raw": r.ocr and r.ocr.confidence_raw,
                               "text_start": (r.ocr.text if r.ocr else "")[:60]})
         out[name] = pages
     for name in ("curved_fraktur_german_1555.jpg", "curved_catalogue_french_cat007.jpg"):
@@ -127,8 +127,8 @@ def hard_cases(stage: OcrStage, frk_dir: str | None) -> dict:
         for lang, st in engines:
             [r] = read(st, img)
             reads[lang] = {"curvature": r.work.prep.curvature, "dewarped": r.work.prep.dewarped,
-                           "confidence": round(r.ocr.confidence, 3), "confidence_raw": round(r.ocr.confidence_raw, 3),
-                           "text_start": r.ocr.text[:80]}
+                           "status": r.status, "confidence": r.ocr and r.ocr.confidence, "confidence_raw": r.ocr and r.ocr.confidence_raw,
+                           "text_start": (r.ocr.text if r.ocr else "")[:80]}
         out[name] = reads
     return out
 
