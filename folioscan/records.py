@@ -133,7 +133,6 @@ class OcrResult:
     lines: list[OcrLine]
     confidence: Optional[float]  # page level, 0..1
     confidence_min: Optional[float] = None
-    word_confidences: Optional[list[float]] = None  # 0..1 per word, engines that give them (Tesseract)
     confidence_raw: Optional[float] = None  # the engine's own page confidence, before calibration
     attempts: list[OcrAttempt] = field(default_factory=list)
     error: Optional[str] = None

@@ -50,3 +50,10 @@ def test_the_model_is_a_fitted_logistic_model():
     assert m["coef"][0] > 0 > m["coef"][1]
     p = pc.predict(m, X)
     assert abs(p.mean() - y.mean()) < 0.02  # calibrated in the large
+
+
+def test_a_page_with_no_word_is_read_as_empty_not_an_error(stage):
+    img = np.full((400, 400), 255, np.uint8)
+    img[100:104, 100:300] = 0  # a rule, no text
+    [r] = stage([PageWork("d", "u", 0, 1, image=img)])  # not cleaned: the engine sees it
+    assert r.status == "ok" and r.ocr.text == "" and r.ocr.confidence_raw is None and r.ocr.confidence < 0.05

@@ -37,7 +37,7 @@ def raw_inputs(ocr: Optional[OcrResult], prep: PrepInfo, lang: str = "eng") -> d
     """What the features are computed from, as plain data (the benchmark stores it)."""
     lines = ocr.lines if ocr else []
     return {"text": ocr.text if ocr else "", "confidence_raw": ocr.confidence if ocr else None,
-            "word_confidences": list(ocr.word_confidences or []) if ocr else [],
+            "word_confidences": [w.confidence for l in lines for w in l.words],
             "line_heights": [l.box[3] - l.box[1] for l in lines], "x_height": prep.x_height,
             "curvature": prep.curvature, "lang": LEXICON_LANG.get(lang.split("+")[0], None)}
 

@@ -35,17 +35,9 @@ class TesseractEngine:
             self.api.SetImage(Image.fromarray(img))
             self.api.Recognize()
             lines, text = self._lines()
-            result = result_from_lines(lines, text)
-            result.word_confidences = self._word_confidences() if lines else []
-            return result
+            return result_from_lines(lines, text)
         except Exception as e:
             return OcrResult(text="", lines=[], confidence=None, error=f"tesseract: {e}")
-
-    def _word_confidences(self) -> list[float]:
-        try:
-            return [round(c / 100.0, 3) for c in self.api.AllWordConfidences()]
-        except RuntimeError:  # tesserocr raises "No text returned" when no word was recognised
-            return []
 
     def _lines(self) -> tuple[list[OcrLine], str]:
         """Text lines with box and confidence, each with its words (box and confidence); the page
@@ -62,7 +54,7 @@ class TesseractEngine:
             block += it.IsAtBeginningOf(RIL.BLOCK)
             paragraph += it.IsAtBeginningOf(RIL.PARA)
             if it.IsAtBeginningOf(RIL.TEXTLINE):
-                text = (it.GetUTF8Text(RIL.TEXTLINE) or "").strip()
+                text = _text(it, RIL.TEXTLINE)
                 line = None
                 if text:
                     box = it.BoundingBox(RIL.TEXTLINE) or (0, 0, 0, 0)
@@ -70,7 +62,7 @@ class TesseractEngine:
                                    block=max(block, 0), paragraph=max(paragraph, 0))
                     lines.append(line)
                     parts.append(text + ("\n\n" if it.IsAtFinalElement(RIL.BLOCK, RIL.TEXTLINE) else "\n"))
-            word = (it.GetUTF8Text(RIL.WORD) or "").strip()
+            word = _text(it, RIL.WORD)
             if line is not None and word:
                 box = it.BoundingBox(RIL.WORD) or (0, 0, 0, 0)
                 line.words.append(OcrWord(word, round(it.Confidence(RIL.WORD) / 100.0, 4), tuple(box)))
@@ -80,4 +72,11 @@ class TesseractEngine:
 
     def close(self) -> None:
         self.api.End()
+
+
+def _text(it, level) -> str:
+    try:
+        return (it.GetUTF8Text(level) or "").strip()
+    except RuntimeError:  # tesserocr raises "No text returned" for an element with no text (a rule, a speck)
+        return ""
 
