@@ -243,3 +243,10 @@ def test_curled_page_is_measured_flattened_and_reads_like_the_flat_page():
     assert not straight.prep.dewarped and straight.prep.curvature < 0.3
     assert cer(fixed.ocr.text, text) < 0.02 and cer(as_is.ocr.text, text) > 0.2
     assert "dewarp" in [t.step for t in fixed.work.prep.transforms]
+
+
+def test_an_unknown_step_name_is_an_error_not_ignored():
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="unknown cleaning steps.*dewrap"):
+        PrepOptions(skip=["dewrap"])

@@ -13,7 +13,7 @@ import time
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel
+from pydantic import BaseModel, field_validator
 
 from folioscan.records import PageWork, PrepInfo
 from folioscan.workers.prep.crop import apply_crop
@@ -42,6 +42,14 @@ class PrepOptions(BaseModel):
     target_x_height: float = 16.0
     max_upscale: float = 4.0
     dewarp_above: float = 0.5  # x-heights: pages whose lines bend further from straight than this are flattened
+
+    @field_validator("skip")
+    @classmethod
+    def _known_steps(cls, skip: list[str]) -> list[str]:
+        unknown = sorted(set(skip) - set(STEPS))
+        if unknown:
+            raise ValueError(f"unknown cleaning steps {unknown}; steps are {list(STEPS)}")
+        return skip
 
     def on(self, step: str) -> bool:
         return self.enabled and step not in self.skip
