@@ -71,6 +71,7 @@ def conditions(stage: OcrStage, rows: list[dict]) -> dict:
     out = {}
     for name in cases:
         out[name] = summary(got[name])
+        out[name]["per_page_cer_confidence"] = [[r["page_name"], round(c, 4), round(f, 4)] for r, (c, f) in zip(rows, got[name])]
         xs = extra[name]
         out[name].update({"median_x_height": float(np.median([x[0] for x in xs])), "median_upscale": float(np.median([x[1] for x in xs])),
                           "median_curvature": float(np.median([x[2] for x in xs])), "pages_dewarped": sum(x[3] for x in xs)})
