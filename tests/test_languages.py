@@ -1,9 +1,9 @@
 """Languages: Tesseract's `eng+deu` convention, language data variants, clear errors for missing data."""
 import pytest
 
-from folioscan.pipeline.cli import build_parser, config_from_args
+from folioscan.pipeline.cli import build_parser, config_from_args, main
 from folioscan.workers.engines.registry import TesseractOptions, build_engine
-from folioscan.workers.engines.tessdata import find_tessdata
+from folioscan.workers.engines.tessdata import LanguageDataError, find_tessdata
 from tests.helpers import cer, text_page_image
 
 GERMAN = ("Über die Größe der Straßen wußte niemand Bescheid. Die Mädchen und Knaben gingen früh zur Schule, "
@@ -31,7 +31,10 @@ def test_the_data_that_read_a_page_is_part_of_the_engine_version():
 
 
 def test_missing_language_data_is_a_clear_error(tmp_path):
-    with pytest.raises(RuntimeError, match="frk.*not found.*apt"):
+    with pytest.raises(LanguageDataError, match="'eng\\+frk' not found.*apt-get install tesseract-ocr-frk"):
         find_tessdata("eng+frk", "fast")
-    with pytest.raises(RuntimeError, match=f"not found in {tmp_path}"):
+    with pytest.raises(LanguageDataError, match=f"not found in {tmp_path}"):
         build_engine(TesseractOptions(tessdata=str(tmp_path)))
+    src = tmp_path / "src"
+    src.mkdir()
+    assert main(["run", str(src), str(tmp_path / "out"), "--executor", "local", "--lang", "frk", "--quiet"]) == 2

