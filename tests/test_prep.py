@@ -243,6 +243,11 @@ def test_curled_page_is_measured_flattened_and_reads_like_the_flat_page():
     assert not straight.prep.dewarped and straight.prep.curvature < 0.3
     assert cer(fixed.ocr.text, text) < 0.02 and cer(as_is.ocr.text, text) > 0.2
     assert "dewarp" in [t.step for t in fixed.work.prep.transforms]
+    from folioscan.workers.prep.transform import box_to_source
+
+    for line in fixed.ocr.lines[::5]:  # the flattened page's line boxes land on the curled scan's ink
+        x0, y0, x1, y1 = box_to_source(fixed.work.prep.transforms, line.box, (curl.shape[1], curl.shape[0]))
+        assert (curl[y0:y1, x0:x1] < 128).mean() > 0.03
 
 
 def test_an_unknown_step_name_is_an_error_not_ignored():
