@@ -23,7 +23,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 from evalset import OLD_BOOKS, cer, manifest, normalize  # noqa: E402
 
 from folioscan.records import PageWork  # noqa: E402
-from folioscan.workers.prep import geometry, pipeline  # noqa: E402
+from folioscan.workers.prep import dewarp, geometry, pipeline  # noqa: E402
 from folioscan.workers.prep.crop import apply_crop  # noqa: E402
 from folioscan.workers.prep.deskew import estimate_skew  # noqa: E402
 from folioscan.workers.prep.illumination import flatten  # noqa: E402
@@ -61,7 +61,10 @@ def time_steps(images: list[np.ndarray]) -> dict:
         "deskew_estimate": lambda g: estimate_skew(geometry.analysis_copy(g)[0]),
         "rotate_full_res": lambda g: geometry.rotate(g, 1.0),
         "segment": lambda g: segment(geometry.analysis_copy(g)[0]),
+        "dewarp_measure": lambda g: dewarp.measure(geometry.analysis_copy(g)[0]),
         "whole_prep": lambda g: pipeline.prepare_page(PageWork("d", "u", 0, 1, image=g), pipeline.PrepOptions()),
+        "whole_prep_without_dewarp": lambda g: pipeline.prepare_page(PageWork("d", "u", 0, 1, image=g),
+                                                                     pipeline.PrepOptions(skip=["dewarp"])),
     }
     out = {}
     for name, fn in steps.items():
@@ -116,6 +119,7 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--kinds", nargs="+", default=["clean", "skew", "border", "spread", "gradient", "rot90"])
     ap.add_argument("--output", default="gray", choices=["gray", "binary"], help="what cleaning hands the engine")
+    ap.add_argument("--no-ocr", action="store_true", help="CPU cost only")
     args = ap.parse_args()
     rows = manifest()
     paths = [os.path.join(OLD_BOOKS, "pages", r["page_name"] + ".png") for r in rows]
@@ -123,6 +127,9 @@ def main() -> None:
     report = {"benchmark": "prep", "pages_timed": len(images), "page_size": list(images[0].shape),
               "ms_per_page_one_core": time_steps(images)}
     report["prep_pages_per_s_per_core"] = round(1000 / report["ms_per_page_one_core"]["whole_prep"], 1)
+    if args.no_ocr:
+        print(json.dumps(report, indent=2))
+        return
     report["text_density_estimate"] = density_check(images, rows)
     jobs = [(paths[i], rows[i]["truth"], k, i, args.engine, args.output) for k in args.kinds for i in range(0, len(rows), args.every)]
     with Pool(args.workers) as pool:

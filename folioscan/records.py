@@ -43,6 +43,7 @@ class PrepInfo:
     """What the cleaning and segmentation steps decided for one page."""
 
     orientation: int = 0  # degrees clockwise the page was rotated to make it upright
+    orientation_confidence: Optional[float] = None  # 0..1; None when the step did not run
     deskew_angle: float = 0.0  # measured tilt of the text, degrees counter-clockwise; undone when applied
     crop_box: Optional[tuple[int, int, int, int]] = None  # x0, y0, x1, y1 in the source image
     illumination: str = "none"
@@ -53,6 +54,10 @@ class PrepInfo:
     blocks: list[tuple[int, int, int, int]] = field(default_factory=list)
     text_density: float = 0.0  # estimated characters per megapixel of the cleaned page
     est_chars: int = 0  # estimated characters on the page
+    x_height: float = 0.0  # median x-height of the text, pixels of the page as scanned (0: no text line)
+    curvature: float = 0.0  # how far the text lines bend from straight, in x-heights (prep/dewarp.py)
+    dewarped: bool = False
+    upscale: float = 1.0  # factor the page was enlarged by before OCR because its text was too small
     prep_ms: float = 0.0
     # each pixel-moving step's transform, loaded image -> cleaned image (workers/prep/transform.py)
     transforms: list = field(default_factory=list)
@@ -128,6 +133,7 @@ class OcrResult:
     lines: list[OcrLine]
     confidence: Optional[float]  # page level, 0..1
     confidence_min: Optional[float] = None
+    confidence_raw: Optional[float] = None  # the engine's own page confidence, before calibration
     attempts: list[OcrAttempt] = field(default_factory=list)
     error: Optional[str] = None
 

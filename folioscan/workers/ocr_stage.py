@@ -17,6 +17,7 @@ from typing import Sequence
 import numpy as np
 
 from folioscan.records import OcrAttempt, PageResult, PageWork
+from folioscan.workers import page_confidence
 from folioscan.workers.engines.base import ImageHints
 from folioscan.workers.engines.registry import build_engine
 from folioscan.workers.prep.transform import box_to_source, quarter_turn
@@ -27,10 +28,12 @@ FLIP_MARGIN = 0.1  # the turned read must be this much more confident to replace
 
 
 class OcrStage:
-    def __init__(self, engine_options, flip_retry_below: float | None = 0.6):
+    def __init__(self, engine_options, flip_retry_below: float | None = 0.6, calibrate: bool = True):
         self.options = engine_options
         self.engine = build_engine(engine_options)
         self.flip_retry_below = flip_retry_below
+        # page confidence as P(page is good) where a model is fitted for the engine (page_confidence.py)
+        self.calibrate = calibrate and page_confidence.fitted_for(self.engine.name)
 
     def __call__(self, works: Sequence[PageWork]) -> list[PageResult]:
         out: dict[int, PageResult] = {}
@@ -111,6 +114,9 @@ class OcrStage:
     def _finish(self, work: PageWork, ocr, ms: float) -> PageResult:
         if ocr.error:
             return self._result(work, "error", ocr, error=ocr.error, ms=ms)
+        ocr.confidence_raw = ocr.confidence
+        if self.calibrate:
+            ocr.confidence = page_confidence.page_confidence(ocr, work.prep, getattr(self.options, "lang", "eng"))
         return self._result(work, "ok", ocr, ms=ms)
 
     def _result(self, work: PageWork, status: str, ocr, error=None, ms: float = 0.0) -> PageResult:

@@ -6,14 +6,16 @@ from typing import Annotated, Literal, Optional, Union, get_args
 
 from pydantic import BaseModel, Field
 
+from folioscan.workers.engines.tessdata import DEFAULT_VARIANT
 from folioscan.workers.engines.vlm.models import MODELS  # the VLMs' facts: one module, standard library only
 
 
 class TesseractOptions(BaseModel):
     kind: Literal["tesseract"] = "tesseract"
-    lang: str = "eng"
+    lang: str = "eng"  # several at once as Tesseract spells it: eng+deu
     psm: int = 3  # fully automatic page segmentation
-    tessdata: Optional[str] = None
+    variant: Literal["fast", "standard"] = DEFAULT_VARIANT  # which published language data (engines/tessdata.py)
+    tessdata: Optional[str] = None  # a folder of .traineddata files, used as it is (overrides `variant`)
 
 
 class RapidOcrOptions(BaseModel):
@@ -55,7 +57,7 @@ def build_engine(options):
     if options.kind == "tesseract":
         from folioscan.workers.engines.tesseract import TesseractEngine
 
-        return TesseractEngine(options.lang, options.psm, options.tessdata)
+        return TesseractEngine(options.lang, options.psm, options.tessdata, options.variant)
     if options.kind == "rapidocr":
         from folioscan.workers.engines.rapidocr import RapidOcrEngine
 

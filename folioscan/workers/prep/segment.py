@@ -19,6 +19,7 @@ class Layout:
     lines: list[tuple[int, int, int, int]] = field(default_factory=list)
     est_chars: int = 0
     ink_ratio: float = 0.0
+    x_height: float = 0.0  # median height of the lines' x-height band (the rows of densest ink), pixels
 
 
 def _columns(ink: np.ndarray, blocks) -> int:
@@ -62,6 +63,19 @@ def segment(gray: np.ndarray) -> Layout:
             cols = np.nonzero(region[a:b].any(axis=0))[0]
             if len(cols) and b - a >= 0.6 * xh:
                 layout.lines.append((x0 + int(cols[0]), y0 + a, x0 + int(cols[-1]) + 1, y0 + b))
+    layout.x_height = _x_height(ink, layout.lines)
     line_h = np.median([l[3] - l[1] for l in layout.lines]) if layout.lines else xh * 2
     layout.est_chars = int(sum((l[2] - l[0]) / (CHAR_ADVANCE * line_h) for l in layout.lines))
     return layout
+
+
+def _x_height(ink: np.ndarray, lines) -> float:
+    """Per line, the band of rows holding at least half the line's densest row's ink (the
+    lower-case letters' body, without ascenders and descenders); the median over lines."""
+    heights = []
+    for x0, y0, x1, y1 in lines:
+        rows = ink[y0:y1, x0:x1].sum(axis=1)
+        if rows.max() > 0:
+            core = np.nonzero(rows >= 0.5 * rows.max())[0]
+            heights.append(core[-1] - core[0] + 1)
+    return float(np.median(heights)) if heights else 0.0

@@ -1,38 +1,87 @@
-"""Two-page spreads: find the gutter of a landscape scan and split it into left and right pages."""
+"""Two-page spreads: find the gutter of a landscape scan and split it into left and right pages.
+
+Two kinds of evidence, either enough: the gutter's shadow (a narrow band darker than the paper
+beside it down most of the sheet: found even when one page is nearly blank, as a copyright page
+is), or an empty band between two pages that both carry text.
+"""
 from __future__ import annotations
 
 import numpy as np
 
 from folioscan.workers.prep.geometry import ink_mask
 
+MIN_SHADOW = 18  # grey levels the gutter's columns sit below the paper beside it
+MIN_EMPTY_GUTTER = 0.025  # of the width: an empty band narrower than this is a gap between lines
+
 
 def find_gutter(small: np.ndarray, min_aspect: float = 1.15) -> int | None:
     """Column (in `small`) of the gutter of a two-page spread, or None for a single page."""
+    band = gutter_band(small, min_aspect)
+    return None if band is None else (band[0] + band[1]) // 2
+
+
+def gutter_band(small: np.ndarray, min_aspect: float = 1.15) -> tuple[int, int] | None:
+    """Columns [x0, x1) of `small` that belong to neither page (the gutter), or None."""
     h, w = small.shape
     if w < min_aspect * h:
         return None
+    return _shadow(small) or _empty_band(small)
+
+
+def _shadow(small: np.ndarray) -> tuple[int, int] | None:
+    h, w = small.shape
+    rows = small[int(h * 0.1): int(h * 0.9)]
+    # a column through text has paper between the glyphs; a shadow is dark nearly all the way down
+    profile = np.percentile(rows, 80, axis=0)
+    k = max(3, w // 200)
+    profile = np.convolve(profile, np.ones(k) / k, mode="same")
+    lo, hi = int(w * 0.35), int(w * 0.65)
+    x = lo + int(np.argmin(profile[lo:hi]))
+    reach = max(4, w // 20)
+    paper = min(np.percentile(profile[max(0, x - 2 * reach): max(1, x - reach)], 50),
+                np.percentile(profile[x + reach: x + 2 * reach], 50))
+    depth = paper - profile[x]
+    if depth < MIN_SHADOW:
+        return None
+    dark = profile < paper - 0.25 * depth
+    x0, x1 = x, x + 1
+    while x0 > 0 and dark[x0 - 1]:
+        x0 -= 1
+    while x1 < w and dark[x1]:
+        x1 += 1
+    if x1 - x0 > 0.08 * w:  # a wide dark area is a picture or a shadowed margin, not a gutter
+        return None
+    return x0, x1
+
+
+def _empty_band(small: np.ndarray) -> tuple[int, int] | None:
+    h, w = small.shape
     ink = ink_mask(small)
     cols = ink.mean(axis=0)
-    smooth = np.convolve(cols, np.ones(max(3, w // 100)) / max(3, w // 100), mode="same")
+    k = max(3, w // 100)
+    smooth = np.convolve(cols, np.ones(k) / k, mode="same")
     lo, hi = int(w * 0.35), int(w * 0.65)
     window = smooth[lo:hi]
     low = window <= window.min() + 0.1 * (np.median(window) - window.min())
-    gutter = lo + _middle_of_longest_run(low)
-    left, right = cols[: gutter].mean(), cols[gutter:].mean()
+    start, length = _longest_run(low)
+    if length < MIN_EMPTY_GUTTER * w:
+        return None
+    gutter = lo + start + length // 2
+    left, right = cols[:gutter].mean(), cols[gutter:].mean()
     band = smooth[max(0, gutter - w // 50): gutter + w // 50].mean()
     # both sides carry text, and the gutter band is much emptier than either page
     if min(left, right) < 0.01 or band > 0.25 * min(left, right):
         return None
-    return gutter
+    return gutter, gutter + 1
 
 
-def _middle_of_longest_run(flags: np.ndarray) -> int:
+def _longest_run(flags: np.ndarray) -> tuple[int, int]:
     best, best_len, start = 0, 0, None
     for i, f in enumerate(np.append(flags, False)):
         if f and start is None:
             start = i
         elif not f and start is not None:
             if i - start > best_len:
-                best, best_len = (start + i) // 2, i - start
+                best, best_len = start, i - start
             start = None
-    return best
+    return best, best_len

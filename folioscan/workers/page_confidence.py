@@ -1,0 +1,106 @@
+"""Page confidence as a probability that the page is good (CER at most 3%).
+
+A logistic model combines the engine's own confidence with what else is known of the page: how
+many words are doubtful and how bad the worst are, the share of words in the language's lexicon,
+the share of letters among the characters, how ragged the line boxes are, the measured line
+curvature and the x-height. (Candidates that did not help on held-out books were left out:
+repetition, the enlargement factor, text length against the segmentation's estimate, line box
+height against the x-height.) Fitted by `bench/page_confidence.py fit` on old_books pages and degraded
+copies with leave-one-book-out cross-validation; the figures are in the README. Fitted for
+Tesseract: other engines keep their own confidence (`confidence` = `confidence_raw`).
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import numpy as np
+
+from folioscan.records import OcrResult, PrepInfo
+
+CALIBRATED_ENGINES = ("tesseract",)
+LEXICON_LANG = {"eng": "en", "deu": "de", "frk": "de", "Fraktur": "de", "jpn": "ja"}  # Tesseract -> wordfreq
+
+FEATURES = ("logit_raw", "word_low", "logit_word_p10", "lexicon", "letters", "line_box_spread", "curvature",
+            "log_x_height")
+
+# fitted by `python bench/page_confidence.py fit` on 349 pages (README): coefficients on standardised features
+MODEL = {
+    "intercept": 1.2762,
+    "coef": [1.2581, -1.2835, 1.2754, -0.4213, 1.5087, -1.405, 0.1922, -0.0812],
+    "mean": [2.29, 0.1112, 1.3387, 0.9513, 0.9483, 0.1392, 0.1879, 2.9803],
+    "scale": [1.3987, 0.2288, 2.7331, 0.1239, 0.0905, 0.1246, 0.3394, 0.5449],
+}
+
+
+def raw_inputs(ocr: Optional[OcrResult], prep: PrepInfo, lang: str = "eng") -> dict:
+    """What the features are computed from, as plain data (the benchmark stores it)."""
+    lines = ocr.lines if ocr else []
+    return {"text": ocr.text if ocr else "", "confidence_raw": ocr.confidence if ocr else None,
+            "word_confidences": [w.confidence for l in lines for w in l.words],
+            "line_heights": [l.box[3] - l.box[1] for l in lines], "x_height": prep.x_height,
+            "curvature": prep.curvature, "lang": LEXICON_LANG.get(lang.split("+")[0], None)}
+
+
+def _logit(p: float) -> float:
+    p = min(max(p, 1e-3), 1 - 1e-3)
+    return math.log(p / (1 - p))
+
+
+def features_from_inputs(d: dict) -> dict:
+    from folioscan.text.signals import lexicon_fraction
+
+    text = d["text"] or ""
+    words = np.asarray(d["word_confidences"] or [0.0], dtype=np.float64)
+    heights = np.asarray(d["line_heights"] or [0.0], dtype=np.float64)
+    visible = [c for c in text if not c.isspace()]
+    lex = lexicon_fraction(text, d["lang"]) if d["lang"] else None
+    return {
+        "logit_raw": _logit(d["confidence_raw"] or 0.0),
+        "word_low": float((words < 0.7).mean()),  # share of doubtful words
+        "logit_word_p10": _logit(float(np.percentile(words, 10))),  # how bad the worst words are
+        "lexicon": 0.0 if lex is None else lex,
+        "letters": sum(c.isalpha() for c in visible) / max(len(visible), 1),  # garbage is punctuation-heavy
+        "line_box_spread": float(heights.std() / max(heights.mean(), 1.0)),  # ragged line boxes
+        "curvature": min(d["curvature"], 5.0),
+        "log_x_height": math.log(max(d["x_height"] or 0.0, 0.5)),
+    }
+
+
+def feature_vector(features: dict) -> list[float]:
+    return [float(features[n]) for n in FEATURES]
+
+
+def predict(model: dict, X: np.ndarray) -> np.ndarray:
+    z = (np.asarray(X, dtype=np.float64) - model["mean"]) / model["scale"]
+    return 1.0 / (1.0 + np.exp(-(z @ np.asarray(model["coef"]) + model["intercept"])))
+
+
+def page_confidence(ocr: OcrResult, prep: PrepInfo, lang: str = "eng") -> float:
+    x = feature_vector(features_from_inputs(raw_inputs(ocr, prep, lang)))
+    return round(float(predict(MODEL, np.asarray([x]))[0]), 4)
+
+
+def fit_logistic(X: np.ndarray, y: np.ndarray, l2: float = 1.0, iterations: int = 50) -> dict:
+    """L2-penalised logistic regression by Newton's method on standardised features."""
+    X = np.asarray(X, dtype=np.float64)
+    mean, scale = X.mean(axis=0), X.std(axis=0)
+    scale[scale == 0] = 1.0
+    Z = np.hstack([np.ones((len(X), 1)), (X - mean) / scale])
+    w = np.zeros(Z.shape[1])
+    penalty = np.diag([0.0] + [l2] * (Z.shape[1] - 1))
+    for _ in range(iterations):
+        p = 1.0 / (1.0 + np.exp(-Z @ w))
+        grad = Z.T @ (p - y) + penalty @ w
+        hess = (Z * (p * (1 - p))[:, None]).T @ Z + penalty
+        step = np.linalg.solve(hess, grad)
+        w -= step
+        if np.abs(step).max() < 1e-8:
+            break
+    return {"intercept": float(w[0]), "coef": w[1:].tolist(), "mean": mean.tolist(), "scale": scale.tolist()}
+
+
+def fitted_for(engine: str) -> bool:
+    return engine in CALIBRATED_ENGINES
+
+

@@ -1,0 +1,59 @@
+"""Page confidence reads as P(page is good): garbage pages come out low, clean pages high, the raw
+engine confidence is kept beside it."""
+import cv2
+import numpy as np
+import pytest
+
+from folioscan.records import PageWork
+from folioscan.workers import page_confidence as pc
+from folioscan.workers.engines.base import char_weighted_confidence
+from folioscan.workers.engines.registry import TesseractOptions
+from folioscan.workers.ocr_stage import OcrStage
+from folioscan.workers.prep import PrepOptions, prepare_page
+from tests.helpers import PARAGRAPHS, cer, text_page_image
+
+TEXT = " ".join(PARAGRAPHS * 2)
+
+
+@pytest.fixture(scope="module")
+def stage():
+    return OcrStage(TesseractOptions())
+
+
+def read(stage, img):
+    [r] = stage(prepare_page(PageWork("d", "u", 0, 1, image=img), PrepOptions()))
+    return r
+
+
+def test_clean_page_is_confident_and_keeps_its_raw_confidence(stage):
+    r = read(stage, text_page_image(TEXT, dpi=150, fontsize=11))
+    assert cer(r.ocr.text, TEXT) < 0.02 and r.ocr.confidence > 0.8
+    assert r.ocr.confidence_raw == pytest.approx(char_weighted_confidence(r.ocr.lines)[0], abs=1e-6)
+
+
+@pytest.mark.parametrize("make", [
+    lambda: text_page_image(TEXT, dpi=45, fontsize=11),  # too small even enlarged; the engine says 0.63 of it
+    lambda: cv2.GaussianBlur(text_page_image(TEXT, dpi=150, fontsize=11), (0, 0), 3.2),  # out of focus
+], ids=["45dpi", "blurred"])
+def test_a_page_read_badly_says_so(stage, make):
+    r = read(stage, make())
+    assert cer(r.ocr.text, TEXT) > 0.1  # the page really is read badly
+    assert r.ocr.confidence < 0.5
+
+
+def test_the_model_is_a_fitted_logistic_model():
+    assert len(pc.MODEL["coef"]) == len(pc.FEATURES) and any(pc.MODEL["coef"])
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(400, 2))
+    y = (X[:, 0] - 0.5 * X[:, 1] + rng.logistic(size=400) * 0.3) > 0
+    m = pc.fit_logistic(X, y, l2=0.01)
+    assert m["coef"][0] > 0 > m["coef"][1]
+    p = pc.predict(m, X)
+    assert abs(p.mean() - y.mean()) < 0.02  # calibrated in the large
+
+
+def test_a_page_with_no_word_is_read_as_empty_not_an_error(stage):
+    img = np.full((400, 400), 255, np.uint8)
+    img[100:104, 100:300] = 0  # a rule, no text
+    [r] = stage([PageWork("d", "u", 0, 1, image=img)])  # not cleaned: the engine sees it
+    assert r.status == "ok" and r.ocr.text == "" and r.ocr.confidence_raw is None and r.ocr.confidence < 0.05
