@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated, Literal, Optional, Union, get_args
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class TesseractOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
     kind: Literal["tesseract"] = "tesseract"
     lang: str = "eng"
     psm: int = 3  # fully automatic page segmentation
@@ -15,6 +16,7 @@ class TesseractOptions(BaseModel):
 
 
 class RapidOcrOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
     kind: Literal["rapidocr"] = "rapidocr"
     use_angle_cls: bool = False
     threads: int = 1
@@ -22,6 +24,8 @@ class RapidOcrOptions(BaseModel):
 
 class VlmOptions(BaseModel):
     """A vision-language OCR model read at a vision-token budget (see workers/engines/vlm)."""
+
+    model_config = ConfigDict(extra="forbid")
 
     kind: Literal["deepseek-ocr-2", "got-ocr2"] = "deepseek-ocr-2"
     model: str = ""  # local directory (or hub id where the hub is reachable)

@@ -10,7 +10,7 @@ import time
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, field_validator
 
 from folioscan.records import PageWork, PrepInfo
 from folioscan.workers.prep.crop import apply_crop
@@ -25,12 +25,22 @@ STEPS = ("crop", "orientation", "spread", "illumination", "deskew", "blank", "se
 
 
 class PrepOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     enabled: bool = True
     skip: list[str] = []
     output: Literal["gray", "binary"] = "gray"  # what the engine is handed
     min_deskew: float = 0.3  # degrees; smaller skews are left alone (rotation blurs a little)
     min_orientation_confidence: float = 0.25
     blank_max_chars: int = 8  # a page with no text line, or fewer estimated characters, is blank
+
+    @field_validator("skip")
+    @classmethod
+    def _known_steps(cls, skip: list[str]) -> list[str]:
+        unknown = sorted(set(skip) - set(STEPS))
+        if unknown:
+            raise ValueError(f"unknown cleaning step(s) {unknown}; valid steps: {', '.join(STEPS)}")
+        return skip
 
     def on(self, step: str) -> bool:
         return self.enabled and step not in self.skip
