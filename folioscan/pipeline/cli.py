@@ -101,7 +101,8 @@ def config_from_args(args, environ=None):
     return build_config(JobConfig, file_settings, os.environ if environ is None else environ, flags)
 
 
-def print_summary(summary, out=sys.stdout) -> None:
+def print_summary(summary, out=None) -> None:
+    out = out or sys.stdout
     s = summary
     conf = f"{s.mean_confidence:.3f}" if s.mean_confidence is not None else "n/a"
     print(f"folioscan run {s.run_id}: {s.documents} documents ({s.documents_failed} failed, {s.documents_partial} partial, "
@@ -113,7 +114,8 @@ def print_summary(summary, out=sys.stdout) -> None:
               f"--retry-failed retries them)", file=out)
 
 
-def print_plan(plan, out=sys.stdout) -> int:
+def print_plan(plan, out=None) -> int:
+    out = out or sys.stdout
     for action, uri, why in plan:
         print(f"{action:8} {uri}  ({why})", file=out)
     todo = sum(1 for a, _, _ in plan if a == "process")

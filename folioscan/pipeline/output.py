@@ -52,6 +52,9 @@ class DatasetWriter:
         return ids
 
     def commit(self, page_rows: list[dict], doc_rows: list[dict]) -> str:
+        if self._seq == 0:  # a run id used before (a config object reused) must not overwrite its parts
+            taken = [n for n in self.store.ls(self.pages_dir) + self.store.ls(self.docs_dir) if run_of_part(n) == self.run_id]
+            self._seq = 1 + max((int(n.removesuffix(".parquet").rsplit("-", 1)[1]) for n in taken), default=-1)
         name = f"part-{self.run_id}-{self._seq:05d}.parquet"
         self._seq += 1
         pages = PAGES.to_parquet_bytes(page_rows)
