@@ -110,8 +110,9 @@ def _document_row(doc: SourceDocument, pages: list[PageResult], error: Optional[
         "size_bytes": doc.size, "page_count": pages[0].work.page_count if pages else 0,
         "pages_out": len(pages), "pages_ok": len(ok),
         "pages_blank": sum(1 for r in pages if r.status == "blank"), "pages_failed": failed,
-        "status": status, "error": error, "error_kind": kind, "mean_confidence": mean_conf,
+        "status": status, "error": error, "error_kind": kind,
         "attempts_made": 1,  # the driver counts up when it commits a retried book
+        "mean_confidence": mean_conf,
         "text": "\f".join((r.ocr.text if r.status == "ok" else "") for r in pages) if pages else None,
         "engine": engine, "run_id": run_id, "processed_at": now,
     }
