@@ -213,3 +213,17 @@ def test_transient_read_failures_are_retried_with_backoff_and_counted(small_page
     assert failed.error_kind == "transient" and failed.attempts_made == 4
     [gone] = list(load_pages(doc, FlakyRead(data, 9, exc=FileNotFoundError), opts))  # permanent: tried once
     assert gone.error_kind == "permanent" and gone.attempts_made == 1
+
+
+def test_transient_failures_of_one_image_file_are_retried_too(small_pages):
+    from folioscan.pipeline.sources import image_document
+    from folioscan.records import SourceObject
+    from folioscan.workers.load import LoadOptions, load_pages
+    from tests.helpers import png_bytes
+
+    files = {"b/1.png": FlakyRead(png_bytes(small_pages[0]), 1), "b/2.png": FlakyRead(png_bytes(small_pages[1]), 9)}
+    doc = image_document("b", [SourceObject(k, 1, "etag:" + k) for k in files])
+    opts = LoadOptions(retry=RetryPolicy(attempts=3, base_delay_s=0.01, max_delay_s=0.02))
+    first, second = load_pages(doc, lambda uri: files[uri](uri), opts)
+    assert (first.error, first.attempts_made) == (None, 2)
+    assert (second.error_kind, second.attempts_made) == ("transient", 3) and "read failed" in second.error

@@ -48,27 +48,21 @@ def load_pages(doc: SourceDocument, read, opts: LoadOptions) -> Iterator[PageWor
     def doc_error(msg: str, page_count: int = 0, kind: str = PERMANENT, tries: int = 1) -> PageWork:
         return PageWork(doc.doc_id, doc.uri, DOCUMENT_LEVEL, page_count, error=msg, error_kind=kind, attempts_made=tries)
 
-    tries = {}  # uri -> tries its read took
-
-    def read_retrying(uri: str) -> bytes:
-        data, tries[uri] = call_with_retry(lambda: read(uri), opts.retry, uri)
-        return data
-
     too_big = [m for m in doc.members if m.size > opts.max_object_mb * 1e6]
     if too_big:
         yield doc_error(f"{too_big[0].uri}: object is {too_big[0].size / 1e6:.0f} MB, over --max-object-mb")
         return
     if doc.kind == "pdf":
         try:
-            data = read_retrying(doc.uri)
+            data, tries = call_with_retry(lambda: read(doc.uri), opts.retry, doc.uri)
         except Exception as e:
             yield doc_error(str(e), kind=classify(e), tries=attempts_of(e))
             return
         for work in _pdf_pages(doc, data, opts, doc_error):
-            work.attempts_made = tries[doc.uri]
+            work.attempts_made = tries
             yield work
     else:
-        yield from _image_pages(doc, read_retrying, opts)
+        yield from _image_pages(doc, read, opts)
 
 
 def _pdf_pages(doc, data: bytes, opts: LoadOptions, doc_error) -> Iterator[PageWork]:
@@ -218,17 +212,18 @@ def _image_pages(doc, read, opts: LoadOptions) -> Iterator[PageWork]:
     index = 0
     for member, (frames, count_error) in zip(doc.members, counts):
         t0 = time.perf_counter()
-        im, error = None, count_error
+        im, error, kind, tries = None, count_error, PERMANENT if count_error else None, 1
         if error is None:
             try:
-                data = read(member.uri)
+                data, tries = call_with_retry(lambda: read(member.uri), opts.retry, member.uri)
                 if not data:
                     raise ValueError("zero-byte object")
                 im = Image.open(io.BytesIO(data))
             except Exception as e:
-                error = f"{member.uri}: cannot open image: {e}"
+                error, kind, tries = f"{member.uri}: cannot open image: {e}", classify(e), attempts_of(e)
         for k in range(frames):
-            work = PageWork(doc.doc_id, doc.uri, index, n, image_origin="image-file", error=error)
+            work = PageWork(doc.doc_id, doc.uri, index, n, image_origin="image-file", error=error, error_kind=kind,
+                            attempts_made=tries)
             index += 1
             if im is not None:
                 _decode_frame(im, k, member.uri, opts, work)
