@@ -22,7 +22,7 @@ import threading
 import time
 from typing import Iterable, Optional
 
-from folioscan.pipeline.storage import Store, StorageError, join
+from folioscan.pipeline.storage import LocalStore, Store, StorageError, join
 
 log = logging.getLogger(__name__)
 
@@ -92,10 +92,15 @@ class Leases:
         return sorted(n for n in self.store.ls(join(self.lease_dir, key)) if n.isdigit())
 
     def _owner(self, key: str, generation: str) -> Optional[str]:
+        """The run holding a generation; None when it vanished; "" when unreadable (nobody live)."""
         try:
-            return json.loads(self.store.read(join(self.lease_dir, key, generation)))["run_id"]
-        except (StorageError, ValueError, KeyError):
+            raw = self.store.read(join(self.lease_dir, key, generation))
+        except StorageError:
             return None
+        try:
+            return str(json.loads(raw.split(b"\n", 1)[0])["run_id"])
+        except (ValueError, KeyError, TypeError):
+            return ""
 
     def claim(self, key: str) -> bool:
         """True when this run now holds `key`; False when a live run holds it."""
@@ -108,7 +113,7 @@ class Leases:
                 owner = self._owner(key, gens[-1])
                 if owner is None:
                     continue
-                if owner != self.run_id and self.is_live(owner):
+                if owner and owner != self.run_id and self.is_live(owner):
                     return False
                 nxt = int(gens[-1]) + 1
             record = json.dumps({"run_id": self.run_id, "claimed_at": time.time()}).encode()
@@ -153,6 +158,11 @@ class Leases:
         for gen in self._generations(key):
             if self._owner(key, gen) == self.run_id:
                 self.store.delete(join(self.lease_dir, key, gen))
+        if isinstance(self.store, LocalStore):  # no empty folder per book left behind
+            try:
+                os.rmdir(join(self.lease_dir, key))
+            except OSError:
+                pass
 
 
 def _gone_here(record: dict) -> bool:

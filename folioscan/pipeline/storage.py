@@ -98,13 +98,18 @@ class LocalStore:
         """Create `uri` with `data` unless it exists; True when this call created it. The content is
         written to a temp file first and hard-linked into place (which fails on an existing name,
         like O_EXCL), so no reader sees a partial file."""
-        os.makedirs(os.path.dirname(os.path.abspath(uri)), exist_ok=True)
         folder, name = os.path.split(os.path.abspath(uri))
         tmp = os.path.join(folder, f".{name}.{os.getpid()}.{threading.get_ident()}.tmp")
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+        for _ in range(3):  # the folder may be removed by a releasing claimant between makedirs and open
+            os.makedirs(folder, exist_ok=True)
+            try:
+                with open(tmp, "wb") as f:
+                    f.write(data)
+                    f.flush()
+                    os.fsync(f.fileno())
+                break
+            except FileNotFoundError:
+                continue
         try:
             os.link(tmp, uri)
             return True
