@@ -227,3 +227,21 @@ def test_transient_failures_of_one_image_file_are_retried_too(small_pages):
     first, second = load_pages(doc, lambda uri: files[uri](uri), opts)
     assert (first.error, first.attempts_made) == (None, 2)
     assert (second.error_kind, second.attempts_made) == ("transient", 3) and "read failed" in second.error
+
+
+def test_backoff_grows_exponentially_with_full_jitter_up_to_the_cap():
+    from folioscan.retry import call_with_retry
+
+    policy = RetryPolicy(attempts=5, base_delay_s=0.5, max_delay_s=3.0)
+    for retry, bound in enumerate([0.5, 1.0, 2.0, 3.0, 3.0]):
+        delays = [policy.delay(retry) for _ in range(300)]
+        assert 0 <= min(delays) < 0.2 * bound and 0.8 * bound < max(delays) <= bound
+    calls = []
+
+    def permanent():
+        calls.append(1)
+        raise ValueError("bad data")
+
+    with pytest.raises(ValueError) as e:
+        call_with_retry(permanent, RetryPolicy(attempts=4, base_delay_s=0.0))
+    assert len(calls) == 1 and e.value.attempts_made == 1

@@ -86,6 +86,12 @@ class CommittedIndex:
                 return
         self.by_uri[entry.source_uri] = doc_id
 
+    def record(self, part: str, rows: list[dict]) -> None:
+        """A part this run just committed: known without reading it back."""
+        self._parts.add(part)
+        for row in rows:
+            self.add(part, row)
+
     def take_stale(self) -> dict[str, set[str]]:
         stale, self.stale = self.stale, {}
         return stale

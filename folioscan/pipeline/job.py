@@ -168,8 +168,7 @@ def _commit(writer: DatasetWriter, leases: Leases, index: CommittedIndex, page_r
         d["attempts_made"] = (before.attempts_made + 1) if before else 1
     name = writer.commit(page_rows, doc_rows)
     summary.shards.append(name)
-    for d in doc_rows:
-        index.add(name, d)
+    index.record(name, doc_rows)
     summary.documents_superseded += writer.supersede(index.take_stale(), leases)
     for doc_id in mine:
         leases.release(doc_id)
