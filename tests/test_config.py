@@ -37,6 +37,8 @@ def test_engine_block_of_the_file_survives_when_no_engine_flag_is_given(tmp_path
     engine = cfg_of(["--config", vlm, "--max-new-tokens", "64"]).engine
     assert (engine.kind, engine.model, engine.budget, engine.batch_size, engine.max_new_tokens) == ("got-ocr2", "/m", "base", 2, 64)
     assert cfg_of(["--config", vlm, "--engine", "rapidocr"]).engine.kind == "rapidocr"  # another kind replaces the block
+    kindless = write(tmp_path / "psm.json", json.dumps({"engine": {"psm": 11}}))
+    assert cfg_of(["--config", kindless]).engine.psm == 11  # the default engine's kind is implied
 
 
 def test_yaml_and_toml_files(tmp_path):

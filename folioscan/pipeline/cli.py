@@ -14,7 +14,7 @@ import os
 import sys
 
 from folioscan.pipeline.storage import StorageError
-from folioscan.workers.engines.registry import VLM_KINDS, engine_names
+from folioscan.workers.engines.registry import engine_names
 
 DEMO_SAMPLE = os.path.join(os.path.dirname(os.path.dirname(__file__)), "samples")
 

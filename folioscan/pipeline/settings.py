@@ -12,7 +12,6 @@ Unknown fields at any depth are errors that list the valid names.
 from __future__ import annotations
 
 import json
-import os
 import typing
 from typing import Any, Mapping
 
@@ -76,6 +75,8 @@ def merge(base: dict, override: dict) -> dict:
 
 def build_config(model: type[BaseModel], file_settings: dict, environ: Mapping[str, str], flags: dict):
     settings = merge(merge(file_settings, env_settings(environ, model)), flags)
+    if isinstance(settings.get("engine"), dict) and "kind" not in settings["engine"]:
+        settings["engine"] = {"kind": model.model_fields["engine"].default_factory().kind, **settings["engine"]}
     try:
         return model(**settings)
     except ValidationError as e:
@@ -120,7 +121,3 @@ def _models_in(annotation) -> list:
 def _kinds(m) -> tuple:
     field = m.model_fields.get("kind")
     return typing.get_args(field.annotation) if field else ()
-
-
-def environ() -> Mapping[str, str]:
-    return os.environ
