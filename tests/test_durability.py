@@ -115,6 +115,7 @@ def test_a_claim_is_exclusive_and_expires_when_its_run_stops_renewing(tmp_path, 
         third = Leases(store, out, "run-3", ttl_s=30).start()
         assert third.claim("other")  # a run that ended released its claims
         third.stop()
+    assert store._conditional_writes is True  # moto's server honours If-None-Match: *, as S3 does
 
 
 def test_recovery_never_deletes_a_live_runs_uncommitted_part(tmp_path, small_pages):
