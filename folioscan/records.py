@@ -87,6 +87,7 @@ class PageWork:
     load_ms: float = 0.0
     error: Optional[str] = None
     error_kind: Optional[str] = None  # failures.TRANSIENT | PERMANENT (None with an error: permanent)
+    attempts_made: int = 1  # tries of this page's object read or OCR call, the most of either
 
 
 @dataclass

@@ -58,3 +58,14 @@ def test_image_folder_with_multipage_tiff(page_images):
     assert np.array_equal(pages[2].image, page_images[2])
     assert pages[1].dpi == pytest.approx(150, abs=1)
     assert pages[3].image is None and "zero-byte" in pages[3].error
+
+
+def test_pages_lost_to_truncation_are_errors_not_blank_pages(page_images):
+    data = scanned_pdf(page_images[:3])  # each page's image about a third of the file
+    pages = load(data[: len(data) // 2])  # MuPDF repairs this silently
+    assert [p.page_index for p in pages] == [0, 1, 2]
+    assert pages[0].error is None and np.array_equal(pages[0].image, page_images[0])  # intact before the cut
+    for p in pages[1:]:
+        assert p.image is None and p.error_kind == "permanent" and "damaged PDF (MuPDF repaired the file)" in p.error
+    intact_tail = load(data[:-64])  # only the xref table lost: every page is still whole
+    assert [p.error for p in intact_tail] == [None] * 3

@@ -253,5 +253,5 @@ def test_curled_page_is_measured_flattened_and_reads_like_the_flat_page():
 def test_an_unknown_step_name_is_an_error_not_ignored():
     from pydantic import ValidationError
 
-    with pytest.raises(ValidationError, match="unknown cleaning steps.*dewrap"):
+    with pytest.raises(ValidationError, match=r"unknown cleaning step\(s\).*dewrap"):
         PrepOptions(skip=["dewrap"])

@@ -23,7 +23,7 @@ def page_row(r: PageResult, run_id: str) -> dict:
     text = ocr.text if ocr and r.status == "ok" else ("" if r.status == "blank" else None)
     return {
         "doc_id": w.doc_id, "source_uri": w.source_uri, "page_index": w.page_index, "side": w.side,
-        "status": r.status, "error": r.error, "error_kind": _error_kind(r),
+        "status": r.status, "error": r.error, "error_kind": _error_kind(r), "attempts_made": w.attempts_made,
         "image_origin": w.image_origin or None, "dpi": w.dpi or None,
         "source_width": w.source_width or None, "source_height": w.source_height or None,
         "width": w.width or None, "height": w.height or None,
@@ -137,7 +137,9 @@ def _document_row(doc: SourceDocument, pages: list[PageResult], error: Optional[
         "size_bytes": doc.size, "page_count": pages[0].work.page_count if pages else 0,
         "pages_out": len(pages), "pages_ok": len(ok),
         "pages_blank": sum(1 for r in pages if r.status == "blank"), "pages_failed": failed,
-        "status": status, "error": error, "error_kind": kind, "mean_confidence": mean_conf,
+        "status": status, "error": error, "error_kind": kind,
+        "attempts_made": 1,  # the driver counts up when it commits a retried book
+        "mean_confidence": mean_conf,
         "engine": engine, "run_id": run_id, "processed_at": now,
     }
 

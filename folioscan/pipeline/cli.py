@@ -1,8 +1,9 @@
 """`folioscan run SOURCE OUTPUT`: the command-line front of the job.
 
-Exit status: 0 every document done; 1 the job finished but some documents or pages failed
-(they are error rows in the output); 2 the job could not run (bad arguments, unreachable
-source or output). Credentials are never taken on the command line: boto3's chain reads them.
+Exit status: 0 every listed document done; 1 the job finished but some listed documents are
+in error or partial, this run's or carried over from an earlier run (they are error rows in
+the output); 2 the job could not run (bad arguments or configuration, unreachable source or
+output, a source that lists no book). Credentials are never taken on the command line: boto3's chain reads them.
 """
 from __future__ import annotations
 
@@ -12,28 +13,34 @@ import os
 import sys
 
 from folioscan.pipeline.storage import StorageError
-from folioscan.workers.engines.registry import VLM_KINDS, engine_names
+from folioscan.workers.engines.registry import engine_names
 from folioscan.workers.engines.vlm.models import MODELS
 
 DEMO_SAMPLE = os.path.join(os.path.dirname(os.path.dirname(__file__)), "samples")
 
 
-def _engine_options(args) -> dict:
-    if args.engine in VLM_KINDS:
-        opts = {"kind": args.engine, "model": args.model or "", "budget": args.budget, "backend": args.backend,
-                "device": args.device}
-        for flag in ("vlm_batch_size", "max_new_tokens", "max_attempts"):
-            if getattr(args, flag):
-                opts[flag.replace("vlm_", "")] = getattr(args, flag)
-        return opts
-    if args.engine == "tesseract":
-        opts = {"kind": "tesseract", "lang": args.lang}
-        if args.tessdata in ("fast", "standard"):
-            opts["variant"] = args.tessdata
-        elif args.tessdata:
-            opts["tessdata"] = args.tessdata
-        return opts
-    return {"kind": args.engine}
+_ENGINE_FLAGS = {"model": "model", "budget": "budget", "backend": "backend", "device": "device",
+                 "vlm_batch_size": "batch_size", "max_new_tokens": "max_new_tokens", "max_attempts": "max_attempts",
+                 "lang": "lang"}
+_PLAIN_FLAGS = ("executor", "ray_address", "num_cpus", "ocr_workers", "endpoint_url", "region",
+                "batch_size", "shard_docs", "dpi", "max_page_megapixels", "lease_ttl_s")
+
+
+def _flag_settings(args) -> dict:
+    """Only the flags actually given: a flag left out never overrides the config file or the environment."""
+    out = {f: getattr(args, f) for f in _PLAIN_FLAGS if getattr(args, f, None) is not None}
+    engine = {key: getattr(args, flag) for flag, key in _ENGINE_FLAGS.items() if getattr(args, flag) is not None}
+    if args.engine is not None:
+        engine["kind"] = args.engine
+    if args.tessdata:  # a published variant by name, else a folder of .traineddata files
+        engine["variant" if args.tessdata in ("fast", "standard") else "tessdata"] = args.tessdata
+    if engine:
+        out["engine"] = engine
+    if args.no_embedded:
+        out["prefer_embedded"] = False
+    if args.retry_failed:
+        out["retry_failed"] = True
+    return out
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -58,21 +65,21 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("langs", nargs="*", default=["eng"], help="languages to install (PyPI has eng, deu, jpn)")
     data.add_argument("--variant", choices=["fast", "standard"], default="fast")
     for sp in (run, demo):
-        sp.add_argument("--config", help="JSON file of job settings (CLI flags override it)")
+        sp.add_argument("--config", help="JSON, YAML or TOML file of job settings (environment and flags override it)")
         sp.add_argument("--executor", choices=["ray", "local"], default=None, help="default: ray (local Ray unless --ray-address)")
         sp.add_argument("--ray-address", help="address of an existing Ray cluster (e.g. ray://head:10001 or auto)")
         sp.add_argument("--num-cpus", type=int, help="CPUs for a local Ray")
         sp.add_argument("--ocr-workers", type=int, help="engine actors (default: one per CPU, one per GPU for VLMs)")
         sp.add_argument("--endpoint-url", help="S3-compatible endpoint (default: AWS_ENDPOINT_URL or AWS)")
         sp.add_argument("--region")
-        sp.add_argument("--engine", default="tesseract", choices=engine_names())
-        sp.add_argument("--lang", default="eng", help="tesseract: languages, as Tesseract spells them (eng+deu)")
-        sp.add_argument("--tessdata", help="tesseract: fast | standard (published language data), or a folder of .traineddata")
+        sp.add_argument("--engine", choices=engine_names(), help="default: tesseract")
+        sp.add_argument("--lang", help="tesseract: languages, as Tesseract spells them (default eng; eng+deu)")
+        sp.add_argument("--tessdata", help="tesseract: fast (default) | standard (published language data), or a folder of .traineddata")
         sp.add_argument("--model", help="VLM engines: local model directory (or hub id)")
-        sp.add_argument("--budget", default="adaptive", help="VLM engines: 'adaptive' or a budget name: " + "; ".join(
+        sp.add_argument("--budget", help="VLM engines: 'adaptive' (the default) or a budget name: " + "; ".join(
             f"{s.kind}: {', '.join(b.name for b in s.budgets + s.experimental)}" for s in MODELS.values()))
-        sp.add_argument("--backend", default="transformers", choices=["transformers", "vllm"])
-        sp.add_argument("--device", default="auto", help="VLM engines: auto, cpu, cuda")
+        sp.add_argument("--backend", choices=["transformers", "vllm"], help="VLM engines (default: transformers)")
+        sp.add_argument("--device", help="VLM engines: auto (the default), cpu, cuda")
         sp.add_argument("--vlm-batch-size", type=int, help="VLM engines: pages per generate call")
         sp.add_argument("--max-new-tokens", type=int, help="VLM engines: output cap (default: from the budget)")
         sp.add_argument("--max-attempts", type=int, help="VLM engines: reads per page, escalation included (default 3)")
@@ -83,6 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--no-embedded", action="store_true", help="always render, never extract the scan image")
         sp.add_argument("--no-prep", action="store_true", help="switch off all page cleaning")
         sp.add_argument("--skip-step", action="append", default=[], help="switch off one cleaning step (repeatable)")
+        sp.add_argument("--retry-failed", action="store_true", help="also retry books committed with a permanent error")
+        sp.add_argument("--lease-ttl-s", type=float, help="seconds before a silent driver's claims on books expire")
+        sp.add_argument("--dry-run", action="store_true", help="list what would be processed and skipped (and why), process nothing")
         sp.add_argument("--summary-json", help="also write the final summary to this file")
         sp.add_argument("--also", help="export formats written as each shard commits, e.g. alto,pdf (OUTPUT/<format>/)")
         sp.add_argument("--quiet", action="store_true", help="no progress line, only warnings and the summary")
@@ -97,29 +107,26 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def config_from_args(args):
+def config_from_args(args, environ=None):
     from folioscan.pipeline.config import JobConfig
+    from folioscan.pipeline.settings import build_config, read_config_file
 
-    base = json.load(open(args.config)) if args.config else {}
-    source = getattr(args, "source", None) or DEMO_SAMPLE
-    settings = {**base, "source": source, "output": args.output, "engine": _engine_options(args)}
-    for flag in ("executor", "ray_address", "num_cpus", "ocr_workers", "endpoint_url", "region",
-                 "batch_size", "shard_docs", "dpi", "max_page_megapixels"):
-        value = getattr(args, flag)
-        if value is not None:
-            settings[flag] = value
-    if args.no_embedded:
-        settings["prefer_embedded"] = False
-    prep = dict(base.get("prep", {}))
+    file_settings = read_config_file(args.config) if args.config else {}
+    flags = _flag_settings(args)
+    flags["source"] = getattr(args, "source", None) or file_settings.get("source") or DEMO_SAMPLE
+    flags["output"] = args.output
+    prep = {}
     if args.no_prep:
         prep["enabled"] = False
     if args.skip_step:
-        prep["skip"] = sorted(set(prep.get("skip", [])) | set(args.skip_step))
-    settings["prep"] = prep
+        prep["skip"] = sorted(set(file_settings.get("prep", {}).get("skip", [])) | set(args.skip_step))
+    if prep:
+        flags["prep"] = prep
+    if args.quiet:
+        flags["progress"] = False
     if args.also:
-        settings["also"] = _formats([args.also])
-    settings["progress"] = not args.quiet
-    return JobConfig(**settings)
+        flags["also"] = _formats([args.also])
+    return build_config(JobConfig, file_settings, os.environ if environ is None else environ, flags)
 
 
 def _formats(values: list[str]) -> list[str]:
@@ -138,12 +145,26 @@ def export_output(args) -> int:
     return 1 if summary.errors else 0
 
 
-def print_summary(summary, out=sys.stdout) -> None:
+def print_summary(summary, out=None) -> None:
+    out = out or sys.stdout
     s = summary
     conf = f"{s.mean_confidence:.3f}" if s.mean_confidence is not None else "n/a"
     print(f"folioscan run {s.run_id}: {s.documents} documents ({s.documents_failed} failed, {s.documents_partial} partial, "
-          f"{s.documents_skipped} already done), {s.pages} pages ({s.pages_failed} failed, {s.pages_blank} blank), "
+          f"{s.documents_retried} retried, {s.documents_skipped} already done, {s.documents_claimed_elsewhere} taken by "
+          f"another driver), {s.pages} pages ({s.pages_failed} failed, {s.pages_blank} blank), "
           f"{s.pages_per_s:.2f} pages/s, mean confidence {conf}", file=out)
+    if s.still_failed:
+        print(f"{s.still_failed} books still in error or partial ({s.documents_carried_failed} from earlier runs; "
+              f"--retry-failed retries them)", file=out)
+
+
+def print_plan(plan, out=None) -> int:
+    out = out or sys.stdout
+    for action, uri, why in plan:
+        print(f"{action:8} {uri}  ({why})", file=out)
+    todo = sum(1 for a, _, _ in plan if a == "process")
+    print(f"dry run: {todo} to process, {len(plan) - todo} to skip; nothing was processed", file=out)
+    return 0
 
 
 def show_output(output: str) -> int:
@@ -193,18 +214,20 @@ def main(argv=None) -> int:
         else:
             print(json.dumps(tessdata.available(), indent=2))
         return 0
-    from pydantic import ValidationError
+    from folioscan.pipeline.settings import ConfigError
 
     try:
         cfg = config_from_args(args)
-    except (ValidationError, OSError, json.JSONDecodeError) as e:
+    except (ConfigError, OSError) as e:
         print(f"folioscan: bad configuration: {e}", file=sys.stderr)
         return 2
-    from folioscan.pipeline.job import run_job
+    from folioscan.pipeline.job import dry_run, run_job
 
     from folioscan.workers.engines.tessdata import LanguageDataError
 
     try:
+        if args.dry_run:
+            return print_plan(dry_run(cfg))
         with quiet.native_stderr():
             summary = run_job(cfg)
     except (StorageError, LanguageDataError) as e:

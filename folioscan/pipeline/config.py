@@ -1,12 +1,14 @@
-"""The job's configuration: one pydantic model, built from the CLI or a JSON/YAML file."""
+"""The job's configuration: one pydantic model, built from defaults, a config file, the
+environment and the flags actually given, in that order of precedence (see `settings.py`)."""
 from __future__ import annotations
 
 import uuid
 from datetime import datetime, timezone
 from typing import Literal, Optional
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from folioscan.retry import RetryPolicy
 from folioscan.workers.engines.registry import EngineOptions, TesseractOptions
 from folioscan.workers.engines.vlm.schedule import POOL_BATCHES
 from folioscan.workers.load import LoadOptions
@@ -17,26 +19,41 @@ def new_run_id() -> str:
     return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
 
 
+class RetryOptions(BaseModel):
+    """Transient failures (throttling, 5xx, timeouts, resets) of one object read or one page's
+    OCR call are retried with exponential backoff and full jitter."""
+
+    model_config = ConfigDict(extra="forbid")
+    attempts: int = Field(4, ge=1, description="tries per unit of work, the first included")
+    base_delay_s: float = Field(0.5, ge=0, description="first backoff; doubles per retry")
+    max_delay_s: float = Field(30.0, ge=0)
+
+
 class JobConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     source: str
     output: str
     endpoint_url: Optional[str] = None  # S3-compatible endpoint; credentials never live here
     region: Optional[str] = None
     executor: Literal["local", "ray"] = "ray"
     ray_address: Optional[str] = None  # None: start Ray on this machine
-    num_cpus: Optional[int] = None  # local Ray only
-    ocr_workers: Optional[int] = None  # engine actors (default: one per CPU, or per GPU for VLMs)
-    shard_docs: int = 16  # documents per committed Parquet file pair
-    shards_in_flight: int = 4  # shards handed to the executor at once; each commits when complete
-    batch_size: Optional[int] = None  # pages per engine call; default 4, or POOL_BATCHES VLM batches (sorted by length)
-    dpi: float = 300.0
-    max_page_megapixels: float = 200.0
-    max_object_mb: float = 4096.0
+    num_cpus: Optional[int] = Field(None, ge=1)  # local Ray only
+    ocr_workers: Optional[int] = Field(None, ge=1)  # engine actors (default: one per CPU, or per GPU for VLMs)
+    shard_docs: int = Field(16, ge=1)  # documents per committed Parquet file pair
+    shards_in_flight: int = Field(4, ge=1)  # shards handed to the executor at once; each commits when complete
+    batch_size: Optional[int] = Field(None, ge=1)  # pages per engine call; default 4, or POOL_BATCHES VLM batches (sorted by length)
+    dpi: float = Field(300.0, gt=0)
+    max_page_megapixels: float = Field(200.0, gt=0)
+    max_object_mb: float = Field(4096.0, gt=0)
     prefer_embedded: bool = True
-    flip_retry_below: Optional[float] = 0.6  # re-read a page turned 180 degrees when its confidence is under this
+    flip_retry_below: Optional[float] = Field(0.6, ge=0, le=1)  # re-read a page turned 180 degrees under this confidence
+    retry_failed: bool = False  # also retry books committed with a permanent error (transient ones always are)
+    retry: RetryOptions = Field(default_factory=RetryOptions)
+    lease_ttl_s: float = Field(120.0, gt=0)  # a driver that stops renewing its leases loses them after this
     engine: EngineOptions = Field(default_factory=TesseractOptions)
     prep: PrepOptions = Field(default_factory=PrepOptions)
-    run_id: str = Field(default_factory=new_run_id)
+    run_id: str = Field(default_factory=new_run_id, pattern=r"^[A-Za-z0-9_.-]+$")
     also: list[str] = []  # export formats written next to the Parquet as each shard commits (OUTPUT/<format>/)
     progress: bool = True
 
@@ -59,4 +76,8 @@ class JobConfig(BaseModel):
 
     def load_options(self) -> LoadOptions:
         return LoadOptions(dpi=self.dpi, max_megapixels=self.max_page_megapixels,
-                           prefer_embedded=self.prefer_embedded, max_object_mb=self.max_object_mb)
+                           prefer_embedded=self.prefer_embedded, max_object_mb=self.max_object_mb,
+                           retry=self.retry_policy())
+
+    def retry_policy(self) -> RetryPolicy:
+        return RetryPolicy(**self.retry.model_dump())

@@ -1,4 +1,5 @@
-"""The job driver: list sources, skip what is committed, process shard by shard, commit, summarise."""
+"""The job driver: list sources, skip what is committed, claim the rest, process shard by shard,
+commit, supersede what was redone, summarise."""
 from __future__ import annotations
 
 import logging
@@ -10,16 +11,22 @@ from typing import Iterator, Optional
 
 from folioscan import __version__
 from folioscan.pipeline.assemble import assemble_shard, document_complete
+from folioscan.pipeline.committed import CommittedIndex, decide
 from folioscan.pipeline.config import JobConfig
 from folioscan.pipeline.executors import make_executor
+from folioscan.pipeline.leases import Leases
 from folioscan.pipeline.output import DatasetWriter
 from folioscan.pipeline.progress import Progress
 from folioscan.pipeline.sources import iter_documents
 from folioscan.pipeline.stages import Stages
-from folioscan.pipeline.storage import store_for
+from folioscan.pipeline.storage import StorageError, store_for
 from folioscan.records import PageResult, SourceDocument
 
 log = logging.getLogger(__name__)
+
+
+class EmptySource(StorageError):
+    """The source lists no book at all: most often a mistyped prefix or path."""
 
 
 @dataclass
@@ -29,6 +36,11 @@ class JobSummary:
     documents_failed: int = 0
     documents_partial: int = 0
     documents_skipped: int = 0  # already committed by an earlier run
+    documents_retried: int = 0  # committed before with an error, processed again
+    documents_replaced: int = 0  # new content under a committed name, processed again
+    documents_carried_failed: int = 0  # skipped, and still in error from an earlier run (permanent)
+    documents_claimed_elsewhere: int = 0  # claimed, or just committed, by another live driver
+    documents_superseded: int = 0  # older rows removed from the output because a book was redone
     objects_ignored: int = 0  # neither PDF nor page image
     pages: int = 0
     pages_failed: int = 0
@@ -65,12 +77,17 @@ class JobSummary:
         return self.pages / self.seconds if self.seconds else 0.0
 
     @property
+    def still_failed(self) -> int:
+        """Books of this source in error or partial now: this run's and those carried over."""
+        return self.documents_failed + self.documents_partial + self.documents_carried_failed
+
+    @property
     def ok(self) -> bool:
-        return self.documents_failed == 0 and self.documents_partial == 0 and not self.export_errors
+        return self.still_failed == 0 and not self.export_errors
 
     def to_dict(self) -> dict:
         out = {k: v for k, v in asdict(self).items() if not k.startswith("_")}
-        return {**out, "pages_per_s": round(self.pages_per_s, 3)}
+        return {**out, "pages_per_s": round(self.pages_per_s, 3), "documents_still_failed": self.still_failed}
 
 
 def _shards(docs: Iterator[SourceDocument], size: int) -> Iterator[list[SourceDocument]]:
@@ -120,27 +137,119 @@ def _shard_exporter(cfg: JobConfig, summary: JobSummary):
     return export
 
 
+def _planned(docs: Iterator[SourceDocument], index: CommittedIndex, cfg: JobConfig, summary: JobSummary,
+             seen: set[str]) -> Iterator[SourceDocument]:
+    """The listed books this run should process; counts the others."""
+    for doc in docs:
+        if doc.doc_id in seen:  # listed twice in this run
+            summary.documents_skipped += 1
+            continue
+        seen.add(doc.doc_id)
+        decision = decide(index, doc, cfg.retry_failed)
+        if not decision.process:
+            summary.documents_skipped += 1
+            summary.documents_carried_failed += decision.carried_failure
+            continue
+        summary.documents_retried += decision.reason.startswith("retry")
+        summary.documents_replaced += decision.reason.startswith("replaced")
+        yield doc
+
+
+def _claimed(docs: Iterator[SourceDocument], leases: Leases, index: CommittedIndex, summary: JobSummary,
+             batch: int) -> Iterator[SourceDocument]:
+    """Claim books a batch at a time; then re-read what was committed meanwhile, so a book another
+    driver finished between our listing and our claim is not done again."""
+    for chunk in _shards(docs, batch):
+        got = [d for d in chunk if leases.claim(d.doc_id)]
+        summary.documents_claimed_elsewhere += len(chunk) - len(got)
+        just_committed = index.refresh()
+        for doc in got:
+            if doc.doc_id in just_committed:
+                leases.release(doc.doc_id)
+                summary.documents_claimed_elsewhere += 1
+            else:
+                yield doc
+
+
+def _commit(writer: DatasetWriter, leases: Leases, index: CommittedIndex, page_rows: list[dict],
+            doc_rows: list[dict], summary: JobSummary) -> tuple[list[dict], list[dict]]:
+    """Commit the books this run still holds, then remove the rows they supersede and free them."""
+    ids = {d["doc_id"] for d in doc_rows}
+    mine = leases.still_held(ids)
+    if mine != ids:
+        log.warning("%d book(s) were taken over by another driver while this run stalled; not committed", len(ids - mine))
+        summary.documents_claimed_elsewhere += len(ids - mine)
+        page_rows = [p for p in page_rows if p["doc_id"] in mine]
+        doc_rows = [d for d in doc_rows if d["doc_id"] in mine]
+    if not doc_rows:
+        return page_rows, doc_rows
+    for d in doc_rows:  # a retried book counts its runs
+        before = index.by_id.get(d["doc_id"])
+        d["attempts_made"] = (before.attempts_made + 1) if before else 1
+    name = writer.commit(page_rows, doc_rows)
+    summary.shards.append(name)
+    index.record(name, doc_rows)
+    summary.documents_superseded += writer.supersede(index.take_stale(), leases)
+    for doc_id in mine:
+        leases.release(doc_id)
+    return page_rows, doc_rows
+
+
+def _listing(in_store, cfg: JobConfig, summary: JobSummary) -> Iterator[SourceDocument]:
+    def ignored(_uri: str) -> None:
+        summary.objects_ignored += 1
+
+    listed = 0
+    for doc in iter_documents(in_store, cfg.source, on_skip=ignored):
+        listed += 1
+        yield doc
+    if listed == 0:
+        extra = f" ({summary.objects_ignored} objects that are neither PDF nor page image)" if summary.objects_ignored else ""
+        raise EmptySource(f"{cfg.source}: the source lists no PDF or page image{extra}; is the path or prefix right?")
+
+
+def dry_run(cfg: JobConfig) -> list[tuple[str, str, str]]:
+    """(action, source URI, why) for every listed book, touching nothing: no claims, no recovery."""
+    in_store = store_for(cfg.source, cfg.endpoint_url, cfg.region)
+    out_store = store_for(cfg.output, cfg.endpoint_url, cfg.region)
+    index = CommittedIndex(out_store, DatasetWriter(out_store, cfg.output, cfg.run_id).docs_dir)
+    index.refresh()
+    plan, seen = [], set()
+    for doc in _listing(in_store, cfg, JobSummary(cfg.run_id)):
+        if doc.doc_id in seen:
+            plan.append(("skip", doc.uri, "listed twice"))
+            continue
+        seen.add(doc.doc_id)
+        decision = decide(index, doc, cfg.retry_failed)
+        plan.append(("process" if decision.process else "skip", doc.uri, decision.reason))
+    return plan
+
+
 def run_job(cfg: JobConfig) -> JobSummary:
     summary = JobSummary(cfg.run_id)
     in_store = store_for(cfg.source, cfg.endpoint_url, cfg.region)
     out_store = store_for(cfg.output, cfg.endpoint_url, cfg.region)
     out_store.check_writable(cfg.output)  # fail before any work when the output is unusable
     writer = DatasetWriter(out_store, cfg.output, cfg.run_id)
-    summary.orphans_removed = writer.recover()
-    committed = writer.committed_doc_ids()
+    leases = Leases(store_for(cfg.output, cfg.endpoint_url, cfg.region), cfg.output, cfg.run_id, cfg.lease_ttl_s).start()
+    try:
+        return _run_claimed(cfg, summary, in_store, out_store, writer, leases)
+    finally:
+        leases.stop()
 
-    def ignored(_uri: str) -> None:
-        summary.objects_ignored += 1
+
+def _run_claimed(cfg: JobConfig, summary: JobSummary, in_store, out_store, writer: DatasetWriter, leases: Leases) -> JobSummary:
+    summary.orphans_removed = writer.recover(leases.is_live)
+    index = CommittedIndex(out_store, writer.docs_dir)
+    index.refresh()
+    summary.documents_superseded += writer.supersede(index.take_stale(), leases)  # left by an interrupted run
 
     def todo() -> Iterator[SourceDocument]:
-        for doc in iter_documents(in_store, cfg.source, on_skip=ignored):
-            if doc.doc_id in committed:  # done by an earlier run, or listed twice in this one
-                summary.documents_skipped += 1
-            else:
-                committed.add(doc.doc_id)
-                yield doc
+        planned = _planned(_listing(in_store, cfg, summary), index, cfg, summary, set())
+        return _claimed(planned, leases, index, summary, cfg.shard_docs)
 
-    stages = Stages(in_store, cfg.load_options(), cfg.prep, cfg.engine, cfg.pages_per_call, cfg.flip_retry_below)
+    stages = Stages(in_store, cfg.load_options(), cfg.prep, cfg.engine, cfg.pages_per_call, cfg.flip_retry_below,
+                    cfg.retry_policy())
     executor = make_executor(cfg, stages)
     export = _shard_exporter(cfg, summary)
     t0 = time.perf_counter()
@@ -148,7 +257,7 @@ def run_job(cfg: JobConfig) -> JobSummary:
         try:
             for window in _windows(_shards(todo(), cfg.shard_docs), cfg.shards_in_flight):
                 for page_rows, doc_rows in _run_window(executor, window, cfg.run_id):
-                    summary.shards.append(writer.commit(page_rows, doc_rows))
+                    page_rows, doc_rows = _commit(writer, leases, index, page_rows, doc_rows, summary)
                     summary.add(page_rows, doc_rows)
                     export(page_rows, doc_rows)
                     progress.update(len(doc_rows), len(page_rows), summary.pages_failed)

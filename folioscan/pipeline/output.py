@@ -2,8 +2,14 @@
 
 A shard is committed by writing its pages part, then its documents part under the same
 name. Each write is atomic, and the documents part is the commit point: on start, a pages
-part with no documents part (a crash between the two writes) is deleted, and documents
-already in `documents/` are skipped. So a rerun neither duplicates nor loses a page.
+part with no documents part (a crash between the two writes) is deleted once the run that
+wrote it is no longer live (another driver's commit may be in flight), and documents already
+in `documents/` are skipped. So a rerun neither duplicates nor loses a page.
+
+A book processed again (a retry, or new content under the same name) is committed in a new
+part; its old rows are then removed from their parts (rewritten, or deleted when empty) under a
+claim on the part, pages first, so a plain reader sees each page once. A crash in between
+leaves duplicates that the next run's start removes the same way.
 """
 from __future__ import annotations
 
@@ -11,9 +17,11 @@ import io
 import json
 import logging
 
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from folioscan.pipeline.storage import Store, join
+from folioscan.pipeline.storage import Store, StorageError, join
 from folioscan.schemas import DOCUMENTS, PAGES
 
 log = logging.getLogger(__name__)
@@ -25,10 +33,11 @@ class DatasetWriter:
         self.pages_dir, self.docs_dir = join(self.output, "pages"), join(self.output, "documents")
         self._seq = 0
 
-    def recover(self) -> int:
-        """Delete pages parts whose shard never committed. Returns how many were removed."""
+    def recover(self, is_live=lambda run_id: False) -> int:
+        """Delete pages parts whose shard never committed and whose run is not live. Returns how many."""
         committed = set(self.store.ls(self.docs_dir))
-        orphans = [n for n in self.store.ls(self.pages_dir) if n.endswith(".parquet") and n not in committed]
+        orphans = [n for n in self.store.ls(self.pages_dir)
+                   if n.endswith(".parquet") and n not in committed and not is_live(run_of_part(n))]
         for name in orphans:
             log.warning("removing uncommitted part %s left by an interrupted run", name)
             self.store.delete(join(self.pages_dir, name))
@@ -43,6 +52,9 @@ class DatasetWriter:
         return ids
 
     def commit(self, page_rows: list[dict], doc_rows: list[dict]) -> str:
+        if self._seq == 0:  # a run id used before (a config object reused) must not overwrite its parts
+            taken = [n for n in self.store.ls(self.pages_dir) + self.store.ls(self.docs_dir) if run_of_part(n) == self.run_id]
+            self._seq = 1 + max((int(n.removesuffix(".parquet").rsplit("-", 1)[1]) for n in taken), default=-1)
         name = f"part-{self.run_id}-{self._seq:05d}.parquet"
         self._seq += 1
         pages = PAGES.to_parquet_bytes(page_rows)
@@ -51,5 +63,53 @@ class DatasetWriter:
         self.store.write(join(self.docs_dir, name), docs)  # the commit point
         return name
 
+    def supersede(self, stale: dict[str, set[str]], leases) -> int:
+        """Remove the rows of `stale` {part: doc_ids} from their parts. Returns the books removed."""
+        removed = 0
+        for part, doc_ids in sorted(stale.items()):
+            key = f"part-{part.removesuffix('.parquet')}"
+            if not leases.claim_waiting(key, timeout_s=60):
+                log.warning("part %s is being rewritten by another run; its stale rows go on the next run", part)
+                continue
+            try:
+                removed += self._remove_rows(part, doc_ids)
+            finally:
+                leases.release(key)
+        return removed
+
+    def _remove_rows(self, part: str, doc_ids: set[str]) -> int:
+        tables = {}
+        for folder in (self.pages_dir, self.docs_dir):
+            try:
+                tables[folder] = pq.read_table(io.BytesIO(self.store.read(join(folder, part))))
+            except StorageError:
+                tables[folder] = None  # already gone
+        docs = tables[self.docs_dir]
+        if docs is None:
+            return 0
+        drop = pa.array(sorted(doc_ids), pa.string())
+        kept = {f: t.filter(pc.invert(pc.is_in(t.column("doc_id"), value_set=drop))) if t is not None else None
+                for f, t in tables.items()}
+        gone = docs.num_rows - kept[self.docs_dir].num_rows
+        if gone == 0 and (tables[self.pages_dir] is None or kept[self.pages_dir].num_rows == tables[self.pages_dir].num_rows):
+            return 0
+        empty = kept[self.docs_dir].num_rows == 0
+        for folder in (self.pages_dir, self.docs_dir):  # pages first: the documents part stays the commit point
+            if tables[folder] is None:
+                continue
+            if empty:
+                self.store.delete(join(folder, part))
+            else:
+                buf = io.BytesIO()
+                pq.write_table(kept[folder], buf, compression="zstd")
+                self.store.write(join(folder, part), buf.getvalue())
+        log.info("removed %d superseded book(s) from part %s", gone, part)
+        return gone
+
     def write_run_record(self, record: dict) -> None:
         self.store.write(join(self.output, "_runs", f"{self.run_id}.json"), json.dumps(record, indent=2, default=str).encode())
+
+
+def run_of_part(name: str) -> str:
+    """The run id in a part name `part-<run_id>-<seq>.parquet`."""
+    return name.removeprefix("part-").removesuffix(".parquet").rsplit("-", 1)[0]

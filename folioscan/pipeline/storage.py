@@ -8,11 +8,17 @@ endpoint from --endpoint-url or AWS_ENDPOINT_URL. Nothing here logs a credential
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
+import threading
+import time
+import uuid
 from dataclasses import dataclass
 from typing import Iterator, Optional, Protocol
 
 from folioscan.records import SourceObject
+
+log = logging.getLogger(__name__)
 
 
 class StorageError(RuntimeError):
@@ -24,6 +30,7 @@ class Store(Protocol):
     def ls(self, uri: str) -> list[str]: ...
     def read(self, uri: str) -> bytes: ...
     def write(self, uri: str, data: bytes) -> None: ...
+    def create_exclusive(self, uri: str, data: bytes) -> bool: ...
     def delete(self, uri: str) -> None: ...
     def check_writable(self, uri: str) -> None: ...
 
@@ -87,6 +94,30 @@ class LocalStore:
             os.fsync(f.fileno())
         os.replace(tmp, uri)
 
+    def create_exclusive(self, uri: str, data: bytes) -> bool:
+        """Create `uri` with `data` unless it exists; True when this call created it. The content is
+        written to a temp file first and hard-linked into place (which fails on an existing name,
+        like O_EXCL), so no reader sees a partial file."""
+        folder, name = os.path.split(os.path.abspath(uri))
+        tmp = os.path.join(folder, f".{name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        for _ in range(3):  # the folder may be removed by a releasing claimant between makedirs and open
+            os.makedirs(folder, exist_ok=True)
+            try:
+                with open(tmp, "wb") as f:
+                    f.write(data)
+                    f.flush()
+                    os.fsync(f.fileno())
+                break
+            except FileNotFoundError:
+                continue
+        try:
+            os.link(tmp, uri)
+            return True
+        except FileExistsError:
+            return False
+        finally:
+            os.remove(tmp)
+
     def delete(self, uri: str) -> None:
         try:
             os.remove(uri)
@@ -117,6 +148,7 @@ class S3Store:
 
     def __post_init__(self) -> None:
         self._client = None
+        self._conditional_writes: Optional[bool] = None  # probed on the first exclusive create
 
     def __getstate__(self):  # boto3 clients do not pickle; workers build their own
         return {"endpoint_url": self.endpoint_url, "region": self.region}
@@ -145,17 +177,7 @@ class S3Store:
         except NoCredentialsError as e:
             raise StorageError(f"{uri}: no AWS credentials found (environment, config file or role)") from e
         except ClientError as e:
-            code = e.response.get("Error", {}).get("Code", "?")
-            reason = {
-                "NoSuchBucket": "bucket does not exist",
-                "NoSuchKey": "object does not exist",
-                "404": "not found",
-                "AccessDenied": "access denied (check credentials and bucket policy)",
-                "403": "access denied (check credentials and bucket policy)",
-                "InvalidAccessKeyId": "the access key is not valid for this endpoint",
-                "SignatureDoesNotMatch": "the secret key does not match the access key",
-            }.get(code, code)
-            raise StorageError(f"{uri}: {what} failed: {reason}") from e
+            raise _client_error(what, uri, e) from e
         except BotoCoreError as e:
             raise StorageError(f"{uri}: {what} failed: {e}") from e
 
@@ -192,6 +214,51 @@ class S3Store:
         bucket, key = split_s3(uri)
         self._call("write", uri, self.client.put_object, Bucket=bucket, Key=key, Body=data)
 
+    def create_exclusive(self, uri: str, data: bytes) -> bool:
+        """A conditional PUT (`If-None-Match: *`), refused by S3 (and most compatible stores) when the
+        key exists. Where a store ignores the condition, a write-then-read-back check stands in."""
+        from botocore.exceptions import ClientError
+
+        bucket, key = split_s3(uri)
+        if self._conditional_writes is None:
+            self._conditional_writes = self._probe_conditional_writes(bucket, key)
+        if not self._conditional_writes:
+            return self._create_by_read_back(uri, data)
+        try:
+            self.client.put_object(Bucket=bucket, Key=key, Body=data, IfNoneMatch="*")
+            return True
+        except ClientError as e:
+            if e.response.get("Error", {}).get("Code") in ("PreconditionFailed", "412", "ConditionalRequestConflict", "409"):
+                return False
+            raise _client_error("write", uri, e) from e
+
+    def _probe_conditional_writes(self, bucket: str, key: str) -> bool:
+        from botocore.exceptions import ClientError
+
+        probe = key.rsplit("/", 1)[0] + f"/.probe-{uuid.uuid4().hex}"
+        self._call("write", f"s3://{bucket}/{probe}", self.client.put_object, Bucket=bucket, Key=probe, Body=b"")
+        try:
+            self.client.put_object(Bucket=bucket, Key=probe, Body=b"", IfNoneMatch="*")
+            supported = False
+        except ClientError:
+            supported = True
+        finally:
+            self.client.delete_object(Bucket=bucket, Key=probe)
+        if not supported:
+            log.warning("s3://%s ignores conditional writes; leases fall back to write-then-read-back", bucket)
+        return supported
+
+    def _create_by_read_back(self, uri: str, data: bytes) -> bool:
+        try:
+            self.read(uri)
+            return False
+        except StorageError:
+            pass
+        token = uuid.uuid4().hex.encode()
+        self.write(uri, data + b"\n" + token)
+        time.sleep(0.2)  # let a concurrent writer land: the last write wins, and only its author goes on
+        return self.read(uri).endswith(token)
+
     def delete(self, uri: str) -> None:
         bucket, key = split_s3(uri)
         self._call("delete", uri, self.client.delete_object, Bucket=bucket, Key=key)
@@ -199,6 +266,20 @@ class S3Store:
     def check_writable(self, uri: str) -> None:
         bucket, _ = split_s3(uri)
         self._call("bucket check", f"s3://{bucket}", self.client.head_bucket, Bucket=bucket)
+
+
+def _client_error(what: str, uri: str, e) -> StorageError:
+    code = e.response.get("Error", {}).get("Code", "?")
+    reason = {
+        "NoSuchBucket": "bucket does not exist",
+        "NoSuchKey": "object does not exist",
+        "404": "not found",
+        "AccessDenied": "access denied (check credentials and bucket policy)",
+        "403": "access denied (check credentials and bucket policy)",
+        "InvalidAccessKeyId": "the access key is not valid for this endpoint",
+        "SignatureDoesNotMatch": "the secret key does not match the access key",
+    }.get(code, code)
+    return StorageError(f"{uri}: {what} failed: {reason}")
 
 
 def store_for(uri: str, endpoint_url: Optional[str] = None, region: Optional[str] = None) -> Store:

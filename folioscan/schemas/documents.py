@@ -3,7 +3,7 @@ import pyarrow as pa
 
 from folioscan.schemas.table import Table, col
 
-DOCUMENTS = Table("documents", version=2, columns=[
+DOCUMENTS = Table("documents", version=3, columns=[
     col("doc_id", pa.string(), "sha256 of the source URI and its content fingerprint"),
     col("source_uri", pa.string()),
     col("kind", pa.string(), "pdf | images"),
@@ -17,6 +17,7 @@ DOCUMENTS = Table("documents", version=2, columns=[
     col("status", pa.string(), "ok | partial | error"),
     col("error", pa.string()),
     col("error_kind", pa.string(), "transient | permanent; null when no error"),
+    col("attempts_made", pa.int32(), "runs that processed this book, this one included (a retried book counts up)"),
     col("mean_confidence", pa.float32(), "over OCR'd pages, weighted by characters"),
     col("text", pa.string(), "reading text: headers, footers, page numbers out; words whole; paragraphs "
                              "joined, a blank line between them (the pages table keeps the raw text)"),

@@ -26,7 +26,7 @@ ATTEMPT = pa.struct(
     ]
 )
 
-PAGES = Table("pages", version=4, columns=[
+PAGES = Table("pages", version=5, columns=[
     col("doc_id", pa.string(), "sha256 of the source URI and its content fingerprint"),
     col("source_uri", pa.string()),
     col("page_index", pa.int32(), "page in the source document, 0-based"),
@@ -34,6 +34,7 @@ PAGES = Table("pages", version=4, columns=[
     col("status", pa.string(), "ok | blank | error"),
     col("error", pa.string(), "why the page failed: exception type and message, or the bad input named"),
     col("error_kind", pa.string(), "transient (worth retrying) | permanent (bad data); null when no error"),
+    col("attempts_made", pa.int16(), "tries of the page's object read and OCR call, the most of either (1: no retry)"),
     # image
     col("image_origin", pa.string(), "embedded | rendered | image-file"),
     col("dpi", pa.float32()),

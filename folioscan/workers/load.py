@@ -3,17 +3,25 @@
 A PDF page that is one full-page scan image is read at its native resolution straight from
 the embedded image (no re-rendering, ~3x faster); other pages are rendered at the configured
 DPI. Pages over the pixel cap become error rows instead of exhausting memory.
+
+A damaged PDF (truncated in transfer, say) is repaired by MuPDF silently, and its lost pages
+would render blank. When MuPDF had to repair a file, each page is checked: its page object and
+content streams must exist, and loading it must raise no damage warning; a page that fails
+is a permanent error row, not a blank page. Object reads are retried when they fail transiently.
 """
 from __future__ import annotations
 
 import io
+import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterator, Optional
 
 import numpy as np
 
+from folioscan.failures import PERMANENT, classify, describe
 from folioscan.records import DOCUMENT_LEVEL, PageWork, SourceDocument
+from folioscan.retry import RetryPolicy, attempts_of, call_with_retry
 
 
 @dataclass(frozen=True)
@@ -22,6 +30,7 @@ class LoadOptions:
     max_megapixels: float = 200.0
     prefer_embedded: bool = True
     max_object_mb: float = 4096.0
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
 
 
 class PageTooLarge(ValueError):
@@ -36,8 +45,8 @@ def _check_pixels(w: int, h: int, opts: LoadOptions, what: str) -> None:
 
 def load_pages(doc: SourceDocument, read, opts: LoadOptions) -> Iterator[PageWork]:
     """Yield one PageWork per page; a document that cannot be opened yields one DOCUMENT_LEVEL error."""
-    def doc_error(msg: str, page_count: int = 0) -> PageWork:
-        return PageWork(doc.doc_id, doc.uri, DOCUMENT_LEVEL, page_count, error=msg)
+    def doc_error(msg: str, page_count: int = 0, kind: str = PERMANENT, tries: int = 1) -> PageWork:
+        return PageWork(doc.doc_id, doc.uri, DOCUMENT_LEVEL, page_count, error=msg, error_kind=kind, attempts_made=tries)
 
     too_big = [m for m in doc.members if m.size > opts.max_object_mb * 1e6]
     if too_big:
@@ -45,11 +54,13 @@ def load_pages(doc: SourceDocument, read, opts: LoadOptions) -> Iterator[PageWor
         return
     if doc.kind == "pdf":
         try:
-            data = read(doc.uri)
+            data, tries = call_with_retry(lambda: read(doc.uri), opts.retry, doc.uri)
         except Exception as e:
-            yield doc_error(str(e))
+            yield doc_error(str(e), kind=classify(e), tries=attempts_of(e))
             return
-        yield from _pdf_pages(doc, data, opts, doc_error)
+        for work in _pdf_pages(doc, data, opts, doc_error):
+            work.attempts_made = tries
+            yield work
     else:
         yield from _image_pages(doc, read, opts)
 
@@ -72,7 +83,11 @@ def _pdf_pages(doc, data: bytes, opts: LoadOptions, doc_error) -> Iterator[PageW
         if pdf.needs_pass and not pdf.authenticate(""):
             yield doc_error(f"{doc.uri}: encrypted PDF (needs a password)")
             return
-        n = pdf.page_count
+        try:
+            n = pdf.page_count
+        except Exception as e:  # a page tree lost to truncation
+            yield doc_error(f"{doc.uri}: damaged PDF: {describe(e)}")
+            return
         if n == 0:
             yield doc_error(f"{doc.uri}: PDF has no pages")
             return
@@ -80,14 +95,46 @@ def _pdf_pages(doc, data: bytes, opts: LoadOptions, doc_error) -> Iterator[PageW
             t0 = time.perf_counter()
             work = PageWork(doc.doc_id, doc.uri, i, n)
             try:
+                _damage_warnings()  # start the page with an empty warning buffer
                 page = pdf.load_page(i)
+                if pdf.is_repaired:
+                    _check_page_intact(pdf, i, page)
                 img, dpi, origin, work.pdf_transform = _page_image(pdf, page, opts)
+                if pdf.is_repaired and (damage := _damage_warnings()):
+                    raise DamagedPage(f"damaged PDF (MuPDF repaired the file): {damage}")
                 work.image, work.dpi, work.image_origin = img, dpi, origin
                 work.source_height, work.source_width = img.shape[:2]
             except Exception as e:
-                work.error = f"{doc.uri} page {i}: {type(e).__name__}: {e}" if not isinstance(e, PageTooLarge) else f"{doc.uri} page {i}: {e}"
+                work.error = f"{doc.uri} page {i}: {type(e).__name__}: {e}" if not isinstance(e, (PageTooLarge, DamagedPage)) else f"{doc.uri} page {i}: {e}"
+                work.error_kind = PERMANENT
             work.load_ms = (time.perf_counter() - t0) * 1000
             yield work
+
+
+class DamagedPage(ValueError):
+    pass
+
+
+# MuPDF warnings that mean a page's own content was lost; page-tree complaints concern the whole
+# file (and come with every page of a repaired one), so they do not single out a page
+_DAMAGE = re.compile(r"truncated|cannot load|not a stream|Length incorrect|cannot find object|missing|syntax error|premature",
+                     re.IGNORECASE)
+
+
+def _damage_warnings() -> str:
+    import pymupdf
+
+    lines = pymupdf.TOOLS.mupdf_warnings(reset=True).splitlines()
+    return "; ".join(sorted({l.strip() for l in lines if _DAMAGE.search(l) and "page tree" not in l}))
+
+
+def _check_page_intact(pdf, i: int, page) -> None:
+    xref = pdf.page_xref(i)
+    if not (0 < xref < pdf.xref_length()) or "/Page" not in pdf.xref_object(xref, compressed=True):
+        raise DamagedPage("damaged PDF (MuPDF repaired the file): the page object is missing, the file is truncated")
+    lost = [c for c in page.get_contents() if not pdf.xref_is_stream(c)]
+    if lost:
+        raise DamagedPage(f"damaged PDF (MuPDF repaired the file): content stream(s) {lost} missing")
 
 
 def _page_image(pdf, page, opts: LoadOptions) -> tuple[np.ndarray, float, str, tuple]:
@@ -168,17 +215,18 @@ def _image_pages(doc, read, opts: LoadOptions) -> Iterator[PageWork]:
     index = 0
     for member, (frames, count_error) in zip(doc.members, counts):
         t0 = time.perf_counter()
-        im, error = None, count_error
+        im, error, kind, tries = None, count_error, PERMANENT if count_error else None, 1
         if error is None:
             try:
-                data = read(member.uri)
+                data, tries = call_with_retry(lambda: read(member.uri), opts.retry, member.uri)
                 if not data:
                     raise ValueError("zero-byte object")
                 im = Image.open(io.BytesIO(data))
             except Exception as e:
-                error = f"{member.uri}: cannot open image: {e}"
+                error, kind, tries = f"{member.uri}: cannot open image: {e}", classify(e), attempts_of(e)
         for k in range(frames):
-            work = PageWork(doc.doc_id, doc.uri, index, n, image_origin="image-file", error=error)
+            work = PageWork(doc.doc_id, doc.uri, index, n, image_origin="image-file", error=error, error_kind=kind,
+                            attempts_made=tries)
             index += 1
             if im is not None:
                 _decode_frame(im, k, member.uri, opts, work)

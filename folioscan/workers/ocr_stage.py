@@ -3,9 +3,10 @@
 Blank pages and pages that failed earlier pass through without touching the engine. If the
 engine raises on a batch, the pages are retried one by one so a single bad page cannot
 take its neighbours down with it; each retried page records the failed batch as its first
-attempt (reason "batch-failed:<error>"), so a smaller batch is never silent. A page read with
-low confidence is read again turned by 180 degrees, once, at the budget its first reading
-settled on, and the more confident read is kept: the engine's own signal catches the few
+attempt (reason "batch-failed:<error>"), so a smaller batch is never silent, and a page's call
+that fails transiently is retried with backoff. A page read with low confidence is read again
+turned by 180 degrees, once, at the budget its first reading settled on, and the more confident
+read is kept: the engine's own signal catches the few
 pages the geometric orientation test gets upside down (measured: 5 of 178 on old_books).
 """
 from __future__ import annotations
@@ -16,7 +17,9 @@ from typing import Sequence
 
 import numpy as np
 
+from folioscan.failures import classify
 from folioscan.records import OcrAttempt, PageResult, PageWork
+from folioscan.retry import RetryPolicy, attempts_of, call_with_retry
 from folioscan.workers import page_confidence
 from folioscan.workers.engines.base import ImageHints
 from folioscan.workers.engines.registry import build_engine
@@ -28,12 +31,14 @@ FLIP_MARGIN = 0.1  # the turned read must be this much more confident to replace
 
 
 class OcrStage:
-    def __init__(self, engine_options, flip_retry_below: float | None = 0.6, calibrate: bool = True):
+    def __init__(self, engine_options, flip_retry_below: float | None = 0.6, calibrate: bool = True,
+                 retry: RetryPolicy = RetryPolicy()):
         self.options = engine_options
         self.engine = build_engine(engine_options)
         self.flip_retry_below = flip_retry_below
         # page confidence as P(page is good) where a model is fitted for the engine (page_confidence.py)
         self.calibrate = calibrate and page_confidence.fitted_for(self.engine.name)
+        self.retry = retry
 
     def __call__(self, works: Sequence[PageWork]) -> list[PageResult]:
         out: dict[int, PageResult] = {}
@@ -59,11 +64,14 @@ class OcrStage:
                 for i in todo:
                     t1 = time.perf_counter()
                     try:
-                        r = self._predict([works[i]])[0]
+                        [r], tries = call_with_retry(lambda: self._predict([works[i]]), self.retry, works[i].source_uri)
+                        works[i].attempts_made = max(works[i].attempts_made, tries)
                         r.attempts = [OcrAttempt(budget="", reason=failed), *r.attempts]
                         out[i] = self._finish(works[i], r, (time.perf_counter() - t1) * 1000)
                     except Exception as e:
+                        works[i].attempts_made = max(works[i].attempts_made, attempts_of(e))
                         out[i] = self._result(works[i], "error", None, error=f"{self.engine.name}: {type(e).__name__}: {e}")
+                        out[i].error_kind = classify(e)
         return [out[i] for i in range(len(works))]
 
     def _retry_flipped(self, works: Sequence[PageWork], results: list) -> list:

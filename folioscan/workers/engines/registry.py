@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import Annotated, Literal, Optional, Union, get_args
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from folioscan.workers.engines.tessdata import DEFAULT_VARIANT
 from folioscan.workers.engines.vlm.models import MODELS  # the VLMs' facts: one module, standard library only
 
 
 class TesseractOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
     kind: Literal["tesseract"] = "tesseract"
     lang: str = "eng"  # several at once as Tesseract spells it: eng+deu
     psm: int = 3  # fully automatic page segmentation
@@ -19,6 +20,7 @@ class TesseractOptions(BaseModel):
 
 
 class RapidOcrOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
     kind: Literal["rapidocr"] = "rapidocr"
     use_angle_cls: bool = False
     threads: int = 1
@@ -26,6 +28,8 @@ class RapidOcrOptions(BaseModel):
 
 class VlmOptions(BaseModel):
     """A vision-language OCR model read at a vision-token budget (see workers/engines/vlm)."""
+
+    model_config = ConfigDict(extra="forbid")
 
     kind: Literal[tuple(MODELS)] = "deepseek-ocr-2"  # type: ignore[valid-type]
     model: str = ""  # local directory (or hub id where the hub is reachable)

@@ -13,7 +13,7 @@ import time
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, field_validator
+from pydantic import BaseModel, ConfigDict, field_validator
 
 from folioscan.records import PageWork, PrepInfo
 from folioscan.workers.prep.crop import apply_crop
@@ -31,6 +31,8 @@ STEPS = ("crop", "orientation", "spread", "illumination", "deskew", "dewarp", "b
 
 
 class PrepOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     enabled: bool = True
     skip: list[str] = []
     output: Literal["gray", "binary"] = "gray"  # what the engine is handed
@@ -48,7 +50,7 @@ class PrepOptions(BaseModel):
     def _known_steps(cls, skip: list[str]) -> list[str]:
         unknown = sorted(set(skip) - set(STEPS))
         if unknown:
-            raise ValueError(f"unknown cleaning steps {unknown}; steps are {list(STEPS)}")
+            raise ValueError(f"unknown cleaning step(s) {unknown}; valid steps: {', '.join(STEPS)}")
         return skip
 
     def on(self, step: str) -> bool:

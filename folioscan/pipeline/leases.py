@@ -1,0 +1,178 @@
+"""Claims on units of work in the output store, so that two drivers (or a restarted driver beside
+a lingering one) never process or commit the same book twice.
+
+A run announces itself with `_live/<run_id>.json` ({run_id, host, pid, expires_at}), rewritten
+every `ttl/4` seconds by a heartbeat thread and deleted when the run ends. A claim on a key (a
+book's doc_id, or a Parquet part being rewritten) is an object `_leases/<key>/<generation>` made
+by exclusive create (`If-None-Match: *` on S3, a hard link locally): of several drivers that try
+the same generation, one wins. A claim is held while its run is live; a claim whose run stopped
+renewing (crashed, killed) is taken over by creating the next generation. Expiry compares the
+driver's clock with `expires_at`, so drivers' clocks must agree to well within the TTL. A run
+recorded on this very host whose process is gone is dead at once: a restart on the same machine
+need not wait out the TTL.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import socket
+import threading
+import time
+from typing import Iterable, Optional
+
+from folioscan.pipeline.storage import LocalStore, Store, StorageError, join
+
+log = logging.getLogger(__name__)
+
+
+class Leases:
+    def __init__(self, store: Store, output: str, run_id: str, ttl_s: float):
+        self.store, self.run_id, self.ttl = store, run_id, ttl_s
+        self.lease_dir, self.live_dir = join(output, "_leases"), join(output, "_live")
+        self.held: set[str] = set()
+        self._expires_at = 0.0
+        self._stop = threading.Event()
+        self._thread: Optional[threading.Thread] = None
+        self._live_cache: dict[str, tuple[float, bool]] = {}
+
+    # -- this run's liveness ------------------------------------------------------------
+    def start(self) -> "Leases":
+        self.renew()
+        self._thread = threading.Thread(target=self._heartbeat, name="folioscan-lease-heartbeat", daemon=True)
+        self._thread.start()
+        return self
+
+    def renew(self) -> None:
+        expires = time.time() + self.ttl
+        record = {"run_id": self.run_id, "host": socket.gethostname(), "pid": os.getpid(), "expires_at": expires}
+        self.store.write(join(self.live_dir, f"{self.run_id}.json"), json.dumps(record).encode())
+        self._expires_at = expires
+
+    def _heartbeat(self) -> None:
+        while not self._stop.wait(self.ttl / 4):
+            try:
+                self.renew()
+            except Exception as e:  # the next beat tries again; commits check freshness first
+                log.warning("lease heartbeat failed: %s", e)
+
+    def fresh(self) -> bool:
+        """Our claims are safe to commit under: well inside the time others would wait before taking them."""
+        return time.time() < self._expires_at - self.ttl / 3
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join(timeout=10)
+        for key in list(self.held):
+            self.release(key)
+        try:
+            self.store.delete(join(self.live_dir, f"{self.run_id}.json"))
+        except StorageError as e:
+            log.warning("could not remove the run's liveness record: %s", e)
+
+    # -- other runs ---------------------------------------------------------------------
+    def is_live(self, run_id: str) -> bool:
+        if run_id == self.run_id:
+            return True
+        cached = self._live_cache.get(run_id)
+        if cached and time.monotonic() - cached[0] < 1.0:
+            return cached[1]
+        try:
+            record = json.loads(self.store.read(join(self.live_dir, f"{run_id}.json")))
+            live = float(record["expires_at"]) > time.time() and not _gone_here(record)
+        except (StorageError, ValueError, KeyError):
+            live = False  # no record: the run ended, or never announced itself
+        self._live_cache[run_id] = (time.monotonic(), live)
+        return live
+
+    # -- claims -------------------------------------------------------------------------
+    def _generations(self, key: str) -> list[str]:
+        return sorted(n for n in self.store.ls(join(self.lease_dir, key)) if n.isdigit())
+
+    def _owner(self, key: str, generation: str) -> Optional[str]:
+        """The run holding a generation; None when it vanished; "" when unreadable (nobody live)."""
+        try:
+            raw = self.store.read(join(self.lease_dir, key, generation))
+        except StorageError:
+            return None
+        try:
+            return str(json.loads(raw.split(b"\n", 1)[0])["run_id"])
+        except (ValueError, KeyError, TypeError):
+            return ""
+
+    def claim(self, key: str) -> bool:
+        """True when this run now holds `key`; False when a live run holds it."""
+        if key in self.held:
+            return True
+        for _ in range(3):  # a generation can vanish under us while its taker tidies up: look again
+            gens = self._generations(key)
+            nxt = 0
+            if gens:
+                owner = self._owner(key, gens[-1])
+                if owner is None:
+                    continue
+                if owner and owner != self.run_id and self.is_live(owner):
+                    return False
+                nxt = int(gens[-1]) + 1
+            record = json.dumps({"run_id": self.run_id, "claimed_at": time.time()}).encode()
+            if self.store.create_exclusive(join(self.lease_dir, key, f"{nxt:08d}"), record):
+                self.held.add(key)
+                for old in gens:  # taken over from a dead run: its generations are history
+                    self.store.delete(join(self.lease_dir, key, old))
+                return True
+        return False
+
+    def claim_waiting(self, key: str, timeout_s: float) -> bool:
+        """Claim, waiting with backoff while another live run holds the key (for short critical sections)."""
+        deadline, delay = time.monotonic() + timeout_s, 0.05
+        while not self.claim(key):
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(random.uniform(0, delay))
+            delay = min(delay * 2, 2.0)
+        return True
+
+    def still_held(self, keys: Iterable[str]) -> set[str]:
+        """Of `keys`, those this run still holds. Cheap while the heartbeat is fresh: nobody takes the
+        claims of a live run; otherwise each claim is checked in the store."""
+        keys = set(keys) & self.held
+        if self.fresh():
+            return keys
+        try:
+            self.renew()
+        except StorageError as e:
+            log.warning("lease renewal failed before a commit: %s", e)
+        mine = set()
+        for key in keys:
+            gens = self._generations(key)
+            if gens and self._owner(key, gens[-1]) == self.run_id:
+                mine.add(key)
+            else:
+                self.held.discard(key)
+        return mine
+
+    def release(self, key: str) -> None:
+        self.held.discard(key)
+        for gen in self._generations(key):
+            if self._owner(key, gen) == self.run_id:
+                self.store.delete(join(self.lease_dir, key, gen))
+        if isinstance(self.store, LocalStore):  # no empty folder per book left behind
+            try:
+                os.rmdir(join(self.lease_dir, key))
+            except OSError:
+                pass
+
+
+def _gone_here(record: dict) -> bool:
+    """The run was on this host and its process no longer exists."""
+    if record.get("host") != socket.gethostname() or not isinstance(record.get("pid"), int):
+        return False
+    try:
+        os.kill(record["pid"], 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # exists, owned by someone else
+        return False
+    return False

@@ -1,0 +1,270 @@
+"""Nothing lost, nothing doubled: two drivers and a kill -9, leases that expire, recovery that
+spares a live run, failed books retried and their old rows superseded, replaced inputs, retries."""
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import duckdb
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from folioscan.pipeline.cli import main
+from folioscan.pipeline.config import JobConfig
+from folioscan.pipeline.job import run_job
+from folioscan.pipeline.leases import Leases
+from folioscan.pipeline.storage import LocalStore, S3Store, StorageError
+from folioscan.retry import RetryPolicy
+from folioscan.schemas import PAGES
+from tests.helpers import scanned_pdf, text_page_image
+
+
+@pytest.fixture(scope="module")
+def small_pages():
+    return [text_page_image(f"Page {i}: the quick brown fox jumps over the lazy dog.", dpi=60) for i in range(3)]
+
+
+def make_source(root, pages, books=6):
+    root.mkdir()
+    for i in range(books):
+        (root / f"book{i}.pdf").write_bytes(scanned_pdf([pages[i % 3], pages[(i + 1) % 3]], dpi=60))
+    return root
+
+
+def table(out, name, s3=None):
+    if s3 is None:
+        folder = os.path.join(out, name)
+        parts = [os.path.join(folder, n) for n in sorted(os.listdir(folder)) if n.endswith(".parquet")]
+        return pd.concat([pq.read_table(p).to_pandas() for p in parts]) if parts else pd.DataFrame()
+    bucket, prefix = out[len("s3://"):].split("/", 1)
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix=f"{prefix}/{name}/").get("Contents", [])]
+    return pd.concat([pq.read_table(io.BytesIO(s3.get_object(Bucket=bucket, Key=k)["Body"].read())).to_pandas() for k in keys])
+
+
+def assert_exactly_once(out, books, pages_per_book=2, s3=None):
+    docs, pages = table(out, "documents", s3), table(out, "pages", s3)
+    assert len(docs) == books and docs.doc_id.is_unique and (docs.status == "ok").all()
+    counts = pages.groupby(["doc_id", "page_index"]).size()
+    assert len(pages) == books * pages_per_book and (counts == 1).all(), counts[counts != 1]
+    # no committed book without its pages
+    assert (pages.groupby("doc_id").size().reindex(docs.doc_id).fillna(0).values == docs.pages_out.values).all()
+    return docs, pages
+
+
+def driver(src, out, run_id, *extra, endpoint=None):
+    cmd = [sys.executable, "-m", "folioscan", "run", str(src), str(out), "--executor", "local", "--shard-docs", "1",
+           "--quiet", "--no-prep", *extra] + (["--endpoint-url", endpoint] if endpoint else [])
+    env = {**os.environ, "FOLIOSCAN_RUN_ID": run_id, "PYTHONPATH": os.getcwd()}
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def committed_by(out, run_id, s3=None):
+    if s3 is None:
+        folder = os.path.join(out, "documents")
+        return [n for n in os.listdir(folder) if n.startswith(f"part-{run_id}-")] if os.path.isdir(folder) else []
+    bucket, prefix = out[len("s3://"):].split("/", 1)
+    return s3.list_objects_v2(Bucket=bucket, Prefix=f"{prefix}/documents/part-{run_id}-").get("Contents", [])
+
+
+def claims_of(out, run_id, s3=None):
+    """doc_ids on which `run_id` holds a claim, read from the store."""
+    if s3 is None:
+        root = os.path.join(out, "_leases")
+        records = [(key, open(os.path.join(root, key, g), "rb").read())
+                   for key in (os.listdir(root) if os.path.isdir(root) else []) for g in os.listdir(os.path.join(root, key))
+                   if not g.startswith(".")]
+    else:
+        bucket, prefix = out[len("s3://"):].split("/", 1)
+        keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix=f"{prefix}/_leases/").get("Contents", [])]
+        records = []
+        for k in keys:
+            try:
+                records.append((k.split("/")[-2], s3.get_object(Bucket=bucket, Key=k)["Body"].read()))
+            except s3.exceptions.NoSuchKey:  # released by a live driver while we looked
+                pass
+    return {key for key, raw in records if json.loads(raw)["run_id"] == run_id}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_two_drivers_then_a_third_after_a_kill_process_every_page_exactly_once(tmp_path, small_pages, where, request):
+    src = make_source(tmp_path / "src", small_pages, books=8)
+    s3 = endpoint = None
+    out = str(tmp_path / "out")
+    if where == "s3":
+        import boto3
+
+        endpoint = request.getfixturevalue("s3_endpoint")
+        s3 = boto3.client("s3", endpoint_url=endpoint)
+        s3.create_bucket(Bucket="twodrivers")
+        out = "s3://twodrivers/out"
+    a, b = driver(src, out, "driverA", endpoint=endpoint), driver(src, out, "driverB", endpoint=endpoint)
+    deadline = time.time() + 120
+    while not (committed_by(out, "driverA", s3) and claims_of(out, "driverA", s3)) and time.time() < deadline:
+        time.sleep(0.02)
+    a.send_signal(signal.SIGKILL)  # mid-run: it holds a claim on the book it is reading
+    a.wait()
+    abandoned = claims_of(out, "driverA", s3)
+    assert abandoned  # the kill left claims behind (up to a window of books in flight)
+    c = driver(src, out, "driverC", endpoint=endpoint)
+    for p in (b, c):
+        _, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err
+    docs, _ = assert_exactly_once(out, books=8, s3=s3)
+    by_run = docs.set_index("doc_id").run_id
+    unfinished = abandoned - set(by_run[by_run == "driverA"].index)  # some may have committed, not released
+    assert (by_run == "driverA").sum() >= 1 and set(by_run[sorted(unfinished)]) <= {"driverB", "driverC"}
+
+
+def test_a_claim_is_exclusive_and_expires_when_its_run_stops_renewing(tmp_path, s3_endpoint):
+    import boto3
+
+    boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket="leases")
+    for store, out in ((LocalStore(), str(tmp_path / "out")), (S3Store(s3_endpoint), "s3://leases/out")):
+        first = Leases(store, out, "run-1", ttl_s=1.0)
+        first.renew()  # announced, but no heartbeat: as if it hung or its host died
+        second = Leases(store, out, "run-2", ttl_s=1.0).start()
+        assert first.claim("book") and not second.claim("book")
+        assert second.claim("other") and not first.claim("other")
+        time.sleep(1.3)
+        assert not first.fresh() and second.claim("book")  # taken over once run-1's liveness expired
+        assert first.still_held({"book"}) == set()  # the stalled run learns it lost the book before committing
+        second.stop()
+        third = Leases(store, out, "run-3", ttl_s=30).start()
+        assert third.claim("other")  # a run that ended released its claims
+        third.stop()
+    assert store._conditional_writes is True  # moto's server honours If-None-Match: *, as S3 does
+
+
+def test_recovery_never_deletes_a_live_runs_uncommitted_part(tmp_path, small_pages):
+    src = make_source(tmp_path / "src", small_pages, books=1)
+    out = str(tmp_path / "out")
+    other = Leases(LocalStore(), out, "otherrun", ttl_s=60).start()  # a live driver with a commit in flight
+    in_flight = os.path.join(out, "pages", "part-otherrun-00000.parquet")
+    LocalStore().write(in_flight, PAGES.to_parquet_bytes([]))
+    summary = run_job(JobConfig(source=str(src), output=out, executor="local", progress=False))
+    assert summary.orphans_removed == 0 and os.path.exists(in_flight)
+    other.stop()  # that run ended without committing: now its part is an orphan
+    summary = run_job(JobConfig(source=str(src), output=out, executor="local", progress=False))
+    assert summary.orphans_removed == 1 and not os.path.exists(in_flight)
+
+
+def _mark_committed_failure(out, name, kind):
+    """Rewrite the output as an earlier run that failed on `name` would have left it."""
+    for table_name in ("documents", "pages"):
+        folder = os.path.join(out, table_name)
+        for part in os.listdir(folder):
+            t = pq.read_table(os.path.join(folder, part)).to_pandas()
+            hit = t.source_uri.str.endswith(name)
+            t.loc[hit, "status"], t.loc[hit, "error"], t.loc[hit, "error_kind"] = "error", "SlowDown: throttled", kind
+            if table_name == "pages":
+                t.loc[hit, "text"] = None
+            schema = pq.read_schema(os.path.join(folder, part))
+            import pyarrow as pa
+
+            pq.write_table(pa.Table.from_pandas(t, schema=schema, preserve_index=False), os.path.join(folder, part))
+
+
+def test_failed_books_are_retried_and_their_old_rows_superseded(tmp_path, small_pages, capsys):
+    src = make_source(tmp_path / "src", small_pages, books=3)
+    out = str(tmp_path / "out")
+    run = ["run", str(src), out, "--executor", "local", "--quiet", "--no-prep"]
+    assert main(run) == 0
+    _mark_committed_failure(out, "book1.pdf", "transient")
+    _mark_committed_failure(out, "book2.pdf", "permanent")
+    capsys.readouterr()
+    assert main([*run, "--summary-json", str(tmp_path / "s.json")]) == 1  # book2 is still in error, from the earlier run
+    s = json.load(open(tmp_path / "s.json"))
+    assert (s["documents"], s["documents_retried"], s["documents_carried_failed"], s["documents_still_failed"]) == (1, 1, 1, 1)
+    assert "1 books still in error or partial (1 from earlier runs" in capsys.readouterr().out
+    docs, pages = table(out, "documents").set_index("source_uri"), table(out, "pages")
+    assert len(docs) == 3 and docs.loc[f"{src}/book1.pdf", "status"] == "ok"
+    assert docs.loc[f"{src}/book1.pdf", "attempts_made"] == 2
+    n = duckdb.sql(f"select count(*), count(distinct (doc_id, page_index)) from read_parquet('{out}/pages/*.parquet')").fetchall()
+    assert n == [(6, 6)]  # a plain reader sees each page once
+    assert main([*run, "--retry-failed"]) == 0  # now book2 too
+    docs = table(out, "documents").set_index("source_uri")
+    assert len(docs) == 3 and (docs.status == "ok").all() and docs.loc[f"{src}/book2.pdf", "attempts_made"] == 2
+    assert len(table(out, "pages")) == 6
+
+
+def test_a_replaced_input_is_reprocessed_and_its_old_rows_superseded(tmp_path, small_pages):
+    src = make_source(tmp_path / "src", small_pages, books=2)
+    out = str(tmp_path / "out")
+    cfg = JobConfig(source=str(src), output=out, executor="local", progress=False, shard_docs=1)
+    run_job(cfg)
+    (src / "book0.pdf").write_bytes(scanned_pdf(small_pages, dpi=60))  # same name, new content: 3 pages
+    summary = run_job(cfg)
+    assert (summary.documents, summary.documents_replaced, summary.documents_superseded) == (1, 1, 1)
+    docs, pages = table(out, "documents"), table(out, "pages")
+    assert len(docs) == 2 and docs.source_uri.is_unique
+    book0 = pages[pages.source_uri.str.endswith("book0.pdf")]
+    assert sorted(book0.page_index) == [0, 1, 2] and book0.doc_id.nunique() == 1
+    assert len(os.listdir(os.path.join(out, "documents"))) == 2  # the old part, now empty, is gone
+    assert run_job(cfg).documents == 0
+
+
+class FlakyRead:
+    """A store read that fails `n` times with a connection reset before it answers."""
+
+    def __init__(self, data, n, exc=ConnectionResetError):
+        self.data, self.n, self.exc, self.calls = data, n, exc, 0
+
+    def __call__(self, uri):
+        self.calls += 1
+        if self.calls <= self.n:
+            raise StorageError(f"{uri}: read failed") from self.exc("connection reset by peer")
+        return self.data
+
+
+def test_transient_read_failures_are_retried_with_backoff_and_counted(small_pages):
+    from folioscan.pipeline.sources import pdf_document
+    from folioscan.records import SourceObject
+    from folioscan.workers.load import LoadOptions, load_pages
+
+    data = scanned_pdf(small_pages[:2], dpi=60)
+    doc = pdf_document(SourceObject("s3://b/x.pdf", len(data), "etag:x"))
+    opts = LoadOptions(retry=RetryPolicy(attempts=4, base_delay_s=0.01, max_delay_s=0.05))
+    read = FlakyRead(data, 2)
+    pages = list(load_pages(doc, read, opts))
+    assert [p.error for p in pages] == [None, None] and [p.attempts_made for p in pages] == [3, 3] and read.calls == 3
+    [failed] = list(load_pages(doc, FlakyRead(data, 9), opts))  # never recovers: a transient error row
+    assert failed.error_kind == "transient" and failed.attempts_made == 4
+    [gone] = list(load_pages(doc, FlakyRead(data, 9, exc=FileNotFoundError), opts))  # permanent: tried once
+    assert gone.error_kind == "permanent" and gone.attempts_made == 1
+
+
+def test_transient_failures_of_one_image_file_are_retried_too(small_pages):
+    from folioscan.pipeline.sources import image_document
+    from folioscan.records import SourceObject
+    from folioscan.workers.load import LoadOptions, load_pages
+    from tests.helpers import png_bytes
+
+    files = {"b/1.png": FlakyRead(png_bytes(small_pages[0]), 1), "b/2.png": FlakyRead(png_bytes(small_pages[1]), 9)}
+    doc = image_document("b", [SourceObject(k, 1, "etag:" + k) for k in files])
+    opts = LoadOptions(retry=RetryPolicy(attempts=3, base_delay_s=0.01, max_delay_s=0.02))
+    first, second = load_pages(doc, lambda uri: files[uri](uri), opts)
+    assert (first.error, first.attempts_made) == (None, 2)
+    assert (second.error_kind, second.attempts_made) == ("transient", 3) and "read failed" in second.error
+
+
+def test_backoff_grows_exponentially_with_full_jitter_up_to_the_cap():
+    from folioscan.retry import call_with_retry
+
+    policy = RetryPolicy(attempts=5, base_delay_s=0.5, max_delay_s=3.0)
+    for retry, bound in enumerate([0.5, 1.0, 2.0, 3.0, 3.0]):
+        delays = [policy.delay(retry) for _ in range(300)]
+        assert 0 <= min(delays) < 0.2 * bound and 0.8 * bound < max(delays) <= bound
+    calls = []
+
+    def permanent():
+        calls.append(1)
+        raise ValueError("bad data")
+
+    with pytest.raises(ValueError) as e:
+        call_with_retry(permanent, RetryPolicy(attempts=4, base_delay_s=0.0))
+    assert len(calls) == 1 and e.value.attempts_made == 1
