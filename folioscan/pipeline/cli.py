@@ -57,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--max-attempts", type=int, help="VLM engines: reads per page, escalation included (default 3)")
         sp.add_argument("--batch-size", type=int, help="pages per engine call")
         sp.add_argument("--shard-docs", type=int, help="documents per committed Parquet part")
+        sp.add_argument("--max-pages-per-book", type=int, help="read at most this many pages of a book; the book row says so")
         sp.add_argument("--dpi", type=float, help="render DPI for pages that are not a single scan image")
         sp.add_argument("--max-page-megapixels", type=float)
         sp.add_argument("--no-embedded", action="store_true", help="always render, never extract the scan image")
@@ -74,7 +75,7 @@ def config_from_args(args):
     source = getattr(args, "source", None) or DEMO_SAMPLE
     settings = {**base, "source": source, "output": args.output, "engine": _engine_options(args)}
     for flag in ("executor", "ray_address", "num_cpus", "ocr_workers", "endpoint_url", "region",
-                 "batch_size", "shard_docs", "dpi", "max_page_megapixels"):
+                 "batch_size", "shard_docs", "max_pages_per_book", "dpi", "max_page_megapixels"):
         value = getattr(args, flag)
         if value is not None:
             settings[flag] = value

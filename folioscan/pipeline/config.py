@@ -25,8 +25,9 @@ class JobConfig(BaseModel):
     ray_address: Optional[str] = None  # None: start Ray on this machine
     num_cpus: Optional[int] = None  # local Ray only
     ocr_workers: Optional[int] = None  # engine actors (default: one per CPU, or per GPU for VLMs)
-    shard_docs: int = 16  # documents per committed Parquet file pair
-    shards_in_flight: int = 4  # shards handed to the executor at once; each commits when complete
+    shard_docs: int = Field(16, ge=1)  # documents per committed Parquet file pair
+    shards_in_flight: int = Field(4, ge=1)  # shards open at once (books handed out, not yet committed)
+    max_pages_per_book: Optional[int] = Field(None, ge=1)  # pages past this are not read; the book says so
     batch_size: Optional[int] = None  # pages per engine call; default 4, or the VLM's own batch size
     dpi: float = 300.0
     max_page_megapixels: float = 200.0
