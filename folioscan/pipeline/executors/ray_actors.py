@@ -82,7 +82,8 @@ class RayExecutor:
                 ray.init(address=cfg.ray_address, **kwargs)
             else:
                 env = {k: v for k, v in os.environ.items() if k in ("AWS_ENDPOINT_URL", "TESSDATA_PREFIX", "HF_HUB_OFFLINE")}
-                ray.init(num_cpus=cfg.num_cpus, runtime_env={"env_vars": env} if env else None, **kwargs)
+                ray.init(num_cpus=cfg.num_cpus, object_store_memory=cfg.object_store_mb * 2**20,
+                         runtime_env={"env_vars": env} if env else None, **kwargs)
         self.stages = stages
         self.stages_ref = ray.put(stages)
         resources = ray.cluster_resources()
