@@ -24,7 +24,7 @@ class JobConfig(BaseModel):
     executor: Literal["local", "ray"] = "ray"
     ray_address: Optional[str] = None  # None: start Ray on this machine
     num_cpus: Optional[int] = None  # local Ray only
-    object_store_mb: int = Field(1024, ge=100)  # local Ray only: pages in flight are bounded, so is the store
+    object_store_mb: int = Field(512, ge=100)  # local Ray only: pages in flight are bounded, so is the store
     ocr_workers: Optional[int] = None  # engine actors (default: one per CPU, or per GPU for VLMs)
     shard_docs: int = Field(16, ge=1)  # documents per committed Parquet file pair
     shards_in_flight: int = Field(4, ge=1)  # shards open at once (books handed out, not yet committed)
