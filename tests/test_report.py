@@ -71,7 +71,11 @@ def test_run_record_stages_are_shown_beside_the_pages_table(job_output, tmp_path
     assert "From the pages table" in html and f"Run record {summary.run_id}" in html
     assert 'aria-label="time per stage of run ' + summary.run_id in html and "0.25 s · 4 pages" in html
     assert "flag &lt; 0.95" in html and "(--flag-below)" in html
-    plain = _report(out, tmp_path / "plain.html")
+    real = _report(out, tmp_path / "real.html")  # the job's own run record carries the executor's stages
+    assert 'aria-label="time per stage of run ' + summary.run_id in real
+    del record["summary"]["stages"]
+    record_path.write_text(json.dumps(record))
+    plain = _report(copy, tmp_path / "plain.html")
     assert "From the pages table" in plain and "No run record here holds per-stage times" in plain
 
 

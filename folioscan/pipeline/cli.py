@@ -23,7 +23,7 @@ _ENGINE_FLAGS = {"model": "model", "budget": "budget", "backend": "backend", "de
                  "vlm_batch_size": "batch_size", "max_new_tokens": "max_new_tokens", "max_attempts": "max_attempts",
                  "lang": "lang"}
 _PLAIN_FLAGS = ("executor", "ray_address", "num_cpus", "ocr_workers", "endpoint_url", "region",
-                "batch_size", "shard_docs", "dpi", "max_page_megapixels", "lease_ttl_s")
+                "batch_size", "shard_docs", "max_pages_per_book", "dpi", "max_page_megapixels", "lease_ttl_s")
 
 
 def _flag_settings(args) -> dict:
@@ -85,6 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--max-attempts", type=int, help="VLM engines: reads per page, escalation included (default 3)")
         sp.add_argument("--batch-size", type=int, help="pages per engine call")
         sp.add_argument("--shard-docs", type=int, help="documents per committed Parquet part")
+        sp.add_argument("--max-pages-per-book", type=int, help="read at most this many pages of a book; the book row says so")
         sp.add_argument("--dpi", type=float, help="render DPI for pages that are not a single scan image")
         sp.add_argument("--max-page-megapixels", type=float)
         sp.add_argument("--no-embedded", action="store_true", help="always render, never extract the scan image")

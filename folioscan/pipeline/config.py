@@ -39,9 +39,11 @@ class JobConfig(BaseModel):
     executor: Literal["local", "ray"] = "ray"
     ray_address: Optional[str] = None  # None: start Ray on this machine
     num_cpus: Optional[int] = Field(None, ge=1)  # local Ray only
+    object_store_mb: int = Field(512, ge=100)  # local Ray only: pages in flight are bounded, so is the store
     ocr_workers: Optional[int] = Field(None, ge=1)  # engine actors (default: one per CPU, or per GPU for VLMs)
     shard_docs: int = Field(16, ge=1)  # documents per committed Parquet file pair
-    shards_in_flight: int = Field(4, ge=1)  # shards handed to the executor at once; each commits when complete
+    shards_in_flight: int = Field(4, ge=1)  # shards open at once (books handed out, not yet committed)
+    max_pages_per_book: Optional[int] = Field(None, ge=1)  # pages past this are not read; the book says so
     batch_size: Optional[int] = Field(None, ge=1)  # pages per engine call; default 4, or POOL_BATCHES VLM batches (sorted by length)
     dpi: float = Field(300.0, gt=0)
     max_page_megapixels: float = Field(200.0, gt=0)

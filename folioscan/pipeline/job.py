@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from itertools import islice
 from typing import Iterator, Optional
 
 from folioscan import __version__
-from folioscan.pipeline.assemble import assemble_shard, document_complete
+from folioscan.pipeline.assemble import assemble_shard
 from folioscan.pipeline.committed import CommittedIndex, decide
 from folioscan.pipeline.config import JobConfig
 from folioscan.pipeline.executors import make_executor
@@ -23,6 +22,8 @@ from folioscan.pipeline.storage import StorageError, store_for
 from folioscan.records import PageResult, SourceDocument
 
 log = logging.getLogger(__name__)
+
+STAGES = ("load", "clean", "ocr", "write")
 
 
 class EmptySource(StorageError):
@@ -51,6 +52,12 @@ class JobSummary:
     orphans_removed: int = 0
     export_errors: list[str] = field(default_factory=list)  # --also: books a format could not be written for
     shards: list[str] = field(default_factory=list)
+    ocr_actors: int = 0
+    engine_loads: int = 0  # engines built, counted inside each OCR actor: one per actor per run
+    book_retries: int = 0  # books re-run from their first page after a worker or node was lost
+    actors_lost: int = 0
+    # worker seconds and pages per stage (load, clean, ocr from the page rows; write on the driver)
+    stages: dict[str, dict] = field(default_factory=lambda: {k: {"seconds": 0.0, "pages": 0} for k in STAGES})
     _conf_sum: float = field(default=0.0, repr=False)
     _conf_weight: float = field(default=0.0, repr=False)
 
@@ -62,6 +69,9 @@ class JobSummary:
             if d["status"] != "ok":
                 log.warning("%s: %s: %s", d["source_uri"], d["status"], d["error"])
         for p in page_rows:
+            for stage, ms in (("load", p["load_ms"]), ("clean", p["prep_ms"]), ("ocr", p["ocr_ms"])):
+                if ms:
+                    self.stage(stage, ms / 1000, 1)
             self.pages += 1
             self.pages_failed += p["status"] == "error"
             self.pages_blank += p["status"] == "blank"
@@ -71,6 +81,10 @@ class JobSummary:
                 self._conf_sum += p["confidence"] * weight
                 self._conf_weight += weight
         self.mean_confidence = self._conf_sum / self._conf_weight if self._conf_weight else None
+
+    def stage(self, name: str, seconds: float, pages: int) -> None:
+        self.stages[name]["seconds"] = round(self.stages[name]["seconds"] + seconds, 3)
+        self.stages[name]["pages"] += pages
 
     @property
     def pages_per_s(self) -> float:
@@ -90,34 +104,62 @@ class JobSummary:
         return {**out, "pages_per_s": round(self.pages_per_s, 3), "documents_still_failed": self.still_failed}
 
 
-def _shards(docs: Iterator[SourceDocument], size: int) -> Iterator[list[SourceDocument]]:
-    while shard := list(islice(docs, size)):
-        yield shard
+class _Shard:
+    """Books of one Parquet part, in listing order; committed once closed (full, or the listing
+    ended) and every book in it is back."""
+
+    def __init__(self):
+        self.docs: list[SourceDocument] = []
+        self.results: dict[str, list[PageResult]] = {}
+        self.closed = False
+
+    @property
+    def complete(self) -> bool:
+        return self.closed and len(self.results) == len(self.docs)
 
 
-def _windows(shards: Iterator[list[SourceDocument]], size: int) -> Iterator[list[list[SourceDocument]]]:
-    while window := list(islice(shards, max(1, size))):
-        yield window
+def _stream(executor, docs: Iterator[SourceDocument], shard_docs: int, open_shards: int
+            ) -> Iterator[tuple[list[SourceDocument], list[PageResult]]]:
+    """Feed books to the executor as it has room (the listing is read lazily) and yield each
+    shard as soon as its books are complete. At most `open_shards` shards are open at once, so
+    a long book holds back only the results of its own shard's neighbours."""
+    shards: list[_Shard] = []
+    shard_of: dict[str, _Shard] = {}
+    listing_done = False
+    while True:
+        while not listing_done and executor.has_room():
+            current = shards[-1] if shards and not shards[-1].closed else None
+            if current is None and len(shards) >= open_shards:
+                break
+            doc = next(docs, None)
+            if doc is None:
+                listing_done = True
+                if current is not None:
+                    current.closed = True
+                break
+            if current is None:
+                current = _Shard()
+                shards.append(current)
+            current.docs.append(doc)
+            current.closed = len(current.docs) >= shard_docs
+            shard_of[doc.doc_id] = current
+            executor.submit(doc)
+        for shard in [s for s in shards if s.complete]:
+            shards.remove(shard)
+            yield shard.docs, [r for d in shard.docs for r in shard.results[d.doc_id]]
+        if not executor.busy():
+            if listing_done and not shards:
+                return
+            if listing_done or not executor.has_room():  # nothing in flight can complete these
+                raise RuntimeError(f"{len(shards)} shards open with no book in flight")
+            continue
+        for doc, results in executor.poll():
+            shard_of.pop(doc.doc_id).results[doc.doc_id] = results
 
 
-def _run_window(executor, window: list[list[SourceDocument]], run_id: str) -> Iterator[tuple[list[dict], list[dict]]]:
-    """Give the executor several shards at once (no idle workers at shard boundaries) and yield
-    each shard's rows as soon as every page of every book in it is back."""
-    shard_of = {d.doc_id: i for i, shard in enumerate(window) for d in shard}
-    results: dict[str, list[PageResult]] = defaultdict(list)
-    waiting = [{d.doc_id for d in shard} for shard in window]  # books of each shard not yet complete
-    open_shards = set(range(len(window)))
-    for r in executor.process([d for shard in window for d in shard]):
-        doc_id = r.work.doc_id
-        results[doc_id].append(r)
-        i = shard_of[doc_id]
-        if doc_id in waiting[i] and document_complete(results[doc_id]):
-            waiting[i].discard(doc_id)
-            if not waiting[i]:
-                open_shards.discard(i)
-                yield assemble_shard(window[i], [x for d in window[i] for x in results.pop(d.doc_id)], run_id)
-    for i in sorted(open_shards):  # pages went missing: assembly turns the gap into error rows
-        yield assemble_shard(window[i], [x for d in window[i] for x in results.pop(d.doc_id, [])], run_id)
+def _chunks(docs: Iterator[SourceDocument], size: int) -> Iterator[list[SourceDocument]]:
+    while chunk := list(islice(docs, size)):
+        yield chunk
 
 
 def _shard_exporter(cfg: JobConfig, summary: JobSummary):
@@ -159,7 +201,7 @@ def _claimed(docs: Iterator[SourceDocument], leases: Leases, index: CommittedInd
              batch: int) -> Iterator[SourceDocument]:
     """Claim books a batch at a time; then re-read what was committed meanwhile, so a book another
     driver finished between our listing and our claim is not done again."""
-    for chunk in _shards(docs, batch):
+    for chunk in _chunks(docs, batch):
         got = [d for d in chunk if leases.claim(d.doc_id)]
         summary.documents_claimed_elsewhere += len(chunk) - len(got)
         just_committed = index.refresh()
@@ -249,18 +291,22 @@ def _run_claimed(cfg: JobConfig, summary: JobSummary, in_store, out_store, write
         return _claimed(planned, leases, index, summary, cfg.shard_docs)
 
     stages = Stages(in_store, cfg.load_options(), cfg.prep, cfg.engine, cfg.pages_per_call, cfg.flip_retry_below,
-                    cfg.retry_policy())
+                    retry=cfg.retry_policy(), max_pages_per_book=cfg.max_pages_per_book)
     executor = make_executor(cfg, stages)
     export = _shard_exporter(cfg, summary)
     t0 = time.perf_counter()
     with Progress(enabled=cfg.progress) as progress:
         try:
-            for window in _windows(_shards(todo(), cfg.shard_docs), cfg.shards_in_flight):
-                for page_rows, doc_rows in _run_window(executor, window, cfg.run_id):
-                    page_rows, doc_rows = _commit(writer, leases, index, page_rows, doc_rows, summary)
-                    summary.add(page_rows, doc_rows)
-                    export(page_rows, doc_rows)
-                    progress.update(len(doc_rows), len(page_rows), summary.pages_failed)
+            for docs, results in _stream(executor, todo(), cfg.shard_docs, cfg.shards_in_flight):
+                page_rows, doc_rows = assemble_shard(docs, results, cfg.run_id)
+                t1 = time.perf_counter()
+                page_rows, doc_rows = _commit(writer, leases, index, page_rows, doc_rows, summary)
+                summary.stage("write", time.perf_counter() - t1, len(page_rows))
+                summary.add(page_rows, doc_rows)
+                export(page_rows, doc_rows)
+                progress.update(len(doc_rows), len(page_rows), summary.pages_failed)
+            for key, value in executor.stats().items():
+                setattr(summary, key, value)
         finally:
             executor.close()
     summary.seconds = time.perf_counter() - t0

@@ -54,7 +54,9 @@ def ray_init_kwargs() -> dict:
     when verbose (failures become error rows either way). Called after `import ray`, which sets
     up Ray's own loggers, so their levels are set again here."""
     _library_log_levels()
-    return dict(include_dashboard=False, log_to_driver=verbose(), configure_logging=False)
+    loud = verbose()
+    return dict(include_dashboard=False, log_to_driver=loud, configure_logging=loud,
+                **({"logging_level": logging.INFO} if loud else {}))
 
 
 @contextmanager

@@ -1,15 +1,27 @@
-"""The stages of a job, as plain picklable callables. No executor or Ray code in here."""
+"""The stages of a job, as plain picklable callables. No executor or Ray code in here.
+
+Every exception a stage raises for one page or one book becomes an error row for that page
+or book (exception type and message, `error_kind` from `failures.classify`): one bad input
+never fails the job. Both executors run pages through these same functions.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any, Iterator, Optional, Sequence
 
+from folioscan.failures import classify, describe
 from folioscan.pipeline.storage import Store
-from folioscan.records import PageWork, SourceDocument
+from folioscan.records import DOCUMENT_LEVEL, PageResult, PageWork, SourceDocument
 from folioscan.retry import RetryPolicy
 from folioscan.workers.load import LoadOptions, load_pages
 from folioscan.workers.ocr_stage import OcrStage
 from folioscan.workers.prep import PrepOptions, prepare_page
+
+
+def doc_error(doc: SourceDocument, error: str, kind: Optional[str] = None, pages_before: int = 0) -> PageWork:
+    """A book-level error. Its page_count is the number of source pages emitted before it, so the
+    driver knows which page rows still belong to the book."""
+    return PageWork(doc.doc_id, doc.uri, DOCUMENT_LEVEL, pages_before, error=error, error_kind=kind)
 
 
 @dataclass
@@ -21,12 +33,47 @@ class Stages:
     batch_size: int = 4
     flip_retry_below: float | None = 0.6
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+    max_pages_per_book: Optional[int] = None
 
     def pages(self, doc: SourceDocument) -> Iterator[PageWork]:
-        """Load and clean a document's pages, one at a time (CPU work, runs in parallel per document)."""
-        for work in load_pages(doc, self.store.read, self.load):
-            yield from prepare_page(work, self.prep)
+        """Load and clean a book's pages one at a time (CPU work). A book over the page cap ends
+        with a book-level error naming the pages not read."""
+        emitted = 0
+        cap = self.max_pages_per_book
+        try:
+            for work in load_pages(doc, self.store.read, self.load):
+                if cap is not None and work.page_index >= cap:
+                    yield doc_error(doc, f"{doc.uri}: book has {work.page_count} pages; pages {cap}..{work.page_count - 1} "
+                                         f"not read (--max-pages-per-book {cap})", pages_before=emitted)
+                    return
+                for part in self.prepare(work):  # not `yield from`: Ray's streaming generators send() values
+                    yield part
+                if work.page_index != DOCUMENT_LEVEL:
+                    emitted = work.page_index + 1
+        except Exception as e:  # the loader itself broke part-way: the rest of the book is one error
+            yield doc_error(doc, f"{doc.uri}: loading failed after {emitted} pages: {describe(e)}", classify(e), emitted)
+
+    def prepare(self, work: PageWork) -> list[PageWork]:
+        try:
+            return prepare_page(work, self.prep)
+        except Exception as e:
+            work.image, work.parts = None, 1
+            work.error, work.error_kind = f"{work.source_uri} page {work.page_index}: cleaning: {describe(e)}", classify(e)
+            return [work]
 
     def ocr_stage(self) -> OcrStage:
         """Built once per worker: engines are costly to load."""
         return OcrStage(self.engine, self.flip_retry_below, retry=self.retry)
+
+
+def read_pages(ocr: OcrStage, works: Sequence[PageWork]) -> list[PageResult]:
+    """The OCR stage over a batch; anything it raises becomes an error row for each page of the batch."""
+    try:
+        return ocr(works)
+    except Exception as e:
+        results = []
+        for w in works:
+            w.image = None
+            results.append(PageResult(w, "error", None, ocr.engine.name, ocr.engine.version,
+                                      error=f"ocr: {describe(e)}", error_kind=classify(e)))
+        return results

@@ -235,11 +235,19 @@ def _image_pages(doc, read, opts: LoadOptions) -> Iterator[PageWork]:
             yield work
 
 
+def _gray8(im) -> np.ndarray:
+    """8-bit grey. Pillow's convert("L") clips 16-bit samples at 255 (a grey page turns almost all
+    white), so deep images are scaled instead."""
+    if im.mode.startswith("I;16") or (im.mode == "I" and im.getextrema()[1] > 255):
+        return (np.asarray(im, dtype=np.uint32) // 257).astype(np.uint8)
+    return np.asarray(im.convert("L")).copy()
+
+
 def _decode_frame(im, k: int, uri: str, opts: LoadOptions, work: PageWork) -> None:
     try:
         im.seek(k)
         _check_pixels(im.width, im.height, opts, f"{uri} frame {k}")
-        work.image = np.asarray(im.convert("L")).copy()
+        work.image = _gray8(im)
         work.source_height, work.source_width = work.image.shape
         xdpi = (im.info.get("dpi") or (0, 0))[0]
         work.dpi = float(xdpi) if xdpi else 0.0

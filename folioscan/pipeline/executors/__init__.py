@@ -1,11 +1,19 @@
-"""Executors run the stages over a shard of documents: in-process, or on Ray Data."""
-from typing import Iterator, Protocol
+"""Executors run the stages over a stream of books: in-process, or on Ray actors.
+
+The driver pushes books in while `has_room()`, and `poll()` hands back finished books: every
+page result of a book at once, after the book's loader is done and its last page is read.
+"""
+from typing import Protocol
 
 from folioscan.records import PageResult, SourceDocument
 
 
 class Executor(Protocol):
-    def process(self, docs: list[SourceDocument]) -> Iterator[PageResult]: ...
+    def submit(self, doc: SourceDocument) -> None: ...
+    def has_room(self) -> bool: ...
+    def busy(self) -> bool: ...  # books submitted and not yet handed back
+    def poll(self) -> list[tuple[SourceDocument, list[PageResult]]]: ...
+    def stats(self) -> dict: ...  # {"ocr_actors": int, "engine_loads": int, ...}
     def close(self) -> None: ...
 
 
@@ -14,6 +22,6 @@ def make_executor(cfg, stages) -> Executor:
         from folioscan.pipeline.executors.local import LocalExecutor
 
         return LocalExecutor(stages)
-    from folioscan.pipeline.executors.ray_data import RayExecutor
+    from folioscan.pipeline.executors.ray_actors import RayExecutor
 
     return RayExecutor(stages, cfg)

@@ -1,26 +1,64 @@
-"""In-process executor: no Ray import; for tests, debugging and single-machine runs."""
+"""In-process executor: no Ray import; for tests, debugging and single-machine runs.
+
+Pages stream from the loader to the engine one batch at a time, so memory does not grow
+with a book's length; a batch may span the end of one book and the start of the next.
+"""
 from __future__ import annotations
 
+from collections import deque
+from dataclasses import dataclass, field
 from typing import Iterator
 
-from folioscan.records import PageResult, SourceDocument
+from folioscan.pipeline.stages import read_pages
+from folioscan.records import PageResult, PageWork, SourceDocument
+
+
+@dataclass
+class _Book:
+    doc: SourceDocument
+    pages: Iterator[PageWork]
+    results: list[PageResult] = field(default_factory=list)
+    loaded: bool = False
 
 
 class LocalExecutor:
     def __init__(self, stages):
         self.stages = stages
         self.ocr = stages.ocr_stage()
+        self.books: deque[_Book] = deque()
 
-    def process(self, docs: list[SourceDocument]) -> Iterator[PageResult]:
-        batch = []
-        for doc in docs:
-            for work in self.stages.pages(doc):
-                batch.append(work)
-                if len(batch) >= self.stages.batch_size:
-                    yield from self.ocr(batch)
-                    batch = []
-        if batch:
-            yield from self.ocr(batch)
+    def submit(self, doc: SourceDocument) -> None:
+        self.books.append(_Book(doc, self.stages.pages(doc)))
+
+    def has_room(self) -> bool:
+        return len(self.books) < 2
+
+    def busy(self) -> bool:
+        return bool(self.books)
+
+    def poll(self) -> list[tuple[SourceDocument, list[PageResult]]]:
+        batch: list[PageWork] = []
+        owners: list[_Book] = []
+        for book in self.books:
+            while len(batch) < self.stages.batch_size and not book.loaded:
+                work = next(book.pages, None)
+                if work is None:
+                    book.loaded = True
+                else:
+                    batch.append(work)
+                    owners.append(book)
+            if len(batch) >= self.stages.batch_size:
+                break
+        for book, result in zip(owners, read_pages(self.ocr, batch)):
+            book.results.append(result)
+        done = []
+        while self.books and self.books[0].loaded:
+            book = self.books.popleft()
+            done.append((book.doc, book.results))
+        return done
+
+    def stats(self) -> dict:
+        return {"ocr_actors": 1, "engine_loads": 1}
 
     def close(self) -> None:
         pass

@@ -13,7 +13,8 @@ def analysis_copy(gray: np.ndarray, long_side: int = ANALYSIS_LONG_SIDE) -> tupl
     scale = max(h, w) / long_side
     if scale <= 1:
         return gray, 1.0
-    return cv2.resize(gray, (round(w / scale), round(h / scale)), interpolation=cv2.INTER_AREA), scale
+    size = (max(1, round(w / scale)), max(1, round(h / scale)))  # a 1-px-high strip must not round to 0
+    return cv2.resize(gray, size, interpolation=cv2.INTER_AREA), scale
 
 
 def ink_mask(gray: np.ndarray) -> np.ndarray:

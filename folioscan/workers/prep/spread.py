@@ -14,6 +14,9 @@ MIN_SHADOW = 18  # grey levels the gutter's columns sit below the paper beside i
 MIN_EMPTY_GUTTER = 0.025  # of the width: an empty band narrower than this is a gap between lines
 
 
+MIN_SPREAD_PX = 32
+
+
 def find_gutter(small: np.ndarray, min_aspect: float = 1.15) -> int | None:
     """Column (in `small`) of the gutter of a two-page spread, or None for a single page."""
     band = gutter_band(small, min_aspect)
@@ -23,7 +26,7 @@ def find_gutter(small: np.ndarray, min_aspect: float = 1.15) -> int | None:
 def gutter_band(small: np.ndarray, min_aspect: float = 1.15) -> tuple[int, int] | None:
     """Columns [x0, x1) of `small` that belong to neither page (the gutter), or None."""
     h, w = small.shape
-    if w < min_aspect * h:
+    if w < min_aspect * h or h < MIN_SPREAD_PX:  # a strip a few pixels high is no spread to measure
         return None
     return _shadow(small) or _empty_band(small)
 

@@ -1,0 +1,110 @@
+"""Every core busy? The job on this machine's cores against one raw single-threaded Tesseract,
+on the same pages (../shared/eval/old_books), in one run. Prints one JSON object.
+
+    python bench/cores.py [--books a b] [--executor ray] [--num-cpus N] [--lang eng]
+
+Raw Tesseract: one tesserocr API (same language data and settings as the job's engine) reads
+each page image of the eval set in turn, no cleaning, in this process. The job: `folioscan run`
+over the eval PDFs as a subprocess, cleaning on. Both are scored against the ground truth.
+`ratio` uses the job's own clock (its summary: first book handed out to last shard committed);
+`ratio_wall` the subprocess wall clock, Python and Ray start-up included.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import pyarrow.parquet as pq
+
+sys.path.insert(0, os.path.dirname(__file__))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from evalset import OLD_BOOKS, cer, manifest  # noqa: E402
+
+
+def raw_tesseract(rows, lang: str) -> dict:
+    import numpy as np
+    import tesserocr
+    from PIL import Image
+
+    from folioscan.workers.engines.tesseract import find_tessdata
+
+    api = tesserocr.PyTessBaseAPI(path=find_tessdata(lang), lang=lang, psm=3, oem=tesserocr.OEM.LSTM_ONLY)
+    texts = []
+    t0 = time.perf_counter()
+    for r in rows:
+        img = np.asarray(Image.open(os.path.join(OLD_BOOKS, "pages", r["page_name"] + ".png")).convert("L"))
+        api.SetImage(Image.fromarray(img))
+        texts.append(api.GetUTF8Text())
+    seconds = time.perf_counter() - t0
+    api.End()
+    cers = [cer(t, r["truth"]) for t, r in zip(texts, rows)]
+    return {"pages": len(rows), "seconds": round(seconds, 2), "pages_per_s": round(len(rows) / seconds, 3),
+            "mean_cer": round(statistics.mean(cers), 4), "tesseract": tesserocr.tesseract_version().split()[1]}
+
+
+def combine(a: dict, b: dict) -> dict:
+    pages, seconds = a["pages"] + b["pages"], a["seconds"] + b["seconds"]
+    cer_mean = (a["mean_cer"] * a["pages"] + b["mean_cer"] * b["pages"]) / pages
+    return {"pages": pages, "seconds": round(seconds, 2), "pages_per_s": round(pages / seconds, 3),
+            "pages_per_s_before_job": a["pages_per_s"], "pages_per_s_after_job": b["pages_per_s"],
+            "mean_cer": round(cer_mean, 4), "tesseract": a["tesseract"]}
+
+
+def job(rows, args) -> dict:
+    src, out = tempfile.mkdtemp(prefix="cores-src-"), tempfile.mkdtemp(prefix="cores-out-")
+    for pdf in sorted({r["pdf"] for r in rows}):
+        os.symlink(os.path.join(os.path.abspath(OLD_BOOKS), pdf), os.path.join(src, os.path.basename(pdf)))
+    summary_file = os.path.join(out, "summary.json")
+    cmd = [sys.executable, "-m", "folioscan", "run", src, os.path.join(out, "data"), "--executor", args.executor,
+           "--quiet", "--summary-json", summary_file]
+    cmd += ["--num-cpus", str(args.num_cpus)] if args.num_cpus else []
+    cmd += ["--lang", args.lang] if args.lang != "eng" else []
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    if proc.returncode not in (0, 1):
+        raise SystemExit(f"job failed:\n{proc.stderr[-3000:]}")
+    summary = json.load(open(summary_file))
+    pages = pq.read_table(os.path.join(out, "data", "pages")).to_pandas()
+    by_key = {(os.path.basename(p["source_uri"]), int(p["page_index"])): p["text"] or "" for p in pages.to_dict("records")}
+    cers = [cer(by_key.get((os.path.basename(r["pdf"]), r["page_index"]), ""), r["truth"]) for r in rows]
+    return {"pages": summary["pages"], "seconds": round(summary["seconds"], 2), "wall_seconds": round(wall, 2),
+            "pages_per_s": round(summary["pages"] / summary["seconds"], 3), "pages_per_s_wall": round(summary["pages"] / wall, 3),
+            "mean_cer": round(statistics.mean(cers), 4), "ocr_actors": summary.get("ocr_actors"),
+            "engine_loads": summary.get("engine_loads"), "stages": summary.get("stages")}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--books", nargs="+", help="subset of books (a..f); default all 178 pages")
+    ap.add_argument("--executor", default="ray", choices=["ray", "local"])
+    ap.add_argument("--num-cpus", type=int, help="CPUs for the job's local Ray (default: all)")
+    ap.add_argument("--lang", default="eng", help="language data for both (passed to the job as --lang)")
+    args = ap.parse_args()
+    os.environ["OMP_THREAD_LIMIT"] = "1"  # raw Tesseract single-threaded even where it is built with OpenMP
+    rows = [r for r in manifest() if not args.books or r["book"] in args.books]
+    # the machine is shared: half the raw baseline runs before the job and half after it
+    before = raw_tesseract(rows[0::2], args.lang)
+    j = job(rows, args)
+    after = raw_tesseract(rows[1::2], args.lang)
+    raw = combine(before, after)
+    cores = args.num_cpus or os.cpu_count()
+    busy = sum(s["seconds"] for s in (j["stages"] or {}).values())
+    print(json.dumps({
+        "benchmark": "cores", "eval": "old_books", "cores": cores, "executor": args.executor, "lang": args.lang,
+        "job": j, "raw_tesseract_one_thread": raw,
+        "ratio": round(j["pages_per_s"] / raw["pages_per_s"], 3),
+        "ratio_wall": round(j["pages_per_s_wall"] / raw["pages_per_s"], 3),
+        "target_ratio": round(0.9 * cores, 2),
+        "stage_seconds_over_job_core_seconds": round(busy / (j["seconds"] * cores), 3),
+    }, indent=2))
+
+
+if __name__ == "__main__":
+    main()

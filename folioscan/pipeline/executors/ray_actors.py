@@ -1,0 +1,246 @@
+"""Ray executor: one streaming pipeline per run.
+
+    books -> loader tasks (streaming generators: load + clean, one page per object)
+          -> bounded queue of page refs on the driver
+          -> long-lived OCR actors (one engine load each, on a GPU when the engine wants one)
+
+Memory is bounded by counts, never by a book's length: each loader runs at most `LOADER_AHEAD`
+pages ahead of the driver, the driver queues at most `queue_pages` page refs, and each actor has
+at most two batches in flight (one running, one waiting, so it never idles between calls).
+A loader or actor lost to a dead worker or node fails only the books it was carrying; each is
+retried from its first page (results of the failed attempt are dropped) up to `BOOK_ATTEMPTS`
+times, then becomes a transient book-level error.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from collections import deque
+from dataclasses import dataclass, field
+
+import ray
+
+from folioscan.failures import TRANSIENT, describe
+from folioscan.pipeline.stages import doc_error, read_pages
+from folioscan.records import PageResult, SourceDocument
+from folioscan.workers.engines.registry import VLM_KINDS
+
+log = logging.getLogger(__name__)
+
+LOADER_AHEAD = 4  # pages a loader may hold in the object store before the driver takes them
+BOOK_ATTEMPTS = 3
+ACTOR_CALLS = 2  # batches in flight per actor
+LOADER_CPUS = 0.25  # loading + cleaning is ~5% of CPU OCR; actors take the rest of a core
+
+
+@ray.remote(max_retries=0)
+def _load(stages, doc):
+    for work in stages.pages(doc):
+        yield work
+
+
+@ray.remote(max_restarts=0, max_concurrency=1)
+class OcrActor:
+    def __init__(self, stages):
+        self.engine_loads = 0
+        self.ocr = stages.ocr_stage()
+        self.engine_loads += 1
+
+    def read(self, *works) -> tuple[list[PageResult], int]:
+        return read_pages(self.ocr, works), self.engine_loads
+
+    def stats(self) -> int:
+        return self.engine_loads
+
+
+def _cancel(gen) -> None:
+    try:
+        ray.cancel(gen)
+    except Exception as e:  # already finished, or its node is gone
+        log.debug("cancel: %s", e)
+
+
+def _wants_gpu(engine) -> bool:
+    return getattr(engine, "kind", "") in VLM_KINDS and getattr(engine, "device", "auto") != "cpu"
+
+
+@dataclass
+class _Book:
+    doc: SourceDocument
+    attempt: int = 0
+    emitted: int = 0  # page works the loader yielded in this attempt
+    loaded: bool = False
+    results: list[PageResult] = field(default_factory=list)
+
+
+class RayExecutor:
+    def __init__(self, stages, cfg):
+        if not ray.is_initialized():
+            from folioscan.pipeline.quiet import ray_init_kwargs
+
+            kwargs = ray_init_kwargs()
+            if cfg.ray_address:
+                ray.init(address=cfg.ray_address, **kwargs)
+            else:
+                env = {k: v for k, v in os.environ.items() if k in ("AWS_ENDPOINT_URL", "TESSDATA_PREFIX", "HF_HUB_OFFLINE")}
+                ray.init(num_cpus=cfg.num_cpus, object_store_memory=cfg.object_store_mb * 2**20,
+                         runtime_env={"env_vars": env} if env else None, **kwargs)
+        self.stages = stages
+        self.stages_ref = ray.put(stages)
+        resources = ray.cluster_resources()
+        self.gpu = _wants_gpu(stages.engine) and resources.get("GPU", 0) >= 1
+        default = int(resources.get("GPU", 1)) if self.gpu else max(1, int(resources.get("CPU", 1)))
+        self.n_actors = cfg.ocr_workers or default
+        self.actor_options = dict(num_gpus=1, num_cpus=1) if self.gpu else dict(num_cpus=1 - LOADER_CPUS)
+        self.actors: dict[int, ray.actor.ActorHandle] = {}
+        self.loads: dict[int, int] = {}  # actor -> engine loads it reported
+        self._next_actor = 0
+        for _ in range(self.n_actors):
+            self._add_actor()
+        self.max_loaders = max(2, self.n_actors)
+        self.queue_pages = self.n_actors * stages.batch_size * ACTOR_CALLS
+        self.books: dict[str, _Book] = {}
+        self.waiting: deque[str] = deque()  # submitted, loader not started
+        self.loaders: dict = {}  # ObjectRefGenerator -> (doc_id, attempt)
+        self.queue: deque = deque()  # (doc_id, attempt, page ref)
+        self.calls: dict = {}  # ObjectRef -> (actor id, [(doc_id, attempt), ...])
+        self.book_retries = 0
+        self.actors_lost = 0
+
+    def _add_actor(self) -> None:
+        i, self._next_actor = self._next_actor, self._next_actor + 1
+        self.actors[i] = OcrActor.options(**self.actor_options).remote(self.stages_ref)
+        self.loads[i] = 0
+
+    # -- the driver's side -------------------------------------------------------------------
+    def submit(self, doc: SourceDocument) -> None:
+        self.books[doc.doc_id] = _Book(doc)
+        self.waiting.append(doc.doc_id)
+        self._start_loaders()
+
+    def has_room(self) -> bool:
+        return not self.waiting
+
+    def busy(self) -> bool:
+        return bool(self.books)
+
+    def poll(self) -> list[tuple[SourceDocument, list[PageResult]]]:
+        done: list[tuple[SourceDocument, list[PageResult]]] = []
+        self._dispatch()
+        waitables = list(self.calls) + (list(self.loaders) if len(self.queue) < self.queue_pages else [])
+        if not waitables:
+            return self._finished(done)
+        ready, rest = ray.wait(waitables, num_returns=1, timeout=1.0, fetch_local=False)
+        if ready and rest:
+            more, _ = ray.wait(rest, num_returns=len(rest), timeout=0, fetch_local=False)
+            ready += more
+        for w in ready:
+            if w in self.calls:
+                self._collect(w, done)
+            elif len(self.queue) < self.queue_pages:
+                self._take_page(w, done)
+        self._start_loaders()
+        self._dispatch()
+        return self._finished(done)
+
+    def _finished(self, done):
+        for doc_id, book in list(self.books.items()):
+            if book.loaded and len(book.results) == book.emitted:
+                done.append((book.doc, book.results))
+                del self.books[doc_id]
+        return done
+
+    def _start_loaders(self) -> None:
+        while self.waiting and len(self.loaders) < self.max_loaders:
+            book = self.books[self.waiting.popleft()]
+            gen = _load.options(num_returns="streaming", num_cpus=LOADER_CPUS,
+                                _generator_backpressure_num_objects=LOADER_AHEAD).remote(self.stages_ref, book.doc)
+            self.loaders[gen] = (book.doc.doc_id, book.attempt)
+
+    def _take_page(self, gen, done) -> None:
+        doc_id, attempt = self.loaders[gen]
+        try:
+            ref = next(gen)
+        except StopIteration:
+            del self.loaders[gen]
+            if self._current(doc_id, attempt):
+                self.books[doc_id].loaded = True
+            return
+        except Exception as e:  # the loader's worker or node died
+            del self.loaders[gen]
+            self._fail(doc_id, attempt, e)
+            return
+        if self._current(doc_id, attempt):
+            self.books[doc_id].emitted += 1
+            self.queue.append((doc_id, attempt, ref))
+
+    def _dispatch(self) -> None:
+        """Send batches to actors with a free call slot; a part batch only to an idle actor."""
+        for i, actor in list(self.actors.items()):
+            while self.queue:
+                in_flight = sum(1 for a, _ in self.calls.values() if a == i)
+                if in_flight >= ACTOR_CALLS or (in_flight and len(self.queue) < self.stages.batch_size):
+                    break
+                batch = [self.queue.popleft() for _ in range(min(self.stages.batch_size, len(self.queue)))]
+                ref = actor.read.remote(*(r for _, _, r in batch))
+                self.calls[ref] = (i, [(d, a) for d, a, _ in batch])
+
+    def _collect(self, ref, done) -> None:
+        i, owners = self.calls.pop(ref)
+        try:
+            results, loads = ray.get(ref)
+        except Exception as e:  # actor or worker died, or a page object was lost with its node
+            if isinstance(e, (ray.exceptions.RayActorError, ray.exceptions.ActorDiedError)) and i in self.actors:
+                log.warning("OCR actor %d lost (%s); %d left", i, type(e).__name__, len(self.actors) - 1)
+                del self.actors[i]
+                self.actors_lost += 1
+                if not self.actors:
+                    self._add_actor()
+            for doc_id, attempt in dict.fromkeys(owners):
+                self._fail(doc_id, attempt, e)
+            return
+        self.loads[i] = max(self.loads[i], loads)
+        for (doc_id, attempt), r in zip(owners, results):
+            if self._current(doc_id, attempt):
+                self.books[doc_id].results.append(r)
+
+    def _current(self, doc_id: str, attempt: int) -> bool:
+        book = self.books.get(doc_id)
+        return book is not None and book.attempt == attempt
+
+    def _fail(self, doc_id: str, attempt: int, exc: BaseException) -> None:
+        """Drop the attempt; retry the book from its first page, or give it up as a transient error."""
+        if not self._current(doc_id, attempt):
+            return
+        book = self.books[doc_id]
+        for gen, owner in list(self.loaders.items()):
+            if owner == (doc_id, attempt):
+                del self.loaders[gen]
+                _cancel(gen)
+        self.queue = deque(q for q in self.queue if q[0] != doc_id)
+        book.attempt += 1
+        book.emitted, book.loaded, book.results = 0, False, []
+        if book.attempt < BOOK_ATTEMPTS:
+            log.warning("%s: attempt %d failed (%s); retrying the book", book.doc.uri, attempt + 1, type(exc).__name__)
+            self.book_retries += 1
+            self.waiting.appendleft(doc_id)
+            return
+        error = doc_error(book.doc, f"{book.doc.uri}: gave up after {BOOK_ATTEMPTS} attempts: {describe(exc)}", TRANSIENT)
+        book.results = [PageResult(error, "error", None, "", "", error=error.error, error_kind=TRANSIENT)]
+        book.emitted, book.loaded = 1, True
+
+    def stats(self) -> dict:
+        for i, actor in self.actors.items():
+            try:
+                self.loads[i] = max(self.loads[i], ray.get(actor.stats.remote(), timeout=30))
+            except Exception as e:
+                log.warning("OCR actor %d did not report its engine loads: %s", i, type(e).__name__)
+        return {"ocr_actors": len(self.loads), "engine_loads": sum(self.loads.values()),
+                "book_retries": self.book_retries, "actors_lost": self.actors_lost}
+
+    def close(self) -> None:
+        for gen in self.loaders:
+            _cancel(gen)
+        for actor in self.actors.values():
+            ray.kill(actor)
+        self.actors.clear()
