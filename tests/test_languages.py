@@ -4,7 +4,7 @@ import pytest
 from folioscan.pipeline.cli import build_parser, config_from_args, main
 from folioscan.workers.engines.registry import TesseractOptions, build_engine
 from folioscan.workers.engines.tessdata import LanguageDataError, find_tessdata
-from tests.helpers import cer, text_page_image
+from tests.helpers import cer, scanned_pdf, text_page_image
 
 GERMAN = ("Über die Größe der Straßen wußte niemand Bescheid. Die Mädchen und Knaben gingen früh zur Schule, "
           "während ihre Väter auf den Äckern arbeiteten. Schöne Grüße aus München, schrieb der Bürgermeister.")
@@ -30,11 +30,20 @@ def test_the_data_that_read_a_page_is_part_of_the_engine_version():
     assert (cfg.engine.lang, cfg.engine.variant, cfg.engine.tessdata) == ("eng+deu", "standard", None)
 
 
-def test_missing_language_data_is_a_clear_error(tmp_path):
+@pytest.mark.parametrize("executor", ["local", pytest.param("ray", marks=pytest.mark.ray)])
+def test_missing_language_data_is_a_clear_error(tmp_path, monkeypatch, page_images, executor, capsys):
+    monkeypatch.delenv("TESSDATA_PREFIX", raising=False)
     with pytest.raises(LanguageDataError, match="'eng\\+frk' not found.*apt-get install tesseract-ocr-frk"):
         find_tessdata("eng+frk", "fast")
     with pytest.raises(LanguageDataError, match=f"not found in {tmp_path}"):
         build_engine(TesseractOptions(tessdata=str(tmp_path)))
     src = tmp_path / "src"
     src.mkdir()
-    assert main(["run", str(src), str(tmp_path / "out"), "--executor", "local", "--lang", "frk", "--quiet"]) == 2
+    (src / "book.pdf").write_bytes(scanned_pdf([page_images[0]]))
+    capsys.readouterr()
+    # checked on the driver before any work, with either executor (a Ray actor would otherwise die
+    # building its engine and every book would fail as if transiently)
+    assert main(["run", str(src), str(tmp_path / "out"), "--executor", executor, "--num-cpus", "1", "--lang", "frk",
+                 "--quiet"]) == 2
+    assert "apt-get install tesseract-ocr-frk" in capsys.readouterr().err
+    assert not (tmp_path / "out" / "documents").exists()

@@ -95,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--lease-ttl-s", type=float, help="seconds before a silent driver's claims on books expire")
         sp.add_argument("--dry-run", action="store_true", help="list what would be processed and skipped (and why), process nothing")
         sp.add_argument("--summary-json", help="also write the final summary to this file")
-        sp.add_argument("--also", help="export formats written as each shard commits, e.g. alto,pdf (OUTPUT/<format>/)")
+        sp.add_argument("--also", help="per-book export formats written as each shard commits, e.g. alto,pdf (OUTPUT/<format>/); jsonl is `folioscan export`'s")
         sp.add_argument("--quiet", action="store_true", help="no progress line, only warnings and the summary")
         sp.add_argument("--verbose", action="store_true", help="show Ray's, pip's and Python's own logs and warnings")
     report = sub.add_parser("report", help="write a self-contained HTML report of an output dataset")

@@ -20,6 +20,7 @@ from folioscan.pipeline.sources import iter_documents
 from folioscan.pipeline.stages import Stages
 from folioscan.pipeline.storage import StorageError, store_for
 from folioscan.records import PageResult, SourceDocument
+from folioscan.workers.engines.registry import preflight
 
 log = logging.getLogger(__name__)
 
@@ -268,6 +269,7 @@ def dry_run(cfg: JobConfig) -> list[tuple[str, str, str]]:
 
 
 def run_job(cfg: JobConfig) -> JobSummary:
+    preflight(cfg.engine)
     summary = JobSummary(cfg.run_id)
     in_store = store_for(cfg.source, cfg.endpoint_url, cfg.region)
     out_store = store_for(cfg.output, cfg.endpoint_url, cfg.region)

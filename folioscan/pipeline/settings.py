@@ -36,7 +36,10 @@ def read_config_file(path: str) -> dict:
 
             data = yaml.safe_load(raw.decode()) or {}
         elif lower.endswith(".toml"):
-            import tomllib
+            try:
+                import tomllib
+            except ImportError:  # Python 3.10
+                import tomli as tomllib
 
             data = tomllib.loads(raw.decode())
         else:

@@ -160,7 +160,7 @@ def _fold_pages(table, data: ReportData, worst: list, n_worst: int) -> None:
         reads = attempts[i] or []
         data.attempts_per_page[len(reads)] += 1
         for a in reads[1:]:  # re-reads: escalations (VLM) or the 180-degree retry (every engine)
-            data.escalation_reasons[a.get("reason") or "?"] += 1
+            data.escalation_reasons[(a.get("reason") or "?").split("@")[0]] += 1  # "@<orientation>" apart
         if cols["engine"][i] in VLM_KINDS and cols["vision_tokens"][i] is not None:
             data.vlm_pages += 1
             data.budgets[cols["budget"][i] or "?"] += 1

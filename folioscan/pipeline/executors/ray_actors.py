@@ -88,8 +88,10 @@ class RayExecutor:
         self.stages = stages
         self.stages_ref = ray.put(stages)
         resources = ray.cluster_resources()
-        self.gpu = _wants_gpu(stages.engine) and resources.get("GPU", 0) >= 1
-        default = int(resources.get("GPU", 1)) if self.gpu else max(1, int(resources.get("CPU", 1)))
+        # on a cluster, GPU workers may only appear once an actor asks for a GPU (an autoscaled group
+        # with no replicas yet): there a GPU engine asks whatever the cluster shows at start
+        self.gpu = _wants_gpu(stages.engine) and (resources.get("GPU", 0) >= 1 or bool(cfg.ray_address))
+        default = max(1, int(resources.get("GPU", 0))) if self.gpu else max(1, int(resources.get("CPU", 1)))
         self.n_actors = cfg.ocr_workers or default
         self.actor_options = dict(num_gpus=1, num_cpus=1) if self.gpu else dict(num_cpus=1 - LOADER_CPUS)
         self.actors: dict[int, ray.actor.ActorHandle] = {}
@@ -137,7 +139,7 @@ class RayExecutor:
         for w in ready:
             if w in self.calls:
                 self._collect(w, done)
-            elif len(self.queue) < self.queue_pages:
+            elif w in self.loaders and len(self.queue) < self.queue_pages:  # a failed call may have dropped it
                 self._take_page(w, done)
         self._start_loaders()
         self._dispatch()

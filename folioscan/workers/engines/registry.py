@@ -57,6 +57,15 @@ def engine_names() -> list[str]:
     return ["tesseract", "rapidocr", *VLM_KINDS]
 
 
+def preflight(options) -> None:
+    """What every worker would otherwise find out by failing, checked once on the driver before any
+    work: the Tesseract language data is installed (else LanguageDataError, exit 2)."""
+    if options.kind == "tesseract":
+        from folioscan.workers.engines.tessdata import find_tessdata
+
+        find_tessdata(options.lang, options.variant, options.tessdata)
+
+
 def build_engine(options):
     if options.kind == "tesseract":
         from folioscan.workers.engines.tesseract import TesseractEngine
