@@ -38,7 +38,8 @@ def test_run_prints_progress_and_summary_only(tmp_path):
 def test_verbose_brings_ray_back(tmp_path):
     code, out, err = _run(tmp_path, "--verbose")
     assert code == 0, err
-    assert any(re.search(r"\bray\b|\bray[._]|core_worker", line) for line in err), err
+    # Ray's own logging is back: its start-up line ("Started a local Ray instance."), worker output
+    assert any(re.search(r"\bray\b|\bray[._]|core_worker", line, re.IGNORECASE) for line in err), err
     assert len(err) > 1 and out[-1].startswith("folioscan run ")
 
 
