@@ -21,12 +21,15 @@ def _committed(out) -> int:
     return len(os.listdir(d)) if os.path.isdir(d) else 0
 
 
-def _ocr_actors() -> list[psutil.Process]:
+def _ocr_actors(driver: int) -> list[psutil.Process]:
+    """The OCR actors of this job's own local Ray (descendants of its driver), not of anyone else's."""
     found = []
-    for p in psutil.process_iter(["cmdline"]):
-        cmd = " ".join(p.info["cmdline"] or [])
-        if cmd.startswith("ray::OcrActor"):
-            found.append(p)
+    for p in psutil.Process(driver).children(recursive=True):
+        try:
+            if " ".join(p.cmdline()).startswith("ray::OcrActor"):
+                found.append(p)
+        except psutil.Error:
+            pass
     return found
 
 
@@ -44,9 +47,9 @@ def test_killing_an_ocr_actor_loses_no_page_and_doubles_none(tmp_path, page_imag
     job = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.time() + 180
-        while (_committed(out) < 2 or len(_ocr_actors()) < 2) and job.poll() is None and time.time() < deadline:
+        while (_committed(out) < 2 or len(_ocr_actors(job.pid)) < 2) and job.poll() is None and time.time() < deadline:
             time.sleep(0.1)
-        actors = _ocr_actors()
+        actors = _ocr_actors(job.pid)
         assert job.poll() is None and _committed(out) < 10 and len(actors) == 2, "an actor must die while the job runs"
         os.kill(actors[0].pid, signal.SIGKILL)
         log, _ = job.communicate(timeout=300)
