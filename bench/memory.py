@@ -35,19 +35,26 @@ class PeakMemory:
         import psutil
 
         self.proc, self.every, self.rss, self.pss, self._stop = psutil.Process(pid), every, 0, 0, False
+        self.by_role: dict[str, list[int]] = {}  # role -> [peak RSS, peak PSS] of its processes summed
 
     def _sample(self) -> None:
         import psutil
 
         while not self._stop:
             rss = pss = 0
+            roles: dict[str, list[int]] = {}
             for p in [self.proc, *self.proc.children(recursive=True)]:
                 try:
                     info = p.memory_full_info()
                     rss, pss = rss + info.rss, pss + info.pss
+                    r = roles.setdefault(_role(p), [0, 0])
+                    r[0], r[1] = r[0] + info.rss, r[1] + info.pss
                 except psutil.Error:
                     pass
             self.rss, self.pss = max(self.rss, rss), max(self.pss, pss)
+            for role, (r_rss, r_pss) in roles.items():
+                peak = self.by_role.setdefault(role, [0, 0])
+                peak[0], peak[1] = max(peak[0], r_rss), max(peak[1], r_pss)
             time.sleep(self.every)
 
     def __enter__(self):
@@ -60,6 +67,15 @@ class PeakMemory:
     def __exit__(self, *exc):
         self._stop = True
         self._t.join()
+
+
+def _role(p) -> str:
+    """What a process is, for the per-role peaks: Ray names its workers by their task or actor."""
+    name = " ".join(p.cmdline()[:3])
+    for role in ("OcrActor", "_load", "raylet", "gcs_server", "folioscan", "dashboard", "ray::IDLE"):
+        if role in name:
+            return role
+    return "other"
 
 
 def _png(im) -> bytes:
@@ -100,7 +116,8 @@ def run(pages: int, args) -> dict:
         raise SystemExit(f"job failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     summary = json.load(open(summary_file))
     return {"pages": summary["pages"], "page_pixels": pixels, "pdf_mb": round(os.path.getsize(os.path.join(src, f"book_{pages}.pdf")) / 1e6, 2),
-            "seconds": round(time.perf_counter() - t0, 1), "pages_per_s": summary["pages_per_s"], "peak_rss_mb": round(mem.rss / 2**20, 1), "peak_pss_mb": round(mem.pss / 2**20, 1)}
+            "seconds": round(time.perf_counter() - t0, 1), "pages_per_s": summary["pages_per_s"], "peak_rss_mb": round(mem.rss / 2**20, 1), "peak_pss_mb": round(mem.pss / 2**20, 1),
+            "peak_mb_by_role_rss_pss": {k: [round(v / 2**20) for v in rp] for k, rp in sorted(mem.by_role.items())}}
 
 
 def main() -> None:

@@ -20,6 +20,7 @@ from folioscan.pipeline.sources import iter_documents
 from folioscan.pipeline.stages import Stages
 from folioscan.pipeline.storage import StorageError, store_for
 from folioscan.records import PageResult, SourceDocument
+from folioscan.workers import memory
 from folioscan.workers.engines.registry import preflight
 
 log = logging.getLogger(__name__)
@@ -307,6 +308,8 @@ def _run_claimed(cfg: JobConfig, summary: JobSummary, in_store, out_store, write
                 summary.add(page_rows, doc_rows)
                 export(page_rows, doc_rows)
                 progress.update(len(doc_rows), len(page_rows), summary.pages_failed)
+                del docs, results, page_rows, doc_rows
+                memory.release()  # a long book's rows are freed: give the heap back before the next shard
             for key, value in executor.stats().items():
                 setattr(summary, key, value)
         finally:

@@ -23,6 +23,7 @@ import ray
 from folioscan.failures import TRANSIENT, describe
 from folioscan.pipeline.stages import doc_error, read_pages
 from folioscan.records import PageResult, SourceDocument
+from folioscan.workers import memory
 from folioscan.workers.engines.registry import VLM_KINDS
 
 log = logging.getLogger(__name__)
@@ -35,8 +36,15 @@ LOADER_CPUS = 0.25  # loading + cleaning is ~5% of CPU OCR; actors take the rest
 
 @ray.remote(max_retries=0)
 def _load(stages, doc):
+    import cv2
+
+    # a loader owns LOADER_CPUS of a core: OpenCV's default thread pool (one thread per core) would
+    # run cleaning on every core at once, taking them from the OCR actors
+    cv2.setNumThreads(1)
+    trim = memory.Every()
     for work in stages.pages(doc):
         yield work
+        trim.tick()
 
 
 @ray.remote(max_restarts=0, max_concurrency=1)
@@ -45,9 +53,12 @@ class OcrActor:
         self.engine_loads = 0
         self.ocr = stages.ocr_stage()
         self.engine_loads += 1
+        self.trim = memory.Every()
 
     def read(self, *works) -> tuple[list[PageResult], int]:
-        return read_pages(self.ocr, works), self.engine_loads
+        results = read_pages(self.ocr, works)
+        self.trim.tick(len(results))
+        return results, self.engine_loads
 
     def stats(self) -> int:
         return self.engine_loads
