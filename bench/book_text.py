@@ -11,7 +11,7 @@ signature mark included, so the reference body text is the ground truth minus th
 (`reference_furniture`: exact repetition across the book's clean pages, bare numbers,
 signature marks); CER against the ground truth as it is is reported too.
 
-    flock /tmp/heavy.lock python bench/book_text.py            # first run: OCR (~3-4 min on 2 cores)
+    python bench/book_text.py            # first run: OCR (~3-4 min on 2 cores)
     python bench/book_text.py [--method rapidfuzz minhash] [--books a b] [--show-furniture]
 """
 from __future__ import annotations

@@ -6,7 +6,7 @@ cap, each in a fresh process, reading that process's peak RSS from the kernel (w
 weights rarely emit an end token, so a run with cap C really decodes ~C tokens per page. Prints
 one JSON object. CPU only; run it under the shared machine's lock:
 
-    flock /tmp/heavy.lock python bench/vlm_memory.py --pages 16 --caps 16 512
+    python bench/vlm_memory.py --pages 16 --caps 16 512
 """
 from __future__ import annotations
 
