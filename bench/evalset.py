@@ -47,33 +47,46 @@ def manifest() -> list[dict]:
     return rows
 
 
-class PeakRss:
-    """Peak resident memory of a process and all its children (Ray workers included), sampled."""
+class Sampler:
+    """Calls `sample()` every `every` seconds on a thread while the `with` block runs."""
 
-    def __init__(self, pid: int | None = None, every: float = 0.2):
-        import psutil
+    every = 0.2
 
-        self.proc, self.every, self.peak, self._stop = psutil.Process(pid or os.getpid()), every, 0, False
+    def sample(self) -> None:
+        raise NotImplementedError
 
-    def _sample(self) -> None:
+    def _run(self) -> None:
         import psutil
 
         while not self._stop:
             try:
-                procs = [self.proc, *self.proc.children(recursive=True)]
-                self.peak = max(self.peak, sum(p.memory_info().rss for p in procs if p.is_running()))
-            except psutil.Error:
+                self.sample()
+            except psutil.Error:  # a process ended between listing and reading it
                 pass
             time.sleep(self.every)
 
     def __enter__(self):
-        self._t = threading.Thread(target=self._sample, daemon=True)
+        self._stop = False
+        self._t = threading.Thread(target=self._run, daemon=True)
         self._t.start()
         return self
 
     def __exit__(self, *exc):
         self._stop = True
         self._t.join()
+
+
+class PeakRss(Sampler):
+    """Peak resident memory of a process and all its children (Ray workers included), sampled."""
+
+    def __init__(self, pid: int | None = None, every: float = 0.2):
+        import psutil
+
+        self.proc, self.every, self.peak = psutil.Process(pid or os.getpid()), every, 0
+
+    def sample(self) -> None:
+        procs = [self.proc, *self.proc.children(recursive=True)]
+        self.peak = max(self.peak, sum(p.memory_info().rss for p in procs if p.is_running()))
 
     @property
     def peak_mb(self) -> float:

@@ -23,10 +23,10 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from evalset import OLD_BOOKS  # noqa: E402
+from evalset import OLD_BOOKS, Sampler  # noqa: E402
 
 
-class PeakMemory:
+class PeakMemory(Sampler):
     """Peak over time of the sums of RSS and of PSS over a process and all its children, sampled.
     RSS counts a shared page (Ray's object store is shared memory) once in every process that has
     touched it; PSS splits it between them, so its sum is the memory actually in use."""
@@ -34,39 +34,26 @@ class PeakMemory:
     def __init__(self, pid: int, every: float = 0.5):
         import psutil
 
-        self.proc, self.every, self.rss, self.pss, self._stop = psutil.Process(pid), every, 0, 0, False
+        self.proc, self.every, self.rss, self.pss = psutil.Process(pid), every, 0, 0
         self.by_role: dict[str, list[int]] = {}  # role -> [peak RSS, peak PSS] of its processes summed
 
-    def _sample(self) -> None:
+    def sample(self) -> None:
         import psutil
 
-        while not self._stop:
-            rss = pss = 0
-            roles: dict[str, list[int]] = {}
-            for p in [self.proc, *self.proc.children(recursive=True)]:
-                try:
-                    info = p.memory_full_info()
-                    rss, pss = rss + info.rss, pss + info.pss
-                    r = roles.setdefault(_role(p), [0, 0])
-                    r[0], r[1] = r[0] + info.rss, r[1] + info.pss
-                except psutil.Error:
-                    pass
-            self.rss, self.pss = max(self.rss, rss), max(self.pss, pss)
-            for role, (r_rss, r_pss) in roles.items():
-                peak = self.by_role.setdefault(role, [0, 0])
-                peak[0], peak[1] = max(peak[0], r_rss), max(peak[1], r_pss)
-            time.sleep(self.every)
-
-    def __enter__(self):
-        import threading
-
-        self._t = threading.Thread(target=self._sample, daemon=True)
-        self._t.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop = True
-        self._t.join()
+        rss = pss = 0
+        roles: dict[str, list[int]] = {}
+        for p in [self.proc, *self.proc.children(recursive=True)]:
+            try:
+                info = p.memory_full_info()
+                rss, pss = rss + info.rss, pss + info.pss
+                r = roles.setdefault(_role(p), [0, 0])
+                r[0], r[1] = r[0] + info.rss, r[1] + info.pss
+            except psutil.Error:
+                pass
+        self.rss, self.pss = max(self.rss, rss), max(self.pss, pss)
+        for role, (r_rss, r_pss) in roles.items():
+            peak = self.by_role.setdefault(role, [0, 0])
+            peak[0], peak[1] = max(peak[0], r_rss), max(peak[1], r_pss)
 
 
 def _role(p) -> str:

@@ -19,6 +19,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench.evalset import PeakRss  # noqa: E402
+from bench.synthetic import committed_output  # noqa: E402
 
 TEXT = ("It was the best of times, it was the worst of times, it was the age of wisdom. " * 24)[:1800]
 
@@ -26,30 +27,21 @@ TEXT = ("It was the best of times, it was the worst of times, it was the age of 
 def build(src: str, out: str, books: int, pages: int, shard_docs: int) -> int:
     import random
 
-    from folioscan.pipeline.assemble import assemble_shard
-    from folioscan.pipeline.output import DatasetWriter
-    from folioscan.pipeline.sources import iter_documents
-    from folioscan.pipeline.storage import LocalStore, join
+    from folioscan.pipeline.storage import LocalStore
     from folioscan.records import OcrResult, PageResult, PageWork
 
-    store, rng = LocalStore(), random.Random(0)
-    for i in range(books):
-        store.write(join(src, f"book_{i:06d}.pdf"), b"%%PDF-1.4 placeholder %d\n" % i)
-    docs = list(iter_documents(store, src))
-    writer = DatasetWriter(store, out, "20260101T000000Z-bench0")
-    parts = 0
-    for k in range(0, len(docs), shard_docs):
-        shard = docs[k:k + shard_docs]
+    rng = random.Random(0)
+
+    def pages_of(d):
         results = []
-        for d in shard:
-            for p in range(pages):
-                work = PageWork(d.doc_id, d.uri, p, pages, load_ms=30.0)
-                work.prep.prep_ms = 40.0
-                results.append(PageResult(work, "ok", OcrResult(TEXT, [], rng.betavariate(20, 2)), "tesseract", "5",
-                                          ocr_ms=600.0))
-        writer.commit(*assemble_shard(shard, results, writer.run_id))
-        parts += 1
-    return parts
+        for p in range(pages):
+            work = PageWork(d.doc_id, d.uri, p, pages, load_ms=30.0)
+            work.prep.prep_ms = 40.0
+            results.append(PageResult(work, "ok", OcrResult(TEXT, [], rng.betavariate(20, 2)), "tesseract", "5",
+                                      ocr_ms=600.0))
+        return results
+
+    return committed_output(LocalStore(), src, out, books, shard_docs, pages_of)
 
 
 def main() -> None:

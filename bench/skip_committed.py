@@ -22,26 +22,14 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from bench.synthetic import committed_output  # noqa: E402
+
 
 def build(store, src: str, out: str, books: int, shard_docs: int) -> int:
-    from folioscan.pipeline.assemble import assemble_shard
-    from folioscan.pipeline.output import DatasetWriter
-    from folioscan.pipeline.sources import iter_documents
-    from folioscan.pipeline.storage import join
     from folioscan.records import OcrResult, PageResult, PageWork
 
-    for i in range(books):
-        store.write(join(src, f"book_{i:06d}.pdf"), b"%%PDF-1.4 placeholder %d\n%%%%EOF\n" % i)
-    docs = list(iter_documents(store, src))
-    writer = DatasetWriter(store, out, "20260101T000000Z-bench0")
-    parts = 0
-    for k in range(0, len(docs), shard_docs):
-        shard = docs[k:k + shard_docs]
-        results = [PageResult(PageWork(d.doc_id, d.uri, 0, 1), "ok", OcrResult(f"text of {d.uri}", [], 0.9),
-                              "tesseract", "5") for d in shard]
-        writer.commit(*assemble_shard(shard, results, writer.run_id))
-        parts += 1
-    return parts
+    return committed_output(store, src, out, books, shard_docs, lambda d: [
+        PageResult(PageWork(d.doc_id, d.uri, 0, 1), "ok", OcrResult(f"text of {d.uri}", [], 0.9), "tesseract", "5")])
 
 
 def main() -> None:

@@ -83,3 +83,29 @@ def cer(predicted: str, truth: str) -> float:
 
     truth = normalized(truth)
     return Levenshtein.distance(normalized(predicted), truth) / max(len(truth), 1)
+
+
+def three_page_books(folder, page_images, n: int = 10) -> None:
+    """n scanned 3-page PDF books in `folder`, each starting at another of the page images."""
+    folder.mkdir()
+    for i in range(n):
+        (folder / f"book{i:02d}.pdf").write_bytes(scanned_pdf([page_images[(i + k) % 3] for k in range(3)]))
+
+
+def committed_parts(out) -> int:
+    """Shards a run has committed so far (documents parts)."""
+    import os
+
+    d = os.path.join(out, "documents")
+    return len(os.listdir(d)) if os.path.isdir(d) else 0
+
+
+def assert_every_page_once(out, books: int = 10, pages: int = 3) -> None:
+    """Every book ok and every page of it exactly once in a plain read of the output."""
+    import pyarrow.parquet as pq
+
+    docs = pq.read_table(f"{out}/documents").to_pandas()
+    rows = pq.read_table(f"{out}/pages").to_pandas()
+    assert len(docs) == books and docs.doc_id.is_unique and (docs.status == "ok").all()
+    assert len(rows) == books * pages and not rows.duplicated(["doc_id", "page_index"]).any()
+    assert sorted(rows.groupby("doc_id").page_index.apply(tuple).unique()) == [tuple(range(pages))]

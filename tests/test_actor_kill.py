@@ -8,17 +8,12 @@ import sys
 import time
 
 import psutil
-import pyarrow.parquet as pq
 import pytest
 
-from tests.helpers import scanned_pdf
+from tests.helpers import assert_every_page_once, committed_parts, three_page_books
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-
-def _committed(out) -> int:
-    d = os.path.join(out, "documents")
-    return len(os.listdir(d)) if os.path.isdir(d) else 0
 
 
 def _ocr_actors(driver: int) -> list[psutil.Process]:
@@ -37,9 +32,7 @@ def _ocr_actors(driver: int) -> list[psutil.Process]:
 @pytest.mark.ray
 def test_killing_an_ocr_actor_loses_no_page_and_doubles_none(tmp_path, page_images):
     src = tmp_path / "src"
-    src.mkdir()
-    for i in range(10):
-        (src / f"book{i:02d}.pdf").write_bytes(scanned_pdf([page_images[(i + k) % 3] for k in range(3)]))
+    three_page_books(src, page_images)
     out, summary_file = str(tmp_path / "out"), tmp_path / "summary.json"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [REPO, os.environ.get("PYTHONPATH")]))}
     cmd = [sys.executable, "-m", "folioscan", "run", str(src), out, "--num-cpus", "2", "--ocr-workers", "2",
@@ -47,10 +40,10 @@ def test_killing_an_ocr_actor_loses_no_page_and_doubles_none(tmp_path, page_imag
     job = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.time() + 180
-        while (_committed(out) < 2 or len(_ocr_actors(job.pid)) < 2) and job.poll() is None and time.time() < deadline:
+        while (committed_parts(out) < 2 or len(_ocr_actors(job.pid)) < 2) and job.poll() is None and time.time() < deadline:
             time.sleep(0.1)
         actors = _ocr_actors(job.pid)
-        assert job.poll() is None and _committed(out) < 10 and len(actors) == 2, "an actor must die while the job runs"
+        assert job.poll() is None and committed_parts(out) < 10 and len(actors) == 2, "an actor must die while the job runs"
         os.kill(actors[0].pid, signal.SIGKILL)
         log, _ = job.communicate(timeout=300)
     finally:
@@ -59,8 +52,4 @@ def test_killing_an_ocr_actor_loses_no_page_and_doubles_none(tmp_path, page_imag
     assert job.returncode == 0, log[-3000:]
     summary = json.loads(summary_file.read_text())
     assert summary["actors_lost"] == 1 and summary["ocr_actors"] == 2, summary
-    docs = pq.read_table(os.path.join(out, "documents")).to_pandas()
-    pages = pq.read_table(os.path.join(out, "pages")).to_pandas()
-    assert len(docs) == 10 and docs.doc_id.is_unique and (docs.status == "ok").all()
-    assert len(pages) == 30 and not pages.duplicated(["doc_id", "page_index"]).any()
-    assert sorted(pages.groupby("doc_id").page_index.apply(tuple).unique()) == [(0, 1, 2)]
+    assert_every_page_once(out)

@@ -8,27 +8,20 @@ import subprocess
 import sys
 import time
 
-import pyarrow.parquet as pq
 import pytest
 
-from tests.helpers import scanned_pdf
+from tests.helpers import assert_every_page_once, committed_parts, three_page_books
 from tests.ray_cluster import LocalCluster
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-
-def _committed(out) -> int:
-    d = os.path.join(out, "documents")
-    return len(os.listdir(d)) if os.path.isdir(d) else 0
 
 
 @pytest.mark.slow
 @pytest.mark.ray
 def test_job_survives_losing_a_node_and_writes_every_page_once(tmp_path, page_images):
     src = tmp_path / "src"
-    src.mkdir()
-    for i in range(10):
-        (src / f"book{i:02d}.pdf").write_bytes(scanned_pdf([page_images[(i + k) % 3] for k in range(3)]))
+    three_page_books(src, page_images)
     out, summary_file = str(tmp_path / "out"), tmp_path / "summary.json"
     cluster = LocalCluster({"PYTHONPATH": os.pathsep.join(filter(None, [REPO, os.environ.get("PYTHONPATH")]))})
     try:
@@ -38,9 +31,9 @@ def test_job_survives_losing_a_node_and_writes_every_page_once(tmp_path, page_im
                "--shard-docs", "1", "--quiet", "--summary-json", str(summary_file)]
         job = subprocess.Popen(cmd, env=cluster.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         deadline = time.time() + 180
-        while _committed(out) < 2 and job.poll() is None and time.time() < deadline:
+        while committed_parts(out) < 2 and job.poll() is None and time.time() < deadline:
             time.sleep(0.1)
-        assert job.poll() is None and _committed(out) < 10, "the node must be lost while the job runs"
+        assert job.poll() is None and committed_parts(out) < 10, "the node must be lost while the job runs"
         os.kill(cluster.raylet_pid(worker), signal.SIGKILL)
         log, _ = job.communicate(timeout=300)
         assert job.returncode == 0, log[-3000:]
@@ -48,8 +41,4 @@ def test_job_survives_losing_a_node_and_writes_every_page_once(tmp_path, page_im
         cluster.stop()
     summary = json.loads(summary_file.read_text())
     assert summary["book_retries"] >= 1, summary  # the kill hit books in flight, and they were re-run
-    docs = pq.read_table(os.path.join(out, "documents")).to_pandas()
-    pages = pq.read_table(os.path.join(out, "pages")).to_pandas()
-    assert len(docs) == 10 and docs.doc_id.is_unique and (docs.status == "ok").all()
-    assert len(pages) == 30 and not pages.duplicated(["doc_id", "page_index"]).any()
-    assert sorted(pages.groupby("doc_id").page_index.apply(tuple).unique()) == [(0, 1, 2)]
+    assert_every_page_once(out)
