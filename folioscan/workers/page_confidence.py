@@ -22,14 +22,14 @@ CALIBRATED_ENGINES = ("tesseract",)
 LEXICON_LANG = {"eng": "en", "deu": "de", "frk": "de", "Fraktur": "de", "jpn": "ja"}  # Tesseract -> wordfreq
 
 FEATURES = ("logit_raw", "word_low", "logit_word_p10", "lexicon", "letters", "line_box_spread", "curvature",
-            "log_x_height")
+            "log_x_height", "order_breaks")
 
-# fitted by `python bench/page_confidence.py fit` on 349 pages (README): coefficients on standardised features
+# fitted by `python bench/page_confidence.py fit` on 527 pages (README): coefficients on standardised features
 MODEL = {
-    "intercept": 1.2762,
-    "coef": [1.2581, -1.2835, 1.2754, -0.4213, 1.5087, -1.405, 0.1922, -0.0812],
-    "mean": [2.29, 0.1112, 1.3387, 0.9513, 0.9483, 0.1392, 0.1879, 2.9803],
-    "scale": [1.3987, 0.2288, 2.7331, 0.1239, 0.0905, 0.1246, 0.3394, 0.5449],
+    "intercept": -0.5453,
+    "coef": [1.992, -2.2778, 1.725, 0.7989, 0.3199, -0.8317, 0.0922, -0.1451, -0.7161],
+    "mean": [2.0129, 0.1673, 0.6586, 0.9323, 0.9523, 0.1405, 0.1578, 2.4532, 0.0133],
+    "scale": [1.3405, 0.2516, 3.028, 0.1175, 0.0742, 0.1198, 0.2846, 0.8694, 0.1145],
 }
 
 
@@ -38,13 +38,29 @@ def raw_inputs(ocr: Optional[OcrResult], prep: PrepInfo, lang: str = "eng") -> d
     lines = ocr.lines if ocr else []
     return {"text": ocr.text if ocr else "", "confidence_raw": ocr.confidence if ocr else None,
             "word_confidences": [w.confidence for l in lines for w in l.words],
-            "line_heights": [l.box[3] - l.box[1] for l in lines], "x_height": prep.x_height,
-            "curvature": prep.curvature, "lang": LEXICON_LANG.get(lang.split("+")[0], None)}
+            "line_words": [[[w.text, round(w.confidence, 4)] for w in l.words] for l in lines],
+            "line_heights": [l.box[3] - l.box[1] for l in lines if l.box],
+            "line_boxes": [list(l.box) for l in lines if l.box], "x_height": prep.x_height,
+            "curvature": prep.curvature, "upscale": prep.upscale, "est_chars": prep.est_chars,
+            "n_lines": prep.n_lines, "lang": LEXICON_LANG.get(lang.split("+")[0], None)}
 
 
 def _logit(p: float) -> float:
     p = min(max(p, 1e-3), 1 - 1e-3)
     return math.log(p / (1 - p))
+
+
+def _order_breaks(boxes: list) -> int:
+    """Lines the engine reads after a line below them in the same column: the reading order jumps
+    back up the page (a drop capital's first line put last, a line fragment read out of place).
+    A jump to another column does not count (the lines share no width), nor a speck read last
+    (a box less than three times as wide as it is high)."""
+    breaks = 0
+    for (px0, py0, px1, py1), (x0, y0, x1, y1) in zip(boxes, boxes[1:]):
+        shared = min(px1, x1) - max(px0, x0)
+        if y1 <= py0 + 0.5 * (py1 - py0) and shared > 0.5 * min(px1 - px0, x1 - x0) and x1 - x0 >= 3 * (y1 - y0):
+            breaks += 1
+    return breaks
 
 
 def features_from_inputs(d: dict) -> dict:
@@ -64,6 +80,7 @@ def features_from_inputs(d: dict) -> dict:
         "line_box_spread": float(heights.std() / max(heights.mean(), 1.0)),  # ragged line boxes
         "curvature": min(d["curvature"], 5.0),
         "log_x_height": math.log(max(d["x_height"] or 0.0, 0.5)),
+        "order_breaks": min(_order_breaks(d.get("line_boxes") or []), 2),
     }
 
 
