@@ -1,16 +1,19 @@
 """Page confidence that flags bad pages: data, fit and report. Prints one JSON object.
 
-    python bench/page_confidence.py collect [--workers 2]   # OCR old_books pages + degraded copies -> bench/results/confidence_pages.jsonl
-    python bench/page_confidence.py fit                     # leave-one-book-out AUROC, reliability, coefficients
+    python bench/page_confidence.py collect [--workers 2] [--tessdata standard]  # OCR -> bench/results/confidence_pages[_standard].jsonl
+    python bench/page_confidence.py fit [--tessdata standard] [--l2 1.0]         # held-out AUROC, reliability, coefficients
 
-`collect` reads every old_books page as it is and once more under one random degradation
-(bench/degrade.py: curl, low resolution, blur, noise, JPEG, faded ink, bleed-through; seeded),
-through the pipeline's own cleaning and OCR stage, and stores what the page confidence may use
-with the page's CER. A page is good when its CER is at most 3%. `fit` fits the logistic model of
-folioscan/workers/page_confidence.py with each book held out in turn (its degraded copies too),
-and reports the held-out AUROC of the engine's raw confidence and of the model, a reliability
-table of the held-out predictions (bins of predicted P(good): mean predicted vs share good), and
-the coefficients fitted on all pages (to paste into the module).
+`collect` reads every old_books page as it is, once more under one random degradation
+(bench/degrade.py: curl, low resolution, blur, noise, JPEG, faded ink, bleed-through; seeded) and
+at two low resolutions (LOWRES_DPI, in turn), through the pipeline's own cleaning and OCR stage,
+and stores what the page confidence may use with the OCR text. `fit` computes each page's CER
+against the ground truth (bench/evalset.cer: a page is good when its CER is at most 3%), fits the
+logistic model of folioscan/workers/page_confidence.py with each book held out in turn (its
+degraded copies too), and reports the held-out AUROC of the engine's raw confidence and of the
+model (on everything, on the scans alone, and on the scans without the pages whose ground truth
+differs from the print, bench/gt_audit.json), Brier score, a reliability table of the held-out
+predictions, the low-resolution pages called good while bad, and the coefficients fitted on all
+pages (to paste into the module).
 """
 from __future__ import annotations
 
@@ -37,7 +40,7 @@ AUDIT = os.path.join(os.path.dirname(__file__), "gt_audit.json")
 GOOD_CER = 0.03
 _stage = None
 _VARIANT = "fast"
-LOWRES_DPI = (40, 45, 50, 55, 60, 70)  # every page once more at one of these, in turn: the low-resolution cases of issue 9
+LOWRES_DPI = (40, 45, 50, 55, 60, 70)  # each page again at two of these, in turn: the low-resolution cases of issue 9
 
 
 def _init(variant: str) -> None:
@@ -54,13 +57,13 @@ def _read(job) -> list[dict]:
 
     if _stage is None:
         _stage = OcrStage(TesseractOptions(variant=_VARIANT), calibrate=False)
-    path, other_path, truth, book, page, seed, lowres_dpi = job
+    path, other_path, truth, book, page, seed, lowres_dpis = job
     img = cv2.imread(path, cv2.IMREAD_GRAYSCALE)
     variants = [(img, "clean")]
     if seed is not None:
         variants.append(degrade.random_degradation(img, cv2.imread(other_path, cv2.IMREAD_GRAYSCALE), np.random.default_rng(seed)))
-    if lowres_dpi:
-        variants.append((degrade.lowres(img, lowres_dpi), f"lowres:{lowres_dpi}"))
+    for dpi in lowres_dpis:
+        variants.append((degrade.lowres(img, dpi), f"lowres:{dpi}"))
     out = []
     for image, label in variants:
         results = _stage(prepare_page(PageWork("d", "u", 0, 1, image=image), PrepOptions()))
@@ -74,8 +77,9 @@ def _read(job) -> list[dict]:
 def collect(args) -> None:
     rows = manifest()
     paths = [os.path.join(OLD_BOOKS, "pages", r["page_name"] + ".png") for r in rows]
+    n = len(LOWRES_DPI)
     jobs = [(paths[i], paths[(i + 7) % len(rows)], r["truth"], r["book"], r["page_name"], 1000 + i,
-             LOWRES_DPI[i % len(LOWRES_DPI)] if args.lowres else None) for i, r in enumerate(rows)]
+             [LOWRES_DPI[(i + k * n // 2) % n] for k in range(args.lowres_copies)]) for i, r in enumerate(rows)]
     os.makedirs(os.path.dirname(args.data), exist_ok=True)
     with Pool(args.workers, initializer=_init, initargs=(args.tessdata,)) as pool, open(args.data, "w") as f:
         for recs in pool.imap_unordered(_read, jobs):
@@ -138,6 +142,7 @@ def fit(args) -> None:
     held = _held_out(X, good, books, args.l2)
     model = pc.fit_logistic(X, good, l2=args.l2)
     kept = clean & ~mismatch
+    in_code = pc.predict(pc.MODEL, X)
 
     def aurocs(p):
         return {"scans_and_degradations": _auroc_or_none(p, good),
@@ -160,7 +165,9 @@ def fit(args) -> None:
               "clean_bad_pages_fold_case": int((~good_fold & clean).sum()), "gt_mismatch_pages_excluded": int(mismatch.sum()),
               "auroc_raw_confidence": aurocs(raw),
               "auroc_model_leave_one_book_out": aurocs(held),
-              "auroc_model_in_code": aurocs(pc.predict(pc.MODEL, X)) if len(pc.MODEL["coef"]) == X.shape[1] else None,
+              # the coefficients in the module as they are (fitted on fast data): how they fare on these pages
+              "model_in_code": {"auroc": aurocs(in_code), "brier": round(float(np.mean((in_code - good) ** 2)), 4),
+                                "reliability": reliability(in_code, good)},
               "brier_leave_one_book_out": {"all": round(float(np.mean((held - good) ** 2)), 4),
                                            "scans": round(float(np.mean((held[clean] - good[clean]) ** 2)), 4)},
               "reliability_leave_one_book_out": reliability(held, good),
@@ -179,7 +186,7 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--data", default=None, help=f"default {DATA} (fast data), confidence_pages_standard.jsonl for standard")
     ap.add_argument("--tessdata", choices=["fast", "standard"], default="fast", help="Tesseract language data variant read with")
-    ap.add_argument("--no-lowres", dest="lowres", action="store_false", help="collect: no extra low-resolution copy per page")
+    ap.add_argument("--lowres-copies", type=int, default=2, help="collect: low-resolution copies of each page (dpi from LOWRES_DPI)")
     ap.add_argument("--l2", type=float, default=1.0)
     args = ap.parse_args()
     args.data = args.data or (DATA if args.tessdata == "fast" else DATA.replace(".jsonl", f"_{args.tessdata}.jsonl"))
