@@ -3,11 +3,16 @@
 A logistic model combines the engine's own confidence with what else is known of the page: how
 many words are doubtful and how bad the worst are, the share of words in the language's lexicon,
 the share of letters among the characters, how ragged the line boxes are, the measured line
-curvature and the x-height. (Candidates that did not help on held-out books were left out:
-repetition, the enlargement factor, text length against the segmentation's estimate, line box
-height against the x-height.) Fitted by `bench/page_confidence.py fit` on old_books pages and degraded
-copies with leave-one-book-out cross-validation; the figures are in the README. Fitted for
-Tesseract: other engines keep their own confidence (`confidence` = `confidence_raw`).
+curvature, the x-height, and whether the engine's reading order jumps back up a column (a
+drop capital's first line read last, a line fragment read out of place: every word right and
+confident, the page text not). Candidates that did not help on held-out books were left out:
+repetition, the enlargement factor, text length against the segmentation's estimate, line count
+against the segmentation's, line box height against the x-height, per-line confidence minimum
+and 10th percentile, shares of words under 0.5 and 0.3, doubtful words missing from the lexicon,
+characters outside the language's alphabet, small text below 5-10 px. Fitted by
+`bench/page_confidence.py fit` on old_books pages, degraded and low-resolution copies with
+leave-one-book-out cross-validation; the figures are in the README. Fitted for Tesseract: other
+engines keep their own confidence (`confidence` = `confidence_raw`).
 """
 from __future__ import annotations
 
