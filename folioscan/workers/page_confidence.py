@@ -29,12 +29,12 @@ LEXICON_LANG = {"eng": "en", "deu": "de", "frk": "de", "Fraktur": "de", "jpn": "
 FEATURES = ("logit_raw", "word_low", "logit_word_p10", "lexicon", "letters", "line_box_spread", "curvature",
             "log_x_height", "order_breaks")
 
-# fitted by `python bench/page_confidence.py fit` on 527 pages (README): coefficients on standardised features
+# fitted by `python bench/page_confidence.py fit` on 705 pages (README): coefficients on standardised features
 MODEL = {
-    "intercept": -0.5453,
-    "coef": [1.992, -2.2778, 1.725, 0.7989, 0.3199, -0.8317, 0.0922, -0.1451, -0.7161],
-    "mean": [2.0129, 0.1673, 0.6586, 0.9323, 0.9523, 0.1405, 0.1578, 2.4532, 0.0133],
-    "scale": [1.3405, 0.2516, 3.028, 0.1175, 0.0742, 0.1198, 0.2846, 0.8694, 0.1145],
+    "intercept": -1.4713,
+    "coef": [2.3241, -2.5921, 1.8231, 1.2993, 0.5592, -0.4367, 0.0188, -0.4378, -0.7807],
+    "mean": [1.8769, 0.1893, 0.4149, 0.9242, 0.9528, 0.1442, 0.1444, 2.1945, 0.0128],
+    "scale": [1.3267, 0.2526, 2.9603, 0.1167, 0.074, 0.12, 0.2552, 0.8794, 0.1123],
 }
 
 
