@@ -126,6 +126,7 @@ def _load(path: str, truth: dict) -> tuple[list[dict], np.ndarray, np.ndarray]:
     for r in recs:
         r["cer"] = cer(r["text"], truth[r["page"]])
         r["cer_fold_case"] = cer(r["text"], truth[r["page"]], fold_case=True)
+        r["cer_unpaired_quotes"] = cer(r["text"], truth[r["page"]], pair_quotes=False)
     X = np.array([pc.feature_vector(pc.features_from_inputs(r)) for r in recs])
     return recs, X, np.array([r["cer"] <= GOOD_CER for r in recs])
 
@@ -151,6 +152,7 @@ def fit(args) -> None:
     audit = json.load(open(AUDIT))["pages"]
     recs, X, good = _load(args.data, truth)
     good_fold = np.array([r["cer_fold_case"] <= GOOD_CER for r in recs])
+    good_unpaired = np.array([r["cer_unpaired_quotes"] <= GOOD_CER for r in recs])
     raw = np.array([r["confidence_raw"] if r["confidence_raw"] is not None else 0.0 for r in recs])
     books = np.array([r["book"] for r in recs])
     clean = np.array([r["degradation"] == "clean" for r in recs])
@@ -163,6 +165,7 @@ def fit(args) -> None:
     def aurocs(p):
         return {"scans_and_degradations": _auroc_or_none(p, good),
                 "scans": _auroc_or_none(p[clean], good[clean]),
+                "scans_normalised_as_before_the_audit": _auroc_or_none(p[clean], good_unpaired[clean]),
                 "scans_gt_mismatch_excluded": _auroc_or_none(p[kept], good[kept]),
                 "scans_fold_case": _auroc_or_none(p[clean], good_fold[clean]),
                 "scans_fold_case_gt_mismatch_excluded": _auroc_or_none(p[kept], good_fold[kept])}
