@@ -160,7 +160,7 @@ def fit(args) -> None:
     held = _held_out(X, good, books, args.l2)
     model = pc.fit_logistic(X, good, l2=args.l2)
     kept = clean & ~mismatch
-    in_code = pc.predict(pc.MODEL, X)
+    in_code = pc.predict(pc.MODEL, X) if len(pc.MODEL["coef"]) == X.shape[1] else None  # None: features changed, refit
 
     def aurocs(p):
         return {"scans_and_degradations": _auroc_or_none(p, good),
@@ -186,7 +186,7 @@ def fit(args) -> None:
               "auroc_model_leave_one_book_out": aurocs(held),
               # the coefficients in the module as they are (fitted on fast data): how they fare on these pages
               "model_in_code": {"auroc": aurocs(in_code), "brier": round(float(np.mean((in_code - good) ** 2)), 4),
-                                "reliability": reliability(in_code, good)},
+                                "reliability": reliability(in_code, good)} if in_code is not None else None,
               "brier_leave_one_book_out": {"all": round(float(np.mean((held - good) ** 2)), 4),
                                            "scans": round(float(np.mean((held[clean] - good[clean]) ** 2)), 4)},
               "reliability_leave_one_book_out": reliability(held, good),

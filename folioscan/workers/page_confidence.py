@@ -3,9 +3,9 @@
 A logistic model combines the engine's own confidence with what else is known of the page: how
 many words are doubtful and how bad the worst are, the share of words in the language's lexicon,
 the share of letters among the characters, how ragged the line boxes are, the measured line
-curvature, the x-height, and whether the engine's reading order jumps back up a column (a
-drop capital's first line read last, a line fragment read out of place: every word right and
-confident, the page text not). Candidates that did not help on held-out books were left out:
+curvature, the x-height, how far the engine's line boxes fall under 12 px in the scan's pixels,
+and whether the engine's reading order jumps back up a column (a drop capital's first line read
+last, a line fragment read out of place: every word right and confident, the page text not). Candidates that did not help on held-out books were left out:
 repetition, the enlargement factor, text length against the segmentation's estimate, line count
 against the segmentation's, line box height against the x-height, per-line confidence minimum
 and 10th percentile, shares of words under 0.5 and 0.3, doubtful words missing from the lexicon,
@@ -27,14 +27,15 @@ CALIBRATED_ENGINES = ("tesseract",)
 LEXICON_LANG = {"eng": "en", "deu": "de", "frk": "de", "Fraktur": "de", "jpn": "ja"}  # Tesseract -> wordfreq
 
 FEATURES = ("logit_raw", "word_low", "logit_word_p10", "lexicon", "letters", "line_box_spread", "curvature",
-            "log_x_height", "order_breaks")
+            "log_x_height", "order_breaks", "small_lines")
+SMALL_LINE_PX = 12.0  # line boxes shorter than this, in pixels of the page as scanned, read worse and worse
 
 # fitted by `python bench/page_confidence.py fit` on 705 pages (README): coefficients on standardised features
 MODEL = {
-    "intercept": -1.4713,
-    "coef": [2.3241, -2.5921, 1.8231, 1.2993, 0.5592, -0.4367, 0.0188, -0.4378, -0.7807],
-    "mean": [1.8769, 0.1893, 0.4149, 0.9242, 0.9528, 0.1442, 0.1444, 2.1945, 0.0128],
-    "scale": [1.3267, 0.2526, 2.9603, 0.1167, 0.074, 0.12, 0.2552, 0.8794, 0.1123],
+    "intercept": -1.542,
+    "coef": [2.1421, -2.4019, 1.7065, 1.35, 0.6107, -0.5174, -0.0126, -0.9379, -0.7649, -1.1771],
+    "mean": [1.8769, 0.1893, 0.4149, 0.9242, 0.9528, 0.1442, 0.1444, 2.1945, 0.0128, 0.1916],
+    "scale": [1.3267, 0.2526, 2.9603, 0.1167, 0.074, 0.12, 0.2552, 0.8794, 0.1123, 0.2881],
 }
 
 
@@ -86,6 +87,9 @@ def features_from_inputs(d: dict) -> dict:
         "curvature": min(d["curvature"], 5.0),
         "log_x_height": math.log(max(d["x_height"] or 0.0, 0.5)),
         "order_breaks": min(_order_breaks(d.get("line_boxes") or []), 2),
+        # the engine's line height in pixels of the scan: finer than the x-height at 3-5 px, where
+        # a fraction of a pixel decides between a page read at 3% and one at 15%
+        "small_lines": max(0.0, math.log(SMALL_LINE_PX / max(float(np.median(heights)) / (d.get("upscale") or 1.0), 1.0))),
     }
 
 
