@@ -9,7 +9,7 @@ last, a line fragment read out of place: every word right and confident, the pag
 repetition, the enlargement factor, text length against the segmentation's estimate, line count
 against the segmentation's, line box height against the x-height, per-line confidence minimum
 and 10th percentile, shares of words under 0.5 and 0.3, doubtful words missing from the lexicon,
-characters outside the language's alphabet, small text below 5-10 px. Fitted by
+characters outside the language's alphabet, an x-height under 5-10 px. Fitted by
 `bench/page_confidence.py fit` on old_books pages, degraded and low-resolution copies with
 leave-one-book-out cross-validation; the figures are in the README. Fitted for Tesseract: other
 engines keep their own confidence (`confidence` = `confidence_raw`).
