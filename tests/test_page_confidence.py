@@ -72,6 +72,13 @@ def test_order_breaks_count_jumps_back_within_a_column_only():
     assert pc._order_breaks(column + [(300, 120, 320, 135)]) == 0  # a speck read last
 
 
+def test_small_lines_are_measured_in_the_pixels_of_the_scan():
+    base = {"text": "a page", "confidence_raw": 0.9, "word_confidences": [0.9], "x_height": 4.0, "curvature": 0.0, "lang": "en"}
+    enlarged = pc.features_from_inputs({**base, "line_heights": [32, 36, 40], "upscale": 4.0})  # 9 px lines as scanned
+    as_scanned = pc.features_from_inputs({**base, "line_heights": [32, 36, 40], "upscale": 1.0})
+    assert enlarged["small_lines"] == pytest.approx(np.log(12 / 9)) and as_scanned["small_lines"] == 0.0
+
+
 def test_the_model_is_a_fitted_logistic_model():
     assert len(pc.MODEL["coef"]) == len(pc.FEATURES) and any(pc.MODEL["coef"])
     rng = np.random.default_rng(0)
