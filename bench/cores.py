@@ -18,6 +18,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 import pyarrow.parquet as pq
@@ -38,16 +39,17 @@ def raw_tesseract(rows, lang: str, variant: str) -> dict:
 
     api = tesserocr.PyTessBaseAPI(path=find_tessdata(lang, variant), lang=lang, psm=3, oem=tesserocr.OEM.LSTM_ONLY)
     texts = []
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for r in rows:
         img = np.asarray(Image.open(os.path.join(OLD_BOOKS, "pages", r["page_name"] + ".png")).convert("L"))
         api.SetImage(Image.fromarray(img))
         texts.append(api.GetUTF8Text())
-    seconds = time.perf_counter() - t0
+    seconds, cpu_seconds = time.perf_counter() - t0, time.process_time() - c0
     api.End()
     cers = [cer(t, r["truth"]) for t, r in zip(texts, rows)]
     return {"pages": len(rows), "seconds": round(seconds, 2), "pages_per_s": round(len(rows) / seconds, 3),
-            "mean_cer": round(statistics.mean(cers), 4), "tesseract": tesserocr.tesseract_version().split()[1]}
+            "mean_cer": round(statistics.mean(cers), 4), "tesseract": tesserocr.tesseract_version().split()[1],
+            "cpu_seconds": round(cpu_seconds, 2)}
 
 
 def combine(a: dict, b: dict) -> dict:
@@ -55,7 +57,8 @@ def combine(a: dict, b: dict) -> dict:
     cer_mean = (a["mean_cer"] * a["pages"] + b["mean_cer"] * b["pages"]) / pages
     return {"pages": pages, "seconds": round(seconds, 2), "pages_per_s": round(pages / seconds, 3),
             "pages_per_s_before_job": a["pages_per_s"], "pages_per_s_after_job": b["pages_per_s"],
-            "mean_cer": round(cer_mean, 4), "tesseract": a["tesseract"]}
+            "mean_cer": round(cer_mean, 4), "tesseract": a["tesseract"],
+            "cpu_seconds_per_page": round((a["cpu_seconds"] + b["cpu_seconds"]) / pages, 3)}
 
 
 def raw_parallel(rows, lang: str, variant: str, n: int) -> dict:
@@ -75,6 +78,55 @@ def _noop(_):
     return None
 
 
+class CpuSampler(threading.Thread):
+    """CPU seconds (user + system) of a process and all its descendants, by kind of process: the
+    job's own processes (driver, OCR actors, loaders, Ray's daemons), whatever else the machine
+    runs. Sampled every 0.2 s; a process's last sample stands for it, so a process that lives
+    under 0.2 s is missed."""
+
+    def __init__(self, pid: int):
+        super().__init__(daemon=True)
+        self.root, self.last, self.done = pid, {}, threading.Event()
+
+    def run(self) -> None:
+        import psutil
+
+        root = psutil.Process(self.root)
+        while not self.done.is_set():
+            try:
+                procs = [root, *root.children(recursive=True)]
+            except psutil.NoSuchProcess:
+                return
+            for p in procs:
+                try:
+                    t = p.cpu_times()
+                    self.last[p.pid] = (_kind(p), t.user + t.system, " ".join(p.cmdline()[:2])[:80])
+                except psutil.Error:
+                    pass
+            self.done.wait(0.2)
+
+    def stop(self) -> None:
+        self.done.set()
+        self.join()
+
+    def by_kind(self) -> dict:
+        out: dict[str, float] = {}
+        for kind, seconds, _ in self.last.values():
+            out[kind] = round(out.get(kind, 0.0) + seconds, 2)
+        return out
+
+
+def _kind(p) -> str:
+    name = " ".join(p.cmdline()[:3])
+    if "OcrActor" in name:
+        return "ocr_actors"
+    if name.startswith("ray::"):
+        return "loaders_and_idle_workers"
+    if "folioscan" in name:
+        return "driver"
+    return "ray_daemons"
+
+
 def job(rows, args) -> dict:
     src, out = tempfile.mkdtemp(prefix="cores-src-"), tempfile.mkdtemp(prefix="cores-out-")
     for pdf in sorted({r["pdf"] for r in rows}):
@@ -86,10 +138,14 @@ def job(rows, args) -> dict:
     cmd += ["--lang", args.lang] if args.lang != "eng" else []
     cmd += ["--tessdata", args.tessdata]
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    cpu = CpuSampler(proc.pid)
+    cpu.start()
+    stdout, stderr = proc.communicate()
     wall = time.perf_counter() - t0
+    cpu.stop()
     if proc.returncode not in (0, 1):
-        raise SystemExit(f"job failed:\n{proc.stderr[-3000:]}")
+        raise SystemExit(f"job failed:\n{stderr[-3000:]}")
     summary = json.load(open(summary_file))
     pages = pq.read_table(os.path.join(out, "data", "pages")).to_pandas()
     by_key = {(os.path.basename(p["source_uri"]), int(p["page_index"])): p["text"] or "" for p in pages.to_dict("records")}
@@ -97,7 +153,8 @@ def job(rows, args) -> dict:
     return {"pages": summary["pages"], "seconds": round(summary["seconds"], 2), "wall_seconds": round(wall, 2),
             "pages_per_s": round(summary["pages"] / summary["seconds"], 3), "pages_per_s_wall": round(summary["pages"] / wall, 3),
             "mean_cer": round(statistics.mean(cers), 4), "ocr_actors": summary.get("ocr_actors"),
-            "engine_loads": summary.get("engine_loads"), "stages": summary.get("stages")}
+            "engine_loads": summary.get("engine_loads"), "stages": summary.get("stages"),
+            "cpu_seconds": cpu.by_kind(), "cpu_seconds_per_page": round(sum(cpu.by_kind().values()) / summary["pages"], 3)}
 
 
 def main() -> None:

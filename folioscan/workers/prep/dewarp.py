@@ -20,7 +20,7 @@ from typing import Optional
 import cv2
 import numpy as np
 
-from folioscan.workers.prep.geometry import ink_mask
+from folioscan.workers.prep.geometry import Ink
 
 POWERS = [(j, k) for j in (1, 2, 3) for k in (0, 1, 2)]
 
@@ -38,10 +38,10 @@ class Sheet:
         return sum(c * X ** j * Y ** k for c, (j, k) in zip(self.coef, POWERS))
 
 
-def line_samples(small: np.ndarray) -> tuple[list[np.ndarray], float]:
-    """Centre points (x, y) along each text line of the analysis copy, and the median glyph height."""
-    ink = ink_mask(small).astype(np.uint8)
-    n, labels, stats, _ = cv2.connectedComponentsWithStats(ink, connectivity=8)
+def line_samples(small: np.ndarray, ink: Ink | None = None) -> tuple[list[np.ndarray], float]:
+    """Centre points (x, y) along each text line of the analysis copy, and the median glyph height.
+    `ink`: the copy's shared mask and components (geometry.Ink), when the caller has them."""
+    n, labels, stats = (ink or Ink(small)).components
     heights = stats[1:, 3]
     glyphs = heights[(heights > 2) & (heights < small.shape[0] / 10)]
     if len(glyphs) < 30:
@@ -67,12 +67,10 @@ def line_samples(small: np.ndarray) -> tuple[list[np.ndarray], float]:
     np.minimum.at(top, key, ys)
     np.maximum.at(bottom, key, ys)
     hit = np.nonzero((bottom >= 0) & (bottom - top <= 2.5 * xh))[0]  # two lines run together: skip the bin
-    out = []
-    for label in np.unique(hit // nbins):
-        k = hit[hit // nbins == label]
-        if len(k) >= 8:
-            out.append(np.stack([(k % nbins) * step + step / 2, (top[k] + bottom[k]) / 2], axis=1).astype(np.float64))
-    return out, xh
+    # `hit` is sorted, so each line's bins are one run of it
+    points = np.stack([(hit % nbins) * step + step / 2, (top[hit] + bottom[hit]) / 2], axis=1).astype(np.float64)
+    _, starts = np.unique(hit // nbins, return_index=True)
+    return [p for p in np.split(points, starts[1:]) if len(p) >= 8], xh
 
 
 def fit_sheet(lines: list[np.ndarray], xh: float, width: int, height: int) -> Optional[Sheet]:
@@ -107,17 +105,16 @@ def _demean(a: np.ndarray, idx: np.ndarray, groups: int) -> np.ndarray:
 
 def _curvature(sheet: Sheet, lines: list[np.ndarray], offsets: np.ndarray, xh: float) -> float:
     """Largest distance, in x-heights, between a fitted line and the straight chord between its ends."""
-    worst = 0.0
-    for line, o in zip(lines, offsets):
-        xs = np.linspace(line[:, 0].min(), line[:, 0].max(), 24)
-        ys = o + sheet.displacement(xs, np.full_like(xs, o))
-        chord = ys[0] + (ys[-1] - ys[0]) * (xs - xs[0]) / max(xs[-1] - xs[0], 1e-9)
-        worst = max(worst, float(np.abs(ys - chord).max()))
-    return round(worst / max(xh, 1e-9), 3)
+    ends = np.array([(line[:, 0].min(), line[:, 0].max()) for line in lines])
+    xs = np.linspace(ends[:, 0], ends[:, 1], 24, axis=1)  # one row per line
+    ys = offsets[:, None] + sheet.displacement(xs, np.broadcast_to(offsets[:, None], xs.shape))
+    span = np.maximum(xs[:, -1:] - xs[:, :1], 1e-9)
+    chord = ys[:, :1] + (ys[:, -1:] - ys[:, :1]) * (xs - xs[:, :1]) / span
+    return round(float(np.abs(ys - chord).max()) / max(xh, 1e-9), 3)
 
 
-def measure(small: np.ndarray) -> Optional[Sheet]:
-    lines, xh = line_samples(small)
+def measure(small: np.ndarray, ink: Ink | None = None) -> Optional[Sheet]:
+    lines, xh = line_samples(small, ink)
     return fit_sheet(lines, xh, small.shape[1], small.shape[0]) if lines else None
 
 

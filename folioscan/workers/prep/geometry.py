@@ -1,6 +1,8 @@
 """Shared image helpers for the cleaning steps: analysis copies, ink masks, rotation."""
 from __future__ import annotations
 
+from functools import cached_property
+
 import cv2
 import numpy as np
 
@@ -22,6 +24,33 @@ def ink_mask(gray: np.ndarray) -> np.ndarray:
     block = max(15, (min(gray.shape) // 40) | 1)
     binary = cv2.adaptiveThreshold(gray, 255, cv2.ADAPTIVE_THRESH_MEAN_C, cv2.THRESH_BINARY_INV, block, 15)
     return binary > 0
+
+
+class Ink:
+    """An analysis copy's ink mask and the mask's connected components, each computed once, on
+    first use: orientation, deskew, dewarp measurement and segmentation share them until a step
+    changes the pixels (a new Ink is made then)."""
+
+    def __init__(self, small: np.ndarray):
+        self.small = small
+
+    @cached_property
+    def mask(self) -> np.ndarray:
+        return ink_mask(self.small)
+
+    @cached_property
+    def components(self) -> tuple[int, np.ndarray, np.ndarray]:
+        """(count including the background label 0, label image, stats rows x, y, w, h, area), 8-connected."""
+        n, labels, stats, _ = cv2.connectedComponentsWithStats(self.mask.astype(np.uint8), connectivity=8)
+        return n, labels, stats
+
+    def turned(self, clockwise_degrees: int) -> "Ink":
+        """The same page turned; a mask already computed is turned with it (the mask of a turned
+        page is the turned mask: the threshold's window is square)."""
+        out = Ink(rot90(self.small, clockwise_degrees))
+        if "mask" in self.__dict__:
+            out.mask = rot90(self.mask, clockwise_degrees)
+        return out
 
 
 def rotate(gray: np.ndarray, angle: float) -> np.ndarray:

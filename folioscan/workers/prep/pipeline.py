@@ -19,7 +19,7 @@ from folioscan.records import PageWork, PrepInfo
 from folioscan.workers.prep.crop import apply_crop
 from folioscan.workers.prep import dewarp
 from folioscan.workers.prep.deskew import estimate_skew
-from folioscan.workers.prep.geometry import analysis_copy, rot90, rotate
+from folioscan.workers.prep.geometry import Ink, analysis_copy, rot90, rotate
 from folioscan.workers.prep.illumination import binarize, flatten
 from folioscan.workers.prep.orientation import detect_orientation
 from folioscan.workers.prep.resolution import enlarge, upscale_factor
@@ -87,14 +87,16 @@ def prepare_page(work: PageWork, opts: PrepOptions) -> list[PageWork]:
         if side:
             part.prep.transforms.append(split[side])
         page, page_small = np.ascontiguousarray(page), np.ascontiguousarray(page_small)
+        ink = Ink(page_small)
         if opts.on("orientation"):
-            turn, conf = detect_orientation(page_small, page)
+            turn, conf = detect_orientation(page_small, page, ink)
             part.prep.orientation_confidence = round(conf, 3)
             if turn and conf >= opts.min_orientation_confidence:
                 part.prep.transforms.append(transform.quarter_turn("orientation", turn, page.shape[1], page.shape[0]))
-                page, page_small = rot90(page, turn), rot90(page_small, turn)
+                page, ink = rot90(page, turn), ink.turned(turn)
+                page_small = ink.small
                 part.prep.orientation = turn
-        part.image = _clean(page, page_small, scale, part.prep, opts)
+        part.image = _clean(page, page_small, scale, part.prep, opts, ink)
         out.append(part)
     elapsed = (time.perf_counter() - t0) * 1000 / len(out)
     for part in out:
@@ -117,25 +119,29 @@ def _find_spread(gray: np.ndarray, small: np.ndarray, opts: PrepOptions):
     return gray, small, 0.0, gutter_band(small)
 
 
-def _clean(gray: np.ndarray, small: np.ndarray, scale: float, info: PrepInfo, opts: PrepOptions) -> np.ndarray:
+def _clean(gray: np.ndarray, small: np.ndarray, scale: float, info: PrepInfo, opts: PrepOptions, ink: Ink) -> np.ndarray:
+    """`ink` is the analysis copy's shared mask and components; each step that changes the pixels starts a new one."""
     if opts.on("illumination"):
         gray, small, changed = flatten(gray, small)
         info.illumination = "flattened" if changed else "even"
+        ink = Ink(small) if changed else ink
     if opts.on("deskew"):
-        angle, _ = estimate_skew(small)
+        angle, _ = estimate_skew(small, ink=ink.mask)
         if abs(angle) >= opts.min_deskew:
             info.transforms.append(transform.rotation("deskew", -angle, gray.shape[1], gray.shape[0]))
             gray, small = rotate(gray, -angle), rotate(small, -angle)  # undo the measured tilt
+            ink = Ink(small)
             info.deskew_angle = round(info.deskew_angle + angle, 2)  # on top of a spread's straightening
     if opts.on("dewarp"):
-        sheet = dewarp.measure(small)
+        sheet = dewarp.measure(small, ink)
         info.curvature = sheet.curvature if sheet else 0.0
         if sheet and sheet.curvature >= opts.dewarp_above:
             gray, small, (map_x, map_y) = dewarp.dewarp(gray, small, scale, sheet)
+            ink = Ink(small)
             info.transforms.append(transform.Grid.from_maps("dewarp", map_x, map_y))
             info.dewarped = True
     if opts.on("segment") or opts.on("blank"):
-        layout = segment(small)
+        layout = segment(small, ink)
         info.ink_ratio = round(layout.ink_ratio, 5)
         info.n_columns, info.n_lines, info.est_chars = layout.n_columns, len(layout.lines), layout.est_chars
         info.blocks = [tuple(int(v * scale) for v in b) for b in layout.blocks]

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from folioscan.workers.prep.geometry import ink_mask, line_bands
+from folioscan.workers.prep.geometry import Ink, line_bands
 
 CHAR_ADVANCE = 0.72  # mean character advance / measured line-band height (median fit on old_books pages)
 
@@ -36,11 +36,13 @@ def _columns(ink: np.ndarray, blocks) -> int:
     return max(1, int((runs == 1).sum()))
 
 
-def segment(gray: np.ndarray) -> Layout:
-    ink = ink_mask(gray)
+def segment(gray: np.ndarray, shared: Ink | None = None) -> Layout:
+    """`shared`: the page's mask and components (geometry.Ink), when the caller has them."""
+    shared = shared or Ink(gray)
+    ink = shared.mask
     h, w = gray.shape
     layout = Layout(ink_ratio=float(ink.mean()))
-    n, _, stats, _ = cv2.connectedComponentsWithStats(ink.astype(np.uint8), connectivity=8)
+    n, _, stats = shared.components
     heights = stats[1:, 3]
     glyphs = heights[(heights > 3) & (heights < h / 10)]
     if len(glyphs) < 3:  # a lone short title still counts
