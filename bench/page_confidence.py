@@ -1,16 +1,19 @@
 """Page confidence that flags bad pages: data, fit and report. Prints one JSON object.
 
-    python bench/page_confidence.py collect [--workers 2]   # OCR old_books pages + degraded copies -> bench/results/confidence_pages.jsonl
-    python bench/page_confidence.py fit                     # leave-one-book-out AUROC, reliability, coefficients
+    python bench/page_confidence.py collect [--workers 2] [--tessdata standard]  # OCR -> bench/results/confidence_pages[_standard].jsonl
+    python bench/page_confidence.py fit [--tessdata standard] [--l2 1.0]         # held-out AUROC, reliability, coefficients
 
-`collect` reads every old_books page as it is and once more under one random degradation
-(bench/degrade.py: curl, low resolution, blur, noise, JPEG, faded ink, bleed-through; seeded),
-through the pipeline's own cleaning and OCR stage, and stores what the page confidence may use
-with the page's CER. A page is good when its CER is at most 3%. `fit` fits the logistic model of
-folioscan/workers/page_confidence.py with each book held out in turn (its degraded copies too),
-and reports the held-out AUROC of the engine's raw confidence and of the model, a reliability
-table of the held-out predictions (bins of predicted P(good): mean predicted vs share good), and
-the coefficients fitted on all pages (to paste into the module).
+`collect` reads every old_books page as it is, once more under one random degradation
+(bench/degrade.py: curl, low resolution, blur, noise, JPEG, faded ink, bleed-through; seeded) and
+at two low resolutions (LOWRES_DPI, in turn), through the pipeline's own cleaning and OCR stage,
+and stores what the page confidence may use with the OCR text. `fit` computes each page's CER
+against the ground truth (bench/evalset.cer: a page is good when its CER is at most 3%), fits the
+logistic model of folioscan/workers/page_confidence.py with each book held out in turn (its
+degraded copies too), and reports the held-out AUROC of the engine's raw confidence and of the
+model (on everything, on the scans alone, and on the scans without the pages whose ground truth
+differs from the print, bench/gt_audit.json), Brier score, a reliability table of the held-out
+predictions, the low-resolution pages called good while bad, and the coefficients fitted on all
+pages (to paste into the module).
 """
 from __future__ import annotations
 
@@ -33,8 +36,16 @@ from evalset import OLD_BOOKS, cer, manifest  # noqa: E402
 from folioscan.workers import page_confidence as pc  # noqa: E402
 
 DATA = os.path.join(os.path.dirname(__file__), "results", "confidence_pages.jsonl")
+AUDIT = os.path.join(os.path.dirname(__file__), "gt_audit.json")
 GOOD_CER = 0.03
 _stage = None
+_VARIANT = "fast"
+LOWRES_DPI = (40, 45, 50, 55, 60, 70)  # each page again at two of these, in turn: the low-resolution cases of issue 9
+
+
+def _init(variant: str) -> None:
+    global _VARIANT
+    _VARIANT = variant
 
 
 def _read(job) -> list[dict]:
@@ -45,28 +56,32 @@ def _read(job) -> list[dict]:
     from folioscan.workers.prep import PrepOptions, prepare_page
 
     if _stage is None:
-        _stage = OcrStage(TesseractOptions(), calibrate=False)
-    path, other_path, truth, book, page, seed = job
+        _stage = OcrStage(TesseractOptions(variant=_VARIANT), calibrate=False)
+    path, other_path, truth, book, page, seed, lowres_dpis = job
     img = cv2.imread(path, cv2.IMREAD_GRAYSCALE)
     variants = [(img, "clean")]
     if seed is not None:
         variants.append(degrade.random_degradation(img, cv2.imread(other_path, cv2.IMREAD_GRAYSCALE), np.random.default_rng(seed)))
+    for dpi in lowres_dpis:
+        variants.append((degrade.lowres(img, dpi), f"lowres:{dpi}"))
     out = []
     for image, label in variants:
         results = _stage(prepare_page(PageWork("d", "u", 0, 1, image=image), PrepOptions()))
         text = "\n".join(r.ocr.text for r in results if r.ocr)
         r = results[0]
         out.append({"book": book, "page": page, "degradation": label, "cer": cer(text, truth), "status": r.status,
-                    **pc.raw_inputs(r.ocr, r.work.prep)})
+                    "engine_version": _stage.engine.version, **pc.raw_inputs(r.ocr, r.work.prep)})
     return out
 
 
 def collect(args) -> None:
     rows = manifest()
     paths = [os.path.join(OLD_BOOKS, "pages", r["page_name"] + ".png") for r in rows]
-    jobs = [(paths[i], paths[(i + 7) % len(rows)], r["truth"], r["book"], r["page_name"], 1000 + i) for i, r in enumerate(rows)]
+    n = len(LOWRES_DPI)
+    jobs = [(paths[i], paths[(i + 7) % len(rows)], r["truth"], r["book"], r["page_name"], 1000 + i,
+             [LOWRES_DPI[(i + k * n // 2) % n] for k in range(args.lowres_copies)]) for i, r in enumerate(rows)]
     os.makedirs(os.path.dirname(args.data), exist_ok=True)
-    with Pool(args.workers) as pool, open(args.data, "w") as f:
+    with Pool(args.workers, initializer=_init, initargs=(args.tessdata,)) as pool, open(args.data, "w") as f:
         for recs in pool.imap_unordered(_read, jobs):
             for rec in recs:
                 f.write(json.dumps(rec) + "\n")
@@ -93,33 +108,95 @@ def reliability(p: np.ndarray, good: np.ndarray, bins: int = 10) -> list[dict]:
     return out
 
 
-def fit(args) -> None:
-    recs = [json.loads(line) for line in open(args.data)]
-    recs = [r for r in recs if r["status"] != "blank"]
-    X = np.array([pc.feature_vector(pc.features_from_inputs(r)) for r in recs])
-    good = np.array([r["cer"] <= GOOD_CER for r in recs])
-    raw = np.array([r["confidence_raw"] if r["confidence_raw"] is not None else 0.0 for r in recs])
-    books = np.array([r["book"] for r in recs])
-    held = np.zeros(len(recs))
+def _held_out(X: np.ndarray, good: np.ndarray, books: np.ndarray, l2: float) -> np.ndarray:
+    held = np.zeros(len(X))
     for b in sorted(set(books)):
         test = books == b
-        model = pc.fit_logistic(X[~test], good[~test], l2=args.l2)
-        held[test] = pc.predict(model, X[test])
-    model = pc.fit_logistic(X, good, l2=args.l2)
+        held[test] = pc.predict(pc.fit_logistic(X[~test], good[~test], l2=l2), X[test])
+    return held
+
+
+def _auroc_or_none(p: np.ndarray, good: np.ndarray):
+    return round(auroc(p, good), 4) if good.any() and (~good).any() else None
+
+
+def _load(path: str, truth: dict) -> tuple[list[dict], np.ndarray, np.ndarray]:
+    recs = [json.loads(line) for line in open(path)]
+    recs = [r for r in recs if r["status"] != "blank"]
+    for r in recs:
+        r["cer"] = cer(r["text"], truth[r["page"]])
+        r["cer_fold_case"] = cer(r["text"], truth[r["page"]], fold_case=True)
+        r["cer_unpaired_quotes"] = cer(r["text"], truth[r["page"]], pair_quotes=False)
+    X = np.array([pc.feature_vector(pc.features_from_inputs(r)) for r in recs])
+    return recs, X, np.array([r["cer"] <= GOOD_CER for r in recs])
+
+
+def _fitted_elsewhere(args, truth: dict, X: np.ndarray, good: np.ndarray, books: np.ndarray, clean: np.ndarray) -> dict:
+    """Standard-data pages scored by a model fitted on the fast-data pages of the other books: does
+    the one coefficient table serve both variants?"""
+    _, Xf, gf = _load(DATA, truth)
+    bf = np.array([json.loads(line)["book"] for line in open(DATA) if json.loads(line)["status"] != "blank"])
+    held = np.zeros(len(X))
+    for b in sorted(set(books)):
+        held[books == b] = pc.predict(pc.fit_logistic(Xf[bf != b], gf[bf != b], l2=args.l2), X[books == b])
+    return {"auroc": {"scans_and_degradations": _auroc_or_none(held, good), "scans": _auroc_or_none(held[clean], good[clean])},
+            "brier": round(float(np.mean((held - good) ** 2)), 4), "reliability": reliability(held, good)}
+
+
+def fit(args) -> None:
+    """Labels come from the stored OCR text and the ground truth (bench/evalset.cer), so a change
+    of normalisation needs no new OCR. Besides the labels as measured, AUROC is reported with the
+    small capitals compared without case (fold_case) and with the pages whose ground truth differs
+    from the print (bench/gt_audit.json, checked by eye) left out."""
+    truth = {r["page_name"]: r["truth"] for r in manifest()}
+    audit = json.load(open(AUDIT))["pages"]
+    recs, X, good = _load(args.data, truth)
+    good_fold = np.array([r["cer_fold_case"] <= GOOD_CER for r in recs])
+    good_unpaired = np.array([r["cer_unpaired_quotes"] <= GOOD_CER for r in recs])
+    raw = np.array([r["confidence_raw"] if r["confidence_raw"] is not None else 0.0 for r in recs])
+    books = np.array([r["book"] for r in recs])
     clean = np.array([r["degradation"] == "clean" for r in recs])
-    report = {"benchmark": "page_confidence", "pages": len(recs), "good_means_cer_at_most": GOOD_CER,
+    mismatch = clean & np.array([audit.get(r["page"], {}).get("use") == "exclude" for r in recs])
+    held = _held_out(X, good, books, args.l2)
+    model = pc.fit_logistic(X, good, l2=args.l2)
+    kept = clean & ~mismatch
+    in_code = pc.predict(pc.MODEL, X) if len(pc.MODEL["coef"]) == X.shape[1] else None  # None: features changed, refit
+
+    def aurocs(p):
+        return {"scans_and_degradations": _auroc_or_none(p, good),
+                "scans": _auroc_or_none(p[clean], good[clean]),
+                "scans_normalised_as_before_the_audit": _auroc_or_none(p[clean], good_unpaired[clean]),
+                "scans_gt_mismatch_excluded": _auroc_or_none(p[kept], good[kept]),
+                "scans_fold_case": _auroc_or_none(p[clean], good_fold[clean]),
+                "scans_fold_case_gt_mismatch_excluded": _auroc_or_none(p[kept], good_fold[kept])}
+
+    lowres = {}
+    for r, p, g in zip(recs, held, good):
+        if r["degradation"].startswith("lowres:"):
+            d = lowres.setdefault(int(r["degradation"].split(":")[1]), {"pages": 0, "bad": 0, "bad_confidence_at_least_0.5": []})
+            d["pages"] += 1
+            d["bad"] += int(not g)
+            if not g and p >= 0.5:
+                d["bad_confidence_at_least_0.5"].append([r["page"], round(r["cer"], 4), round(float(p), 3)])
+    report = {"benchmark": "page_confidence", "data": os.path.basename(args.data), "pages": len(recs),
+              "good_means_cer_at_most": GOOD_CER, "l2": args.l2, "features": list(pc.FEATURES),
               "bad_pages": int((~good).sum()), "clean_pages": int(clean.sum()), "clean_bad_pages": int((~good & clean).sum()),
-              "auroc_raw_confidence": round(auroc(raw, good), 4),
-              "auroc_model_leave_one_book_out": round(auroc(held, good), 4),
-              "auroc_on_clean_pages": {"raw": round(auroc(raw[clean], good[clean]), 4) if (~good[clean]).any() else None,
-                                       "model": round(auroc(held[clean], good[clean]), 4) if (~good[clean]).any() else None},
-              "brier_leave_one_book_out": round(float(np.mean((held - good) ** 2)), 4),
+              "clean_bad_pages_fold_case": int((~good_fold & clean).sum()), "gt_mismatch_pages_excluded": int(mismatch.sum()),
+              "auroc_raw_confidence": aurocs(raw),
+              "auroc_model_leave_one_book_out": aurocs(held),
+              # the coefficients in the module as they are (fitted on fast data): how they fare on these pages
+              "model_in_code": {"auroc": aurocs(in_code), "brier": round(float(np.mean((in_code - good) ** 2)), 4),
+                                "reliability": reliability(in_code, good)} if in_code is not None else None,
+              "brier_leave_one_book_out": {"all": round(float(np.mean((held - good) ** 2)), 4),
+                                           "scans": round(float(np.mean((held[clean] - good[clean]) ** 2)), 4)},
               "reliability_leave_one_book_out": reliability(held, good),
-              "per_book_auroc": {b: round(auroc(held[books == b], good[books == b]), 3) for b in sorted(set(books))
-                                 if good[books == b].any() and (~good[books == b]).any()},
-              "coefficients": {"intercept": round(model["intercept"], 4),
-                               **{n: round(c, 4) for n, c in zip(pc.FEATURES, model["coef"])}},
-              "means": [round(v, 4) for v in model["mean"]], "scales": [round(v, 4) for v in model["scale"]]}
+              "fast_data_model_leave_one_book_out": _fitted_elsewhere(args, truth, X, good, books, clean) if args.data != DATA else None,
+              "per_book_auroc": {b: _auroc_or_none(held[books == b], good[books == b]) for b in sorted(set(books))},
+              "lowres_leave_one_book_out": dict(sorted(lowres.items())),
+              "bad_scans": sorted([[r["page"], round(r["cer"], 4), round(float(p), 3), audit.get(r["page"], {}).get("verdict")]
+                                   for r, p, g, c in zip(recs, held, good, clean) if c and not g], key=lambda x: x[2]),
+              "model": {"intercept": round(model["intercept"], 4), "coef": [round(c, 4) for c in model["coef"]],
+                        "mean": [round(v, 4) for v in model["mean"]], "scale": [round(v, 4) for v in model["scale"]]}}
     print(json.dumps(report, indent=2))
 
 
@@ -127,9 +204,12 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("action", choices=["collect", "fit"])
     ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--data", default=DATA)
+    ap.add_argument("--data", default=None, help=f"default {DATA} (fast data), confidence_pages_standard.jsonl for standard")
+    ap.add_argument("--tessdata", choices=["fast", "standard"], default="fast", help="Tesseract language data variant read with")
+    ap.add_argument("--lowres-copies", type=int, default=2, help="collect: low-resolution copies of each page (dpi from LOWRES_DPI)")
     ap.add_argument("--l2", type=float, default=1.0)
     args = ap.parse_args()
+    args.data = args.data or (DATA if args.tessdata == "fast" else DATA.replace(".jsonl", f"_{args.tessdata}.jsonl"))
     collect(args) if args.action == "collect" else fit(args)
 
 

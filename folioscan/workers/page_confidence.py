@@ -3,11 +3,16 @@
 A logistic model combines the engine's own confidence with what else is known of the page: how
 many words are doubtful and how bad the worst are, the share of words in the language's lexicon,
 the share of letters among the characters, how ragged the line boxes are, the measured line
-curvature and the x-height. (Candidates that did not help on held-out books were left out:
-repetition, the enlargement factor, text length against the segmentation's estimate, line box
-height against the x-height.) Fitted by `bench/page_confidence.py fit` on old_books pages and degraded
-copies with leave-one-book-out cross-validation; the figures are in the README. Fitted for
-Tesseract: other engines keep their own confidence (`confidence` = `confidence_raw`).
+curvature, the x-height, how far the engine's line boxes fall under 12 px in the scan's pixels,
+and whether the engine's reading order jumps back up a column (a drop capital's first line read
+last, a line fragment read out of place: every word right and confident, the page text not). Candidates that did not help on held-out books were left out:
+repetition, the enlargement factor, text length against the segmentation's estimate, line count
+against the segmentation's, line box height against the x-height, per-line confidence minimum
+and 10th percentile, shares of words under 0.5 and 0.3, doubtful words missing from the lexicon,
+characters outside the language's alphabet, an x-height under 5-10 px. Fitted by
+`bench/page_confidence.py fit` on old_books pages, degraded and low-resolution copies with
+leave-one-book-out cross-validation; the figures are in the README. Fitted for Tesseract: other
+engines keep their own confidence (`confidence` = `confidence_raw`).
 """
 from __future__ import annotations
 
@@ -22,14 +27,15 @@ CALIBRATED_ENGINES = ("tesseract",)
 LEXICON_LANG = {"eng": "en", "deu": "de", "frk": "de", "Fraktur": "de", "jpn": "ja"}  # Tesseract -> wordfreq
 
 FEATURES = ("logit_raw", "word_low", "logit_word_p10", "lexicon", "letters", "line_box_spread", "curvature",
-            "log_x_height")
+            "log_x_height", "order_breaks", "small_lines")
+SMALL_LINE_PX = 12.0  # line boxes shorter than this, in pixels of the page as scanned, read worse and worse
 
-# fitted by `python bench/page_confidence.py fit` on 349 pages (README): coefficients on standardised features
+# fitted by `python bench/page_confidence.py fit` on 705 pages (README): coefficients on standardised features
 MODEL = {
-    "intercept": 1.2762,
-    "coef": [1.2581, -1.2835, 1.2754, -0.4213, 1.5087, -1.405, 0.1922, -0.0812],
-    "mean": [2.29, 0.1112, 1.3387, 0.9513, 0.9483, 0.1392, 0.1879, 2.9803],
-    "scale": [1.3987, 0.2288, 2.7331, 0.1239, 0.0905, 0.1246, 0.3394, 0.5449],
+    "intercept": -1.542,
+    "coef": [2.1421, -2.4019, 1.7065, 1.35, 0.6107, -0.5174, -0.0126, -0.9379, -0.7649, -1.1771],
+    "mean": [1.8769, 0.1893, 0.4149, 0.9242, 0.9528, 0.1442, 0.1444, 2.1945, 0.0128, 0.1916],
+    "scale": [1.3267, 0.2526, 2.9603, 0.1167, 0.074, 0.12, 0.2552, 0.8794, 0.1123, 0.2881],
 }
 
 
@@ -38,13 +44,29 @@ def raw_inputs(ocr: Optional[OcrResult], prep: PrepInfo, lang: str = "eng") -> d
     lines = ocr.lines if ocr else []
     return {"text": ocr.text if ocr else "", "confidence_raw": ocr.confidence if ocr else None,
             "word_confidences": [w.confidence for l in lines for w in l.words],
-            "line_heights": [l.box[3] - l.box[1] for l in lines], "x_height": prep.x_height,
-            "curvature": prep.curvature, "lang": LEXICON_LANG.get(lang.split("+")[0], None)}
+            "line_words": [[[w.text, round(w.confidence, 4)] for w in l.words] for l in lines],
+            "line_heights": [l.box[3] - l.box[1] for l in lines if l.box],
+            "line_boxes": [list(l.box) for l in lines if l.box], "x_height": prep.x_height,
+            "curvature": prep.curvature, "upscale": prep.upscale, "est_chars": prep.est_chars,
+            "n_lines": prep.n_lines, "lang": LEXICON_LANG.get(lang.split("+")[0], None)}
 
 
 def _logit(p: float) -> float:
     p = min(max(p, 1e-3), 1 - 1e-3)
     return math.log(p / (1 - p))
+
+
+def _order_breaks(boxes: list) -> int:
+    """Lines the engine reads after a line below them in the same column: the reading order jumps
+    back up the page (a drop capital's first line put last, a line fragment read out of place).
+    A jump to another column does not count (the lines share no width), nor a speck read last
+    (a box less than three times as wide as it is high)."""
+    breaks = 0
+    for (px0, py0, px1, py1), (x0, y0, x1, y1) in zip(boxes, boxes[1:]):
+        shared = min(px1, x1) - max(px0, x0)
+        if y1 <= py0 + 0.5 * (py1 - py0) and shared > 0.5 * min(px1 - px0, x1 - x0) and x1 - x0 >= 3 * (y1 - y0):
+            breaks += 1
+    return breaks
 
 
 def features_from_inputs(d: dict) -> dict:
@@ -64,6 +86,10 @@ def features_from_inputs(d: dict) -> dict:
         "line_box_spread": float(heights.std() / max(heights.mean(), 1.0)),  # ragged line boxes
         "curvature": min(d["curvature"], 5.0),
         "log_x_height": math.log(max(d["x_height"] or 0.0, 0.5)),
+        "order_breaks": min(_order_breaks(d.get("line_boxes") or []), 2),
+        # the engine's line height in pixels of the scan: finer than the x-height at 3-5 px, where
+        # a fraction of a pixel decides between a page read at 3% and one at 15%
+        "small_lines": max(0.0, math.log(SMALL_LINE_PX / max(float(np.median(heights)) / (d.get("upscale") or 1.0), 1.0))),
     }
 
 
