@@ -190,6 +190,54 @@ def test_spread_with_a_copyright_page_is_split_and_both_pages_read():
     assert "All rights reserved" in left.ocr.text and cer(right.ocr.text, FULL_B) < 0.03
 
 
+def test_spreads_scanned_sideways_are_split_in_reading_order_and_map_back(tmp_path):
+    """A book of two tall scans, each a tilted spread turned a quarter on the scanner bed: two full
+    pages turned 90 degrees, then a near-blank page beside a full one turned 270. Each gives its
+    pages left first, and every word's box_source lands on ink of that page's half of the scan.
+    Old behaviour: the first came out as one blank row, the second as one page with both texts run together."""
+    from folioscan.pipeline.config import JobConfig
+    from folioscan.pipeline.job import run_job
+    from tests.helpers import cer, scanned_pdf
+
+    full_a, full_b = text_page_image(FULL_A, dpi=150, fontsize=12), text_page_image(FULL_B, dpi=150, fontsize=12)
+    scans = [rot90(spread_scan(full_a, full_b, 2.0), 90), rot90(spread_scan(text_page_image("ii", dpi=150, fontsize=10), full_b, -3.0), 270)]
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "book.pdf").write_bytes(scanned_pdf(scans))
+    out = str(tmp_path / "out")
+    run_job(JobConfig(source=str(tmp_path / "src"), output=out, executor="local", progress=False))
+    rows = pq.read_table(os.path.join(out, "pages")).to_pandas().sort_values(["page_index", "side"])
+    assert list(zip(rows.page_index, rows.side, rows.status)) == [(0, "left", "ok"), (0, "right", "ok"), (1, "left", "blank"), (1, "right", "ok")]
+    assert list(rows.orientation) == [270, 270, 90, 90]
+    assert cer(rows.text.iloc[0], FULL_A) < 0.03 and cer(rows.text.iloc[1], FULL_B) < 0.03 and cer(rows.text.iloc[3], FULL_B) < 0.03
+    for (_, row), scan in zip(rows.iloc[[0, 1, 3]].iterrows(), [scans[0], scans[0], scans[1]]):
+        assert (row.source_width, row.source_height) == (scan.shape[1], scan.shape[0])
+        # turned 90 clockwise the left page lies on top of the scan; turned 270, at the bottom
+        top_half = (row.side == "left") == (row.orientation == 270)
+        boxes = [w["box_source"] for line in row.lines for w in line["words"]]
+        assert len(boxes) > 200
+        on_ink = sum((scan[y0:y1, x0:x1] < 128).mean() > 0.05 for x0, y0, x1, y1 in boxes)
+        in_half = sum((y1 <= scan.shape[0] * 0.55) if top_half else (y0 >= scan.shape[0] * 0.45) for x0, y0, x1, y1 in boxes)
+        assert on_ink >= 0.97 * len(boxes) and in_half == len(boxes)
+        long_lines = [l["box_source"] for l in row.lines if len(l["text"]) > 30]
+        assert long_lines and all(y1 - y0 > 3 * (x1 - x0) for x0, y0, x1, y1 in long_lines)  # lines run down the scan
+
+
+def test_an_upside_down_spread_keeps_its_reading_order_and_a_sideways_landscape_page_is_not_split(page):
+    """Turned 180 degrees, the left page of a spread lies on the right of the scan: it must still come
+    first (old behaviour: each half was turned but the pages swapped). A wide page turned to stand
+    tall (a table printed sideways) has its lines running down a tall sheet too, but no gutter."""
+    from folioscan.workers.prep.transform import to_source
+
+    scan = rot90(spread_scan(page, text_page_image(FULL_B, dpi=150, fontsize=12), 2.0), 180)
+    left, right = prepare_page(PageWork("d", "u", 0, 1, image=scan), PrepOptions())
+    centre = lambda part: to_source(part.prep.transforms, [[part.image.shape[1] / 2, part.image.shape[0] / 2]])[0][0]
+    assert (left.side, left.prep.orientation, right.prep.orientation) == ("left", 180, 180)
+    assert centre(left) > scan.shape[1] * 0.55 and centre(right) < scan.shape[1] * 0.45
+    wide = text_page_image(" ".join(PARAGRAPHS * 3), dpi=120, size=(900, 560), fontsize=12)
+    [tall] = prepare_page(PageWork("d", "u", 0, 1, image=rot90(wide, 90)), PrepOptions())
+    assert tall.side is None and tall.prep.orientation == 270 and tall.image.shape[1] > tall.image.shape[0]
+
+
 @pytest.mark.parametrize("turn", [90, 270])
 def test_a_single_page_turned_to_landscape_is_not_taken_for_a_spread(page, turn):
     [w] = prepare_page(PageWork("d", "u", 0, 1, image=rot90(page, turn)), PrepOptions())

@@ -3,7 +3,9 @@
 Order: dark-border crop -> spread split (a landscape sheet is straightened first so that a
 tilted gutter is found) -> per page: orientation, illumination, deskew, dewarp, blank check,
 segmentation, upscale of small text. Orientation is decided per page, after the split: a spread whose one page is
-nearly blank has no text lines on that side to go by, and its gutter looks like a line.
+nearly blank has no text lines on that side to go by, and its gutter looks like a line. A tall
+sheet whose lines run down it (a spread scanned sideways) is turned before the gutter search; the
+pages of a spread then pool their up/down evidence, which also puts them in reading order.
 Every step can be switched off by name (`skip`).
 """
 from __future__ import annotations
@@ -69,31 +71,50 @@ def prepare_page(work: PageWork, opts: PrepOptions) -> list[PageWork]:
         if work.prep.crop_box:
             x0, y0 = work.prep.crop_box[:2]
             work.prep.transforms.append(transform.crop("crop", x0, y0, x0 + gray.shape[1], y0 + gray.shape[0]))
-    halves = [(None, gray, small)]
+    halves = [(None, gray, small, None)]  # (side, page, analysis copy, split transform)
+    measured = None  # the whole sheet's orientation, reused when it stays one page
     if opts.on("spread"):
         h, w = gray.shape
         gray, small, work.prep.deskew_angle, band = _find_spread(gray, small, opts)
+        if band is None and opts.on("orientation") and h >= 1.15 * w:
+            # lines running down a tall sheet that is landscape once turned: perhaps a spread scanned
+            # sideways. Only then is a gutter looked for, on the turned sheet (up/down is settled per page below)
+            measured = detect_orientation(small, gray)
+            if measured[0] in (90, 270):
+                turned = _find_spread(rot90(gray, measured[0]), rot90(small, measured[0]), opts)
+                if turned[3] is not None:
+                    work.prep.transforms.append(transform.quarter_turn("spread-orientation", measured[0], w, h))
+                    gray, small, work.prep.deskew_angle, band = turned
+                    work.prep.orientation, measured, (h, w) = measured[0], None, (w, h)
         if work.prep.deskew_angle:
             work.prep.transforms.append(transform.rotation("spread-deskew", -work.prep.deskew_angle, w, h))
         if band is not None:  # the gutter band itself belongs to neither page
             x0, x1 = int(band[0] * scale), int(band[1] * scale)
-            halves = [("left", gray[:, :x0], small[:, :band[0]]), ("right", gray[:, x1:], small[:, band[1]:])]
-            split = {"left": transform.crop("spread", 0, 0, x0, h), "right": transform.crop("spread", x1, 0, w, h)}
+            halves = [("left", gray[:, :x0], small[:, :band[0]], transform.crop("spread", 0, 0, x0, h)),
+                      ("right", gray[:, x1:], small[:, band[1]:], transform.crop("spread", x1, 0, w, h))]
+    halves = [(side, np.ascontiguousarray(p), np.ascontiguousarray(ps), t) for side, p, ps, t in halves]
+    found = [None] * len(halves)
+    if opts.on("orientation"):
+        found = [measured or detect_orientation(ps, p) for _, p, ps, _ in halves]
+        if len(halves) == 2:
+            found, upside_down = _same_way_up(found, opts.min_orientation_confidence)
+            if upside_down:  # the sheet is upside down: its left page is on the right
+                halves = [("left", *halves[1][1:]), ("right", *halves[0][1:])]
+                found = found[::-1]
     out = []
-    for side, page, page_small in halves:
+    for (side, page, page_small, split), turn_conf in zip(halves, found):
         part = copy.copy(work)
         part.prep = copy.deepcopy(work.prep)
         part.side, part.parts = side, len(halves)
-        if side:
-            part.prep.transforms.append(split[side])
-        page, page_small = np.ascontiguousarray(page), np.ascontiguousarray(page_small)
-        if opts.on("orientation"):
-            turn, conf = detect_orientation(page_small, page)
+        if split:
+            part.prep.transforms.append(split)
+        if turn_conf is not None:
+            turn, conf = turn_conf
             part.prep.orientation_confidence = round(conf, 3)
             if turn and conf >= opts.min_orientation_confidence:
                 part.prep.transforms.append(transform.quarter_turn("orientation", turn, page.shape[1], page.shape[0]))
                 page, page_small = rot90(page, turn), rot90(page_small, turn)
-                part.prep.orientation = turn
+                part.prep.orientation = (part.prep.orientation + turn) % 360
         part.image = _clean(page, page_small, scale, part.prep, opts)
         out.append(part)
     elapsed = (time.perf_counter() - t0) * 1000 / len(out)
@@ -115,6 +136,18 @@ def _find_spread(gray: np.ndarray, small: np.ndarray, opts: PrepOptions):
         if band is not None:
             return rotate(gray, -angle), straight, angle, band
     return gray, small, 0.0, gutter_band(small)
+
+
+def _same_way_up(found: list[tuple[int, float]], min_conf: float) -> tuple[list[tuple[int, float]], bool]:
+    """The two pages of a spread are the same way up, so their up/down evidence is pooled (a nearly
+    blank page has none of its own, and a sheet turned a quarter the wrong way has both pages upside
+    down). A page found turned a quarter on its own (a plate printed sideways) keeps its turn.
+    Returns each page's (turn, confidence of the turn given it) and whether the sheet is upside down."""
+    vote = sum(c if t == 0 else -c if t == 180 else 0.0 for t, c in found)
+    upside_down = -vote >= min_conf
+    pooled, strength = (180 if upside_down else 0), min(1.0, abs(vote))
+    return [(t, c) if t in (90, 270) and c >= min_conf else (pooled, max(c, strength) if t == pooled else strength)
+            for t, c in found], upside_down
 
 
 def _clean(gray: np.ndarray, small: np.ndarray, scale: float, info: PrepInfo, opts: PrepOptions) -> np.ndarray:
