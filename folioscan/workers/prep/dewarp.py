@@ -137,8 +137,9 @@ def x_stretch(image: np.ndarray, sheet: Sheet, scale: float = 1.0, bands: int = 
     slope = np.gradient(sheet.displacement(xs[None, :], ys), axis=1)
     g = np.sqrt((slope ** 2).mean(axis=0))
     g = g[np.clip(xs, x0, x1 - 1).astype(int)]  # held constant beyond the text, where the sheet was not fitted
-    n, _, stats, centres = cv2.connectedComponentsWithStats(ink_mask(image).astype(np.uint8), connectivity=8)
-    heights, widths, cx = stats[1:, 3], stats[1:, 2], centres[1:, 0] / scale
+    left, right = max(0, int((x0 - 8) * scale)), min(image.shape[1], int((x1 + 8) * scale))  # the text's columns only
+    n, _, stats, centres = cv2.connectedComponentsWithStats(ink_mask(image[:, left:right]).astype(np.uint8), connectivity=8)
+    heights, widths, cx = stats[1:, 3], stats[1:, 2], (centres[1:, 0] + left) / scale
     xh = float(np.median(heights[(heights > 2) & (heights < image.shape[0] / 10)])) if n > 30 else 0.0
     pick = (heights >= 0.6 * xh) & (heights <= 1.3 * xh) & (widths <= 1.6 * xh)  # x-height letters, not merged runs
     edges = np.linspace(x0, x1, bands + 1)

@@ -38,13 +38,21 @@ def ascender_balance(ink: np.ndarray) -> tuple[float, int, float]:
 MIN_LINE_PX = 20  # below this, ascenders are a pixel or two: measure on a larger copy
 
 
-def detect_orientation(small: np.ndarray, full: np.ndarray | None = None) -> tuple[int, float]:
-    """(degrees clockwise to rotate the page to make it upright, confidence 0..1).
-    The up/down test runs on a straightened copy (tilted lines smear the x-height band), and on
-    a larger copy taken from `full` when the lines are small."""
+def line_axes(small: np.ndarray) -> tuple[np.ndarray, float, float, float, float]:
+    """(ink mask, tilt and sharpness of the lines taken as running across, the same taken as
+    running down): how sharply the ink piles up into lines either way."""
     ink = ink_mask(small)  # a quarter turn of the mask is the mask of the turned page
     angle_h, sharp_h = estimate_skew(small, max_angle=15, ink=ink, fine=False, coarse_step=1.0)
     angle_v, sharp_v = estimate_skew(small, max_angle=15, ink=rot90(ink, 90), fine=False, coarse_step=1.0)
+    return ink, angle_h, sharp_h, angle_v, sharp_v
+
+
+def detect_orientation(small: np.ndarray, full: np.ndarray | None = None, axes=None) -> tuple[int, float]:
+    """(degrees clockwise to rotate the page to make it upright, confidence 0..1).
+    The up/down test runs on a straightened copy (tilted lines smear the x-height band), and on
+    a larger copy taken from `full` when the lines are small. `axes`: `line_axes(small)` when the
+    caller has it already."""
+    ink, angle_h, sharp_h, angle_v, sharp_v = axes or line_axes(small)
     if max(sharp_h, sharp_v) < 1.05:
         return 0, 0.0  # no text lines to go by
     base, tilt = (0, angle_h) if sharp_h >= sharp_v else (90, angle_v)

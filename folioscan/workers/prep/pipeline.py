@@ -23,11 +23,17 @@ from folioscan.workers.prep import dewarp
 from folioscan.workers.prep.deskew import estimate_skew
 from folioscan.workers.prep.geometry import analysis_copy, rot90, rotate
 from folioscan.workers.prep.illumination import binarize, flatten
-from folioscan.workers.prep.orientation import detect_orientation
+from folioscan.workers.prep.orientation import detect_orientation, line_axes
 from folioscan.workers.prep.resolution import enlarge, upscale_factor
 from folioscan.workers.prep.segment import segment
 from folioscan.workers.prep import transform
 from folioscan.workers.prep.spread import gutter_band
+
+# a tall sheet is searched for a sideways gutter when its lines pile up running down it at least this
+# sharply relative to running across: on a sideways spread the two pages' lines need not line up
+# and the gutter and page edges sharpen the other axis, so "down" can lose narrowly (measured on
+# old_books: sideways spreads 0.80-1.42, single pages at most 0.79)
+SIDEWAYS_SHARPNESS = 0.85
 
 STEPS = ("crop", "orientation", "spread", "illumination", "deskew", "dewarp", "blank", "segment", "upscale")
 
@@ -72,35 +78,30 @@ def prepare_page(work: PageWork, opts: PrepOptions) -> list[PageWork]:
             x0, y0 = work.prep.crop_box[:2]
             work.prep.transforms.append(transform.crop("crop", x0, y0, x0 + gray.shape[1], y0 + gray.shape[0]))
     halves = [(None, gray, small, None)]  # (side, page, analysis copy, split transform)
-    measured = None  # the whole sheet's orientation, reused when it stays one page
+    found, measured = None, None  # per page (turn, confidence); the whole sheet's, reused when it stays one page
     if opts.on("spread"):
         h, w = gray.shape
-        gray, small, work.prep.deskew_angle, band = _find_spread(gray, small, opts)
-        if band is None and opts.on("orientation") and h >= 1.15 * w:
-            # lines running down a tall sheet that is landscape once turned: perhaps a spread scanned
-            # sideways. Only then is a gutter looked for, on the turned sheet (up/down is settled per page below)
-            measured = detect_orientation(small, gray)
-            if measured[0] in (90, 270):
-                turned = _find_spread(rot90(gray, measured[0]), rot90(small, measured[0]), opts)
-                if turned[3] is not None:
-                    work.prep.transforms.append(transform.quarter_turn("spread-orientation", measured[0], w, h))
-                    gray, small, work.prep.deskew_angle, band = turned
-                    work.prep.orientation, measured, (h, w) = measured[0], None, (w, h)
-        if work.prep.deskew_angle:
-            work.prep.transforms.append(transform.rotation("spread-deskew", -work.prep.deskew_angle, w, h))
-        if band is not None:  # the gutter band itself belongs to neither page
-            x0, x1 = int(band[0] * scale), int(band[1] * scale)
-            halves = [("left", gray[:, :x0], small[:, :band[0]], transform.crop("spread", 0, 0, x0, h)),
-                      ("right", gray[:, x1:], small[:, band[1]:], transform.crop("spread", x1, 0, w, h))]
+        turn = 0
+        sheet, sheet_small, tilt, band = _find_spread(gray, small, opts)
+        if band is not None:
+            halves = _halves(sheet, sheet_small, scale, band)
+        elif opts.on("orientation") and h >= 1.15 * w:
+            turn, tilt, halves, found, measured = _sideways(gray, small, scale, opts)
+        if turn:
+            work.prep.transforms.append(transform.quarter_turn("spread-orientation", turn, w, h))
+            work.prep.orientation, (h, w) = turn, (w, h)
+        if tilt:
+            work.prep.deskew_angle = tilt
+            work.prep.transforms.append(transform.rotation("spread-deskew", -tilt, w, h))
     halves = [(side, np.ascontiguousarray(p), np.ascontiguousarray(ps), t) for side, p, ps, t in halves]
-    found = [None] * len(halves)
     if opts.on("orientation"):
-        found = [measured or detect_orientation(ps, p) for _, p, ps, _ in halves]
+        found = found or [measured or detect_orientation(ps, p) for _, p, ps, _ in halves]
         if len(halves) == 2:
             found, upside_down = _same_way_up(found, opts.min_orientation_confidence)
             if upside_down:  # the sheet is upside down: its left page is on the right
                 halves = [("left", *halves[1][1:]), ("right", *halves[0][1:])]
                 found = found[::-1]
+    found = found or [None] * len(halves)
     out = []
     for (side, page, page_small, split), turn_conf in zip(halves, found):
         part = copy.copy(work)
@@ -136,6 +137,36 @@ def _find_spread(gray: np.ndarray, small: np.ndarray, opts: PrepOptions):
         if band is not None:
             return rotate(gray, -angle), straight, angle, band
     return gray, small, 0.0, gutter_band(small)
+
+
+def _halves(sheet: np.ndarray, sheet_small: np.ndarray, scale: float, band: tuple[int, int]) -> list:
+    """The two pages either side of the gutter band (which belongs to neither), with their crops."""
+    h, w = sheet.shape
+    x0, x1 = int(band[0] * scale), int(band[1] * scale)
+    return [("left", sheet[:, :x0], sheet_small[:, :band[0]], transform.crop("spread", 0, 0, x0, h)),
+            ("right", sheet[:, x1:], sheet_small[:, band[1]:], transform.crop("spread", x1, 0, w, h))]
+
+
+def _sideways(gray: np.ndarray, small: np.ndarray, scale: float, opts: PrepOptions):
+    """A tall sheet: (turn, tilt, pages, their orientations or None, the sheet's own orientation).
+    Its orientation is measured as for any page; only when its lines run down it (or nearly as
+    sharply as across) is it turned and searched for a gutter. The split stands only if the pages
+    it gives stand upright or upside down: pieces of one page turned on its side do not."""
+    axes = line_axes(small)
+    measured = detect_orientation(small, gray, axes)
+    one_page = (0, 0.0, [(None, gray, small, None)], None, measured)
+    if axes[4] < SIDEWAYS_SHARPNESS * axes[2]:
+        return one_page
+    turn = measured[0] if measured[0] in (90, 270) else 90  # up/down is settled by the pages themselves
+    sheet, sheet_small, tilt, band = _find_spread(rot90(gray, turn), rot90(small, turn), opts)
+    if band is None:
+        return one_page
+    halves = [(side, np.ascontiguousarray(p), np.ascontiguousarray(ps), t) for side, p, ps, t in _halves(sheet, sheet_small, scale, band)]
+    found = [detect_orientation(ps, p) for _, p, ps, _ in halves]
+    sure = [t for t, c in found if c >= opts.min_orientation_confidence]
+    if not sure or any(t in (90, 270) for t in sure):
+        return one_page
+    return turn, tilt, halves, found, None
 
 
 def _same_way_up(found: list[tuple[int, float]], min_conf: float) -> tuple[list[tuple[int, float]], bool]:
