@@ -9,7 +9,8 @@ with one free offset o_i per line (where the line sits once straight) and nine s
 coefficients (a cubic in x whose shape varies smoothly down the page, like the cubic sheet of
 page-dewarp and the per-line quadratics of Leptonica's dewarp, which fits each line and then
 smooths the coefficients down the page). The page is then resampled with cv2.remap so each line
-lies at its o_i. Curvature is the largest departure of the fitted lines from straight lines, in
+lies at its o_i, and, where glyph widths show the text crowding towards the spine, widened there
+(`x_stretch`). Curvature is the largest departure of the fitted lines from straight lines, in
 x-heights; pages under `min_curvature` are left alone.
 """
 from __future__ import annotations
@@ -140,7 +141,8 @@ def x_stretch(image: np.ndarray, sheet: Sheet, scale: float = 1.0, bands: int = 
     left, right = max(0, int((x0 - 8) * scale)), min(image.shape[1], int((x1 + 8) * scale))  # the text's columns only
     n, _, stats, centres = cv2.connectedComponentsWithStats(ink_mask(image[:, left:right]).astype(np.uint8), connectivity=8)
     heights, widths, cx = stats[1:, 3], stats[1:, 2], (centres[1:, 0] + left) / scale
-    xh = float(np.median(heights[(heights > 2) & (heights < image.shape[0] / 10)])) if n > 30 else 0.0
+    glyphs = heights[(heights > 2) & (heights < image.shape[0] / 10)]
+    xh = float(np.median(glyphs)) if len(glyphs) >= 30 else 0.0
     pick = (heights >= 0.6 * xh) & (heights <= 1.3 * xh) & (widths <= 1.6 * xh)  # x-height letters, not merged runs
     edges = np.linspace(x0, x1, bands + 1)
     band = np.digitize(cx[pick], edges) - 1
