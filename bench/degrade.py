@@ -15,20 +15,28 @@ def curl(img: np.ndarray, strength: float = 1.0, spine: str = "right") -> np.nda
     top and bottom of the page bend in opposite senses (the paper curves away from the camera),
     and the text is foreshortened (crowds) near the spine."""
     h, w = img.shape
-    u = np.linspace(0.0, 1.0, w)[None, :]
-    if spine == "left":
-        u = 1.0 - u
-    t = np.clip((u - 0.35) / 0.65, 0, 1) ** 3  # 0 on the flat part, 1 at the spine
+    t = _spine_t(np.arange(w, dtype=np.float64), w, spine)[None, :]  # 0 on the flat part, 1 at the spine
     v = np.linspace(-1.0, 1.0, h)[:, None]
     dy = strength * h * (0.045 * t + 0.035 * t * v)  # lines drop towards the spine, more at the bottom
-    squeeze = strength * 0.12 * w * t ** 1.5  # foreshortening: the output's last columns come from further in
-    xs = np.arange(w)[None, :].astype(np.float32)
-    src_x = xs + (squeeze if spine == "right" else -squeeze)
-    src_x = np.broadcast_to(src_x, (h, w)).astype(np.float32)
+    src_x = np.broadcast_to(curl_source_x(np.arange(w, dtype=np.float64), w, strength, spine)[None, :], (h, w)).astype(np.float32)
     src_y = (np.arange(h)[:, None] - dy).astype(np.float32)
     out = cv2.remap(img, src_x, src_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=255)
     shade = 1.0 - 0.35 * strength * t  # the page darkens into the gutter
     return np.clip(out.astype(np.float32) * shade, 0, 255).astype(np.uint8)
+
+
+def _spine_t(x: np.ndarray, w: int, spine: str) -> np.ndarray:
+    u = x / max(w - 1, 1)
+    if spine == "left":
+        u = 1.0 - u
+    return np.clip((u - 0.35) / 0.65, 0, 1) ** 3
+
+
+def curl_source_x(x: np.ndarray, w: int, strength: float = 1.0, spine: str = "right") -> np.ndarray:
+    """Column of the flat page that column x of `curl(img, strength, spine)` shows: foreshortening,
+    the curled page's columns near the spine come from further in (known, so crowding is measurable)."""
+    squeeze = strength * 0.12 * w * _spine_t(x, w, spine) ** 1.5
+    return x + (squeeze if spine == "right" else -squeeze)
 
 
 def lowres(img: np.ndarray, dpi: float, source_dpi: float = 300.0) -> np.ndarray:

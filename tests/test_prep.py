@@ -190,6 +190,54 @@ def test_spread_with_a_copyright_page_is_split_and_both_pages_read():
     assert "All rights reserved" in left.ocr.text and cer(right.ocr.text, FULL_B) < 0.03
 
 
+def test_spreads_scanned_sideways_are_split_in_reading_order_and_map_back(tmp_path):
+    """A book of two tall scans, each a tilted spread turned a quarter on the scanner bed: two full
+    pages turned 90 degrees, then a near-blank page beside a full one turned 270. Each gives its
+    pages left first, and every word's box_source lands on ink of that page's half of the scan.
+    Old behaviour: the first came out as one blank row, the second as one page with both texts run together."""
+    from folioscan.pipeline.config import JobConfig
+    from folioscan.pipeline.job import run_job
+    from tests.helpers import cer, scanned_pdf
+
+    full_a, full_b = text_page_image(FULL_A, dpi=150, fontsize=12), text_page_image(FULL_B, dpi=150, fontsize=12)
+    scans = [rot90(spread_scan(full_a, full_b, 2.0), 90), rot90(spread_scan(text_page_image("ii", dpi=150, fontsize=10), full_b, -3.0), 270)]
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "book.pdf").write_bytes(scanned_pdf(scans))
+    out = str(tmp_path / "out")
+    run_job(JobConfig(source=str(tmp_path / "src"), output=out, executor="local", progress=False))
+    rows = pq.read_table(os.path.join(out, "pages")).to_pandas().sort_values(["page_index", "side"])
+    assert list(zip(rows.page_index, rows.side, rows.status)) == [(0, "left", "ok"), (0, "right", "ok"), (1, "left", "blank"), (1, "right", "ok")]
+    assert list(rows.orientation) == [270, 270, 90, 90]
+    assert cer(rows.text.iloc[0], FULL_A) < 0.03 and cer(rows.text.iloc[1], FULL_B) < 0.03 and cer(rows.text.iloc[3], FULL_B) < 0.03
+    for (_, row), scan in zip(rows.iloc[[0, 1, 3]].iterrows(), [scans[0], scans[0], scans[1]]):
+        assert (row.source_width, row.source_height) == (scan.shape[1], scan.shape[0])
+        # turned 90 clockwise the left page lies on top of the scan; turned 270, at the bottom
+        top_half = (row.side == "left") == (row.orientation == 270)
+        boxes = [w["box_source"] for line in row.lines for w in line["words"]]
+        assert len(boxes) > 200
+        on_ink = sum((scan[y0:y1, x0:x1] < 128).mean() > 0.05 for x0, y0, x1, y1 in boxes)
+        in_half = sum((y1 <= scan.shape[0] * 0.55) if top_half else (y0 >= scan.shape[0] * 0.45) for x0, y0, x1, y1 in boxes)
+        assert on_ink >= 0.97 * len(boxes) and in_half == len(boxes)
+        long_lines = [l["box_source"] for l in row.lines if len(l["text"]) > 30]
+        assert long_lines and all(y1 - y0 > 3 * (x1 - x0) for x0, y0, x1, y1 in long_lines)  # lines run down the scan
+
+
+def test_an_upside_down_spread_keeps_its_reading_order_and_a_sideways_landscape_page_is_not_split(page):
+    """Turned 180 degrees, the left page of a spread lies on the right of the scan: it must still come
+    first (old behaviour: each half was turned but the pages swapped). A wide page turned to stand
+    tall (a table printed sideways) has its lines running down a tall sheet too, but no gutter."""
+    from folioscan.workers.prep.transform import to_source
+
+    scan = rot90(spread_scan(page, text_page_image(FULL_B, dpi=150, fontsize=12), 2.0), 180)
+    left, right = prepare_page(PageWork("d", "u", 0, 1, image=scan), PrepOptions())
+    centre = lambda part: to_source(part.prep.transforms, [[part.image.shape[1] / 2, part.image.shape[0] / 2]])[0][0]
+    assert (left.side, left.prep.orientation, right.prep.orientation) == ("left", 180, 180)
+    assert centre(left) > scan.shape[1] * 0.55 and centre(right) < scan.shape[1] * 0.45
+    wide = text_page_image(" ".join(PARAGRAPHS * 3), dpi=120, size=(900, 560), fontsize=12)
+    [tall] = prepare_page(PageWork("d", "u", 0, 1, image=rot90(wide, 90)), PrepOptions())
+    assert tall.side is None and tall.prep.orientation == 270 and tall.image.shape[1] > tall.image.shape[0]
+
+
 @pytest.mark.parametrize("turn", [90, 270])
 def test_a_single_page_turned_to_landscape_is_not_taken_for_a_spread(page, turn):
     [w] = prepare_page(PageWork("d", "u", 0, 1, image=rot90(page, turn)), PrepOptions())
@@ -217,14 +265,47 @@ def test_small_text_is_measured_enlarged_and_recorded():
     assert normal.prep.upscale == 1.0 and 8 <= normal.prep.x_height <= 13
 
 
-def curled(img: np.ndarray, strength: float) -> np.ndarray:
+def _spine_squeeze(x: np.ndarray, w: int, strength: float) -> np.ndarray:
+    """How far right of column x of the curled page its ink comes from: foreshortening towards the spine."""
+    t = np.clip((x / (w - 1) - 0.35) / 0.65, 0, 1) ** 3
+    return strength * 0.12 * w * t ** 1.5
+
+
+def curled(img: np.ndarray, strength: float, crowd: bool = True) -> np.ndarray:
     """Lines bending down (more at the bottom) and crowding towards a spine on the right."""
     h, w = img.shape
     t = np.clip((np.linspace(0, 1, w)[None, :] - 0.35) / 0.65, 0, 1) ** 3
     v = np.linspace(-1, 1, h)[:, None]
     src_y = (np.arange(h)[:, None] - strength * h * (0.045 * t + 0.035 * t * v)).astype(np.float32)
-    src_x = np.broadcast_to(np.arange(w)[None, :] + strength * 0.12 * w * t ** 1.5, (h, w)).astype(np.float32)
+    xs = np.arange(w, dtype=np.float64)
+    src_x = np.broadcast_to(xs + (_spine_squeeze(xs, w, strength) if crowd else 0), (h, w)).astype(np.float32)
     return cv2.remap(img, src_x, src_y, cv2.INTER_LINEAR, borderValue=255)
+
+
+def test_dewarping_undoes_the_crowding_towards_the_spine():
+    """Curled, the text near the spine is squeezed to about 3/4 of its width. Flattened, it is as
+    wide as on the flat part of the page (measured exactly: cleaned-page points mapped back through
+    the recorded transforms, then through the known curl). Old behaviour: lines straightened, y
+    only, text near the spine still ~0.77 as wide. Lines that bend without crowding are not widened."""
+    from folioscan.workers.prep.transform import to_source
+
+    flat = text_page_image(" ".join(PARAGRAPHS * 4), dpi=200, fontsize=11)
+    w = flat.shape[1]
+
+    def spine_width_ratio(part, crowd: bool) -> float:
+        """Width of the spine-side text in the cleaned page relative to the flat side's (1 = undone)."""
+        xs = np.linspace(0.5, part.image.shape[1] - 0.5, 800)
+        src = to_source(part.prep.transforms, np.stack([xs, np.full_like(xs, part.image.shape[0] / 2)], 1))[:, 0]
+        orig = src + (_spine_squeeze(src, w, 1.4) if crowd else 0)
+        per_px = np.gradient(orig, xs)  # flat-page pixels per cleaned-page pixel
+        u = orig / w
+        return float(np.median(per_px[(u > 0.1) & (u < 0.3)]) / np.median(per_px[(u > 0.75) & (u < 0.88)]))
+
+    [fixed] = prepare_page(PageWork("d", "u", 0, 1, image=curled(flat, 1.4)), PrepOptions())
+    [bent] = prepare_page(PageWork("d", "u", 0, 1, image=curled(flat, 1.4, crowd=False)), PrepOptions())
+    assert fixed.prep.dewarped and bent.prep.dewarped
+    assert 0.88 <= spine_width_ratio(fixed, True) <= 1.05  # 0.926 measured; 0.779 with y only
+    assert spine_width_ratio(bent, False) == pytest.approx(1.0, abs=0.03)
 
 
 def test_curled_page_is_measured_flattened_and_reads_like_the_flat_page():

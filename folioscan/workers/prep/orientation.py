@@ -40,14 +40,23 @@ DECISIVE = 0.2  # ... unless the analysis copy's balance is already this clear (
 # the old_books pages and hard cases, the two copies disagreed only where the balance was under 0.14)
 
 
-def detect_orientation(small: np.ndarray, full: np.ndarray | None = None, ink: Ink | None = None) -> tuple[int, float]:
-    """(degrees clockwise to rotate the page to make it upright, confidence 0..1).
-    The up/down test runs on a straightened copy (tilted lines smear the x-height band), and on
-    a larger copy taken from `full` when the lines are small and the analysis copy undecided.
-    `ink`: the analysis copy's shared mask (geometry.Ink), when the caller has one."""
+def line_axes(small: np.ndarray, ink: Ink | None = None) -> tuple[np.ndarray, float, float, float, float]:
+    """(ink mask, tilt and sharpness of the lines taken as running across, the same taken as
+    running down): how sharply the ink piles up into lines either way. `ink`: the analysis copy's
+    shared mask (geometry.Ink), when the caller has one."""
     mask = (ink or Ink(small)).mask  # a quarter turn of the mask is the mask of the turned page
     angle_h, sharp_h = estimate_skew(small, max_angle=15, ink=mask, fine=False, coarse_step=1.0)
     angle_v, sharp_v = estimate_skew(small, max_angle=15, ink=rot90(mask, 90), fine=False, coarse_step=1.0)
+    return mask, angle_h, sharp_h, angle_v, sharp_v
+
+
+def detect_orientation(small: np.ndarray, full: np.ndarray | None = None, ink: Ink | None = None,
+                       axes=None) -> tuple[int, float]:
+    """(degrees clockwise to rotate the page to make it upright, confidence 0..1).
+    The up/down test runs on a straightened copy (tilted lines smear the x-height band), and on
+    a larger copy taken from `full` when the lines are small and the analysis copy undecided.
+    `ink`: the shared mask; `axes`: `line_axes(small)` when the caller has it already."""
+    mask, angle_h, sharp_h, angle_v, sharp_v = axes or line_axes(small, ink)
     if max(sharp_h, sharp_v) < 1.05:
         return 0, 0.0  # no text lines to go by
     base, tilt = (0, angle_h) if sharp_h >= sharp_v else (90, angle_v)

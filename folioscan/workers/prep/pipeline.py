@@ -3,7 +3,9 @@
 Order: dark-border crop -> spread split (a landscape sheet is straightened first so that a
 tilted gutter is found) -> per page: orientation, illumination, deskew, dewarp, blank check,
 segmentation, upscale of small text. Orientation is decided per page, after the split: a spread whose one page is
-nearly blank has no text lines on that side to go by, and its gutter looks like a line.
+nearly blank has no text lines on that side to go by, and its gutter looks like a line. A tall
+sheet whose lines run down it (a spread scanned sideways) is turned before the gutter search; the
+pages of a spread then pool their up/down evidence, which also puts them in reading order.
 Every step can be switched off by name (`skip`).
 """
 from __future__ import annotations
@@ -21,11 +23,17 @@ from folioscan.workers.prep import dewarp
 from folioscan.workers.prep.deskew import estimate_skew
 from folioscan.workers.prep.geometry import Ink, analysis_copy, rot90, rotate
 from folioscan.workers.prep.illumination import binarize, flatten
-from folioscan.workers.prep.orientation import detect_orientation
+from folioscan.workers.prep.orientation import detect_orientation, line_axes
 from folioscan.workers.prep.resolution import enlarge, upscale_factor
 from folioscan.workers.prep.segment import segment
 from folioscan.workers.prep import transform
 from folioscan.workers.prep.spread import gutter_band
+
+# a tall sheet is searched for a sideways gutter when its lines pile up running down it at least this
+# sharply relative to running across: on a sideways spread the two pages' lines need not line up
+# and the gutter and page edges sharpen the other axis, so "down" can lose narrowly (measured on
+# old_books: sideways spreads 0.80-1.42; single pages 177 of 178 under 0.80, the other a plan)
+SIDEWAYS_SHARPNESS = 0.85
 
 STEPS = ("crop", "orientation", "spread", "illumination", "deskew", "dewarp", "blank", "segment", "upscale")
 
@@ -69,33 +77,48 @@ def prepare_page(work: PageWork, opts: PrepOptions) -> list[PageWork]:
         if work.prep.crop_box:
             x0, y0 = work.prep.crop_box[:2]
             work.prep.transforms.append(transform.crop("crop", x0, y0, x0 + gray.shape[1], y0 + gray.shape[0]))
-    halves = [(None, gray, small)]
+    sheet_ink = Ink(small)  # the analysis copy's mask and components, shared by the steps (geometry.Ink)
+    halves = [(None, gray, small, None)]  # (side, page, analysis copy, split transform)
+    found, measured = None, None  # per page (turn, confidence); the whole sheet's, reused when it stays one page
     if opts.on("spread"):
         h, w = gray.shape
-        gray, small, work.prep.deskew_angle, band = _find_spread(gray, small, opts)
-        if work.prep.deskew_angle:
-            work.prep.transforms.append(transform.rotation("spread-deskew", -work.prep.deskew_angle, w, h))
-        if band is not None:  # the gutter band itself belongs to neither page
-            x0, x1 = int(band[0] * scale), int(band[1] * scale)
-            halves = [("left", gray[:, :x0], small[:, :band[0]]), ("right", gray[:, x1:], small[:, band[1]:])]
-            split = {"left": transform.crop("spread", 0, 0, x0, h), "right": transform.crop("spread", x1, 0, w, h)}
+        turn = 0
+        sheet, sheet_small, tilt, band = _find_spread(gray, small, opts)
+        if band is not None:
+            halves = _halves(sheet, sheet_small, scale, band)
+        elif opts.on("orientation") and h >= 1.15 * w:
+            turn, tilt, halves, found, measured = _sideways(gray, small, scale, opts, sheet_ink)
+        if turn:
+            work.prep.transforms.append(transform.quarter_turn("spread-orientation", turn, w, h))
+            work.prep.orientation, (h, w) = turn, (w, h)
+        if tilt:
+            work.prep.deskew_angle = tilt
+            work.prep.transforms.append(transform.rotation("spread-deskew", -tilt, w, h))
+    halves = [(side, np.ascontiguousarray(p), np.ascontiguousarray(ps), t) for side, p, ps, t in halves]
+    inks = [sheet_ink if ps is small else Ink(ps) for _, _, ps, _ in halves]
+    if opts.on("orientation"):
+        found = found or [measured or detect_orientation(ps, p, ink) for (_, p, ps, _), ink in zip(halves, inks)]
+        if len(halves) == 2:
+            found, upside_down = _same_way_up(found, opts.min_orientation_confidence)
+            if upside_down:  # the sheet is upside down: its left page is on the right
+                halves = [("left", *halves[1][1:]), ("right", *halves[0][1:])]
+                found, inks = found[::-1], inks[::-1]
+    found = found or [None] * len(halves)
     out = []
-    for side, page, page_small in halves:
+    for (side, page, page_small, split), turn_conf, ink in zip(halves, found, inks):
         part = copy.copy(work)
         part.prep = copy.deepcopy(work.prep)
         part.side, part.parts = side, len(halves)
-        if side:
-            part.prep.transforms.append(split[side])
-        page, page_small = np.ascontiguousarray(page), np.ascontiguousarray(page_small)
-        ink = Ink(page_small)
-        if opts.on("orientation"):
-            turn, conf = detect_orientation(page_small, page, ink)
+        if split:
+            part.prep.transforms.append(split)
+        if turn_conf is not None:
+            turn, conf = turn_conf
             part.prep.orientation_confidence = round(conf, 3)
             if turn and conf >= opts.min_orientation_confidence:
                 part.prep.transforms.append(transform.quarter_turn("orientation", turn, page.shape[1], page.shape[0]))
                 page, ink = rot90(page, turn), ink.turned(turn)
                 page_small = ink.small
-                part.prep.orientation = turn
+                part.prep.orientation = (part.prep.orientation + turn) % 360
         part.image = _clean(page, page_small, scale, part.prep, opts, ink)
         out.append(part)
     elapsed = (time.perf_counter() - t0) * 1000 / len(out)
@@ -117,6 +140,48 @@ def _find_spread(gray: np.ndarray, small: np.ndarray, opts: PrepOptions):
         if band is not None:
             return rotate(gray, -angle), straight, angle, band
     return gray, small, 0.0, gutter_band(small)
+
+
+def _halves(sheet: np.ndarray, sheet_small: np.ndarray, scale: float, band: tuple[int, int]) -> list:
+    """The two pages either side of the gutter band (which belongs to neither), with their crops."""
+    h, w = sheet.shape
+    x0, x1 = int(band[0] * scale), int(band[1] * scale)
+    return [("left", sheet[:, :x0], sheet_small[:, :band[0]], transform.crop("spread", 0, 0, x0, h)),
+            ("right", sheet[:, x1:], sheet_small[:, band[1]:], transform.crop("spread", x1, 0, w, h))]
+
+
+def _sideways(gray: np.ndarray, small: np.ndarray, scale: float, opts: PrepOptions, ink: Ink):
+    """A tall sheet: (turn, tilt, pages, their orientations or None, the sheet's own orientation).
+    Its orientation is measured as for any page; only when its lines run down it (or nearly as
+    sharply as across) is it turned and searched for a gutter. The split stands only if the pages
+    it gives stand upright or upside down: pieces of one page turned on its side do not."""
+    axes = line_axes(small, ink)
+    measured = detect_orientation(small, gray, axes=axes)
+    one_page = (0, 0.0, [(None, gray, small, None)], None, measured)
+    if axes[4] < SIDEWAYS_SHARPNESS * axes[2]:
+        return one_page
+    turn = measured[0] if measured[0] in (90, 270) else 90  # up/down is settled by the pages themselves
+    sheet, sheet_small, tilt, band = _find_spread(rot90(gray, turn), rot90(small, turn), opts)
+    if band is None:
+        return one_page
+    halves = [(side, np.ascontiguousarray(p), np.ascontiguousarray(ps), t) for side, p, ps, t in _halves(sheet, sheet_small, scale, band)]
+    found = [detect_orientation(ps, p) for _, p, ps, _ in halves]
+    sure = [t for t, c in found if c >= opts.min_orientation_confidence]
+    if not sure or any(t in (90, 270) for t in sure):
+        return one_page
+    return turn, tilt, halves, found, None
+
+
+def _same_way_up(found: list[tuple[int, float]], min_conf: float) -> tuple[list[tuple[int, float]], bool]:
+    """The two pages of a spread are the same way up, so their up/down evidence is pooled (a nearly
+    blank page has none of its own, and a sheet turned a quarter the wrong way has both pages upside
+    down). A page found turned a quarter on its own (a plate printed sideways) keeps its turn.
+    Returns each page's (turn, confidence of the turn given it) and whether the sheet is upside down."""
+    vote = sum(c if t == 0 else -c if t == 180 else 0.0 for t, c in found)
+    upside_down = -vote >= min_conf
+    pooled, strength = (180 if upside_down else 0), min(1.0, abs(vote))
+    return [(t, c) if t in (90, 270) and c >= min_conf else (pooled, max(c, strength) if t == pooled else strength)
+            for t, c in found], upside_down
 
 
 def _clean(gray: np.ndarray, small: np.ndarray, scale: float, info: PrepInfo, opts: PrepOptions, ink: Ink) -> np.ndarray:
