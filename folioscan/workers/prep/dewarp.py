@@ -21,7 +21,7 @@ from typing import Optional
 import cv2
 import numpy as np
 
-from folioscan.workers.prep.geometry import Ink
+from folioscan.workers.prep.geometry import Ink, ink_mask
 
 POWERS = [(j, k) for j in (1, 2, 3) for k in (0, 1, 2)]
 
