@@ -81,18 +81,20 @@ def _noop(_):
 class CpuSampler(threading.Thread):
     """CPU seconds (user + system) of a process and all its descendants, by kind of process: the
     job's own processes (driver, OCR actors, loaders, Ray's daemons), whatever else the machine
-    runs. Sampled every 0.2 s; a process's last sample stands for it, so a process that lives
-    under 0.2 s is missed."""
+    runs. Sampled every 0.5 s; a process's last sample stands for it, so a process that lives
+    under half a second is missed. The sampler's own CPU time is reported (`sampler_cpu_seconds`)."""
 
     def __init__(self, pid: int):
         super().__init__(daemon=True)
-        self.root, self.last, self.done = pid, {}, threading.Event()
+        self.root, self.last, self.done, self.own = pid, {}, threading.Event(), 0.0
 
     def run(self) -> None:
         import psutil
 
         root = psutil.Process(self.root)
+        t0 = time.thread_time()
         while not self.done.is_set():
+            self.own = time.thread_time() - t0
             try:
                 procs = [root, *root.children(recursive=True)]
             except psutil.NoSuchProcess:
@@ -103,7 +105,7 @@ class CpuSampler(threading.Thread):
                     self.last[p.pid] = (_kind(p), t.user + t.system, " ".join(p.cmdline()[:2])[:80])
                 except psutil.Error:
                     pass
-            self.done.wait(0.2)
+            self.done.wait(0.5)
 
     def stop(self) -> None:
         self.done.set()
@@ -154,7 +156,8 @@ def job(rows, args) -> dict:
             "pages_per_s": round(summary["pages"] / summary["seconds"], 3), "pages_per_s_wall": round(summary["pages"] / wall, 3),
             "mean_cer": round(statistics.mean(cers), 4), "ocr_actors": summary.get("ocr_actors"),
             "engine_loads": summary.get("engine_loads"), "stages": summary.get("stages"),
-            "cpu_seconds": cpu.by_kind(), "cpu_seconds_per_page": round(sum(cpu.by_kind().values()) / summary["pages"], 3)}
+            "cpu_seconds": cpu.by_kind(), "cpu_seconds_per_page": round(sum(cpu.by_kind().values()) / summary["pages"], 3),
+            "sampler_cpu_seconds": round(cpu.own, 2)}
 
 
 def main() -> None:
@@ -185,6 +188,9 @@ def main() -> None:
         **({"raw_tesseract_parallel": ceiling, "ceiling_ratio": round(ceiling["pages_per_s"] / raw["pages_per_s"], 3),
             "job_over_ceiling": round(j["pages_per_s"] / ceiling["pages_per_s"], 3)} if ceiling else {}),
         "stage_seconds_over_job_core_seconds": round(busy / (j["seconds"] * cores), 3),
+        # CPU accounting: how busy the cores were, and what a page costs the job against a bare read
+        "job_cpu_over_wall_core_seconds": round(sum(j["cpu_seconds"].values()) / (j["wall_seconds"] * cores), 3),
+        "job_cpu_per_page_over_raw": round(j["cpu_seconds_per_page"] / raw["cpu_seconds_per_page"], 3),
     }, indent=2))
 
 
