@@ -122,7 +122,7 @@ def _kind(p) -> str:
     name = " ".join(p.cmdline()[:3])
     if "OcrActor" in name:
         return "ocr_actors"
-    if name.startswith("ray::"):
+    if name.startswith("ray::") and "Agent" not in name:  # ray::_load, ray::IDLE (a loader between books)
         return "loaders_and_idle_workers"
     if "folioscan" in name:
         return "driver"

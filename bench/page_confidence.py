@@ -70,7 +70,10 @@ def _read(job) -> list[dict]:
         text = "\n".join(r.ocr.text for r in results if r.ocr)
         r = results[0]
         out.append({"book": book, "page": page, "degradation": label, "cer": cer(text, truth), "status": r.status,
-                    "engine_version": _stage.engine.version, **pc.raw_inputs(r.ocr, r.work.prep)})
+                    "engine_version": _stage.engine.version, **pc.raw_inputs(r.ocr, r.work.prep),
+                    # kept for trying candidate features; the model does not use them
+                    "line_words": [[[w.text, round(w.confidence, 4)] for w in l.words] for l in (r.ocr.lines if r.ocr else [])],
+                    "est_chars": r.work.prep.est_chars, "n_lines": r.work.prep.n_lines})
     return out
 
 

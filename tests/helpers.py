@@ -85,6 +85,14 @@ def cer(predicted: str, truth: str) -> float:
     return Levenshtein.distance(normalized(predicted), truth) / max(len(truth), 1)
 
 
+def pythonpath_with_repo(pythonpath: str | None) -> str:
+    """A PYTHONPATH that finds this checkout's `folioscan` (and `tests`) first: for subprocesses and Ray nodes."""
+    import os
+
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    return os.pathsep.join(filter(None, [repo, pythonpath]))
+
+
 def three_page_books(folder, page_images, n: int = 10) -> None:
     """n scanned 3-page PDF books in `folder`, each starting at another of the page images."""
     folder.mkdir()

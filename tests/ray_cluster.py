@@ -14,6 +14,8 @@ import time
 
 import psutil
 
+from tests.helpers import pythonpath_with_repo
+
 RAY = os.path.join(os.path.dirname(sys.executable), "ray")
 
 
@@ -48,9 +50,8 @@ class LocalCluster:
         return self
 
     def add_node(self, num_cpus: int = 1) -> subprocess.Popen:
-        repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         proc = self._start([sys.executable, "-m", "tests.ray_node", self.address, str(num_cpus)],
-                           {"PYTHONPATH": os.pathsep.join(filter(None, [repo, self.env.get("PYTHONPATH")]))})
+                           {"PYTHONPATH": pythonpath_with_repo(self.env.get("PYTHONPATH"))})
         self.wait_for_nodes(len(self.nodes))
         return proc
 

@@ -10,9 +10,8 @@ import time
 import psutil
 import pytest
 
-from tests.helpers import assert_every_page_once, committed_parts, three_page_books
+from tests.helpers import assert_every_page_once, committed_parts, pythonpath_with_repo, three_page_books
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 
@@ -34,7 +33,7 @@ def test_killing_an_ocr_actor_loses_no_page_and_doubles_none(tmp_path, page_imag
     src = tmp_path / "src"
     three_page_books(src, page_images)
     out, summary_file = str(tmp_path / "out"), tmp_path / "summary.json"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [REPO, os.environ.get("PYTHONPATH")]))}
+    env = {**os.environ, "PYTHONPATH": pythonpath_with_repo(os.environ.get("PYTHONPATH"))}
     cmd = [sys.executable, "-m", "folioscan", "run", str(src), out, "--num-cpus", "2", "--ocr-workers", "2",
            "--shard-docs", "1", "--quiet", "--summary-json", str(summary_file)]
     job = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

@@ -10,10 +10,9 @@ import time
 
 import pytest
 
-from tests.helpers import assert_every_page_once, committed_parts, three_page_books
+from tests.helpers import assert_every_page_once, committed_parts, pythonpath_with_repo, three_page_books
 from tests.ray_cluster import LocalCluster
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 
@@ -23,7 +22,7 @@ def test_job_survives_losing_a_node_and_writes_every_page_once(tmp_path, page_im
     src = tmp_path / "src"
     three_page_books(src, page_images)
     out, summary_file = str(tmp_path / "out"), tmp_path / "summary.json"
-    cluster = LocalCluster({"PYTHONPATH": os.pathsep.join(filter(None, [REPO, os.environ.get("PYTHONPATH")]))})
+    cluster = LocalCluster({"PYTHONPATH": pythonpath_with_repo(os.environ.get("PYTHONPATH"))})
     try:
         cluster.start_head(num_cpus=1)
         worker = cluster.add_node(num_cpus=1)

@@ -74,8 +74,9 @@ def test_order_breaks_count_jumps_back_within_a_column_only():
 
 def test_small_lines_are_measured_in_the_pixels_of_the_scan():
     base = {"text": "a page", "confidence_raw": 0.9, "word_confidences": [0.9], "x_height": 4.0, "curvature": 0.0, "lang": "en"}
-    enlarged = pc.features_from_inputs({**base, "line_heights": [32, 36, 40], "upscale": 4.0})  # 9 px lines as scanned
-    as_scanned = pc.features_from_inputs({**base, "line_heights": [32, 36, 40], "upscale": 1.0})
+    boxes = [[0, 0, 500, 32], [0, 50, 500, 86], [0, 100, 500, 140]]  # lines 32, 36 and 40 px high
+    enlarged = pc.features_from_inputs({**base, "line_boxes": boxes, "upscale": 4.0})  # 9 px lines as scanned
+    as_scanned = pc.features_from_inputs({**base, "line_boxes": boxes, "upscale": 1.0})
     assert enlarged["small_lines"] == pytest.approx(np.log(12 / 9)) and as_scanned["small_lines"] == 0.0
 
 

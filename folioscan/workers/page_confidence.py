@@ -40,15 +40,13 @@ MODEL = {
 
 
 def raw_inputs(ocr: Optional[OcrResult], prep: PrepInfo, lang: str = "eng") -> dict:
-    """What the features are computed from, as plain data (the benchmark stores it)."""
+    """What the features are computed from, as plain data (the benchmark stores it). Computed for
+    every page the OCR stage reads: only what the model uses belongs here."""
     lines = ocr.lines if ocr else []
     return {"text": ocr.text if ocr else "", "confidence_raw": ocr.confidence if ocr else None,
             "word_confidences": [w.confidence for l in lines for w in l.words],
-            "line_words": [[[w.text, round(w.confidence, 4)] for w in l.words] for l in lines],
-            "line_heights": [l.box[3] - l.box[1] for l in lines if l.box],
             "line_boxes": [list(l.box) for l in lines if l.box], "x_height": prep.x_height,
-            "curvature": prep.curvature, "upscale": prep.upscale, "est_chars": prep.est_chars,
-            "n_lines": prep.n_lines, "lang": LEXICON_LANG.get(lang.split("+")[0], None)}
+            "curvature": prep.curvature, "upscale": prep.upscale, "lang": LEXICON_LANG.get(lang.split("+")[0], None)}
 
 
 def _logit(p: float) -> float:
@@ -74,7 +72,7 @@ def features_from_inputs(d: dict) -> dict:
 
     text = d["text"] or ""
     words = np.asarray(d["word_confidences"] or [0.0], dtype=np.float64)
-    heights = np.asarray(d["line_heights"] or [0.0], dtype=np.float64)
+    heights = np.asarray([b[3] - b[1] for b in d["line_boxes"]] or [0.0], dtype=np.float64)
     visible = [c for c in text if not c.isspace()]
     lex = lexicon_fraction(text, d["lang"]) if d["lang"] else None
     return {

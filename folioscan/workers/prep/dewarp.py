@@ -45,10 +45,9 @@ def line_samples(small: np.ndarray, ink: Ink | None = None) -> tuple[list[np.nda
     `ink`: the copy's shared mask and components (geometry.Ink), when the caller has them."""
     n, labels, stats = (ink or Ink(small)).components
     heights = stats[1:, 3]
-    glyphs = heights[(heights > 2) & (heights < small.shape[0] / 10)]
-    if len(glyphs) < 30:
+    xh = _glyph_height(heights, small.shape[0])
+    if not xh:
         return [], 0.0
-    xh = float(np.median(glyphs))
     keep = np.zeros(n, dtype=bool)
     keep[1:] = (heights > 2) & (heights < 3 * xh)  # glyphs only: no rules, no pictures, no specks
     glyph_ink = keep[labels].astype(np.uint8)
@@ -73,6 +72,12 @@ def line_samples(small: np.ndarray, ink: Ink | None = None) -> tuple[list[np.nda
     points = np.stack([(hit % nbins) * step + step / 2, (top[hit] + bottom[hit]) / 2], axis=1).astype(np.float64)
     _, starts = np.unique(hit // nbins, return_index=True)
     return [p for p in np.split(points, starts[1:]) if len(p) >= 8], xh
+
+
+def _glyph_height(heights: np.ndarray, rows: int) -> float:
+    """Median height of the glyph-sized components (not specks, rules or pictures), 0 if under 30."""
+    glyphs = heights[(heights > 2) & (heights < rows / 10)]
+    return float(np.median(glyphs)) if len(glyphs) >= 30 else 0.0
 
 
 def fit_sheet(lines: list[np.ndarray], xh: float, width: int, height: int) -> Optional[Sheet]:
@@ -120,6 +125,10 @@ def measure(small: np.ndarray, ink: Ink | None = None) -> Optional[Sheet]:
     return fit_sheet(lines, xh, small.shape[1], small.shape[0]) if lines else None
 
 
+MIN_GAIN = 0.8  # the fitted foreshortening must explain a fifth of the glyph-width variation across the page
+MAX_STRETCH = 3.0
+
+
 def x_stretch(image: np.ndarray, sheet: Sheet, scale: float = 1.0, bands: int = 16) -> Optional[np.ndarray]:
     """Per column of the analysis copy, how much wider the page surface is there than it looks
     (1 on its flattest part), or None when the text shows no foreshortening.
@@ -138,8 +147,7 @@ def x_stretch(image: np.ndarray, sheet: Sheet, scale: float = 1.0, bands: int = 
     left, right = max(0, int((x0 - 8) * scale)), min(image.shape[1], int((x1 + 8) * scale))  # the text's columns only
     n, _, stats, centres = cv2.connectedComponentsWithStats(ink_mask(image[:, left:right]).astype(np.uint8), connectivity=8)
     heights, widths, cx = stats[1:, 3], stats[1:, 2], (centres[1:, 0] + left) / scale
-    glyphs = heights[(heights > 2) & (heights < image.shape[0] / 10)]
-    xh = float(np.median(glyphs)) if len(glyphs) >= 30 else 0.0
+    xh = _glyph_height(heights, image.shape[0])
     pick = (heights >= 0.6 * xh) & (heights <= 1.3 * xh) & (widths <= 1.6 * xh)  # x-height letters, not merged runs
     edges = np.linspace(x0, x1, bands + 1)
     band = np.digitize(cx[pick], edges) - 1
@@ -171,10 +179,6 @@ def x_stretch(image: np.ndarray, sheet: Sheet, scale: float = 1.0, bands: int = 
     if k == 0 or errs.min() > MIN_GAIN * errs[0] or stretch.max() < 1.03:
         return None
     return np.minimum(stretch, MAX_STRETCH)
-
-
-MIN_GAIN = 0.8  # the fitted foreshortening must explain a fifth of the glyph-width variation across the page
-MAX_STRETCH = 3.0
 
 
 def remap_maps(sheet: Sheet, shape: tuple[int, int], scale: float,

@@ -50,13 +50,12 @@ def line_axes(small: np.ndarray, ink: Ink | None = None) -> tuple[np.ndarray, fl
     return mask, angle_h, sharp_h, angle_v, sharp_v
 
 
-def detect_orientation(small: np.ndarray, full: np.ndarray | None = None, ink: Ink | None = None,
-                       axes=None) -> tuple[int, float]:
+def detect_orientation(small: np.ndarray, full: np.ndarray | None = None, axes=None) -> tuple[int, float]:
     """(degrees clockwise to rotate the page to make it upright, confidence 0..1).
     The up/down test runs on a straightened copy (tilted lines smear the x-height band), and on
     a larger copy taken from `full` when the lines are small and the analysis copy undecided.
-    `ink`: the shared mask; `axes`: `line_axes(small)` when the caller has it already."""
-    mask, angle_h, sharp_h, angle_v, sharp_v = axes or line_axes(small, ink)
+    `axes`: `line_axes(small, ink)` when the caller has it (or the page's shared mask) already."""
+    mask, angle_h, sharp_h, angle_v, sharp_v = axes or line_axes(small)
     if max(sharp_h, sharp_v) < 1.05:
         return 0, 0.0  # no text lines to go by
     base, tilt = (0, angle_h) if sharp_h >= sharp_v else (90, angle_v)

@@ -77,8 +77,9 @@ def prepare_page(work: PageWork, opts: PrepOptions) -> list[PageWork]:
         if work.prep.crop_box:
             x0, y0 = work.prep.crop_box[:2]
             work.prep.transforms.append(transform.crop("crop", x0, y0, x0 + gray.shape[1], y0 + gray.shape[0]))
-    sheet_ink = Ink(small)  # the analysis copy's mask and components, shared by the steps (geometry.Ink)
-    halves = [(None, gray, small, None)]  # (side, page, analysis copy, split transform)
+    gray, small = np.ascontiguousarray(gray), np.ascontiguousarray(small)
+    # (side, page, its analysis copy's shared mask and components (geometry.Ink), split transform)
+    halves = [(None, gray, Ink(small), None)]
     found, measured = None, None  # per page (turn, confidence); the whole sheet's, reused when it stays one page
     if opts.on("spread"):
         h, w = gray.shape
@@ -87,25 +88,23 @@ def prepare_page(work: PageWork, opts: PrepOptions) -> list[PageWork]:
         if band is not None:
             halves = _halves(sheet, sheet_small, scale, band)
         elif opts.on("orientation") and h >= 1.15 * w:
-            turn, tilt, halves, found, measured = _sideways(gray, small, scale, opts, sheet_ink)
+            turn, tilt, halves, found, measured = _sideways(gray, halves[0][2], scale, opts)
         if turn:
             work.prep.transforms.append(transform.quarter_turn("spread-orientation", turn, w, h))
             work.prep.orientation, (h, w) = turn, (w, h)
         if tilt:
             work.prep.deskew_angle = tilt
             work.prep.transforms.append(transform.rotation("spread-deskew", -tilt, w, h))
-    halves = [(side, np.ascontiguousarray(p), np.ascontiguousarray(ps), t) for side, p, ps, t in halves]
-    inks = [sheet_ink if ps is small else Ink(ps) for _, _, ps, _ in halves]
     if opts.on("orientation"):
-        found = found or [measured or detect_orientation(ps, p, ink) for (_, p, ps, _), ink in zip(halves, inks)]
+        found = found or [measured or _orientation(page, ink) for _, page, ink, _ in halves]
         if len(halves) == 2:
             found, upside_down = _same_way_up(found, opts.min_orientation_confidence)
             if upside_down:  # the sheet is upside down: its left page is on the right
                 halves = [("left", *halves[1][1:]), ("right", *halves[0][1:])]
-                found, inks = found[::-1], inks[::-1]
+                found = found[::-1]
     found = found or [None] * len(halves)
     out = []
-    for (side, page, page_small, split), turn_conf, ink in zip(halves, found, inks):
+    for (side, page, ink, split), turn_conf in zip(halves, found):
         part = copy.copy(work)
         part.prep = copy.deepcopy(work.prep)
         part.side, part.parts = side, len(halves)
@@ -117,9 +116,8 @@ def prepare_page(work: PageWork, opts: PrepOptions) -> list[PageWork]:
             if turn and conf >= opts.min_orientation_confidence:
                 part.prep.transforms.append(transform.quarter_turn("orientation", turn, page.shape[1], page.shape[0]))
                 page, ink = rot90(page, turn), ink.turned(turn)
-                page_small = ink.small
                 part.prep.orientation = (part.prep.orientation + turn) % 360
-        part.image = _clean(page, page_small, scale, part.prep, opts, ink)
+        part.image = _clean(page, scale, part.prep, opts, ink)
         out.append(part)
     elapsed = (time.perf_counter() - t0) * 1000 / len(out)
     for part in out:
@@ -146,26 +144,33 @@ def _halves(sheet: np.ndarray, sheet_small: np.ndarray, scale: float, band: tupl
     """The two pages either side of the gutter band (which belongs to neither), with their crops."""
     h, w = sheet.shape
     x0, x1 = int(band[0] * scale), int(band[1] * scale)
-    return [("left", sheet[:, :x0], sheet_small[:, :band[0]], transform.crop("spread", 0, 0, x0, h)),
-            ("right", sheet[:, x1:], sheet_small[:, band[1]:], transform.crop("spread", x1, 0, w, h))]
+    return [("left", np.ascontiguousarray(sheet[:, :x0]), Ink(np.ascontiguousarray(sheet_small[:, :band[0]])),
+             transform.crop("spread", 0, 0, x0, h)),
+            ("right", np.ascontiguousarray(sheet[:, x1:]), Ink(np.ascontiguousarray(sheet_small[:, band[1]:])),
+             transform.crop("spread", x1, 0, w, h))]
 
 
-def _sideways(gray: np.ndarray, small: np.ndarray, scale: float, opts: PrepOptions, ink: Ink):
+def _orientation(page: np.ndarray, ink: Ink) -> tuple[int, float]:
+    return detect_orientation(ink.small, page, line_axes(ink.small, ink))
+
+
+def _sideways(gray: np.ndarray, ink: Ink, scale: float, opts: PrepOptions):
     """A tall sheet: (turn, tilt, pages, their orientations or None, the sheet's own orientation).
     Its orientation is measured as for any page; only when its lines run down it (or nearly as
     sharply as across) is it turned and searched for a gutter. The split stands only if the pages
     it gives stand upright or upside down: pieces of one page turned on its side do not."""
+    small = ink.small
     axes = line_axes(small, ink)
-    measured = detect_orientation(small, gray, axes=axes)
-    one_page = (0, 0.0, [(None, gray, small, None)], None, measured)
+    measured = detect_orientation(small, gray, axes)
+    one_page = (0, 0.0, [(None, gray, ink, None)], None, measured)
     if axes[4] < SIDEWAYS_SHARPNESS * axes[2]:
         return one_page
     turn = measured[0] if measured[0] in (90, 270) else 90  # up/down is settled by the pages themselves
     sheet, sheet_small, tilt, band = _find_spread(rot90(gray, turn), rot90(small, turn), opts)
     if band is None:
         return one_page
-    halves = [(side, np.ascontiguousarray(p), np.ascontiguousarray(ps), t) for side, p, ps, t in _halves(sheet, sheet_small, scale, band)]
-    found = [detect_orientation(ps, p) for _, p, ps, _ in halves]
+    halves = _halves(sheet, sheet_small, scale, band)
+    found = [_orientation(page, page_ink) for _, page, page_ink, _ in halves]
     sure = [t for t, c in found if c >= opts.min_orientation_confidence]
     if not sure or any(t in (90, 270) for t in sure):
         return one_page
@@ -184,8 +189,10 @@ def _same_way_up(found: list[tuple[int, float]], min_conf: float) -> tuple[list[
             for t, c in found], upside_down
 
 
-def _clean(gray: np.ndarray, small: np.ndarray, scale: float, info: PrepInfo, opts: PrepOptions, ink: Ink) -> np.ndarray:
-    """`ink` is the analysis copy's shared mask and components; each step that changes the pixels starts a new one."""
+def _clean(gray: np.ndarray, scale: float, info: PrepInfo, opts: PrepOptions, ink: Ink) -> np.ndarray:
+    """`ink` holds the analysis copy with its shared mask and components; each step that changes the
+    pixels starts a new one."""
+    small = ink.small
     if opts.on("illumination"):
         gray, small, changed = flatten(gray, small)
         info.illumination = "flattened" if changed else "even"
