@@ -36,8 +36,8 @@ def ascender_balance(ink: np.ndarray) -> tuple[float, int, float]:
 
 
 MIN_LINE_PX = 20  # below this, ascenders are a pixel or two: measure on a larger copy ...
-DECISIVE = 0.2  # ... unless the analysis copy's balance is already this clear (on every quarter turn of
-# the old_books pages and hard cases, the two copies disagreed only where the balance was under 0.14)
+DECISIVE = 0.2  # ... unless the analysis copy's balance is already this clear (bench/orientation_copies.py:
+# the two copies disagree only where the balance is under 0.14)
 
 
 def line_axes(small: np.ndarray, ink: Ink | None = None) -> tuple[np.ndarray, float, float, float, float]:
