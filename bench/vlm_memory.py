@@ -1,4 +1,5 @@
-"""Peak memory of a VLM run against its output cap: does memory grow with the tokens generated?
+"""Peak memory of a VLM run against its output cap (does memory grow with the tokens generated?)
+and against the generate batch (does it grow with pages beyond the decoder's own cost?).
 
 Builds a tiny random DeepSeek-OCR-2 whose language model has the published vocabulary (129,280:
 the per-step logits are full size), writes a PDF of N text pages, and runs the real CLI once per
@@ -7,6 +8,11 @@ weights rarely emit an end token, so a run with cap C really decodes ~C tokens p
 one JSON object. CPU only; run it under the shared machine's lock:
 
     python bench/vlm_memory.py --pages 16 --caps 16 512
+    python bench/vlm_memory.py --pages 16 --caps 8 --batch-sizes 2 16 [--vision-batch 16]
+
+With --batch-sizes, each run reads all pages at that `--vlm-batch-size` (the engine's pool, and
+so `--batch-size`, stays at --pages), so the runs differ only in how many pages share a generate
+call; `--vision-batch` sets the vision encoder's micro-batch (default: the engine's own).
 """
 from __future__ import annotations
 
@@ -45,6 +51,8 @@ def main() -> None:
     ap.add_argument("--caps", type=int, nargs="+", default=[16, 512])
     ap.add_argument("--lm-vocab", type=int, default=spec("deepseek-ocr-2").vocab_size)
     ap.add_argument("--budget", default="base")
+    ap.add_argument("--batch-sizes", type=int, nargs="+", help="generate batch sizes to compare (default: --pages)")
+    ap.add_argument("--vision-batch", type=float, help="views per vision-encoder call (default: the engine's)")
     args = ap.parse_args()
 
     tmp = tempfile.mkdtemp(prefix="vlm_memory_")
@@ -55,14 +63,15 @@ def main() -> None:
     with open(os.path.join(src, "book.pdf"), "wb") as f:
         f.write(scanned_pdf(images, dpi=100))
     report = {"benchmark": "vlm_memory", "model": "tiny random deepseek-ocr-2", "lm_vocab": args.lm_vocab,
-              "pages": args.pages, "budget": args.budget, "batch": args.pages, "runs": []}
-    for cap in args.caps:
-        out = os.path.join(tmp, f"out_{cap}")
+              "pages": args.pages, "budget": args.budget, "vision_batch": args.vision_batch, "runs": []}
+    for cap, batch in [(c, b) for c in args.caps for b in (args.batch_sizes or [args.pages])]:
+        out = os.path.join(tmp, f"out_{cap}_{batch}")
+        extra = ["--vision-batch", str(args.vision_batch)] if args.vision_batch else []
         code, wall, peak = run_cli(["run", src, out, "--executor", "local", "--engine", "deepseek-ocr-2", "--model", model,
-                                    "--budget", args.budget, "--vlm-batch-size", str(args.pages), "--batch-size",
+                                    "--budget", args.budget, "--vlm-batch-size", str(batch), "--batch-size",
                                     str(args.pages), "--max-attempts", "1", "--max-new-tokens", str(cap), "--device", "cpu",
-                                    "--quiet"])
-        run = {"max_new_tokens": cap, "exit_code": code, "wall_s": round(wall, 1), "peak_rss_bytes": peak}
+                                    "--quiet", *extra])
+        run = {"max_new_tokens": cap, "batch": batch, "exit_code": code, "wall_s": round(wall, 1), "peak_rss_bytes": peak}
         if code == 0:
             rows = pq.read_table(os.path.join(out, "pages"), columns=["status", "attempts"]).to_pylist()
             reads = [a for r in rows for a in r["attempts"]]

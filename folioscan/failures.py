@@ -30,6 +30,11 @@ def classify(exc: BaseException) -> str:
     return PERMANENT
 
 
+def is_out_of_memory(exc: BaseException) -> bool:
+    """CPU MemoryError or torch's (CUDA) OutOfMemoryError, by name: no torch import here."""
+    return isinstance(exc, MemoryError) or any(c.__name__ == "OutOfMemoryError" for c in type(exc).__mro__)
+
+
 def describe(exc: BaseException) -> str:
     """The error text of a row: exception type and message."""
     return f"{type(exc).__name__}: {exc}"

@@ -20,7 +20,7 @@ DEMO_SAMPLE = os.path.join(os.path.dirname(os.path.dirname(__file__)), "samples"
 
 
 _ENGINE_FLAGS = {"model": "model", "budget": "budget", "backend": "backend", "device": "device",
-                 "vlm_batch_size": "batch_size", "max_new_tokens": "max_new_tokens", "max_attempts": "max_attempts",
+                 "vlm_batch_size": "batch_size", "vision_batch": "vision_batch", "max_new_tokens": "max_new_tokens", "max_attempts": "max_attempts",
                  "lang": "lang"}
 _PLAIN_FLAGS = ("executor", "ray_address", "num_cpus", "ocr_workers", "endpoint_url", "region",
                 "batch_size", "shard_docs", "max_pages_per_book", "dpi", "max_page_megapixels", "lease_ttl_s")
@@ -81,6 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--backend", choices=["transformers", "vllm"], help="VLM engines (default: transformers)")
         sp.add_argument("--device", help="VLM engines: auto (the default), cpu, cuda")
         sp.add_argument("--vlm-batch-size", type=int, help="VLM engines: pages per generate call")
+        sp.add_argument("--vision-batch", type=float, help="VLM engines: 1024-px views per vision-encoder call "
+                                                           "(default: measured on the GPU, 2 on the CPU)")
         sp.add_argument("--max-new-tokens", type=int, help="VLM engines: output cap (default: from the budget)")
         sp.add_argument("--max-attempts", type=int, help="VLM engines: reads per page, escalation included (default 3)")
         sp.add_argument("--batch-size", type=int, help="pages per engine call")

@@ -39,6 +39,9 @@ class VlmOptions(BaseModel):
     escalate_below: float = 0.80  # re-read at the next budget when page confidence is below this
     max_attempts: int = 3
     batch_size: int = 8
+    # vision-encoder micro-batch, in 1024-px views (a 768-px tile counts 0.5625): default measured
+    # on the GPU at load (transformers_backend.py), 2 on the CPU
+    vision_batch: Optional[float] = Field(None, gt=0)
     batching: Literal["length", "input"] = "length"  # generate batches by expected output length, or in input order
     device: str = "auto"
     dtype: str = "auto"  # bf16 on GPU, fp32 on CPU

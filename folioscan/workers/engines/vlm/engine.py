@@ -9,23 +9,34 @@ at that budget.
 
 Generate batches are cut from the whole pool of pages handed in, by budget and expected output
 length, each with its own token cap (schedule.py); a page whose text outran a cap set from its
-estimate is read again at its full cap (reason "length-estimate"). The next batch's images are
-prepared in a thread while the current one generates.
+estimate is read again at its full cap (reason "length-estimate"). The next batches' images are
+prepared in threads while the current one generates.
+
+Out of memory in a generate call halves the batch (the backend selects the halves from what it
+prepared, the allocator's cache is emptied) down to one page, and the size that fitted bounds
+every later batch of this engine; each halving is counted (counters.py: `oom_backoffs`, and the
+batch size as `vlm_batch_size`) and logged. A backend with continuous batching (vLLM) gets all the
+batches of a round in one call (`generate_many`), so its scheduler refills finished slots.
 """
 from __future__ import annotations
 
+import logging
 import time
 from typing import Optional, Sequence
 
 import numpy as np
 
+from folioscan.failures import is_out_of_memory
 from folioscan.records import OcrAttempt, OcrResult
+from folioscan.workers.engines import counters
 from folioscan.workers.engines.base import ImageHints
 from folioscan.workers.engines.vlm import schedule
 from folioscan.workers.engines.vlm.budgets import Rung, choose_rung, expected_text_tokens, max_new_tokens, page_ladder
 from folioscan.workers.engines.vlm.confidence import geometric_mean_prob, lines_with_confidence
 from folioscan.workers.engines.vlm.models import Budget, spec
 from folioscan.workers.engines.vlm.repetition import is_degenerate
+
+log = logging.getLogger(__name__)
 
 
 def _backend(options):
@@ -47,6 +58,8 @@ class VlmEngine:
             self.spec.budget(options.budget)  # fail on a bad name before any page is read
         self.backend = backend or _backend(options)
         self.version = self.backend.version
+        self.batch_limit = max(1, options.batch_size)  # lowered for good by an out-of-memory back-off
+        self.oom_backoffs = 0
 
     def plan(self, image: np.ndarray, hint: Optional[ImageHints]) -> tuple[list[Rung], int, int]:
         """A page's ladder, the rung to start on, and how many reads it may get."""
@@ -70,18 +83,18 @@ class VlmEngine:
             rungs = [plans[i][0][pending[i][0]] for i in order]
             upper = [self._cap(r.vision_tokens) for r in rungs]
             groups = [r.budget.name for r in rungs]
+            size = min(self.options.batch_size, self.batch_limit)
             if self.options.batching == "input":
-                batches = schedule.input_order(groups, upper, self.options.batch_size)
+                batches = schedule.input_order(groups, upper, size)
             else:  # a page re-read after its estimate fell short gets its full cap
                 guess = [0 if pending[i][1] == "length-estimate" else est[i] for i in order]
-                batches = schedule.plan(groups, guess, upper, self.options.batch_size)
+                batches = schedule.plan(groups, guess, upper, size)
             jobs = [([order[k] for k in b.indices], rungs[b.indices[0]].budget, b, [upper[k] for k in b.indices])
                     for b in batches]
             next_pending = {}
-            for (idx, budget, batch, bound), prepared in schedule.prefetched(
-                    jobs, lambda job: self.backend.prepare([images[i] for i in job[0]], job[1])):
-                for i, read, cap, top in zip(idx, self._read(prepared, budget, list(batch.caps), [pending[i][1] for i in idx]),
-                                             batch.caps, bound):
+            for (idx, budget, batch, bound), gens, ms in self._round(jobs, images):
+                read_list = self._reads(gens, budget, [pending[i][1] for i in idx], ms)
+                for i, read, cap, top in zip(idx, read_list, batch.caps, bound):
                     reads[i].append(read)
                     rung_list, _, limit = plans[i]
                     rung, why = pending[i][0], self._doubt(read[0])
@@ -97,10 +110,45 @@ class VlmEngine:
         """A page's output cap: the user's, else the budget's; the length estimate may only lower it."""
         return self.options.max_new_tokens or max_new_tokens(vision_tokens, self.options.target_compression)
 
-    def _read(self, prepared, budget: Budget, caps: list[int], reasons: list[str]):
-        t0 = time.perf_counter()
-        gens = self.backend.generate(prepared, caps)
-        ms = (time.perf_counter() - t0) * 1000 / max(len(caps), 1)  # generation only: preparation ran alongside
+    def _round(self, jobs, images):
+        """(job, generations, generate ms per page) for each generate batch of one round."""
+        prepare = lambda job: self.backend.prepare([images[i] for i in job[0]], job[1])  # noqa: E731
+        if getattr(self.backend, "continuous_batching", False):
+            prepared = [p for _, p in schedule.prefetched(jobs, prepare)]
+            t0 = time.perf_counter()
+            outs = self.backend.generate_many([(p, list(job[2].caps)) for job, p in zip(jobs, prepared)])
+            ms = (time.perf_counter() - t0) * 1000 / max(sum(len(p) for p in prepared), 1)
+            yield from ((job, gens, ms) for job, gens in zip(jobs, outs))
+            return
+        for job, prepared in schedule.prefetched(jobs, prepare):
+            t0 = time.perf_counter()
+            gens = self._generate(prepared, list(job[2].caps))
+            yield job, gens, (time.perf_counter() - t0) * 1000 / max(len(gens), 1)  # preparation ran alongside
+
+    def _generate(self, prepared, caps: list[int]):
+        """One generate batch, in pieces of at most `batch_limit` pages, halving on out of memory."""
+        n = len(prepared)
+        if n > self.batch_limit:
+            out = []
+            for start in range(0, n, self.batch_limit):
+                rows = list(range(start, min(n, start + self.batch_limit)))
+                out += self._generate(self.backend.select(prepared, rows), caps[rows[0]:rows[-1] + 1])
+            return out
+        try:
+            return self.backend.generate(prepared, caps)
+        except Exception as e:
+            if n == 1 or not is_out_of_memory(e) or not hasattr(self.backend, "select"):
+                raise
+            self.backend.release_memory()
+            self.batch_limit = min(self.batch_limit, (n + 1) // 2)
+            self.oom_backoffs += 1
+            counters.add("oom_backoffs")
+            counters.low("vlm_batch_size", self.batch_limit)
+            log.warning("%s: out of memory generating %d pages (%s); batches of at most %d from now on",
+                        self.name, n, type(e).__name__, self.batch_limit)
+            return self._generate(prepared, caps)
+
+    def _reads(self, gens, budget: Budget, reasons: list[str], ms: float):
         texts = self.backend.batch_decode([g.token_ids for g in gens])
         out = []
         for g, text, reason in zip(gens, texts, reasons):

@@ -36,6 +36,9 @@ class ModelSpec:
     budgets: tuple[Budget, ...]  # the escalation ladder, smallest first: published input modes only
     experimental: tuple[Budget, ...]  # selectable by name, never chosen by the adaptive mode
     vision_tokens: Callable[[Budget, int, int], int]  # (budget, height, width) -> tokens the processor emits
+    vision_layout: str  # how the processor lays out a batch's views (transformers_backend.VIEW_LAYOUTS)
+    # (budget, height, width) -> the (height, width) every view of the page is resized to by the processor
+    view_sizes: Callable[[Budget, int, int], list[tuple[int, int]]]
 
     def budget(self, name: str) -> Budget:
         for b in self.budgets + self.experimental:
@@ -45,12 +48,18 @@ class ModelSpec:
         raise ValueError(f"{self.kind} has no budget {name!r}; choose one of {names} or 'adaptive'")
 
 
-def _grid(module: str, h: int, w: int, tile: int, lo: int, hi: int) -> int:
-    """Tiles the processor cuts a h x w image into (its own function, so the count cannot drift)."""
+def _canvas(module: str, h: int, w: int, tile: int, lo: int, hi: int) -> tuple[int, int]:
+    """(columns, rows) of tiles the processor cuts a h x w image into (its own function, so the
+    count cannot drift)."""
     import importlib
 
     canvas = importlib.import_module(f"transformers.models.{module}").get_optimal_tiled_canvas
     cols, rows = canvas((h, w), (tile, tile), lo, hi)
+    return cols, rows
+
+
+def _grid(module: str, h: int, w: int, tile: int, lo: int, hi: int) -> int:
+    cols, rows = _canvas(module, h, w, tile, lo, hi)
     return cols * rows
 
 
@@ -71,6 +80,18 @@ def _ds2_tokens(b: Budget, h: int, w: int) -> int:
     if kw.get("crop_to_patches") and max(h, w) > tile:
         tiles = _grid(_DS2_PROC, h, w, tile, kw["min_patches"], kw["max_patches"])
     return queries(kw["size"]["height"]) + queries(tile) * tiles + 1
+
+
+def _ds2_view_sizes(b: Budget, h: int, w: int) -> list[tuple[int, int]]:
+    """The global view keeps the aspect ratio (longest side to `size`, then padded square); the
+    tiles are cut from the page resized to the tile canvas."""
+    kw = b.processor_kwargs
+    tile, side = kw["tile_size"], kw["size"]["height"] if kw.get("crop_to_patches") else kw["tile_size"]
+    out = [(round(h * side / max(h, w)), round(w * side / max(h, w)))]
+    if kw.get("crop_to_patches") and max(h, w) > tile:
+        cols, rows = _canvas(_DS2_PROC, h, w, tile, kw["min_patches"], kw["max_patches"])
+        out.append((rows * tile, cols * tile))
+    return out
 
 
 def _ds2_tiled(n: int) -> Budget:
@@ -97,6 +118,8 @@ DEEPSEEK_OCR_2 = ModelSpec(
     experimental=(Budget("experimental-768", 145, {"crop_to_patches": False, "size": {"height": 768, "width": 768},
                                                    "tile_size": 768}),),
     vision_tokens=_ds2_tokens,
+    view_sizes=_ds2_view_sizes,
+    vision_layout="global+local",  # pixel_values (a global view per image), pixel_values_local, num_local_patches
 )
 
 # ---- GOT-OCR2 -------------------------------------------------------------------------------
@@ -113,6 +136,17 @@ def _got_tokens(b: Budget, h: int, w: int) -> int:
         n = _grid(_GOT_PROC, h, w, kw["size"]["height"], kw["min_patches"], kw["max_patches"])
         crops = n + 1 if n > 1 else 1
     return 256 * crops
+
+
+def _got_view_sizes(b: Budget, h: int, w: int) -> list[tuple[int, int]]:
+    """Every crop and the thumbnail are plain resizes (no aspect kept) to the crop size or canvas."""
+    kw = b.processor_kwargs
+    side = kw["size"]["height"]
+    out = [(side, side)]
+    if kw.get("crop_to_patches") and kw["max_patches"] > 1:
+        cols, rows = _canvas(_GOT_PROC, h, w, side, kw["min_patches"], kw["max_patches"])
+        out.append((rows * side, cols * side))
+    return out
 
 
 def _got_tiled(n: int) -> Budget:
@@ -134,6 +168,8 @@ GOT_OCR2 = ModelSpec(
              _got_tiled(2), _got_tiled(4), _got_tiled(6)),
     experimental=(),
     vision_tokens=_got_tokens,
+    view_sizes=_got_view_sizes,
+    vision_layout="crops",  # pixel_values: every image's crops in order, 256 tokens each
 )
 
 MODELS: dict[str, ModelSpec] = {s.kind: s for s in (DEEPSEEK_OCR_2, GOT_OCR2)}

@@ -1,0 +1,188 @@
+"""VLM memory at production batch sizes, on tiny random models of the real classes (CPU):
+vision encoding in micro-batches bounded by `vision_batch`, out-of-memory back-off that halves
+the generate batch, and preparation in threads that gives the same inputs as one call.
+
+The models read noise: these tests check how the batch is cut and what is recorded, never text.
+"""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from folioscan.workers.engines import counters
+from folioscan.workers.engines.registry import VlmOptions, build_engine
+from folioscan.workers.engines.vlm.models import spec
+from folioscan.workers.engines.vlm.random_init import save_random_model
+from tests.helpers import PARAGRAPHS, text_page_image
+
+KINDS = ["deepseek-ocr-2", "got-ocr2"]
+
+
+@pytest.fixture(scope="module", params=KINDS)
+def tiny(request, tmp_path_factory):
+    return request.param, save_random_model(request.param, str(tmp_path_factory.mktemp(request.param)))
+
+
+@pytest.fixture(scope="module")
+def pages():
+    # different lengths and one smaller page: prompts of different lengths, so padding differs between batches
+    return [text_page_image(PARAGRAPHS[i % len(PARAGRAPHS)], dpi=100) for i in range(4)] + [
+        text_page_image(PARAGRAPHS[0], dpi=100, size=(360, 504))]
+
+
+def engine(kind, path, **kw):
+    opts = dict(kind=kind, model=path, device="cpu", max_new_tokens=6, max_attempts=1, no_repeat_ngram=0)
+    return build_engine(VlmOptions(**{**opts, **kw}))
+
+
+def encoder_calls(backend) -> list[int]:
+    """Views (images and tiles) per call of the vision tower, recorded by a hook."""
+    calls: list[int] = []
+    tower = backend.model.model.vision_tower
+    tower.register_forward_pre_hook(lambda module, args: calls.append(int(args[0].shape[0])))
+    return calls
+
+
+@pytest.mark.parametrize("budget", ["base", "tiled-2"])
+def test_a_batch_larger_than_the_vision_micro_batch_reads_as_pages_read_alone(tiny, pages, budget):
+    kind, path = tiny
+    eng = engine(kind, path, budget=budget, vision_batch=2, batch_size=len(pages))
+    calls = encoder_calls(eng.backend)
+    b = spec(kind).budget(budget)
+    prepared = eng.backend.prepare(pages, b)
+    batched = eng.backend.generate(prepared, 6)
+    weights = [len(c) for c in calls]
+    assert len(calls) > 1 and len(calls) >= len(pages) // 2  # encoded in several calls, not one of the whole batch
+    if budget == "base":  # one 1024-px view per page (GOT: one crop): at most two per call
+        assert max(calls) <= 2 and sum(calls) == len(pages), calls
+    for page, together in zip(pages, batched):
+        [alone] = eng.backend.generate(eng.backend.prepare([page], b), 6)
+        assert together.token_ids == alone.token_ids
+        assert np.allclose(together.logprobs, alone.logprobs, atol=1e-4)
+    del weights
+
+
+def test_preparing_in_threads_gives_the_inputs_of_one_call(tiny, pages):
+    kind, path = tiny
+    eng = engine(kind, path)
+    for budget in ("base", "tiled-6"):
+        b = spec(kind).budget(budget)
+        eng.backend.prep_threads = 3
+        threaded = eng.backend.prepare(pages, b)
+        eng.backend.prep_threads = 1
+        single = eng.backend.prepare(pages, b)
+        assert threaded.vision_tokens == single.vision_tokens and threaded.prompt_lens == single.prompt_lens
+        assert set(threaded.inputs) == set(single.inputs)
+        for key in single.inputs:
+            assert torch.equal(torch.as_tensor(threaded.inputs[key]), torch.as_tensor(single.inputs[key])), (budget, key)
+
+
+def test_a_large_scan_is_shrunk_before_the_processor_without_changing_its_tiles(tiny):
+    kind, path = tiny
+    eng = engine(kind, path)
+    scan = np.full((2621, 1850), 230, np.uint8)  # a 300-dpi book page
+    for budget in spec(kind).budgets:
+        small = eng.backend.prefit(scan, budget)
+        assert small.shape[0] < scan.shape[0]  # every published budget needs less than a 300-dpi page
+        assert spec(kind).vision_tokens(budget, *small.shape) == spec(kind).vision_tokens(budget, *scan.shape)
+        for th, tw in spec(kind).view_sizes(budget, *scan.shape):  # never below what a view is resized to
+            assert small.shape[0] >= th * 0.99 or small.shape[1] >= tw * 0.99
+        [n] = eng.backend.prepare([scan], budget).vision_tokens
+        assert n == spec(kind).vision_tokens(budget, *scan.shape)
+
+
+class OomAbove:
+    """The real backend, running out of memory on any generate call of more than `fits` pages."""
+
+    def __init__(self, backend, fits: int):
+        self.inner, self.fits, self.calls = backend, fits, []
+        self.kind, self.version, self.released = backend.kind, backend.version, 0
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def release_memory(self):
+        self.released += 1
+        self.inner.release_memory()
+
+    def generate(self, prepared, caps):
+        self.calls.append(len(prepared))
+        if len(prepared) > self.fits:
+            raise torch.OutOfMemoryError(f"injected: {len(prepared)} pages do not fit")
+        return self.inner.generate(prepared, caps)
+
+
+def test_out_of_memory_halves_the_batch_reads_each_page_once_and_remembers_the_size(tmp_path, pages):
+    from folioscan.records import PageWork
+    from folioscan.workers.ocr_stage import OcrStage
+
+    path = save_random_model("deepseek-ocr-2", str(tmp_path))
+    stage = OcrStage(VlmOptions(kind="deepseek-ocr-2", model=path, device="cpu", budget="base", max_new_tokens=4,
+                                max_attempts=1, batch_size=8, no_repeat_ngram=0), flip_retry_below=None)
+    probe = stage.engine.backend = OomAbove(stage.engine.backend, fits=2)
+    before = counters.snapshot()
+    eight = (pages * 2)[:8]
+    works = [PageWork("d", "u", i, 8, image=im) for i, im in enumerate(eight)]
+    results = stage(works)
+    assert probe.calls == [8, 4, 2, 2, 4, 2, 2]  # 8 fails, 4 fails, then halves of 2 (the other 4 split to 2s)
+    assert probe.released == 2
+    assert all(r.status == "ok" for r in results)
+    for r in results:  # one read each, accepted; none re-read alone after a failed batch
+        assert len(r.ocr.attempts) == 1 and r.ocr.attempts[0].accepted
+        assert not r.ocr.attempts[0].reason.startswith("batch-failed")
+    assert stage.engine.batch_limit == 2 and stage.engine.oom_backoffs == 2
+    after = counters.since(before, counters.snapshot())
+    assert after["oom_backoffs"] == 2 and after["vlm_batch_size"] == 2
+    # the size that fitted holds for the rest of the run: the next pool never tries more than 2
+    probe.calls.clear()
+    stage([PageWork("d", "u", i, 8, image=im) for i, im in enumerate(eight)])
+    assert probe.calls == [2, 2, 2, 2]
+
+
+def test_out_of_memory_on_one_page_is_that_pages_error_not_a_loop(tmp_path, pages):
+    from folioscan.records import PageWork
+    from folioscan.retry import RetryPolicy
+    from folioscan.workers.ocr_stage import OcrStage
+
+    path = save_random_model("deepseek-ocr-2", str(tmp_path))
+    stage = OcrStage(VlmOptions(kind="deepseek-ocr-2", model=path, device="cpu", budget="base", max_new_tokens=4,
+                                max_attempts=1, batch_size=2, no_repeat_ngram=0), flip_retry_below=None,
+                     retry=RetryPolicy(attempts=1))
+    probe = stage.engine.backend = OomAbove(stage.engine.backend, fits=0)
+    results = stage([PageWork("d", "u", i, 2, image=im) for i, im in enumerate(pages[:2])])
+    assert [r.status for r in results] == ["error", "error"]
+    assert all("OutOfMemoryError" in r.error and r.error_kind == "transient" for r in results)
+    assert probe.calls[:3] == [2, 1, 1]  # halved once to single pages, which cannot be halved
+
+
+def test_out_of_memory_back_off_reaches_the_run_record(tmp_path, pages, monkeypatch):
+    """The whole job (local executor, in this process): the injected OOM shrinks the batch, the run
+    record says how often and to what size, and every page is read once."""
+    import pyarrow.parquet as pq
+
+    from folioscan.pipeline.cli import main
+    from folioscan.workers.engines.vlm import transformers_backend
+    from tests.helpers import scanned_pdf
+
+    real = transformers_backend.TransformersBackend.generate
+
+    def generate(self, prepared, caps):
+        if len(prepared) > 2:
+            raise torch.OutOfMemoryError("injected")
+        return real(self, prepared, caps)
+
+    monkeypatch.setattr(transformers_backend.TransformersBackend, "generate", generate)
+    model = save_random_model("deepseek-ocr-2", str(tmp_path / "model"))
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "book.pdf").write_bytes(scanned_pdf(pages[:4] * 2, dpi=100))
+    summary = tmp_path / "summary.json"
+    code = main(["run", str(src), str(tmp_path / "out"), "--engine", "deepseek-ocr-2", "--model", model, "--budget", "base",
+                 "--device", "cpu", "--executor", "local", "--max-new-tokens", "4", "--max-attempts", "1",
+                 "--vlm-batch-size", "8", "--batch-size", "8", "--quiet", "--summary-json", str(summary)])
+    assert code == 0
+    s = json.loads(summary.read_text())
+    assert s["oom_backoffs"] == 2 and s["vlm_batch_size"] == 2 and s["pages_read_alone"] == 0
+    rows = pq.read_table(tmp_path / "out" / "pages").to_pylist()
+    assert len(rows) == 8 and all(r["status"] == "ok" for r in rows)
