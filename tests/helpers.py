@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 import io
+from dataclasses import dataclass
 
 import numpy as np
+
+from folioscan.pipeline.stages import Stages
 
 PARAGRAPHS = [
     "It was the best of times, it was the worst of times, it was the age of wisdom, it was the age of "
@@ -117,3 +120,13 @@ def assert_every_page_once(out, books: int = 10, pages: int = 3) -> None:
     assert len(docs) == books and docs.doc_id.is_unique and (docs.status == "ok").all()
     assert len(rows) == books * pages and not rows.duplicated(["doc_id", "page_index"]).any()
     assert sorted(rows.groupby("doc_id").page_index.apply(tuple).unique()) == [tuple(range(pages))]
+
+
+@dataclass
+class EngineBuiltTwice(Stages):
+    """Stages whose OCR stage is built twice in every worker, the first one thrown away: an engine
+    reload the run's `engine_loads` must show. Here, not in a test module, so Ray workers import it."""
+
+    def ocr_stage(self):
+        super().ocr_stage()
+        return super().ocr_stage()

@@ -10,13 +10,15 @@ import pytest
 
 from folioscan.pipeline.cli import main
 from folioscan.pipeline.config import JobConfig
+from folioscan.pipeline.executors import make_executor
 from folioscan.pipeline.job import run_job
+from folioscan.pipeline.sources import iter_documents
 from folioscan.pipeline.stages import Stages
 from folioscan.pipeline.storage import store_for
 from folioscan.records import PageWork
 from folioscan.workers.load import LoadOptions
 from folioscan.workers.prep import PrepOptions
-from tests.helpers import PARAGRAPHS, cer, scanned_pdf
+from tests.helpers import PARAGRAPHS, EngineBuiltTwice, cer, scanned_pdf
 
 
 def _encode(img, fmt: str, mode: str | None = None, **kw) -> bytes:
@@ -155,5 +157,33 @@ def test_ray_run_of_many_shards_loads_each_engine_once(tmp_path, page_images, ra
     [record] = os.listdir(out / "_runs")
     run = json.loads((out / "_runs" / record).read_text())["summary"]
     assert run["engine_loads"] == 2
+    assert run["oom_backoffs"] == 0 and run["vlm_batch_size"] is None  # Tesseract never backs off
     assert {k: v["pages"] for k, v in run["stages"].items()} == {"load": 8, "clean": 8, "ocr": 8, "write": 8}
     assert all(v["seconds"] > 0 for v in run["stages"].values())
+
+
+@pytest.mark.parametrize("executor", ["local", pytest.param("ray", marks=pytest.mark.ray)])
+def test_an_engine_built_again_inside_a_worker_counts_as_a_second_load(tmp_path, page_images, executor, request):
+    """engine_loads counts engines really built, not workers started: one worker that builds its
+    engine twice reports 2 (each executor used to report one load per worker whatever happened)."""
+    if executor == "ray":
+        request.getfixturevalue("ray_local")
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "book.pdf").write_bytes(scanned_pdf(page_images[:1]))
+    cfg = JobConfig(source=str(src), output=str(tmp_path / "out"), executor=executor, ocr_workers=1, progress=False)
+    store = store_for(cfg.source)
+    ex = make_executor(cfg, EngineBuiltTwice(store, cfg.load_options(), cfg.prep, cfg.engine))
+    try:
+        [doc] = iter_documents(store, cfg.source)
+        ex.submit(doc)
+        done = []
+        while ex.busy():
+            done += ex.poll()
+        stats = ex.stats()
+    finally:
+        ex.close()
+    [(_, [page])] = done
+    assert page.status == "ok" and cer(page.ocr.text, PARAGRAPHS[0]) < 0.05
+    assert (stats["ocr_actors"], stats["engine_loads"]) == (1, 2)
+    assert stats["oom_backoffs"] == 0 and "vlm_batch_size" not in stats  # no back-off: the run record keeps its None

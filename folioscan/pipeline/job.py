@@ -55,7 +55,11 @@ class JobSummary:
     export_errors: list[str] = field(default_factory=list)  # --also: books a format could not be written for
     shards: list[str] = field(default_factory=list)
     ocr_actors: int = 0
-    engine_loads: int = 0  # engines built, counted inside each OCR actor: one per actor per run
+    engine_loads: int = 0  # engines really built, in every OCR worker: one per worker unless one was rebuilt
+    oom_backoffs: int = 0  # VLM generate batches halved after running out of memory, over all workers
+    # the generate batch size that fitted after out-of-memory back-off (smallest over workers);
+    # None when no back-off happened
+    vlm_batch_size: Optional[int] = None
     book_retries: int = 0  # books re-run from their first page after a worker or node was lost
     actors_lost: int = 0
     # worker seconds and pages per stage (load, clean, ocr from the page rows; write on the driver)

@@ -11,6 +11,7 @@ from typing import Iterator
 
 from folioscan.pipeline.stages import read_pages
 from folioscan.records import PageResult, PageWork, SourceDocument
+from folioscan.workers.engines import counters
 
 
 @dataclass
@@ -24,6 +25,8 @@ class _Book:
 class LocalExecutor:
     def __init__(self, stages):
         self.stages = stages
+        counters.reset_lows()  # this process may have run an earlier job
+        self.start = counters.snapshot()  # before the stage is built: its engine load counts
         self.ocr = stages.ocr_stage()
         self.books: deque[_Book] = deque()
 
@@ -58,7 +61,8 @@ class LocalExecutor:
         return done
 
     def stats(self) -> dict:
-        return {"ocr_actors": 1, "engine_loads": 1}
+        """The driver is the one OCR worker: its engine counters since this executor started."""
+        return {"ocr_actors": 1, **counters.since(self.start, counters.snapshot())}
 
     def close(self) -> None:
         pass

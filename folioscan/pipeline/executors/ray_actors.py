@@ -10,9 +10,16 @@ at most two batches in flight (one running, one waiting, so it never idles betwe
 A loader or actor lost to a dead worker or node fails only the books it was carrying; each is
 retried from its first page (results of the failed attempt are dropped) up to `BOOK_ATTEMPTS`
 times, then becomes a transient book-level error.
+
+Engine counters (engine loads, out-of-memory back-offs, the batch size that fitted) are each
+actor's account of its own process (`workers/engines/counters.py`), sent back with every batch
+and asked for once more at the end; the run's figures combine the last account of every actor
+the run had. An actor lost before it answered counts what it last reported (nothing, if it
+died before its first batch came back).
 """
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 from collections import deque
@@ -24,6 +31,7 @@ from folioscan.failures import TRANSIENT, describe
 from folioscan.pipeline.stages import doc_error, read_pages
 from folioscan.records import PageResult, SourceDocument
 from folioscan.workers import memory
+from folioscan.workers.engines import counters
 from folioscan.workers.engines.registry import VLM_KINDS
 
 log = logging.getLogger(__name__)
@@ -50,18 +58,18 @@ def _load(stages, doc):
 @ray.remote(max_restarts=0, max_concurrency=1)
 class OcrActor:
     def __init__(self, stages):
-        self.engine_loads = 0
+        self.start = counters.snapshot()  # before the stage is built: its engine load counts
         self.ocr = stages.ocr_stage()
-        self.engine_loads += 1
         self.trim = memory.Every()
 
-    def read(self, *works) -> tuple[list[PageResult], int]:
+    def read(self, *works) -> tuple[list[PageResult], dict[str, int]]:
         results = read_pages(self.ocr, works)
         self.trim.tick(len(results))
-        return results, self.engine_loads
+        return results, self.stats()
 
-    def stats(self) -> int:
-        return self.engine_loads
+    def stats(self) -> dict[str, int]:
+        """This actor's engine counters since it started."""
+        return counters.since(self.start, counters.snapshot())
 
 
 def _cancel(gen) -> None:
@@ -106,7 +114,10 @@ class RayExecutor:
         self.n_actors = cfg.ocr_workers or default
         self.actor_options = dict(num_gpus=1, num_cpus=1) if self.gpu else dict(num_cpus=1 - LOADER_CPUS)
         self.actors: dict[int, ray.actor.ActorHandle] = {}
-        self.loads: dict[int, int] = {}  # actor -> engine loads it reported
+        # actor -> (number of the call that brought it, its engine counters then); kept after the actor
+        # is lost. An actor runs its calls in order, but the driver may collect them out of order.
+        self.accounts: dict[int, tuple[int, dict[str, int]]] = {}
+        self._call_no = itertools.count()
         self._next_actor = 0
         for _ in range(self.n_actors):
             self._add_actor()
@@ -116,14 +127,14 @@ class RayExecutor:
         self.waiting: deque[str] = deque()  # submitted, loader not started
         self.loaders: dict = {}  # ObjectRefGenerator -> (doc_id, attempt)
         self.queue: deque = deque()  # (doc_id, attempt, page ref)
-        self.calls: dict = {}  # ObjectRef -> (actor id, [(doc_id, attempt), ...])
+        self.calls: dict = {}  # ObjectRef -> (actor id, [(doc_id, attempt), ...], call number)
         self.book_retries = 0
         self.actors_lost = 0
 
     def _add_actor(self) -> None:
         i, self._next_actor = self._next_actor, self._next_actor + 1
         self.actors[i] = OcrActor.options(**self.actor_options).remote(self.stages_ref)
-        self.loads[i] = 0
+        self.accounts[i] = (-1, {})
 
     # -- the driver's side -------------------------------------------------------------------
     def submit(self, doc: SourceDocument) -> None:
@@ -191,17 +202,17 @@ class RayExecutor:
         """Send batches to actors with a free call slot; a part batch only to an idle actor."""
         for i, actor in list(self.actors.items()):
             while self.queue:
-                in_flight = sum(1 for a, _ in self.calls.values() if a == i)
+                in_flight = sum(1 for a, *_ in self.calls.values() if a == i)
                 if in_flight >= ACTOR_CALLS or (in_flight and len(self.queue) < self.stages.batch_size):
                     break
                 batch = [self.queue.popleft() for _ in range(min(self.stages.batch_size, len(self.queue)))]
                 ref = actor.read.remote(*(r for _, _, r in batch))
-                self.calls[ref] = (i, [(d, a) for d, a, _ in batch])
+                self.calls[ref] = (i, [(d, a) for d, a, _ in batch], next(self._call_no))
 
     def _collect(self, ref, done) -> None:
-        i, owners = self.calls.pop(ref)
+        i, owners, call_no = self.calls.pop(ref)
         try:
-            results, loads = ray.get(ref)
+            results, account = ray.get(ref)
         except Exception as e:  # actor or worker died, or a page object was lost with its node
             if isinstance(e, (ray.exceptions.RayActorError, ray.exceptions.ActorDiedError)) and i in self.actors:
                 log.warning("OCR actor %d lost (%s); %d left", i, type(e).__name__, len(self.actors) - 1)
@@ -212,7 +223,8 @@ class RayExecutor:
             for doc_id, attempt in dict.fromkeys(owners):
                 self._fail(doc_id, attempt, e)
             return
-        self.loads[i] = max(self.loads[i], loads)
+        if call_no > self.accounts[i][0]:
+            self.accounts[i] = (call_no, account)
         for (doc_id, attempt), r in zip(owners, results):
             if self._current(doc_id, attempt):
                 self.books[doc_id].results.append(r)
@@ -245,10 +257,10 @@ class RayExecutor:
     def stats(self) -> dict:
         for i, actor in self.actors.items():
             try:
-                self.loads[i] = max(self.loads[i], ray.get(actor.stats.remote(), timeout=30))
+                self.accounts[i] = (next(self._call_no), ray.get(actor.stats.remote(), timeout=30))
             except Exception as e:
                 log.warning("OCR actor %d did not report its engine loads: %s", i, type(e).__name__)
-        return {"ocr_actors": len(self.loads), "engine_loads": sum(self.loads.values()),
+        return {"ocr_actors": len(self.accounts), **counters.combine(a for _, a in self.accounts.values()),
                 "book_retries": self.book_retries, "actors_lost": self.actors_lost}
 
     def close(self) -> None:

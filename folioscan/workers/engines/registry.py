@@ -6,6 +6,7 @@ from typing import Annotated, Literal, Optional, Union, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from folioscan.workers.engines import counters
 from folioscan.workers.engines.tessdata import DEFAULT_VARIANT
 from folioscan.workers.engines.vlm.models import MODELS  # the VLMs' facts: one module, standard library only
 
@@ -70,6 +71,13 @@ def preflight(options) -> None:
 
 
 def build_engine(options):
+    """Every engine is built here, so the run record's `engine_loads` counts what was really built."""
+    engine = _construct(options)
+    counters.add("engine_loads")
+    return engine
+
+
+def _construct(options):
     if options.kind == "tesseract":
         from folioscan.workers.engines.tesseract import TesseractEngine
 
