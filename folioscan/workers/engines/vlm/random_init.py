@@ -88,9 +88,12 @@ def _got(tok, full: bool, v: int, positions: int):
     return Model(cfg), proc
 
 
-def save_random_model(kind: str, path: str, full: bool = False, seed: int = 0, vocab_size: int = 320,
-                      lm_vocab: int | None = None, max_positions: int | None = None) -> str:
-    """`full`: the published architecture; otherwise a tiny one. `lm_vocab`: rows of the language
+def build_random_model(kind: str, full: bool = False, seed: int = 0, vocab_size: int = 320,
+                       lm_vocab: int | None = None, max_positions: int | None = None, device: str = "cpu",
+                       dtype=None):
+    """(model, processor) built in memory, directly on `device` in `dtype` (default: bf16 when
+    full, fp32 when tiny): a full-size model is never materialised in fp32 on the CPU first.
+    `full`: the published architecture; otherwise a tiny one. `lm_vocab`: rows of the language
     model's embedding and head (default: the published vocabulary when full, the tokenizer's size
     when tiny); a tiny model with the published vocabulary has the real per-step logits size.
     `max_positions`: the language model's context (default: the published one)."""
@@ -100,9 +103,21 @@ def save_random_model(kind: str, path: str, full: bool = False, seed: int = 0, v
     tok = train_tokenizer(kind, vocab_size)
     v = max(len(tok), lm_vocab or (FULL_VOCAB[kind] if full else 0))
     positions = max_positions or spec(kind).context_length
-    model, processor = (_deepseek if kind == "deepseek-ocr-2" else _got)(tok, full, v, positions)
-    if full:
-        model = model.to(torch.bfloat16)  # half the disk and load time; the GPU runs bf16 anyway
+    dtype = dtype or (torch.bfloat16 if full else torch.float32)
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)  # parameters are created in this dtype...
+    try:
+        with torch.device(device):  # ...and on this device
+            model, processor = (_deepseek if kind == "deepseek-ocr-2" else _got)(tok, full, v, positions)
+    finally:
+        torch.set_default_dtype(default)
+    return model.eval(), processor
+
+
+def save_random_model(kind: str, path: str, full: bool = False, seed: int = 0, vocab_size: int = 320,
+                      lm_vocab: int | None = None, max_positions: int | None = None) -> str:
+    """A random model (build_random_model) saved like a downloaded checkpoint; returns `path`."""
+    model, processor = build_random_model(kind, full, seed, vocab_size, lm_vocab, max_positions)
     os.makedirs(path, exist_ok=True)
     model.save_pretrained(path)
     processor.save_pretrained(path)
