@@ -52,7 +52,6 @@ def test_a_batch_larger_than_the_vision_micro_batch_reads_as_pages_read_alone(ti
     b = spec(kind).budget(budget)
     prepared = eng.backend.prepare(pages, b)
     batched = eng.backend.generate(prepared, 6)
-    weights = [len(c) for c in calls]
     assert len(calls) > 1 and len(calls) >= len(pages) // 2  # encoded in several calls, not one of the whole batch
     if budget == "base":  # one 1024-px view per page (GOT: one crop): at most two per call
         assert max(calls) <= 2 and sum(calls) == len(pages), calls
@@ -60,7 +59,6 @@ def test_a_batch_larger_than_the_vision_micro_batch_reads_as_pages_read_alone(ti
         [alone] = eng.backend.generate(eng.backend.prepare([page], b), 6)
         assert together.token_ids == alone.token_ids
         assert np.allclose(together.logprobs, alone.logprobs, atol=1e-4)
-    del weights
 
 
 def test_preparing_in_threads_gives_the_inputs_of_one_call(tiny, pages):
@@ -84,9 +82,12 @@ def test_a_large_scan_is_shrunk_before_the_processor_without_changing_its_tiles(
     scan = np.full((2621, 1850), 230, np.uint8)  # a 300-dpi book page
     for budget in spec(kind).budgets:
         small = eng.backend.prefit(scan, budget)
-        assert small.shape[0] < scan.shape[0]  # every published budget needs less than a 300-dpi page
+        views = spec(kind).view_sizes(budget, *scan.shape)
+        needed = max(max(th / scan.shape[0], tw / scan.shape[1]) for th, tw in views)
+        # shrunk where every view is smaller than the scan (GOT-OCR2's tiled-6 canvas, 3072 x 2048, is not)
+        assert (small.shape[0] < scan.shape[0]) == (needed < 0.95), (budget.name, needed)
         assert spec(kind).vision_tokens(budget, *small.shape) == spec(kind).vision_tokens(budget, *scan.shape)
-        for th, tw in spec(kind).view_sizes(budget, *scan.shape):  # never below what a view is resized to
+        for th, tw in views if small.shape != scan.shape else []:  # never below what a view is resized to
             assert small.shape[0] >= th * 0.99 or small.shape[1] >= tw * 0.99
         [n] = eng.backend.prepare([scan], budget).vision_tokens
         assert n == spec(kind).vision_tokens(budget, *scan.shape)
@@ -125,7 +126,7 @@ def test_out_of_memory_halves_the_batch_reads_each_page_once_and_remembers_the_s
     eight = (pages * 2)[:8]
     works = [PageWork("d", "u", i, 8, image=im) for i, im in enumerate(eight)]
     results = stage(works)
-    assert probe.calls == [8, 4, 2, 2, 4, 2, 2]  # 8 fails, 4 fails, then halves of 2 (the other 4 split to 2s)
+    assert probe.calls == [8, 4, 2, 2, 2, 2]  # 8 fails, its first half fails, then pieces of 2
     assert probe.released == 2
     assert all(r.status == "ok" for r in results)
     for r in results:  # one read each, accepted; none re-read alone after a failed batch

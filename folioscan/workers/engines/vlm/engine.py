@@ -129,10 +129,11 @@ class VlmEngine:
         """One generate batch, in pieces of at most `batch_limit` pages, halving on out of memory."""
         n = len(prepared)
         if n > self.batch_limit:
-            out = []
-            for start in range(0, n, self.batch_limit):
-                rows = list(range(start, min(n, start + self.batch_limit)))
-                out += self._generate(self.backend.select(prepared, rows), caps[rows[0]:rows[-1] + 1])
+            out, start = [], 0
+            while start < n:  # the limit may fall while the pieces run
+                end = min(n, start + self.batch_limit)
+                out += self._generate(self.backend.select(prepared, range(start, end)), caps[start:end])
+                start = end
             return out
         try:
             return self.backend.generate(prepared, caps)
