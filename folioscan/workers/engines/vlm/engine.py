@@ -32,7 +32,7 @@ from folioscan.workers.engines import counters
 from folioscan.workers.engines.base import ImageHints
 from folioscan.workers.engines.vlm import schedule
 from folioscan.workers.engines.vlm.budgets import Rung, choose_rung, expected_text_tokens, max_new_tokens, page_ladder
-from folioscan.workers.engines.vlm.confidence import geometric_mean_prob, lines_with_confidence
+from folioscan.workers.engines.vlm.confidence import NewlineCounts, geometric_mean_prob, lines_with_confidence
 from folioscan.workers.engines.vlm.models import Budget, spec
 from folioscan.workers.engines.vlm.repetition import is_degenerate
 
@@ -58,6 +58,7 @@ class VlmEngine:
             self.spec.budget(options.budget)  # fail on a bad name before any page is read
         self.backend = backend or _backend(options)
         self.version = self.backend.version
+        self.newlines = NewlineCounts(self.backend.batch_decode)  # per token id, learnt as tokens appear
         self.batch_limit = max(1, options.batch_size)  # lowered for good by an out-of-memory back-off
         self.oom_backoffs = 0
 
@@ -151,9 +152,10 @@ class VlmEngine:
 
     def _reads(self, gens, budget: Budget, reasons: list[str], ms: float):
         texts = self.backend.batch_decode([g.token_ids for g in gens])
+        self.newlines.learn(t for g in gens for t in g.token_ids)  # one decode call for the batch's new ids
         out = []
         for g, text, reason in zip(gens, texts, reasons):
-            lines = lines_with_confidence(g.token_ids, g.logprobs, self.backend.batch_decode, text)
+            lines = lines_with_confidence(g.token_ids, g.logprobs, self.newlines, text)
             attempt = OcrAttempt(budget=budget.name, vision_tokens=g.vision_tokens, output_tokens=len(g.token_ids),
                                  confidence=geometric_mean_prob(g.logprobs), repetition=is_degenerate(g.token_ids),
                                  hit_token_cap=g.hit_token_cap, reason=reason, ms=ms,

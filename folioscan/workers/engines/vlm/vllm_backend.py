@@ -12,7 +12,7 @@ its own clamped cap, stop ids, `logprobs=0` and the guard switch, each page's ow
 mm_processor_kwargs, outputs mapped back by index, end tokens, caps, log-probs and vision tokens.
 Untested, by construction: that vLLM accepts these requests, its scheduling, and the numbers it
 returns. What the backend shares with the transformers backend is tested through that backend:
-- the repetition guard is the same rule (repetition.banned_tokens), wrapped per request in vLLM's
+- the repetition guard is the same rule (repetition.ban_repeats_), wrapped per request in vLLM's
   AdapterLogitsProcessor and switched on per request through SamplingParams.extra_args;
 - confidence is the chosen token's log-prob under the RAW distribution: `logprobs=0` returns the
   sampled token's log-prob, and with `logprobs_mode="raw_logprobs"` (set explicitly below; the V1
