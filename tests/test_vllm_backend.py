@@ -228,3 +228,24 @@ def test_an_output_count_that_does_not_match_raises(ds2):
     prepared = b.prepare([page(800, 600), page(700, 600)], spec("deepseek-ocr-2").budget("base"))
     with pytest.raises(RuntimeError, match="1 outputs for 2 requests"):
         b.generate(prepared, 8)
+
+
+def test_the_engine_sends_each_round_of_its_pool_in_one_call(ds2):
+    """Through VlmEngine: a pool cut into several generate batches (adaptive budgets, batch size 2)
+    reaches the fake vLLM as one generate call per round, every page once per round."""
+    from folioscan.workers.engines.base import ImageHints
+    from folioscan.workers.engines.vlm.engine import VlmEngine
+
+    kind = "deepseek-ocr-2"
+    b, fake = backend(kind, ds2, batch_size=2)
+    opts = VlmOptions(kind=kind, model=ds2, backend="vllm", batch_size=2, max_attempts=2, escalate_below=0.5)
+    engine = VlmEngine(opts, backend=b)
+    pages = [page(1100, 850), page(700, 500), page(1400, 900), page(1000, 700), page(1200, 800)]
+    hints = [ImageHints(est_chars=c) for c in (3000, 200, 9000, 1500, 500)]
+    results = engine.predict_batch(pages, hints)
+    llm = fake.llms[0]
+    # round 1: all five pages in one call (three batches of at most 2); round 2: the re-reads
+    # (the fake's log-probs give every page a confidence under 0.5, so each climbs one rung once)
+    assert [len(requests) for requests, _ in llm.calls][0] == 5
+    assert len(llm.calls) == 2 and len(llm.calls[1][0]) == sum(len(r.attempts) == 2 for r in results)
+    assert all(1 <= len(r.attempts) <= 2 and sum(a.accepted for a in r.attempts) == 1 for r in results)
