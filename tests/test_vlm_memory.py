@@ -231,3 +231,48 @@ def test_loop_checks_and_line_confidence_are_exact_after_vectorising():
         ("Ab", round(np.exp(-0.15), 4)), ("c", round(np.exp(-0.35), 4)), ("d", round(np.exp(-0.5), 4))]
     lines_with_confidence(ids, lps, counts, "")
     assert decode_calls == [1, 5]  # the text, then each token id once: the second page decodes nothing
+
+
+def test_two_pools_at_once_overlap_preparation_with_generation(tmp_path, pages):
+    """A VLM actor takes its next pool while one generates: the second pool's first batch is
+    prepared while the first pool holds the accelerator, and generation never runs twice at once."""
+    import threading
+    import time
+
+    path = save_random_model("deepseek-ocr-2", str(tmp_path))
+    eng = engine("deepseek-ocr-2", path, budget="base", batch_size=2)
+    inner, spans, started = eng.backend, [], threading.Event()
+    pool_a, pool_b = pages[:4], [np.ascontiguousarray(p[::-1]) for p in pages[:4]]
+    owner = {id(im): "a" for im in pool_a} | {id(im): "b" for im in pool_b}
+
+    class Timed:
+        def __getattr__(self, name):
+            return getattr(inner, name)
+
+        def prepare(self, images, budget):
+            t0 = time.perf_counter()
+            out = inner.prepare(images, budget)
+            out.pool = owner[id(images[0])]
+            spans.append(("prepare", out.pool, t0, time.perf_counter()))
+            return out
+
+        def generate(self, prepared, caps):
+            t0 = time.perf_counter()
+            started.set()
+            if prepared.pool == "a":
+                time.sleep(1.0)  # a long generate: the accelerator is busy
+            out = inner.generate(prepared, caps)
+            spans.append(("generate", prepared.pool, t0, time.perf_counter()))
+            return out
+
+    eng.backend = Timed()
+    first = threading.Thread(target=eng.predict_batch, args=(pool_a,))
+    first.start()
+    assert started.wait(60)
+    eng.predict_batch(pool_b)
+    first.join()
+    gens = sorted((a, b) for kind, _, a, b in spans if kind == "generate")
+    assert len(gens) == 4 and all(end <= nxt for (_, end), (nxt, _) in zip(gens, gens[1:]))  # one at a time
+    a_gens = [(a, b) for kind, pool, a, b in spans if kind == "generate" and pool == "a"]
+    b_first_prep_end = min(b for kind, pool, _, b in spans if kind == "prepare" and pool == "b")
+    assert any(a < b_first_prep_end < b for a, b in a_gens)  # pool b's first batch was ready while a generated

@@ -113,6 +113,10 @@ class RayExecutor:
         default = max(1, int(resources.get("GPU", 0))) if self.gpu else max(1, int(resources.get("CPU", 1)))
         self.n_actors = cfg.ocr_workers or default
         self.actor_options = dict(num_gpus=1, num_cpus=1) if self.gpu else dict(num_cpus=1 - LOADER_CPUS)
+        if getattr(stages.engine, "kind", "") in VLM_KINDS:
+            # a VLM actor runs its two calls at once: one prepares its pool's images while the other
+            # holds the accelerator (the engine serialises generation); Tesseract stays one at a time
+            self.actor_options["max_concurrency"] = ACTOR_CALLS
         self.actors: dict[int, ray.actor.ActorHandle] = {}
         # actor -> (number of the call that brought it, its engine counters then); kept after the actor
         # is lost. An actor runs its calls in order, but the driver may collect them out of order.

@@ -10,7 +10,9 @@ at that budget.
 Generate batches are cut from the whole pool of pages handed in, by budget and expected output
 length, each with its own token cap (schedule.py); a page whose text outran a cap set from its
 estimate is read again at its full cap (reason "length-estimate"). The next batches' images are
-prepared in threads while the current one generates.
+prepared in threads while the current one generates, and two calls may run at once (the OCR
+actor takes its next pool while one generates), so a pool's first batch is prepared while the
+previous pool still holds the accelerator.
 
 Out of memory in a generate call halves the batch (the backend selects the halves from what it
 prepared, the allocator's cache is emptied) down to one page, and the size that fitted bounds
@@ -21,6 +23,7 @@ batches of a round in one call (`generate_many`), so its scheduler refills finis
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from typing import Optional, Sequence
 
@@ -60,6 +63,9 @@ class VlmEngine:
         self.version = self.backend.version
         self.newlines = NewlineCounts(self.backend.batch_decode)  # per token id, learnt as tokens appear
         self.batch_limit = max(1, options.batch_size)  # lowered for good by an out-of-memory back-off
+        # predict_batch may run in two threads at once (a Ray actor with two calls in flight): one
+        # prepares its pool while the other generates; only the accelerator's part is serialised
+        self.device_lock = threading.Lock()
         self.oom_backoffs = 0
 
     def plan(self, image: np.ndarray, hint: Optional[ImageHints]) -> tuple[list[Rung], int, int]:
@@ -116,15 +122,18 @@ class VlmEngine:
         prepare = lambda job: self.backend.prepare([images[i] for i in job[0]], job[1])  # noqa: E731
         if getattr(self.backend, "continuous_batching", False):
             prepared = [p for _, p in schedule.prefetched(jobs, prepare)]
-            t0 = time.perf_counter()
-            outs = self.backend.generate_many([(p, list(job[2].caps)) for job, p in zip(jobs, prepared)])
-            ms = (time.perf_counter() - t0) * 1000 / max(sum(len(p) for p in prepared), 1)
+            with self.device_lock:
+                t0 = time.perf_counter()
+                outs = self.backend.generate_many([(p, list(job[2].caps)) for job, p in zip(jobs, prepared)])
+                ms = (time.perf_counter() - t0) * 1000 / max(sum(len(p) for p in prepared), 1)
             yield from ((job, gens, ms) for job, gens in zip(jobs, outs))
             return
         for job, prepared in schedule.prefetched(jobs, prepare):
-            t0 = time.perf_counter()
-            gens = self._generate(prepared, list(job[2].caps))
-            yield job, gens, (time.perf_counter() - t0) * 1000 / max(len(gens), 1)  # preparation ran alongside
+            with self.device_lock:
+                t0 = time.perf_counter()
+                gens = self._generate(prepared, list(job[2].caps))
+                ms = (time.perf_counter() - t0) * 1000 / max(len(gens), 1)  # preparation ran alongside
+            yield job, gens, ms
 
     def _generate(self, prepared, caps: list[int]):
         """One generate batch, in pieces of at most `batch_limit` pages, halving on out of memory."""
