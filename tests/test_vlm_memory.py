@@ -276,3 +276,27 @@ def test_two_pools_at_once_overlap_preparation_with_generation(tmp_path, pages):
     a_gens = [(a, b) for kind, pool, a, b in spans if kind == "generate" and pool == "a"]
     b_first_prep_end = min(b for kind, pool, _, b in spans if kind == "prepare" and pool == "b")
     assert any(a < b_first_prep_end < b for a, b in a_gens)  # pool b's first batch was ready while a generated
+
+
+@pytest.mark.ray
+def test_a_vlm_run_on_ray_with_two_calls_per_actor(tmp_path, pages, ray_local):
+    """The threaded VLM actor on a real local Ray: every page once, one engine load, no back-off."""
+    import pyarrow.parquet as pq
+
+    from folioscan.pipeline.cli import main
+    from tests.helpers import scanned_pdf
+
+    model = save_random_model("deepseek-ocr-2", str(tmp_path / "model"))
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "book.pdf").write_bytes(scanned_pdf(pages[:4] * 2, dpi=100))
+    summary = tmp_path / "summary.json"
+    code = main(["run", str(src), str(tmp_path / "out"), "--engine", "deepseek-ocr-2", "--model", model, "--budget", "base",
+                 "--device", "cpu", "--executor", "ray", "--ocr-workers", "1", "--max-new-tokens", "4",
+                 "--max-attempts", "1", "--vlm-batch-size", "2", "--batch-size", "2", "--quiet",
+                 "--summary-json", str(summary)])
+    assert code == 0
+    s = json.loads(summary.read_text())
+    assert s["ocr_actors"] == 1 and s["engine_loads"] == 1 and s["oom_backoffs"] == 0 and s["pages"] == 8
+    rows = pq.read_table(tmp_path / "out" / "pages").to_pylist()
+    assert sorted(r["page_index"] for r in rows) == list(range(8)) and all(r["status"] == "ok" for r in rows)
