@@ -60,3 +60,11 @@ def ray_local():
     ray.init(num_cpus=2, include_dashboard=False, object_store_memory=400 * 1024 * 1024, log_to_driver=False)
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="session", params=["deepseek-ocr-2", "got-ocr2"])
+def tiny(request, tmp_path_factory):
+    """(kind, path) of a tiny random VLM checkpoint of each supported model (built once per session)."""
+    from folioscan.workers.engines.vlm.random_init import save_random_model
+
+    return request.param, save_random_model(request.param, str(tmp_path_factory.mktemp(request.param)))

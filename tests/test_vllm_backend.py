@@ -94,11 +94,6 @@ def fake_vllm(kind: str, max_model_len: int = 8192, logprobs=True, drop_one=Fals
 
 # ---- fixtures ------------------------------------------------------------------------------
 
-@pytest.fixture(scope="module", params=KINDS)
-def tiny(request, tmp_path_factory):
-    return request.param, save_random_model(request.param, str(tmp_path_factory.mktemp(request.param)))
-
-
 @pytest.fixture(scope="module")
 def ds2(tmp_path_factory):
     return save_random_model("deepseek-ocr-2", str(tmp_path_factory.mktemp("ds2")))

@@ -20,11 +20,6 @@ from tests.helpers import text_page_image
 KINDS = ["deepseek-ocr-2", "got-ocr2"]
 
 
-@pytest.fixture(scope="module", params=KINDS)
-def tiny(request, tmp_path_factory):
-    return request.param, save_random_model(request.param, str(tmp_path_factory.mktemp(request.param)))
-
-
 @pytest.fixture(scope="module")
 def pages():
     return [text_page_image("Chapter one. " * 30, dpi=100), text_page_image("A short page with one line of text.", dpi=100)]

@@ -16,14 +16,6 @@ from folioscan.workers.engines.vlm.models import spec
 from folioscan.workers.engines.vlm.random_init import save_random_model
 from tests.helpers import PARAGRAPHS, text_page_image
 
-KINDS = ["deepseek-ocr-2", "got-ocr2"]
-
-
-@pytest.fixture(scope="module", params=KINDS)
-def tiny(request, tmp_path_factory):
-    return request.param, save_random_model(request.param, str(tmp_path_factory.mktemp(request.param)))
-
-
 @pytest.fixture(scope="module")
 def pages():
     # different lengths and one smaller page: prompts of different lengths, so padding differs between batches
@@ -157,14 +149,29 @@ def test_out_of_memory_on_one_page_is_that_pages_error_not_a_loop(tmp_path, page
     assert probe.calls[:3] == [2, 1, 1]  # halved once to single pages, which cannot be halved
 
 
-def test_out_of_memory_back_off_reaches_the_run_record(tmp_path, pages, monkeypatch):
-    """The whole job (local executor, in this process): the injected OOM shrinks the batch, the run
-    record says how often and to what size, and every page is read once."""
+def run_tiny_vlm_job(tmp_path, pages, *flags) -> tuple[int, dict, list[dict]]:
+    """The CLI over one 8-page book with a tiny DeepSeek-OCR-2: (exit code, summary, page rows)."""
     import pyarrow.parquet as pq
 
     from folioscan.pipeline.cli import main
-    from folioscan.workers.engines.vlm import transformers_backend
     from tests.helpers import scanned_pdf
+
+    model = save_random_model("deepseek-ocr-2", str(tmp_path / "model"))
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "book.pdf").write_bytes(scanned_pdf(pages[:4] * 2, dpi=100))
+    summary = tmp_path / "summary.json"
+    code = main(["run", str(src), str(tmp_path / "out"), "--engine", "deepseek-ocr-2", "--model", model, "--budget", "base",
+                 "--device", "cpu", "--max-new-tokens", "4", "--max-attempts", "1", "--quiet",
+                 "--summary-json", str(summary), *flags])
+    rows = pq.read_table(tmp_path / "out" / "pages").to_pylist() if code == 0 else []
+    return code, json.loads(summary.read_text()), rows
+
+
+def test_out_of_memory_back_off_reaches_the_run_record(tmp_path, pages, monkeypatch):
+    """The whole job (local executor, in this process): the injected OOM shrinks the batch, the run
+    record says how often and to what size, and every page is read once."""
+    from folioscan.workers.engines.vlm import transformers_backend
 
     real = transformers_backend.TransformersBackend.generate
 
@@ -174,18 +181,9 @@ def test_out_of_memory_back_off_reaches_the_run_record(tmp_path, pages, monkeypa
         return real(self, prepared, caps)
 
     monkeypatch.setattr(transformers_backend.TransformersBackend, "generate", generate)
-    model = save_random_model("deepseek-ocr-2", str(tmp_path / "model"))
-    src = tmp_path / "src"
-    src.mkdir()
-    (src / "book.pdf").write_bytes(scanned_pdf(pages[:4] * 2, dpi=100))
-    summary = tmp_path / "summary.json"
-    code = main(["run", str(src), str(tmp_path / "out"), "--engine", "deepseek-ocr-2", "--model", model, "--budget", "base",
-                 "--device", "cpu", "--executor", "local", "--max-new-tokens", "4", "--max-attempts", "1",
-                 "--vlm-batch-size", "8", "--batch-size", "8", "--quiet", "--summary-json", str(summary)])
+    code, s, rows = run_tiny_vlm_job(tmp_path, pages, "--executor", "local", "--vlm-batch-size", "8", "--batch-size", "8")
     assert code == 0
-    s = json.loads(summary.read_text())
     assert s["oom_backoffs"] == 2 and s["vlm_batch_size"] == 2 and s["pages_read_alone"] == 0
-    rows = pq.read_table(tmp_path / "out" / "pages").to_pylist()
     assert len(rows) == 8 and all(r["status"] == "ok" for r in rows)
 
 
@@ -281,22 +279,8 @@ def test_two_pools_at_once_overlap_preparation_with_generation(tmp_path, pages):
 @pytest.mark.ray
 def test_a_vlm_run_on_ray_with_two_calls_per_actor(tmp_path, pages, ray_local):
     """The threaded VLM actor on a real local Ray: every page once, one engine load, no back-off."""
-    import pyarrow.parquet as pq
-
-    from folioscan.pipeline.cli import main
-    from tests.helpers import scanned_pdf
-
-    model = save_random_model("deepseek-ocr-2", str(tmp_path / "model"))
-    src = tmp_path / "src"
-    src.mkdir()
-    (src / "book.pdf").write_bytes(scanned_pdf(pages[:4] * 2, dpi=100))
-    summary = tmp_path / "summary.json"
-    code = main(["run", str(src), str(tmp_path / "out"), "--engine", "deepseek-ocr-2", "--model", model, "--budget", "base",
-                 "--device", "cpu", "--executor", "ray", "--ocr-workers", "1", "--max-new-tokens", "4",
-                 "--max-attempts", "1", "--vlm-batch-size", "2", "--batch-size", "2", "--quiet",
-                 "--summary-json", str(summary)])
+    code, s, rows = run_tiny_vlm_job(tmp_path, pages, "--executor", "ray", "--ocr-workers", "1", "--vlm-batch-size", "2",
+                                     "--batch-size", "2")
     assert code == 0
-    s = json.loads(summary.read_text())
     assert s["ocr_actors"] == 1 and s["engine_loads"] == 1 and s["oom_backoffs"] == 0 and s["pages"] == 8
-    rows = pq.read_table(tmp_path / "out" / "pages").to_pylist()
     assert sorted(r["page_index"] for r in rows) == list(range(8)) and all(r["status"] == "ok" for r in rows)
