@@ -2,9 +2,18 @@
 control characters (`folioscan.text.safe`): valid ALTO, well-formed hOCR, a `folioscan show` and a
 report that print no control character, on a real job (local executor, Tesseract, `run --also
 alto,hocr,pdf`); and every output a person reads calls the same page by the same 1-based number."""
-from folioscan.export import alto
-from folioscan.text.safe import XmlText, visible, xml_text
+import glob
+import os
 
+import pyarrow.parquet as pq
+import pytest
+
+from folioscan.export import alto
+from folioscan.pipeline.cli import main
+from folioscan.text.safe import NOT_XML, XmlText, visible, xml_text
+from tests.helpers import scanned_pdf
+
+CTL_NAME = "ctl\x07\x1b[31mRED\x1b[0m.pdf"
 XHTML = "{http://www.w3.org/1999/xhtml}"
 
 
@@ -36,5 +45,57 @@ def test_ocr_text_with_control_characters_in_alto_and_hocr():
     assert words == ["fo\ufffdot", "a\ufffdb", "\ufffdx", "tab\tkept"]
     plain = _row(lines=[_word_line(["plain"], 100)])
     assert len(etree.fromstring(alto.page_xml(_book(plain), plain, CTX)).findall(".//a:processingStepDescription", ns)) == 1
+
+
+@pytest.fixture(scope="module")
+def job(tmp_path_factory, page_images):
+    root = tmp_path_factory.mktemp("names")
+    src, out = root / "src", root / "out"
+    src.mkdir()
+    (src / CTL_NAME).write_bytes(scanned_pdf(page_images[:1]))
+    (src / "plain.pdf").write_bytes(scanned_pdf(page_images[:3]))  # three pages, each another paragraph
+    code = main(["run", str(src), str(out), "--executor", "local", "--also", "alto,hocr,pdf", "--quiet"])
+    rows = pq.read_table(os.path.join(out, "pages")).to_pylist()
+    return {"code": code, "out": str(out), "root": root, "rows": rows}
+
+
+def _book_files(out: str, fmt: str, stem: str) -> list[str]:
+    tail = {"alto": "/*.xml", "hocr": ".html", "pdf": ".pdf"}[fmt]
+    return sorted(glob.glob(os.path.join(out, fmt, f"{stem}-*{tail}")))
+
+
+def _show(capsys, out: str) -> str:
+    capsys.readouterr()
+    assert main(["show", out]) == 0
+    return capsys.readouterr().out
+
+
+def test_a_control_character_file_name_gets_valid_alto_wellformed_hocr_and_a_safe_show(job, capsys):
+    from lxml import etree
+
+    [xml_file] = _book_files(job["out"], "alto", "ctl_31mRED_0m")
+    xml = open(xml_file, "rb").read()
+    assert alto.validate(xml) == []
+    root = etree.fromstring(xml)
+    ns = {"a": alto.NS}
+    # the characters XML cannot hold are replaced by U+FFFD, and the file says so
+    assert root.find(".//a:fileName", ns).text.endswith("ctl\ufffd\ufffd[31mRED\ufffd[0m.pdf")
+    assert any("3 characters not allowed in XML 1.0 replaced by U+FFFD" in (d.text or "")
+               for d in root.findall(".//a:processingStepDescription", ns))
+    assert len(root.findall(".//a:String", ns)) > 20  # the OCR text is there too
+    [hocr_file] = _book_files(job["out"], "hocr", "ctl_31mRED_0m")
+    doc = etree.parse(hocr_file)  # well-formed XML (XHTML); raises on an invalid character
+    assert "ctl\ufffd\ufffd[31mRED" in doc.find(f".//{XHTML}title").text
+    meta = {m.get("name"): m.get("content") for m in doc.iter(f"{XHTML}meta")}
+    assert meta["folioscan-replaced-characters"] == "6"  # the name twice: <title> and the page's image property
+    assert _book_files(job["out"], "pdf", "ctl_31mRED_0m")
+    shown = _show(capsys, job["out"])
+    assert "\x07" not in shown and "\x1b" not in shown
+    assert "ctl\\x07\\x1b[31mRED\\x1b[0m.pdf" in shown  # the name, visibly
+    report = job["root"] / "ctl_report.html"
+    assert main(["report", job["out"], "--out", str(report)]) == 0
+    page = report.read_text()
+    assert not NOT_XML.search(page) and "\x1b" not in page and "ctl\\x07\\x1b[31mRED" in page
+    assert job["code"] == 0  # and no export error for any book
 
 
