@@ -3,7 +3,9 @@ control characters (`folioscan.text.safe`): valid ALTO, well-formed hOCR, a `fol
 report that print no control character, on a real job (local executor, Tesseract, `run --also
 alto,hocr,pdf`); and every output a person reads calls the same page by the same 1-based number."""
 import glob
+import html
 import os
+import re
 
 import pyarrow.parquet as pq
 import pytest
@@ -99,3 +101,69 @@ def test_a_control_character_file_name_gets_valid_alto_wellformed_hocr_and_a_saf
     assert job["code"] == 0  # and no export error for any book
 
 
+def _key(text: str) -> tuple:
+    return tuple(text.split()[:5])
+
+
+def test_every_output_calls_each_page_by_the_same_number(job, capsys):
+    """For a 3-page book: the report's page label, `show`'s, the ALTO file name and the hOCR page
+    (its id; its `ppageno`, 0-based as the hOCR spec defines it) name the same page, 1-based."""
+    from lxml import etree
+
+    rows = sorted((r for r in job["rows"] if r["source_uri"].endswith("plain.pdf")), key=lambda r: r["page_index"])
+    assert [r["page_index"] for r in rows] == [0, 1, 2] and all(r["status"] == "ok" for r in rows)
+    keys = {_key(r["text"]): r["page_index"] for r in rows}
+    assert len(keys) == 3  # three different pages
+
+    report = job["root"] / "report.html"
+    assert main(["report", job["out"], "--out", str(report)]) == 0
+    cards = re.findall(r'· (page [^<]*)<div class="uri">([^<]*)</div><pre>([^<]*)</pre>', report.read_text())
+    said = {"report": {}, "show": {}, "alto": {}, "hocr": {}}
+    for label, uri, text in cards:
+        if html.unescape(uri).endswith("plain.pdf"):
+            said["report"][keys[_key(html.unescape(text))]] = label
+    plain = _show(capsys, job["out"]).split("plain.pdf:", 1)[1]
+    for line in plain.splitlines()[1:4]:
+        label, status, conf, text = re.match(r"\s*(page [^:]*): (\S+) +(\S+) +(.*)", line).groups()
+        said["show"][keys[_key(text)]] = label
+    ns = {"a": alto.NS}
+    for f in _book_files(job["out"], "alto", "plain"):
+        words = " ".join(s.get("CONTENT") for s in etree.parse(f).iterfind(".//a:String", ns))
+        said["alto"][keys[_key(words)]] = os.path.basename(f)
+    [hocr_file] = _book_files(job["out"], "hocr", "plain")
+    for page in etree.parse(hocr_file).iterfind(f".//{XHTML}div[@class='ocr_page']"):
+        words = " ".join(w.text for w in page.iterfind(f".//{XHTML}span[@class='ocrx_word']"))
+        ppageno = re.search(r"ppageno (\d+)", page.get("title")).group(1)
+        said["hocr"][keys[_key(words)]] = (page.get("id"), int(ppageno))
+    expected = {
+        "report": {i: f"page {i + 1}" for i in range(3)},
+        "show": {i: f"page {i + 1}" for i in range(3)},
+        "alto": {i: f"{i + 1:05d}.xml" for i in range(3)},
+        "hocr": {i: (f"page_{i + 1}", i) for i in range(3)},
+    }
+    assert said == expected
+
+
+def test_a_split_spread_keeps_its_page_number_and_says_its_side():
+    """The two halves of a spread (one scan, one page_index) are that page number with a side, in
+    every output; hOCR gives them no `ppageno`, which the spec wants unique."""
+    from lxml import etree
+
+    from folioscan.export import hocr
+    from folioscan.records import page_label
+    from tests.test_export_formats import CTX, _book, _row, _word_line
+
+    rows = [_row(lines=[_word_line(["first"], 100)], index=0)]
+    for side in ("left", "right"):
+        rows.append(_row(lines=[_word_line([side], 100)], index=2))
+        rows[-1]["side"] = side
+    book = _book(*rows)
+    files = dict(alto.write_book(book, CTX))
+    assert [f.split("/", 1)[1] for f in files] == ["00001.xml", "00003-left.xml", "00003-right.xml"]
+    assert all(alto.validate(xml) == [] for xml in files.values())
+    ids = [etree.fromstring(x).find(f".//{{{alto.NS}}}Page").get("ID") for x in files.values()]
+    assert ids == ["page_00001", "page_00003_left", "page_00003_right"]
+    pages = etree.fromstring(hocr.book_html(book, CTX).encode()).findall(f".//{XHTML}div[@class='ocr_page']")
+    assert [p.get("id") for p in pages] == ["page_1", "page_3_left", "page_3_right"]
+    assert ["ppageno" in p.get("title") for p in pages] == [True, False, False] and "ppageno 0;" in pages[0].get("title")
+    assert [page_label(r["page_index"], r["side"]) for r in rows] == ["page 1", "page 3 (left)", "page 3 (right)"]

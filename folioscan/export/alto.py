@@ -16,6 +16,7 @@ from typing import Iterator, Optional
 
 from folioscan.export import layout
 from folioscan.export.dataset import Book, ExportContext, page_key
+from folioscan.records import page_number
 from folioscan.text.safe import XmlText
 
 NS = "http://www.loc.gov/standards/alto/ns-v4#"
@@ -90,7 +91,7 @@ def page_xml(book: Book, page: dict, ctx: ExportContext, clean: Optional[XmlText
     proc = _description(root, book, page, ctx, clean)
     lay = etree.SubElement(root, f"{{{NS}}}Layout")
     pid = f"page_{page_key(page).replace('-', '_')}"
-    el = etree.SubElement(lay, f"{{{NS}}}Page", ID=pid, PHYSICAL_IMG_NR=str(page["page_index"] + 1), PROCESSINGREFS="OCR_1")
+    el = etree.SubElement(lay, f"{{{NS}}}Page", ID=pid, PHYSICAL_IMG_NR=str(page_number(page["page_index"])), PROCESSINGREFS="OCR_1")
     size = layout.page_size(page)
     if size:
         el.set("WIDTH", str(size[0]))

@@ -13,6 +13,7 @@ from typing import Iterator, Optional
 
 from folioscan.export import layout
 from folioscan.export.dataset import Book, ExportContext
+from folioscan.records import page_number
 from folioscan.text.safe import XmlText
 
 CAPABILITIES = "ocr_page ocr_carea ocr_par ocr_line ocrx_word ocrp_wconf"
@@ -48,17 +49,24 @@ def book_html(book: Book, ctx: ExportContext, clean: Optional[XmlText] = None) -
            f'<meta name="ocr-capabilities" content="{CAPABILITIES}"/>',
            f'<meta name="ocr-number-of-pages" content="{len(book.pages)}"/>']
     body = []
-    for n, page in enumerate(book.pages, 1):
-        body.extend(_page(page, n, clean))
+    for page in book.pages:
+        body.extend(_page(page, clean))
     if clean.replaced:  # known only once the whole book is written
         out.append(f'<meta name="folioscan-replaced-characters" content="{clean.replaced}"/>')
     out += ["</head>", "<body>", *body, "</body>", "</html>", ""]
     return "\n".join(out)
 
 
-def _page(page: dict, n: int, clean: XmlText) -> list[str]:
+def _page(page: dict, clean: XmlText) -> list[str]:
+    """One ocr_page. Its id says the page as people count it (`page_3`, `page_3_left`), like `show`,
+    the report and the ALTO file names; `ppageno` is the hOCR spec's physical page number, on which
+    "the front cover is page number 0": the 0-based page_index. The spec also wants it unique, so
+    the two halves of a split spread (one scan) carry none."""
+    n = f"{page_number(page['page_index'])}" + (f"_{page['side']}" if page.get("side") else "")
     size = layout.page_size(page)
-    image = f'image "{clean(page["source_uri"])}"; ppageno {page["page_index"]}'
+    image = f'image "{clean(page["source_uri"])}"'
+    if not page.get("side"):
+        image += f"; ppageno {page['page_index']}"
     if page.get("dpi"):
         image += f"; scan_res {round(page['dpi'])} {round(page['dpi'])}"
     out = [f'<div class="ocr_page" id="page_{n}" title="{_title(size and (0, 0, *size), extra=image)}">']
