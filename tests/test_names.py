@@ -167,3 +167,18 @@ def test_a_split_spread_keeps_its_page_number_and_says_its_side():
     assert [p.get("id") for p in pages] == ["page_1", "page_3_left", "page_3_right"]
     assert ["ppageno" in p.get("title") for p in pages] == [True, False, False] and "ppageno 0;" in pages[0].get("title")
     assert [page_label(r["page_index"], r["side"]) for r in rows] == ["page 1", "page 3 (left)", "page 3 (right)"]
+
+
+def test_log_lines_on_the_terminal_spell_control_characters_out():
+    """`folioscan run` logs a failed book by its name: the terminal shows the escapes, obeys none."""
+    import subprocess
+    import sys
+
+    from tests.helpers import pythonpath_with_repo
+
+    code = ("import logging; from folioscan.pipeline import quiet; quiet.configure(False); "
+            f"logging.getLogger('folioscan.pipeline.job').warning('%s: error: %s', {CTL_NAME!r}, 'one\\ntwo')")
+    env = {**os.environ, "PYTHONPATH": pythonpath_with_repo(os.environ.get("PYTHONPATH"))}
+    err = subprocess.run([sys.executable, "-c", code], capture_output=True, env=env, check=True).stderr
+    assert b"\x07" not in err and b"\x1b" not in err
+    assert err.decode() == "WARNING folioscan.pipeline.job: ctl\\x07\\x1b[31mRED\\x1b[0m.pdf: error: one\ntwo\n"
