@@ -1,7 +1,8 @@
 """Typed records passed between stages.
 
 Stages hand these to each other; only the output writer turns them into Arrow rows.
-Everything here pickles cheaply so Ray can ship it between workers.
+Everything here pickles cheaply so Ray can ship it between workers. `page_number` and `page_label`
+say a page_index the way people count pages (from 1).
 """
 from __future__ import annotations
 
@@ -12,6 +13,19 @@ import numpy as np
 
 # page_index used for a work item that stands for a whole document that failed to open
 DOCUMENT_LEVEL = -1
+
+
+def page_number(page_index: int) -> int:
+    """The page as people count it: the first page of a book is page 1. `page_index` (PageWork's
+    field, the Parquet column) counts from 0; everything a person reads (`show`, the report, error
+    messages, the export file names) says `page_number`, and where the index itself is shown it is
+    called page_index."""
+    return page_index + 1
+
+
+def page_label(page_index: int, side: Optional[str] = None) -> str:
+    """"page 3", or "page 3 (left)" for a half of a split spread: what `show` and the report print."""
+    return f"page {page_number(page_index)}" + (f" ({side})" if side else "")
 
 
 @dataclass(frozen=True)

@@ -113,7 +113,7 @@ def test_an_exception_while_cleaning_a_page_becomes_that_pages_error_row(tmp_pat
     work = PageWork("doc", "file:///book.pdf", 3, 10, image=np.zeros((50, 40, 3), np.float64))  # no cleaning step takes this
     [row] = stages.prepare(work)
     assert row.image is None and row.parts == 1
-    assert row.error.startswith("file:///book.pdf page 3: cleaning: ValueError: ") and row.error_kind == "permanent"
+    assert row.error.startswith("file:///book.pdf page 4: cleaning: ValueError: ") and row.error_kind == "permanent"  # page_index 3
 
 
 def test_page_cap_reads_the_first_pages_and_records_the_rest(tmp_path, page_images):
@@ -126,7 +126,7 @@ def test_page_cap_reads_the_first_pages_and_records_the_rest(tmp_path, page_imag
     docs, pages = _tables(out)
     long = docs.loc["long.pdf"]
     assert long.status == "partial" and long.page_count == 5 and long.pages_ok == 2
-    assert "pages 2..4 not read (--max-pages-per-book 2)" in long.error and long.error_kind == "permanent"
+    assert "pages 3..5 not read (--max-pages-per-book 2)" in long.error and long.error_kind == "permanent"
     assert sorted(pages[pages.doc_id == long.doc_id].page_index) == [0, 1]
     assert docs.loc["short.pdf", "status"] == "ok"
     assert summary.documents_partial == 1

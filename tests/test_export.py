@@ -63,7 +63,7 @@ def test_alto_is_in_the_scans_own_coordinates_with_a_string_and_wc_per_word(expo
     ns = {"a": alto.NS}
     rows = _rows(exported, "book.pdf")
     for row in rows:
-        [f] = glob.glob(os.path.join(exported["dest"], "alto", "book-*", f"{row['page_index']:05d}.xml"))
+        [f] = glob.glob(os.path.join(exported["dest"], "alto", "book-*", f"{row['page_index'] + 1:05d}.xml"))
         doc = etree.parse(f)
         page = doc.find(".//a:Page", ns)
         assert (int(page.get("WIDTH")), int(page.get("HEIGHT"))) == (row["source_width"], row["source_height"])

@@ -117,7 +117,7 @@ def test_export_reads_a_dataset_on_s3_and_writes_to_s3(s3_endpoint, tmp_path, pa
     assert main(["export", "s3://exports/out", "s3://exports/archive", "--format", "alto,pdf",
                  "--endpoint-url", s3_endpoint]) == 0
     keys = sorted(o["Key"] for o in s3.list_objects_v2(Bucket="exports", Prefix="archive/")["Contents"])
-    assert [k.rsplit("/", 1)[-1] for k in keys if k.startswith("archive/alto/")] == ["00000.xml", "00001.xml"]
+    assert [k.rsplit("/", 1)[-1] for k in keys if k.startswith("archive/alto/")] == ["00001.xml", "00002.xml"]  # page numbers, from 1
     assert alto.validate(s3.get_object(Bucket="exports", Key=keys[0])["Body"].read()) == []
     pdf = s3.get_object(Bucket="exports", Key=next(k for k in keys if k.endswith(".pdf")))["Body"].read()
     import pymupdf

@@ -3,7 +3,9 @@
 Page WIDTH/HEIGHT are the loaded image's; PrintSpace encloses the text; TextBlock / TextLine /
 String (CONTENT, WC) with SP between words and HYP for a line-end hyphen. The Description names
 folioscan's version, the engine and its settings, and the cleaning steps that moved pixels.
-Validated against the vendored ALTO 4.4 schema (`validate`).
+Validated against the vendored ALTO 4.4 schema (`validate`). Every string from outside (file name,
+OCR text, error) goes through `folioscan.text.safe.XmlText`: a character XML cannot hold becomes
+U+FFFD, and the Description says how many did.
 """
 from __future__ import annotations
 
@@ -14,6 +16,8 @@ from typing import Iterator, Optional
 
 from folioscan.export import layout
 from folioscan.export.dataset import Book, ExportContext, page_key
+from folioscan.records import page_number
+from folioscan.text.safe import XmlText
 
 NS = "http://www.loc.gov/standards/alto/ns-v4#"
 XSI = "http://www.w3.org/2001/XMLSchema-instance"
@@ -23,8 +27,12 @@ SCHEMAS = os.path.join(os.path.dirname(__file__), "schemas")
 
 
 def write_book(book: Book, ctx: ExportContext) -> Iterator[tuple[str, bytes]]:
+    replaced = XmlText()
     for page in book.pages:
-        yield f"{book.name}/{page_key(page)}.xml", page_xml(book, page, ctx)
+        clean = XmlText()
+        yield f"{book.name}/{page_key(page)}.xml", page_xml(book, page, ctx, clean)
+        replaced.replaced += clean.replaced
+    replaced.log(f"{book.doc['source_uri']}: alto")
 
 
 def _coords(el, b: Optional[layout.Box]) -> None:
@@ -39,43 +47,51 @@ def _conf(value) -> Optional[str]:
     return None if value is None else f"{min(max(float(value), 0.0), 1.0):.3f}"
 
 
-def _description(root, book: Book, page: dict, ctx: ExportContext):
+def _description(root, book: Book, page: dict, ctx: ExportContext, clean: XmlText):
     from lxml import etree
 
-    E = functools.partial(etree.SubElement)
-    desc = E(root, f"{{{NS}}}Description")
-    E(desc, f"{{{NS}}}MeasurementUnit").text = "pixel"
-    info = E(desc, f"{{{NS}}}sourceImageInformation")
-    E(info, f"{{{NS}}}fileName").text = page["source_uri"]
-    E(info, f"{{{NS}}}documentIdentifier").text = page["doc_id"]
+    def E(parent, tag: str, text=None, **attrs):
+        el = etree.SubElement(parent, f"{{{NS}}}{tag}", **attrs)
+        if text is not None:
+            el.text = clean(text)
+        return el
+
+    desc = E(root, "Description")
+    E(desc, "MeasurementUnit", "pixel")
+    info = E(desc, "sourceImageInformation")
+    E(info, "fileName", page["source_uri"])
+    E(info, "documentIdentifier", page["doc_id"])
     config = ctx.run_config(page.get("run_id"))
     steps = [t["step"] for t in json.loads(page.get("transforms") or "[]")]
     when = book.doc.get("processed_at") or ctx.created
-    proc = E(desc, f"{{{NS}}}Processing", ID="OCR_1")
-    E(proc, f"{{{NS}}}processingCategory").text = "contentGeneration"
-    E(proc, f"{{{NS}}}processingDateTime").text = when.isoformat() if hasattr(when, "isoformat") else str(when)
-    E(proc, f"{{{NS}}}processingStepDescription").text = (
-        f"OCR by {page.get('engine')} {page.get('engine_version')}; cleaning steps that moved pixels: "
-        f"{', '.join(steps) or 'none'}; coordinates are pixels of the page image as loaded")
+    proc = E(desc, "Processing", ID="OCR_1")
+    E(proc, "processingCategory", "contentGeneration")
+    E(proc, "processingDateTime", when.isoformat() if hasattr(when, "isoformat") else str(when))
+    E(proc, "processingStepDescription",
+      f"OCR by {page.get('engine')} {page.get('engine_version')}; cleaning steps that moved pixels: "
+      f"{', '.join(steps) or 'none'}; coordinates are pixels of the page image as loaded")
     settings = {"engine": config.get("engine") or {"kind": page.get("engine")}, "prep": config.get("prep"),
                 "dpi": page.get("dpi"), "run_id": page.get("run_id")}
-    E(proc, f"{{{NS}}}processingStepSettings").text = json.dumps(settings, sort_keys=True, default=str)
-    sw = E(proc, f"{{{NS}}}processingSoftware")
-    E(sw, f"{{{NS}}}softwareCreator").text = "folioscan"
-    E(sw, f"{{{NS}}}softwareName").text = "folioscan"
-    E(sw, f"{{{NS}}}softwareVersion").text = ctx.version
-    E(sw, f"{{{NS}}}applicationDescription").text = f"OCR engine: {page.get('engine')} {page.get('engine_version')}"
+    E(proc, "processingStepSettings", json.dumps(settings, sort_keys=True, default=str))
+    sw = E(proc, "processingSoftware")
+    E(sw, "softwareCreator", "folioscan")
+    E(sw, "softwareName", "folioscan")
+    E(sw, "softwareVersion", ctx.version)
+    E(sw, "applicationDescription", f"OCR engine: {page.get('engine')} {page.get('engine_version')}")
+    return proc
 
 
-def page_xml(book: Book, page: dict, ctx: ExportContext) -> bytes:
+def page_xml(book: Book, page: dict, ctx: ExportContext, clean: Optional[XmlText] = None) -> bytes:
+    """One page's ALTO; `clean` (a fresh one when not given) counts the characters it replaced."""
     from lxml import etree
 
+    clean = clean if clean is not None else XmlText()
     root = etree.Element(f"{{{NS}}}alto", nsmap={None: NS, "xsi": XSI, "xlink": XLINK})
     root.set(f"{{{XSI}}}schemaLocation", SCHEMA_LOCATION)
-    _description(root, book, page, ctx)
+    proc = _description(root, book, page, ctx, clean)
     lay = etree.SubElement(root, f"{{{NS}}}Layout")
     pid = f"page_{page_key(page).replace('-', '_')}"
-    el = etree.SubElement(lay, f"{{{NS}}}Page", ID=pid, PHYSICAL_IMG_NR=str(page["page_index"] + 1), PROCESSINGREFS="OCR_1")
+    el = etree.SubElement(lay, f"{{{NS}}}Page", ID=pid, PHYSICAL_IMG_NR=str(page_number(page["page_index"])), PROCESSINGREFS="OCR_1")
     size = layout.page_size(page)
     if size:
         el.set("WIDTH", str(size[0]))
@@ -83,7 +99,7 @@ def page_xml(book: Book, page: dict, ctx: ExportContext) -> bytes:
     if page["status"] != "ok":
         el.set("PAGECLASS", page["status"])  # blank | error: an empty page, with the reason
         if page.get("error"):
-            el.set("QUALITY_DETAIL", page["error"][:500])
+            el.set("QUALITY_DETAIL", clean(page["error"][:500]))
     if _conf(page.get("confidence")):
         el.set("PC", _conf(page["confidence"]))
     blocks = layout.blocks(page) if page["status"] == "ok" else []
@@ -96,11 +112,15 @@ def page_xml(book: Book, page: dict, ctx: ExportContext) -> bytes:
         _coords(block, layout.union(layout.box(l.get("box_source")) for l in lines))
         for li, line in enumerate(lines):
             k += 1
-            _line(block, line, f"{pid}_b{bi}_l{li}", layout.hyphenated(line, k == n_lines))
+            _line(block, line, f"{pid}_b{bi}_l{li}", layout.hyphenated(line, k == n_lines), clean)
+    if clean.note:  # after the step's own description (the schema's order)
+        note = etree.Element(f"{{{NS}}}processingStepDescription")
+        note.text = clean.note
+        proc.find(f"{{{NS}}}processingStepDescription").addnext(note)
     return etree.tostring(root, xml_declaration=True, encoding="UTF-8", pretty_print=True)
 
 
-def _line(block, line: dict, lid: str, hyphen: bool) -> None:
+def _line(block, line: dict, lid: str, hyphen: bool, clean: XmlText) -> None:
     from lxml import etree
 
     tl = etree.SubElement(block, f"{{{NS}}}TextLine", ID=lid)
@@ -110,7 +130,7 @@ def _line(block, line: dict, lid: str, hyphen: bool) -> None:
         text = word["text"]
         if hyphen and wi == len(words) - 1:
             text = text[:-1]  # the hyphen goes into HYP; the String keeps the word's box
-        s = etree.SubElement(tl, f"{{{NS}}}String", ID=f"{lid}_w{wi}", CONTENT=text)
+        s = etree.SubElement(tl, f"{{{NS}}}String", ID=f"{lid}_w{wi}", CONTENT=clean(text))
         b = layout.box(word.get("box_source"))
         _coords(s, b)
         if _conf(word.get("confidence")):
@@ -123,7 +143,7 @@ def _line(block, line: dict, lid: str, hyphen: bool) -> None:
                 sp.set("VPOS", str(b[1]))
                 sp.set("WIDTH", str(nxt[0] - b[2]))
     if hyphen:
-        etree.SubElement(tl, f"{{{NS}}}HYP", CONTENT=line["text"].rstrip()[-1])
+        etree.SubElement(tl, f"{{{NS}}}HYP", CONTENT=clean(line["text"].rstrip()[-1]))
 
 
 @functools.lru_cache(maxsize=1)

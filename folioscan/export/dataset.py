@@ -14,6 +14,7 @@ from typing import Callable, Iterable, Iterator, Optional
 
 from folioscan import __version__
 from folioscan.pipeline.storage import StorageError, Store, join, store_for
+from folioscan.records import page_number
 
 _SIDE_ORDER = {None: 0, "left": 0, "right": 1}
 
@@ -33,8 +34,9 @@ class Book:
 
 
 def page_key(page: dict) -> str:
-    """A page's file stem inside its book: 0-based index, plus the side of a split spread."""
-    return f"{page['page_index']:05d}" + (f"-{page['side']}" if page.get("side") else "")
+    """A page's file stem inside its book: its 1-based page number (as `show` and the report say it),
+    plus the side of a split spread: `00001`, `00012-left`."""
+    return f"{page_number(page['page_index']):05d}" + (f"-{page['side']}" if page.get("side") else "")
 
 
 def books_from_rows(page_rows: Iterable[dict], doc_rows: Iterable[dict]) -> Iterator[Book]:

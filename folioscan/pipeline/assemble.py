@@ -6,7 +6,7 @@ from datetime import datetime, timezone
 from typing import Iterable, Optional
 
 from folioscan.failures import PERMANENT, TRANSIENT
-from folioscan.records import DOCUMENT_LEVEL, OcrLine, OcrResult, PageResult, SourceDocument
+from folioscan.records import DOCUMENT_LEVEL, OcrLine, OcrResult, PageResult, SourceDocument, page_number
 from folioscan.schemas import DOCUMENTS, PAGES, Table
 from folioscan.text.book import BookText, PageText, book_text
 from folioscan.text.page import TextPage
@@ -87,7 +87,7 @@ def assemble_shard(docs: list[SourceDocument], results: Iterable[PageResult], ru
                        key=lambda r: (r.work.page_index, _SIDE_ORDER.get(r.work.side, 0)))
         missing = _missing_pages(pages)
         if missing and not doc_error:  # a worker died with them: worth another try
-            doc_error, doc_kind = f"pages lost in processing: {missing[:10]}", TRANSIENT
+            doc_error, doc_kind = f"pages lost in processing: {[page_number(i) for i in missing[:10]]}", TRANSIENT
         book = _book_text(pages)
         page_rows.extend(_in_order(PAGES, page_row(r, run_id), _page_text_columns(t)) for r, t in zip(pages, book.pages))
         doc_rows.append(_in_order(DOCUMENTS, _document_row(doc, pages, doc_error, doc_kind, run_id, now),

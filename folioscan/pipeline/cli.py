@@ -173,15 +173,18 @@ def print_plan(plan, out=None) -> int:
 def show_output(output: str) -> int:
     import pyarrow.parquet as pq
 
+    from folioscan.records import page_label
+    from folioscan.text.safe import visible  # names and text as escapes, never as terminal commands
+
     docs = pq.read_table(os.path.join(output, "documents")).to_pylist()
     pages = pq.read_table(os.path.join(output, "pages"), columns=["doc_id", "page_index", "side", "status", "confidence", "text"]).to_pylist()
     for d in docs:
         conf = f"{d['mean_confidence']:.3f}" if d["mean_confidence"] is not None else "n/a"
-        print(f"{d['source_uri']}: {d['status']}, {d['pages_ok']}/{d['page_count']} pages, confidence {conf}" + (f", {d['error']}" if d["error"] else ""))
+        print(visible(f"{d['source_uri']}: {d['status']}, {d['pages_ok']}/{d['page_count']} pages, confidence {conf}" + (f", {d['error']}" if d["error"] else "")))
         for p in sorted((p for p in pages if p["doc_id"] == d["doc_id"]), key=lambda p: (p["page_index"], p["side"] or "")):
             text = " ".join((p["text"] or "").split())[:70]
             conf = f"{p['confidence']:.3f}" if p["confidence"] is not None else "  -  "
-            print(f"  page {p['page_index']}{(' ' + p['side']) if p['side'] else ''}: {p['status']:5} {conf}  {text}")
+            print(visible(f"  {page_label(p['page_index'], p['side'])}: {p['status']:5} {conf}  {text}"))
     return 0
 
 

@@ -4,6 +4,8 @@ One place decides what reaches the terminal. The CLI calls `configure()` first t
 job inside `native_stderr()`; the Ray executor takes its `ray.init` arguments from
 `ray_init_kwargs()`. Nothing is thrown away: Ray's C++ log lines of the driver process go to a
 file whose path is logged, and Ray's own per-process logs stay in its session folder as usual.
+Log lines spell control characters out (`VisibleFormatter`): a file name that holds an escape
+sequence is shown, never obeyed, by the terminal.
 """
 from __future__ import annotations
 
@@ -14,6 +16,8 @@ import tempfile
 import warnings
 from contextlib import contextmanager
 from typing import Iterator
+
+from folioscan.text.safe import visible
 
 ENV = "FOLIOSCAN_VERBOSE"  # "1": verbose; read by a driver that did not go through the CLI
 _NOISY_LOGGERS = ("ray", "ray.data", "botocore", "boto3", "urllib3", "s3transfer", "filelock", "fsspec",
@@ -30,7 +34,12 @@ def configure(is_verbose: bool, quiet: bool = False) -> None:
     """Logging, warnings and Ray's environment for this process (and the Ray processes it starts)."""
     os.environ[ENV] = "1" if is_verbose else "0"
     level = logging.WARNING if quiet and not is_verbose else logging.INFO
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    root = logging.getLogger()
+    if not root.handlers:  # as logging.basicConfig: a process that set up its own logging keeps it
+        handler = logging.StreamHandler()
+        handler.setFormatter(VisibleFormatter("%(levelname)s %(name)s: %(message)s"))
+        root.addHandler(handler)
+        root.setLevel(level)
     _library_log_levels()
     if is_verbose:
         warnings.simplefilter("default")
@@ -42,6 +51,13 @@ def configure(is_verbose: bool, quiet: bool = False) -> None:
     os.environ.setdefault("RAY_DISABLE_DOCKER_CPU_WARNING", "1")
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
     os.environ.setdefault("PYTHONWARNINGS", "ignore")  # Ray worker processes inherit it
+
+
+class VisibleFormatter(logging.Formatter):
+    """Log lines with control characters written as visible escapes (`\\x1b`); line breaks kept (tracebacks)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return visible(super().format(record), keep_newlines=True)
 
 
 def _library_log_levels() -> None:

@@ -11,7 +11,7 @@ from typing import Any, Iterator, Optional, Sequence
 
 from folioscan.failures import classify, describe
 from folioscan.pipeline.storage import Store
-from folioscan.records import DOCUMENT_LEVEL, PageResult, PageWork, SourceDocument
+from folioscan.records import DOCUMENT_LEVEL, PageResult, PageWork, SourceDocument, page_label, page_number
 from folioscan.retry import RetryPolicy
 from folioscan.workers.load import LoadOptions, load_pages
 from folioscan.workers.ocr_stage import OcrStage
@@ -43,7 +43,7 @@ class Stages:
         try:
             for work in load_pages(doc, self.store.read, self.load):
                 if cap is not None and work.page_index >= cap:
-                    yield doc_error(doc, f"{doc.uri}: book has {work.page_count} pages; pages {cap}..{work.page_count - 1} "
+                    yield doc_error(doc, f"{doc.uri}: book has {work.page_count} pages; pages {page_number(cap)}..{work.page_count} "
                                          f"not read (--max-pages-per-book {cap})", pages_before=emitted)
                     return
                 for part in self.prepare(work):  # not `yield from`: Ray's streaming generators send() values
@@ -58,7 +58,7 @@ class Stages:
             return prepare_page(work, self.prep)
         except Exception as e:
             work.image, work.parts = None, 1
-            work.error, work.error_kind = f"{work.source_uri} page {work.page_index}: cleaning: {describe(e)}", classify(e)
+            work.error, work.error_kind = f"{work.source_uri} {page_label(work.page_index)}: cleaning: {describe(e)}", classify(e)
             return [work]
 
     def ocr_stage(self) -> OcrStage:

@@ -5,8 +5,9 @@ any stylesheet applies) and a viewBox (so it scales down on narrow screens).
 """
 from __future__ import annotations
 
-from html import escape
 from typing import Optional, Sequence
+
+from folioscan.text.safe import html as escape  # visible escapes for control characters, then markup
 
 PALETTE = ("#2f6db5", "#e07b39", "#3a9d5d", "#b8463f", "#7d5ba6", "#8c6d46")
 _FONT = 'font-family="system-ui, -apple-system, Segoe UI, Roboto, sans-serif" font-size="12" fill="#333"'

@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from html import escape
 
 from folioscan import __version__
+from folioscan.records import page_label
 from folioscan.report import charts
 from folioscan.report.data import HIST_BINS, STAGES, ReportData
+from folioscan.text.safe import html as escape  # visible escapes for control characters, then markup
 
 _CSS = """
 body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:#222;margin:0;background:#f4f5f7}
@@ -136,12 +137,12 @@ def _worst(d: ReportData) -> str:
         return _section("Lowest-confidence pages", '<div class="none">no OCR\'d pages</div>')
     cards = []
     for p in d.worst:
-        picture = (f'<img alt="page {p.page_index + 1}" src="{p.thumbnail}">' if p.thumbnail
+        label = escape(page_label(p.page_index, p.side))
+        picture = (f'<img alt="{label}" src="{p.thumbnail}">' if p.thumbnail
                    else f'<div class="missing">no thumbnail: {escape(p.thumbnail_error or "not rendered")}</div>')
-        side = f" ({escape(p.side)})" if p.side else ""
-        cards.append(f'<div class="page">{picture}<div><span class="conf">{p.confidence:.3f}</span> · page '
-                     f'{p.page_index + 1}{side}<div class="uri">{escape(p.source_uri)}</div>'
-                     f'<pre>{escape(p.text) or "(empty)"}</pre></div></div>')
+        cards.append(f'<div class="page">{picture}<div><span class="conf">{p.confidence:.3f}</span> · '
+                     f'{label}<div class="uri">{escape(p.source_uri)}</div>'
+                     f'<pre>{escape(p.text, keep_newlines=True) or "(empty)"}</pre></div></div>')
     return _section(f"Lowest-confidence pages ({len(d.worst)})", f'<div class="pages">{"".join(cards)}</div>',
                     "Thumbnails re-rendered from the source; the text is what the engine read (first characters).")
 

@@ -20,7 +20,7 @@ from typing import Iterator, Optional
 import numpy as np
 
 from folioscan.failures import PERMANENT, classify, describe
-from folioscan.records import DOCUMENT_LEVEL, PageWork, SourceDocument
+from folioscan.records import DOCUMENT_LEVEL, PageWork, SourceDocument, page_label
 from folioscan.retry import RetryPolicy, attempts_of, call_with_retry
 
 
@@ -105,7 +105,8 @@ def _pdf_pages(doc, data: bytes, opts: LoadOptions, doc_error) -> Iterator[PageW
                 work.image, work.dpi, work.image_origin = img, dpi, origin
                 work.source_height, work.source_width = img.shape[:2]
             except Exception as e:
-                work.error = f"{doc.uri} page {i}: {type(e).__name__}: {e}" if not isinstance(e, (PageTooLarge, DamagedPage)) else f"{doc.uri} page {i}: {e}"
+                where = f"{doc.uri} {page_label(i)}"
+                work.error = f"{where}: {type(e).__name__}: {e}" if not isinstance(e, (PageTooLarge, DamagedPage)) else f"{where}: {e}"
                 work.error_kind = PERMANENT
             work.load_ms = (time.perf_counter() - t0) * 1000
             yield work
@@ -246,10 +247,10 @@ def _gray8(im) -> np.ndarray:
 def _decode_frame(im, k: int, uri: str, opts: LoadOptions, work: PageWork) -> None:
     try:
         im.seek(k)
-        _check_pixels(im.width, im.height, opts, f"{uri} frame {k}")
+        _check_pixels(im.width, im.height, opts, f"{uri} frame {k + 1}")
         work.image = _gray8(im)
         work.source_height, work.source_width = work.image.shape
         xdpi = (im.info.get("dpi") or (0, 0))[0]
         work.dpi = float(xdpi) if xdpi else 0.0
     except Exception as e:
-        work.error = f"{uri} frame {k}: {e}"
+        work.error = f"{uri} frame {k + 1}: {e}"  # frames counted from 1, like pages
