@@ -2,8 +2,9 @@
 
 Exit status: 0 every listed document done; 1 the job finished but some listed documents are
 in error or partial, this run's or carried over from an earlier run (they are error rows in
-the output); 2 the job could not run (bad arguments or configuration, unreachable source or
-output, a source that lists no book). Credentials are never taken on the command line: boto3's chain reads them.
+the output); 2 the job could not run (bad arguments or configuration, an engine that cannot be
+built, unreachable source or output, a source that lists no book), found before Ray starts and
+anything is written where the driver can check it (job._preflight). Credentials are never taken on the command line: boto3's chain reads them.
 """
 from __future__ import annotations
 
@@ -226,6 +227,7 @@ def main(argv=None) -> int:
         return 2
     from folioscan.pipeline.job import dry_run, run_job
 
+    from folioscan.workers.engines.registry import EngineError
     from folioscan.workers.engines.tessdata import LanguageDataError
 
     try:
@@ -233,7 +235,7 @@ def main(argv=None) -> int:
             return print_plan(dry_run(cfg))
         with quiet.native_stderr():
             summary = run_job(cfg)
-    except (StorageError, LanguageDataError) as e:
+    except (StorageError, LanguageDataError, EngineError) as e:
         print(f"folioscan: {e}", file=sys.stderr)
         return 2
     print_summary(summary)
