@@ -1,6 +1,6 @@
 """Every configuration error before any work, as exit 2: the engine, the source and the output are
 checked before an executor (Ray, or the local engine) starts and before anything is written, by a
-run and by --dry-run alike."""
+run and by --dry-run alike; an engine that fails to build in a worker stops the run the same way."""
 import json
 import os
 import time
@@ -132,3 +132,32 @@ def test_a_model_directory_without_a_config_is_refused(tmp_path):
     with pytest.raises(EngineError, match="no config.json; not a Hugging Face model directory"):
         check_vlm_model("deepseek-ocr-2", str(tmp_path / "weights"))
     check_vlm_model("deepseek-ocr-2", model_dir(tmp_path / "ds2", MODELS["deepseek-ocr-2"].model_class))
+
+
+def _broken_tessdata(tmp_path) -> str:
+    """Language data that passes the driver's check (the file is there) and fails in the engine."""
+    folder = tmp_path / "tessdata"
+    folder.mkdir()
+    (folder / "eng.traineddata").write_bytes(os.urandom(4096))
+    return str(folder)
+
+
+def test_an_engine_that_fails_to_build_locally_stops_the_run_with_exit_2(tmp_path, source, capsys):
+    out = str(tmp_path / "out")
+    argv = ["run", source, out, "--executor", "local", "--tessdata", _broken_tessdata(tmp_path), "--quiet"]
+    line = _exits_2_writing_nothing(argv, out, capsys)  # the engine is built before the output is made
+    assert line.startswith("folioscan: the tesseract engine could not be built: RuntimeError: Failed to init API"), line
+
+
+@pytest.mark.ray
+def test_an_engine_that_fails_to_build_in_a_ray_actor_stops_the_run_with_exit_2(tmp_path, source, capsys, caplog, ray_local):
+    out = tmp_path / "out"
+    code = main(["run", source, str(out), "--executor", "ray", "--ocr-workers", "1", "--quiet",
+                 "--tessdata", _broken_tessdata(tmp_path), "--summary-json", str(tmp_path / "summary.json")])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "folioscan: the tesseract engine could not be built: RuntimeError: Failed to init API" in err
+    assert "Traceback" not in err and not [r.message for r in caplog.records if "retrying the book" in r.getMessage()]
+    # no book retried, no error row, no run record: only the (released) claim folders may be left
+    assert not (out / "documents").exists() and not (out / "pages").exists() and not (out / "_runs").exists()
+    assert not (tmp_path / "summary.json").exists()
