@@ -49,7 +49,8 @@ def test_help_lists_the_valid_values(capsys, monkeypatch):
         assert "{" + ",".join(engine_names()) + "}" in out  # --engine's choices
         assert all(step in out for step in STEPS) and all(f in out for f in FORMATS)
     assert all(f in _help_of(_subparser("export"), "--format") for f in ALL_FORMATS)
-    assert all(lang in _subparser("tessdata")._actions[-2].help for lang in PYPI_LANGS)
+    [langs] = [a for a in _subparser("tessdata")._actions if a.dest == "langs"]
+    assert all(lang in langs.help for lang in PYPI_LANGS)
     assert main(["--help"]) == 0 and "exit status: 0" in capsys.readouterr().out
 
 
