@@ -38,9 +38,21 @@ def test_a_column_declared_twice_is_refused():
         Table("t", 1, [col("a", pa.string()), col("a", pa.int32())])
 
 
-def test_every_column_is_documented_in_the_schema():
-    # the doc travels in the Arrow field metadata, so readers of the Parquet see it
+@pytest.mark.parametrize("table", [PAGES, DOCUMENTS], ids=lambda t: t.name)
+def test_every_column_is_documented_in_the_schema(table, tmp_path):
+    # the doc travels in the Arrow field metadata, so readers of the Parquet see it: every column of
+    # both tables, read back from a written file
+    import pyarrow.parquet as pq
+
     assert PAGES.schema.field("confidence").metadata[b"doc"].startswith(b"page confidence, 0..1")
+    pages, docs = _shard()
+    path = tmp_path / f"{table.name}.parquet"
+    path.write_bytes(table.to_parquet_bytes(pages if table is PAGES else docs))
+    schema = pq.read_schema(path)
+    assert schema.names == list(table.names)
+    undocumented = [f.name for f in schema if not (f.metadata or {}).get(b"doc", b"").strip()]
+    assert undocumented == [], f"{table.name}: columns without a description: {undocumented}"
+    assert [d for _, _, d in table.docs()] == [f.metadata[b"doc"].decode() for f in schema]
 
 
 def test_error_rows_carry_their_kind():

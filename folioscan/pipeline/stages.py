@@ -13,6 +13,7 @@ from folioscan.failures import classify, describe
 from folioscan.pipeline.storage import Store
 from folioscan.records import DOCUMENT_LEVEL, PageResult, PageWork, SourceDocument, page_label, page_number
 from folioscan.retry import RetryPolicy
+from folioscan.workers.engines.registry import EngineError
 from folioscan.workers.load import LoadOptions, load_pages
 from folioscan.workers.ocr_stage import OcrStage
 from folioscan.workers.prep import PrepOptions, prepare_page
@@ -64,6 +65,19 @@ class Stages:
     def ocr_stage(self) -> OcrStage:
         """Built once per worker: engines are costly to load."""
         return OcrStage(self.engine, self.flip_retry_below, retry=self.retry)
+
+
+def engine_build_error(engine: Any, exc: BaseException) -> EngineError:
+    """An engine that failed to build in a worker, as the run-level error it is (exit 2): one line,
+    the exception's type and the first line of its message."""
+    if isinstance(exc, EngineError):
+        return exc
+    lines = str(exc).strip().splitlines()
+    message = lines[0] if lines else ""
+    if len(message) > 300:
+        message = message[:300] + "..."
+    kind = getattr(engine, "kind", "?")
+    return EngineError(f"the {kind} engine could not be built: {type(exc).__name__}" + (f": {message}" if message else ""))
 
 
 def read_pages(ocr: OcrStage, works: Sequence[PageWork]) -> list[PageResult]:

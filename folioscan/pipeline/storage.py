@@ -32,7 +32,7 @@ class Store(Protocol):
     def write(self, uri: str, data: bytes) -> None: ...
     def create_exclusive(self, uri: str, data: bytes) -> bool: ...
     def delete(self, uri: str) -> None: ...
-    def check_writable(self, uri: str) -> None: ...
+    def check_writable(self, uri: str, create: bool = True) -> None: ...
 
 
 def is_s3(uri: str) -> bool:
@@ -124,13 +124,30 @@ class LocalStore:
         except FileNotFoundError:
             pass
 
-    def check_writable(self, uri: str) -> None:
+    def check_writable(self, uri: str, create: bool = True) -> None:
+        """`create=False`: only check that the folder exists writable, or could be made (writes nothing)."""
+        if not create:
+            return _check_creatable(uri)
         try:
             os.makedirs(uri, exist_ok=True)
         except OSError as e:
             raise StorageError(f"{uri}: output folder cannot be created: {e.strerror or e}") from e
         if not os.access(uri, os.W_OK):
             raise StorageError(f"{uri}: output folder is not writable")
+
+
+def _check_creatable(uri: str) -> None:
+    path = os.path.abspath(uri)
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise StorageError(f"{uri}: output is a file, not a folder")
+    existing = path
+    while not os.path.exists(existing):  # the nearest folder that exists must let us create the rest
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise StorageError(f"{uri}: output folder cannot be created: {existing} is a file")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise StorageError(f"{uri}: output folder " + ("is not writable" if existing == path else
+                                                        f"cannot be created: {existing} is not writable"))
 
 
 def _local_object(path: str) -> SourceObject:
@@ -263,7 +280,8 @@ class S3Store:
         bucket, key = split_s3(uri)
         self._call("delete", uri, self.client.delete_object, Bucket=bucket, Key=key)
 
-    def check_writable(self, uri: str) -> None:
+    def check_writable(self, uri: str, create: bool = True) -> None:
+        """The bucket exists and these credentials reach it (a HEAD; nothing is written either way)."""
         bucket, _ = split_s3(uri)
         self._call("bucket check", f"s3://{bucket}", self.client.head_bucket, Bucket=bucket)
 

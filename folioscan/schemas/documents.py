@@ -5,17 +5,17 @@ from folioscan.schemas.table import Table, col
 
 DOCUMENTS = Table("documents", version=3, columns=[
     col("doc_id", pa.string(), "sha256 of the source URI and its content fingerprint"),
-    col("source_uri", pa.string()),
+    col("source_uri", pa.string(), "the book as listed: the PDF's URI, or the folder of its page images"),
     col("kind", pa.string(), "pdf | images"),
     col("fingerprint", pa.string(), "content fingerprint the doc_id was derived from"),
-    col("size_bytes", pa.int64()),
+    col("size_bytes", pa.int64(), "bytes of the source: the PDF, or the sum of its page images"),
     col("page_count", pa.int32(), "pages in the source"),
     col("pages_out", pa.int32(), "rows in `pages` (a split spread counts twice)"),
-    col("pages_ok", pa.int32()),
-    col("pages_blank", pa.int32()),
-    col("pages_failed", pa.int32()),
+    col("pages_ok", pa.int32(), "rows in `pages` with status ok"),
+    col("pages_blank", pa.int32(), "rows in `pages` with status blank (no text to read)"),
+    col("pages_failed", pa.int32(), "rows in `pages` with status error"),
     col("status", pa.string(), "ok | partial | error"),
-    col("error", pa.string()),
+    col("error", pa.string(), "why the book failed or is partial: its own error, else its first failed page's; null when ok"),
     col("error_kind", pa.string(), "transient | permanent; null when no error"),
     col("attempts_made", pa.int32(), "runs that processed this book, this one included (a retried book counts up)"),
     col("mean_confidence", pa.float32(), "over OCR'd pages, weighted by characters"),
@@ -28,9 +28,9 @@ DOCUMENTS = Table("documents", version=3, columns=[
     col("lexicon_fraction", pa.float32(), "share of words in the language's word list"),
     col("repetition", pa.float32(), "share of words inside a repeated word 5-gram"),
     col("ocr_quality", pa.float32(), "0..1 from lexicon_fraction, confidence and repetition (folioscan/text/signals.py)"),
-    col("engine", pa.string()),
-    col("run_id", pa.string()),
-    col("processed_at", pa.timestamp("ms", tz="UTC")),
+    col("engine", pa.string(), "OCR engine that read the pages (the `engine` of its first page row); null with no page"),
+    col("run_id", pa.string(), "the run that committed the row (OUTPUT/_runs/<run_id>.json holds its config)"),
+    col("processed_at", pa.timestamp("ms", tz="UTC"), "when the driver assembled the book's rows for commit"),
 ])
 
 DOCUMENTS_SCHEMA, DOCUMENTS_VERSION = DOCUMENTS.schema, DOCUMENTS.version

@@ -9,7 +9,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Iterator
 
-from folioscan.pipeline.stages import read_pages
+from folioscan.pipeline.stages import engine_build_error, read_pages
 from folioscan.records import PageResult, PageWork, SourceDocument
 from folioscan.workers.engines import counters
 
@@ -27,7 +27,10 @@ class LocalExecutor:
         self.stages = stages
         counters.reset_lows()  # this process may have run an earlier job
         self.start = counters.snapshot()  # before the stage is built: its engine load counts
-        self.ocr = stages.ocr_stage()
+        try:
+            self.ocr = stages.ocr_stage()
+        except Exception as e:  # a run-level configuration error, not every book's error row
+            raise engine_build_error(stages.engine, e) from e
         self.books: deque[_Book] = deque()
 
     def submit(self, doc: SourceDocument) -> None:

@@ -9,7 +9,8 @@ pages ahead of the driver, the driver queues at most `queue_pages` page refs, an
 at most two batches in flight (one running, one waiting, so it never idles between calls).
 A loader or actor lost to a dead worker or node fails only the books it was carrying; each is
 retried from its first page (results of the failed attempt are dropped) up to `BOOK_ATTEMPTS`
-times, then becomes a transient book-level error.
+times, then becomes a transient book-level error. An engine that cannot be built in an actor is
+none of that: the run stops with a one-line EngineError (exit 2), no book retried or written.
 
 Engine counters (engine loads, out-of-memory back-offs, the batch size that fitted) are each
 actor's account of its own process (`workers/engines/counters.py`), sent back with every batch
@@ -28,11 +29,11 @@ from dataclasses import dataclass, field
 import ray
 
 from folioscan.failures import TRANSIENT, describe
-from folioscan.pipeline.stages import doc_error, read_pages
+from folioscan.pipeline.stages import doc_error, engine_build_error, read_pages
 from folioscan.records import PageResult, SourceDocument
 from folioscan.workers import memory
 from folioscan.workers.engines import counters
-from folioscan.workers.engines.registry import VLM_KINDS
+from folioscan.workers.engines.registry import VLM_KINDS, EngineError
 
 log = logging.getLogger(__name__)
 
@@ -59,10 +60,17 @@ def _load(stages, doc):
 class OcrActor:
     def __init__(self, stages):
         self.start = counters.snapshot()  # before the stage is built: its engine load counts
-        self.ocr = stages.ocr_stage()
         self.trim = memory.Every()
+        # an engine that cannot be built is told to the driver, in one line, by every call
+        self.ocr, self.build_error = None, None
+        try:
+            self.ocr = stages.ocr_stage()
+        except Exception as e:
+            self.build_error = str(engine_build_error(stages.engine, e))
 
     def read(self, *works) -> tuple[list[PageResult], dict[str, int]]:
+        if self.build_error is not None:
+            raise EngineError(self.build_error)
         results = read_pages(self.ocr, works)
         self.trim.tick(len(results))
         return results, self.stats()
@@ -70,6 +78,18 @@ class OcrActor:
     def stats(self) -> dict[str, int]:
         """This actor's engine counters since it started."""
         return counters.since(self.start, counters.snapshot())
+
+
+def _engine_error(e: BaseException):
+    """The run-level error behind a failed call: the engine could not be built in its actor (told by
+    the actor, or its constructor raised), else None."""
+    cause = getattr(e, "cause", None)
+    if isinstance(cause, EngineError):
+        return EngineError(str(cause))
+    if isinstance(e, ray.exceptions.RayActorError) and e.actor_init_failed:
+        lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+        return EngineError(f"an OCR actor could not be started: {lines[-1] if lines else type(e).__name__}")
+    return None
 
 
 def _cancel(gen) -> None:
@@ -218,6 +238,8 @@ class RayExecutor:
         try:
             results, account = ray.get(ref)
         except Exception as e:  # actor or worker died, or a page object was lost with its node
+            if (build_error := _engine_error(e)) is not None:
+                raise build_error from None
             if isinstance(e, (ray.exceptions.RayActorError, ray.exceptions.ActorDiedError)) and i in self.actors:
                 log.warning("OCR actor %d lost (%s); %d left", i, type(e).__name__, len(self.actors) - 1)
                 del self.actors[i]

@@ -2,6 +2,9 @@
 an engine's module is imported only when that engine is built."""
 from __future__ import annotations
 
+import json
+import os
+import re
 from typing import Annotated, Literal, Optional, Union, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -61,13 +64,88 @@ def engine_names() -> list[str]:
     return ["tesseract", "rapidocr", *VLM_KINDS]
 
 
+class EngineError(RuntimeError):
+    """An engine that cannot be built as configured: a run-level configuration error (exit 2), never
+    a book's error row. The message is one line and says what to change."""
+
+
 def preflight(options) -> None:
     """What every worker would otherwise find out by failing, checked once on the driver before any
-    work: the Tesseract language data is installed (else LanguageDataError, exit 2)."""
+    work: the Tesseract language data is installed (else LanguageDataError), a VLM's model is a
+    checkpoint of that model (else EngineError); both exit 2."""
     if options.kind == "tesseract":
         from folioscan.workers.engines.tessdata import find_tessdata
 
         find_tessdata(options.lang, options.variant, options.tessdata)
+    elif options.kind in VLM_KINDS:
+        check_vlm_model(options.kind, options.model)
+
+
+# a Hugging Face model id: owner/name, letters, digits, "-", "_", "."; no "--" or ".." (the hub's own rule)
+_HUB_ID = re.compile(r"^(?!.*(--|\.\.))[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]{0,95}$")
+
+
+def hub_offline(environ=os.environ) -> bool:
+    """Whether a VLM worker will load offline: the backend sets HF_HUB_OFFLINE=1 unless it is set
+    already or FOLIOSCAN_ALLOW_HUB=1 (transformers_backend.py)."""
+    value = environ.get("HF_HUB_OFFLINE")
+    if value is None:
+        return environ.get("FOLIOSCAN_ALLOW_HUB") != "1"
+    return value.strip().upper() in ("1", "ON", "YES", "TRUE")
+
+
+def _hub_cache(environ=os.environ) -> str:
+    if environ.get("HF_HUB_CACHE"):
+        return environ["HF_HUB_CACHE"]
+    home = environ.get("HF_HOME") or os.path.join(environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "huggingface")
+    return os.path.join(home, "hub")
+
+
+def check_vlm_model(kind: str, model: str) -> None:
+    """`model` is a local checkpoint of `kind` (its config.json names the model class the registry
+    knows for it), or a well-formed hub id that is in the local Hugging Face cache, or, where the
+    hub may be reached, at least well-formed. Else EngineError, one line."""
+    want = MODELS[kind].model_class
+    if not model:
+        raise EngineError(f"--engine {kind} needs --model: a local model directory (or a Hugging Face id owner/name)")
+    path = os.path.expanduser(model)
+    if os.path.isdir(path):
+        return _check_model_config(kind, os.path.join(path, "config.json"), path)
+    if os.path.exists(path):
+        raise EngineError(f"--model {model}: is a file, not a model directory")
+    if not _HUB_ID.match(model):
+        raise EngineError(f"--model {model}: no such model directory (and not a Hugging Face id owner/name)")
+    cache = _hub_cache()
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:
+        raise EngineError(f"--model {model}: no such directory, and huggingface_hub is not installed to look "
+                          f"for it as a hub id (pip install 'folioscan[vlm]')") from None
+    cached = try_to_load_from_cache(model, "config.json", cache_dir=cache)
+    if isinstance(cached, str):
+        return _check_model_config(kind, cached, f"{model} (Hugging Face cache)")
+    if hub_offline():
+        raise EngineError(f"--model {model}: no such directory, and not in the Hugging Face cache {cache} while the "
+                          f"hub is off (HF_HUB_OFFLINE; FOLIOSCAN_ALLOW_HUB=1 allows it); download it first or give "
+                          f"the model directory ({want})")
+
+
+def _check_model_config(kind: str, config_path: str, where: str) -> None:
+    want = MODELS[kind].model_class
+    try:
+        with open(config_path, "rb") as f:
+            config = json.loads(f.read().decode())
+    except FileNotFoundError:
+        raise EngineError(f"--model {where}: no config.json; not a Hugging Face model directory") from None
+    except (OSError, ValueError) as e:
+        raise EngineError(f"--model {where}: config.json cannot be read: {e}") from None
+    arch = (config.get("architectures") or [None])[0] if isinstance(config, dict) else None
+    if arch == want:
+        return
+    other = next((s.kind for s in MODELS.values() if s.model_class == arch), None)
+    hint = f"; that is --engine {other}" if other else ""
+    got = arch or (config.get("model_type") if isinstance(config, dict) else None) or "no architectures"
+    raise EngineError(f"--model {where}: holds {got}, not a {kind} model ({want}){hint}")
 
 
 def build_engine(options):
