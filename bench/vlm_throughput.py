@@ -104,16 +104,6 @@ SIMULATION = ("Random weights: every page is ended at its ground-truth length in
 HELD = {signal.SIGALRM, signal.SIGTERM, signal.SIGINT}
 
 
-class Deadline(BaseException):
-    """--max-seconds reached (SIGALRM). A BaseException: the engine's `except Exception` lets it through."""
-
-
-class Interrupted(BaseException):
-    def __init__(self, signum: int):
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
-
-
 @dataclass
 class BenchOptions:
     """The VlmOptions attributes the backend and engine read (VlmOptions itself is pydantic)."""
@@ -289,6 +279,15 @@ class Probe:
         finally:
             handle.remove()
         clock.sync()
+        signal.pthread_sigmask(signal.SIG_BLOCK, HELD)  # a signal's handler reads these figures: all or none
+        try:
+            self._account(gens, caps, lengths, marks, n_pages)
+        finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, HELD)
+        return gens
+
+    def _account(self, gens, caps, lengths, marks, n_pages) -> None:
+        clock = self.clock
         vision = clock.seconds(*self._vision)
         head = marks.get("head", marks["end"])
         s = self.stats
@@ -319,7 +318,6 @@ class Probe:
                 s["output_tokens"] += len(g.token_ids)
                 s["at_own_cap"] += 1
                 s["pages"] += 1
-        return gens
 
 
 # ---- inputs --------------------------------------------------------------------------------------
@@ -474,9 +472,9 @@ def report(stats: dict, wall: float, batch_size: int) -> dict:
     phases = {"image_preparation": s["prepare_s"], "vision": s["vision_s"], "prefill": s["prefill_s"],
               "decode": s["decode_s"]}
     return {"pages": s["pages"], "generate_calls": s["calls"], "full_batches": s["full_batches"],
-            "wall_s": round(wall, 3), "pages_per_s": round(s["pages"] / wall, 4) if wall > 0 else 0.0,
+            "wall_s": round(wall, 3), "pages_per_s": round(s["pages"] / wall, 4) if s["pages"] else None,
             "output_tokens": s["output_tokens"],
-            "output_tokens_per_s": round(s["output_tokens"] / wall, 1) if wall > 0 else 0.0,
+            "output_tokens_per_s": round(s["output_tokens"] / wall, 1) if s["pages"] else None,
             "phase_s": {k: round(v, 3) for k, v in phases.items()},
             "decode_steps": s["steps"], "s_per_decode_step": round(s["decode_s"] / s["decode_forwards"], 6)
             if s["decode_forwards"] else None,
@@ -486,80 +484,146 @@ def report(stats: dict, wall: float, batch_size: int) -> dict:
             "pages_cut_by_estimate": s["cut_by_estimate"], "pages_at_own_cap": s["at_own_cap"]}
 
 
-def run_configuration(ctx, batch_size: int, order: str, history: list[dict], deadline: Optional[float],
-                      emit) -> Optional[dict]:
-    """Warm-up and timed run of one configuration; its line, or None when skipped (ctx.skipped)."""
-    args, probe, torch = ctx.args, ctx.probe, ctx.torch
-    from folioscan.workers.engines.vlm.engine import VlmEngine
+def write_line(obj: dict) -> None:
+    """One JSON line on stdout, unbuffered (os.write: also safe from a signal handler)."""
+    data = (json.dumps(obj) + "\n").encode()
+    while data:
+        data = data[os.write(1, data):]
 
-    engine = VlmEngine(replace(ctx.opts, batch_size=batch_size, batching=order), backend=probe)
-    probe.engine, probe.batch_size = engine, batch_size
-    idx = pool_of(len(ctx.images), batch_size, args.repeat, args.min_batches)
-    images, hints = [ctx.images[k] for k in idx], [ctx.hints[k] for k in idx]
-    lengths = [ctx.lengths[k] for k in idx]
-    chunk = batch_size * args.pool_batches
-    pred = predict(engine, images, hints, lengths, chunk)
-    warm = predict(engine, images[:batch_size], hints[:batch_size], lengths[:batch_size], chunk, args.warmup_tokens)
-    est = estimate_seconds(history, batch_size, len(images), pred["steps"], batch_size, warm["steps"])
-    left = None if deadline is None else deadline - time.perf_counter()
-    line = {"batch_size": batch_size, "batching": order, "cache": ctx.cache, "compile": ctx.compile_mode,
-            "pool_pages": len(images), "min_batches": args.min_batches, "predicted_generate_calls": pred["calls"],
-            "predicted_decode_steps": pred["steps"], "estimated_s": None if est is None else round(est, 1)}
-    if left is not None and (left <= 0 or (est is not None and est > left)):
-        why = "no time left" if left <= 0 else (f"estimated {est:.0f} s (warm-up + {len(images)} pages, "
-                                               f"{pred['steps'] + warm['steps']} decode steps) > {left:.0f} s left")
-        ctx.skipped.append({"batch_size": batch_size, "batching": order, "reason": why})
-        log(f"skip batch {batch_size} ({order}): {why}")
-        return None
-    log(f"batch {batch_size} ({order}): warm-up, then {len(images)} pages, {pred['calls']} generate calls, "
-        f"~{pred['steps']} decode steps" + ("" if est is None else f", ~{est:.0f} s"))
-    stage, t0, stopped = "warm-up", time.perf_counter(), None  # or "timed run"
-    try:
-        probe.reset()
-        probe.length_cap = args.warmup_tokens
-        engine.predict_batch(images[:batch_size], hints[:batch_size])
-        probe.clock.sync()
-        line["warmup_s"] = round(time.perf_counter() - t0, 3)
-        line["compiled"] = hasattr(ctx.backend.model, "_compiled_call")
-        stage = "timed run"
-        probe.reset()
-        probe.length_cap = None
-        ctx.memory.reset()
-        t0 = time.perf_counter()
-        for start in range(0, len(images), chunk):  # the OCR stage hands the engine one pool at a time
-            engine.predict_batch(images[start:start + chunk], hints[start:start + chunk])
-        probe.clock.sync()
-    except Deadline:
-        stopped = f"max-seconds reached during the {stage}"
-        raise
-    except Interrupted as e:
-        stopped = f"{e} during the {stage}"
-        raise
-    except Exception as e:  # recorded; the next configuration still runs
-        stopped = f"error during the {stage}: {type(e).__name__}: {e}"
-        log(traceback.format_exc())
+
+class Run:
+    """The whole run's state, so that a signal can finish it at once: the lines printed, the line of
+    the configuration in progress, the summary. SIGTERM / SIGINT / SIGALRM (--max-seconds) print the
+    configuration in progress (what it completed) and the summary from the handler and leave with
+    os._exit: no waiting for the preparation threads to finish their batch."""
+
+    def __init__(self, ctx: Context, summary: dict, batch_sizes: list[int], orders: list[str]):
+        self.ctx, self.summary, self.batch_sizes, self.orders = ctx, summary, batch_sizes, orders
+        self.runs: list[dict] = []
+        self.current: Optional[dict] = None  # line, stage, t0, engine of the configuration in progress
+        self.done = False
+
+    def emit(self, line: dict) -> None:
+        signal.pthread_sigmask(signal.SIG_BLOCK, HELD)  # a signal now waits until the line is out
         try:
-            ctx.backend.release_memory()
+            self.runs.append(line)
+            write_line(line)
+        finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, HELD)
+
+    def close_current(self, stopped: Optional[str]) -> None:
+        """Complete the line of the configuration in progress (what it measured so far) and print it."""
+        cur, self.current = self.current, None
+        if cur is None:
+            return
+        ctx, line, engine = self.ctx, cur["line"], cur["engine"]
+        wall = time.perf_counter() - cur["t0"]
+        try:
+            ctx.clock.sync()
         except Exception:
             pass
-    finally:
-        wall = time.perf_counter() - t0
-        signal.pthread_sigmask(signal.SIG_BLOCK, HELD)  # a signal now would lose this line: it waits for the emit
-        try:
-            probe.clock.sync()
-        except Exception:
-            pass
-        if stage == "timed run":
-            line.update(report(probe.stats, wall, batch_size))
-        line.update({"complete": stopped is None, "stopped": stopped, "batch_limit": engine.batch_limit,
-                     "oom_backoffs": engine.oom_backoffs, "vision_batch": getattr(ctx.backend, "vision_batch", None),
+        if cur["stage"] == "timed run":
+            line.update(report(ctx.probe.stats, wall, line["batch_size"]))
+        line.update({"complete": stopped is None, "stopped": None if stopped is None else f"{stopped} during the {cur['stage']}",
+                     "batch_limit": engine.batch_limit, "oom_backoffs": engine.oom_backoffs,
+                     "vision_batch": getattr(ctx.backend, "vision_batch", None),
                      "vision_batch_from": getattr(ctx.backend, "vision_batch_from", None),
                      "view_bytes": getattr(ctx.backend, "view_bytes", None)})
-        if stage == "timed run":
+        if cur["stage"] == "timed run":
             line.update(ctx.memory.read())
-        emit(line)
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, HELD)
-    return line
+        self.emit(line)
+
+    def configuration(self, batch_size: int, order: str, deadline: Optional[float]) -> None:
+        """Warm-up and timed run of one configuration, or its skip (ctx.skipped) when its estimate
+        does not fit in the time left."""
+        ctx = self.ctx
+        args, probe = ctx.args, ctx.probe
+        from folioscan.workers.engines.vlm.engine import VlmEngine
+
+        engine = VlmEngine(replace(ctx.opts, batch_size=batch_size, batching=order), backend=probe)
+        probe.engine, probe.batch_size = engine, batch_size
+        idx = pool_of(len(ctx.images), batch_size, args.repeat, args.min_batches)
+        images, hints = [ctx.images[k] for k in idx], [ctx.hints[k] for k in idx]
+        lengths = [ctx.lengths[k] for k in idx]
+        chunk = batch_size * args.pool_batches
+        pred = predict(engine, images, hints, lengths, chunk)
+        warm = predict(engine, images[:batch_size], hints[:batch_size], lengths[:batch_size], chunk, args.warmup_tokens)
+        est = estimate_seconds([r for r in self.runs if r.get("complete")], batch_size, len(images), pred["steps"],
+                               batch_size, warm["steps"])
+        left = None if deadline is None else deadline - time.perf_counter()
+        line = {"batch_size": batch_size, "batching": order, "cache": ctx.cache, "compile": ctx.compile_mode,
+                "pool_pages": len(images), "distinct_pages": len(set(idx)), "min_batches": args.min_batches,
+                "predicted_generate_calls": pred["calls"], "predicted_decode_steps": pred["steps"],
+                "estimated_s": None if est is None else round(est, 1)}
+        if left is not None and (left <= 0 or (est is not None and est > left)):
+            why = "no time left" if left <= 0 else (f"estimated {est:.0f} s (warm-up + {len(images)} pages, "
+                                                   f"{pred['steps'] + warm['steps']} decode steps) > {left:.0f} s left")
+            ctx.skipped.append({"batch_size": batch_size, "batching": order, "reason": why})
+            log(f"skip batch {batch_size} ({order}): {why}")
+            return
+        log(f"batch {batch_size} ({order}): warm-up, then {len(images)} pages, {pred['calls']} generate calls, "
+            f"~{pred['steps']} decode steps" + ("" if est is None else f", ~{est:.0f} s"))
+        cur = self.current = {"line": line, "stage": "warm-up", "t0": time.perf_counter(), "engine": engine}
+        stopped = None
+        try:
+            probe.reset()
+            probe.length_cap = args.warmup_tokens
+            engine.predict_batch(images[:batch_size], hints[:batch_size])
+            ctx.clock.sync()
+            line["warmup_s"] = round(time.perf_counter() - cur["t0"], 3)
+            line["compiled"] = hasattr(ctx.backend.model, "_compiled_call")
+            probe.reset()
+            probe.length_cap = None
+            ctx.memory.reset()
+            cur.update(stage="timed run", t0=time.perf_counter())
+            for start in range(0, len(images), chunk):  # the OCR stage hands the engine one pool at a time
+                engine.predict_batch(images[start:start + chunk], hints[start:start + chunk])
+            ctx.clock.sync()
+        except Exception as e:  # recorded; the next configuration still runs
+            stopped = f"error: {type(e).__name__}: {e}"
+            log(traceback.format_exc())
+            try:
+                ctx.backend.release_memory()
+            except Exception:
+                pass
+        self.close_current(stopped)
+
+    def finish(self, stopped: Optional[str]) -> None:
+        """The summary line, once."""
+        if self.done:
+            return
+        self.done = True
+        ctx, runs, summary = self.ctx, self.runs, self.summary
+        started = {(s["batch_size"], s["batching"]) for s in ctx.skipped} | {(r["batch_size"], r["batching"]) for r in runs}
+        for bs in self.batch_sizes:
+            for order in self.orders:
+                if (bs, order) not in started:
+                    ctx.skipped.append({"batch_size": bs, "batching": order, "reason": f"not started: {stopped or 'run ended'}"})
+        measured = [r for r in runs if r.get("pages")]
+        best = max(measured, key=lambda r: r["pages_per_s"]) if measured else None
+        summary.update(
+            cache=ctx.cache, compile=ctx.compile_mode, compiled=any(r.get("compiled") for r in runs),
+            configurations_run=[r["batch_size"] for r in runs], skipped=ctx.skipped, stopped=stopped,
+            elapsed_s=round(time.perf_counter() - START, 1),
+            best=None if best is None else {k: best[k] for k in ("batch_size", "batching", "pages_per_s",
+                                                                  "output_tokens_per_s", "complete")},
+            simulated_useful_slot_fraction={o: {str(r["batch_size"]): r.get("simulated_useful_slot_fraction")
+                                                for r in runs if r["batching"] == o} for o in self.orders},
+            runs=runs)
+        write_line(summary)
+
+    def on_signal(self, signum, frame) -> None:
+        """SIGALRM: --max-seconds reached (exit 0); SIGTERM / SIGINT: exit 128 + the signal."""
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        for sig in HELD:
+            signal.signal(sig, signal.SIG_IGN)
+        stopped = "max-seconds reached" if signum == signal.SIGALRM else f"interrupted by {signal.Signals(signum).name}"
+        log(f"{stopped}: printing what was measured and leaving")
+        try:
+            self.close_current(stopped)
+        finally:
+            self.finish(stopped)
+            os._exit(0 if signum == signal.SIGALRM else 128 + signum)
 
 
 def prep_only(backend, engine, images, hints, pages: int, chunk: int) -> tuple[dict, int]:
@@ -615,7 +679,7 @@ def parse_args(argv):
     ap.add_argument("--repeat", type=int, default=1, help="the pages at least this many times per configuration")
     ap.add_argument("--pool-batches", type=int, default=schedule.POOL_BATCHES, help="pages per engine call, in generate batches")
     ap.add_argument("--warmup-tokens", type=int, default=64, help="warm-up pages end at min(true length, this)")
-    ap.add_argument("--prep-pages", type=int, default=64, help="pages prepared for the preparation-alone figure")
+    ap.add_argument("--prep-pages", type=int, default=32, help="pages prepared for the preparation-alone figure")
     ap.add_argument("--max-seconds", type=float, help="time for the whole run, from the process start")
     ap.add_argument("--limit", type=int, help="first N pages only")
     ap.add_argument("--budget", default="base")
@@ -737,30 +801,18 @@ def main(argv=None) -> int:
     orders = [o for o in args.orders.split(",") if o]
     deadline = START + args.max_seconds if args.max_seconds else None
     ctx = Context(args)
-    runs: list[dict] = []
     summary = {"summary": True, "benchmark": "vlm_throughput", "model": args.model, "device": args.device,
                "budget": args.budget, "images": os.path.abspath(args.images), "batch_sizes": batch_sizes,
                "orders": orders, "min_batches": args.min_batches, "repeat": args.repeat,
                "pool_batches": args.pool_batches, "warmup_tokens": args.warmup_tokens,
                "no_repeat_ngram": args.no_repeat_ngram, "max_new_tokens": args.max_new_tokens,
                "max_seconds": args.max_seconds}
-    status = {"code": 0, "stopped": None}
-
-    def on_signal(signum, frame):
-        raise Interrupted(signum)
-
-    def on_alarm(signum, frame):
-        raise Deadline()
-
-    def emit(line: dict) -> None:
-        runs.append(line)
-        print(json.dumps(line), flush=True)
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    run = Run(ctx, summary, batch_sizes, orders)
+    for sig in HELD:
+        signal.signal(sig, run.on_signal)
     if deadline is not None:
-        signal.signal(signal.SIGALRM, on_alarm)
         signal.setitimer(signal.ITIMER_REAL, max(deadline - time.perf_counter(), 0.01))
+    code, stopped = 0, None
     try:
         build(ctx, summary)
         from folioscan.workers.engines.vlm.engine import VlmEngine
@@ -775,44 +827,23 @@ def main(argv=None) -> int:
         configure_generation(ctx, longest_prompt)
         for bs in batch_sizes:
             for order in orders:
-                run_configuration(ctx, bs, order, [r for r in runs if r.get("complete")], deadline, emit)
-        if any(r.get("stopped", "").startswith("error") for r in runs if r.get("stopped")):
-            status["code"] = 1
-    except Deadline:
-        status["stopped"] = "max-seconds reached"
-    except Interrupted as e:
-        status.update(code=128 + e.signum, stopped=f"interrupted by {e}")
+                run.configuration(bs, order, deadline)
+        if any((r.get("stopped") or "").startswith("error") for r in run.runs):
+            code = 1
     except SystemExit as e:
-        status.update(code=e.code if isinstance(e.code, int) else 2, stopped=f"exit: {e}")
+        code, stopped = (e.code if isinstance(e.code, int) else 2), f"exit: {e}"
         if not isinstance(e.code, int) and e.code:
             print(e.code, file=sys.stderr)
     except BaseException as e:  # noqa: BLE001 - the summary is printed whatever happened
-        status.update(code=1, stopped=f"error: {type(e).__name__}: {e}")
+        code, stopped = 1, f"error: {type(e).__name__}: {e}"
         log(traceback.format_exc())
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, signal.SIG_IGN)  # nothing may cut the summary short
-        done = {(s["batch_size"], s["batching"]) for s in ctx.skipped} | {(r["batch_size"], r["batching"]) for r in runs}
-        for bs in batch_sizes:
-            for order in orders:
-                if (bs, order) not in done:
-                    ctx.skipped.append({"batch_size": bs, "batching": order,
-                                        "reason": f"not started: {status['stopped'] or 'run ended'}"})
-        measured = [r for r in runs if r.get("pages")]
-        best = max(measured, key=lambda r: r["pages_per_s"]) if measured else None
-        summary.update(
-            cache=ctx.cache, compile=ctx.compile_mode,
-            compiled=any(r.get("compiled") for r in runs),
-            configurations_run=[r["batch_size"] for r in runs], skipped=ctx.skipped, stopped=status["stopped"],
-            elapsed_s=round(time.perf_counter() - START, 1),
-            best=None if best is None else {k: best[k] for k in ("batch_size", "batching", "pages_per_s",
-                                                                  "output_tokens_per_s", "complete")},
-            simulated_useful_slot_fraction={o: {str(r["batch_size"]): r.get("simulated_useful_slot_fraction")
-                                                for r in runs if r["batching"] == o} for o in orders},
-            runs=runs)
-        print(json.dumps(summary), flush=True)
-    return status["code"]
+        signal.pthread_sigmask(signal.SIG_BLOCK, HELD)  # nothing may cut the summary short
+        run.close_current(stopped or "error")
+        run.finish(stopped)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, HELD)
+    return code
 
 
 if __name__ == "__main__":
