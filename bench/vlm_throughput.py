@@ -503,17 +503,16 @@ class Run:
         self.current: Optional[dict] = None  # line, stage, t0, engine of the configuration in progress
         self.done = False
 
-    def emit(self, line: dict) -> None:
+    def close_current(self, stopped: Optional[str]) -> None:
+        """Complete the line of the configuration in progress (what it measured so far) and print it."""
         signal.pthread_sigmask(signal.SIG_BLOCK, HELD)  # a signal now waits until the line is out
         try:
-            self.runs.append(line)
-            write_line(line)
+            self._close_current(stopped)
         finally:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, HELD)
 
-    def close_current(self, stopped: Optional[str]) -> None:
-        """Complete the line of the configuration in progress (what it measured so far) and print it."""
-        cur, self.current = self.current, None
+    def _close_current(self, stopped: Optional[str]) -> None:
+        cur = self.current
         if cur is None:
             return
         ctx, line, engine = self.ctx, cur["line"], cur["engine"]
@@ -531,7 +530,9 @@ class Run:
                      "view_bytes": getattr(ctx.backend, "view_bytes", None)})
         if cur["stage"] == "timed run":
             line.update(ctx.memory.read())
-        self.emit(line)
+        self.current = None
+        self.runs.append(line)
+        write_line(line)
 
     def configuration(self, batch_size: int, order: str, deadline: Optional[float]) -> None:
         """Warm-up and timed run of one configuration, or its skip (ctx.skipped) when its estimate
@@ -561,9 +562,9 @@ class Run:
             ctx.skipped.append({"batch_size": batch_size, "batching": order, "reason": why})
             log(f"skip batch {batch_size} ({order}): {why}")
             return
+        cur = self.current = {"line": line, "stage": "warm-up", "t0": time.perf_counter(), "engine": engine}
         log(f"batch {batch_size} ({order}): warm-up, then {len(images)} pages, {pred['calls']} generate calls, "
             f"~{pred['steps']} decode steps" + ("" if est is None else f", ~{est:.0f} s"))
-        cur = self.current = {"line": line, "stage": "warm-up", "t0": time.perf_counter(), "engine": engine}
         stopped = None
         try:
             probe.reset()
@@ -618,8 +619,11 @@ class Run:
         for sig in HELD:
             signal.signal(sig, signal.SIG_IGN)
         stopped = "max-seconds reached" if signum == signal.SIGALRM else f"interrupted by {signal.Signals(signum).name}"
-        log(f"{stopped}: printing what was measured and leaving")
         try:
+            try:
+                log(f"{stopped}: printing what was measured and leaving")
+            except RuntimeError:  # the signal came in the middle of writing to stderr
+                pass
             self.close_current(stopped)
         finally:
             self.finish(stopped)
