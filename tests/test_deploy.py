@@ -65,3 +65,22 @@ def test_a_broken_kubernetes_object_is_caught():
     broken["spec"]["jobTemplate"]["spec"]["template"]["spec"]["restartpolicy"] = "Never"
     errors = validate.validate_object(broken)
     assert len(errors) == len(validate.KUBERNETES_VERSIONS) and all("'restartpolicy' was unexpected" in e for e in errors)
+
+
+def test_the_drivers_grace_period_fits_inside_the_pods_and_ray_job_stops():
+    """A SIGTERM gives the books in flight --grace-s to be committed: the head pod's
+    terminationGracePeriodSeconds and Ray's job-stop wait (SIGKILL after RAY_JOB_STOP_WAIT_TIME_S,
+    3 s by default) must both leave it that long."""
+    import shlex
+
+    from folioscan.pipeline.cli import build_parser, config_from_args
+
+    [job] = validate.documents(os.path.join(ROOT, "deploy", "rayjob.yaml"))
+    args = build_parser().parse_args(shlex.split(job["spec"]["entrypoint"])[1:])
+    grace = config_from_args(args, environ={}).grace_s
+    cluster = job["spec"]["rayClusterSpec"]
+    head = cluster["headGroupSpec"]["template"]["spec"]
+    env = {e["name"]: e["value"] for e in head["containers"][0].get("env", [])}
+    assert grace < head.get("terminationGracePeriodSeconds", 30) and grace < int(env.get("RAY_JOB_STOP_WAIT_TIME_S", 3))
+    for group in cluster["workerGroupSpecs"]:  # the OCR actors live as long as the driver may wait on them
+        assert grace < group["template"]["spec"].get("terminationGracePeriodSeconds", 30)

@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 from typing import Callable, Iterable, Iterator, Optional
 
 from folioscan import __version__
-from folioscan.pipeline.storage import StorageError, Store, join, store_for
+from folioscan.pipeline.storage import StorageError, Store, WriteError, join, store_for
 from folioscan.records import page_number
 
 _SIDE_ORDER = {None: 0, "left": 0, "right": 1}
@@ -109,7 +109,8 @@ class ExportSummary:
 def export_books(books: Iterable[Book], formats: dict[str, FormatFn], dest: str, ctx: ExportContext,
                  summary: Optional[ExportSummary] = None) -> ExportSummary:
     """Write each book in each format under DEST/<format>/; a book that fails in one format is
-    recorded in the summary's errors and the others go on."""
+    recorded in the summary's errors and the others go on. A destination that cannot be written
+    (WriteError: no space, no permission) is no book's fault: it stops the export."""
     summary = summary or ExportSummary()
     store = store_for(dest, ctx.endpoint_url, ctx.region)
     for book in books:
@@ -120,6 +121,8 @@ def export_books(books: Iterable[Book], formats: dict[str, FormatFn], dest: str,
                     store.write(join(dest, fmt, rel), data)
                     summary.files += 1
                     summary.bytes += len(data)
+            except WriteError:
+                raise
             except Exception as e:  # one bad book must not stop an export of a million pages
                 summary.errors.append(f"{book.doc['source_uri']}: {fmt}: {type(e).__name__}: {e}")
     return summary

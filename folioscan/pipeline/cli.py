@@ -4,7 +4,11 @@ Exit status: 0 every listed document done; 1 the job finished but some listed do
 in error or partial, this run's or carried over from an earlier run (they are error rows in
 the output); 2 the job could not run (bad arguments or configuration, an engine that cannot be
 built, unreachable source or output, a source that lists no book): one line on stderr, found
-before Ray starts and anything is written where the driver can check it (job._preflight).
+before Ray starts and anything is written where the driver can check it (job._preflight);
+74 (EX_IOERR) the output could not be written during the run (no space left, permission denied,
+a read-only store, S3 refusing a PUT after its retries): one line naming the object, the run
+stopped, its claims released; 143 / 130 stopped by SIGTERM / SIGINT (stop.py): the books in flight
+got --grace-s to finish, the run record says `status: interrupted`.
 Every subcommand answers a user's mistake the same way (exit 2, one line, no traceback). Credentials are never taken on the command line: boto3's chain reads them.
 """
 from __future__ import annotations
@@ -17,20 +21,21 @@ import sys
 
 from folioscan import __version__
 from folioscan.export import ALL_FORMATS, FORMATS
-from folioscan.pipeline.storage import StorageError
+from folioscan.pipeline.storage import StorageError, WriteError
 from folioscan.workers.engines.registry import engine_names
 from folioscan.workers.engines.tessdata import PYPI_LANGS
 from folioscan.workers.engines.vlm.models import MODELS
 from folioscan.workers.prep.pipeline import STEPS
 
 DEMO_SAMPLE = os.path.join(os.path.dirname(os.path.dirname(__file__)), "samples")
+EXIT_WRITE_FAILED = 74  # EX_IOERR (sysexits.h): the output could not be written
 
 
 _ENGINE_FLAGS = {"model": "model", "budget": "budget", "backend": "backend", "device": "device",
                  "vlm_batch_size": "batch_size", "vision_batch": "vision_batch", "max_new_tokens": "max_new_tokens", "max_attempts": "max_attempts",
                  "lang": "lang"}
 _PLAIN_FLAGS = ("executor", "ray_address", "num_cpus", "ocr_workers", "endpoint_url", "region",
-                "batch_size", "shard_docs", "max_pages_per_book", "dpi", "max_page_megapixels", "lease_ttl_s")
+                "batch_size", "shard_docs", "max_pages_per_book", "dpi", "max_page_megapixels", "lease_ttl_s", "grace_s")
 
 
 def _flag_settings(args) -> dict:
@@ -94,7 +99,8 @@ class Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     p = Parser(prog="folioscan", description="Scanned books -> OCR text + confidence in Parquet.",
-               epilog="exit status: 0 every book done; 1 finished, some books in error; 2 could not run (one line on stderr)")
+               epilog="exit status: 0 every book done; 1 finished, some books in error; 2 could not run (one line on stderr); "
+                      "74 the output could not be written (one line); 143/130 stopped by SIGTERM/SIGINT")
     p.add_argument("--version", action="version", version=f"folioscan {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the batch job")
@@ -148,6 +154,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"switch off one cleaning step (repeatable): {', '.join(STEPS)}")
         sp.add_argument("--retry-failed", action="store_true", help="also retry books committed with a permanent error")
         sp.add_argument("--lease-ttl-s", type=float, help="seconds before a silent driver's claims on books expire")
+        sp.add_argument("--grace-s", type=float, help="after SIGTERM/SIGINT: seconds the books in flight get to finish "
+                                                      "(default 25; a second signal stops at once)")
         sp.add_argument("--dry-run", action="store_true", help="list what would be processed and skipped (and why), process nothing")
         sp.add_argument("--summary-json", help="also write the final summary to this file")
         sp.add_argument("--also", help=f"per-book export formats written as each shard commits (OUTPUT/<format>/), "
@@ -195,6 +203,8 @@ def export_output(args) -> int:
 
     try:
         summary = export_dataset(args.output, args.dest, _formats(args.format), args.endpoint_url, args.region)
+    except WriteError as e:
+        return fail(e, EXIT_WRITE_FAILED)
     except (ValueError, StorageError) as e:
         return fail(e)
     print(json.dumps(summary.to_dict(), indent=2))
@@ -223,11 +233,11 @@ def print_plan(plan, out=None) -> int:
     return 0
 
 
-def fail(error) -> int:
-    """A user's mistake or an unusable configuration: one line on stderr, exit 2."""
+def fail(error, code: int = 2) -> int:
+    """A user's mistake or an unusable configuration: one line on stderr, exit 2 (or `code`)."""
     text = "; ".join(line.strip() for line in str(error).splitlines() if line.strip()) or type(error).__name__
     print(f"folioscan: {text}", file=sys.stderr)
-    return 2
+    return code
 
 
 def show_output(output: str) -> int:
@@ -305,22 +315,62 @@ def main(argv=None) -> int:
         cfg = config_from_args(args)
     except (ConfigError, OSError) as e:
         return fail(f"bad configuration: {e}")
-    from folioscan.pipeline.job import dry_run, run_job
+    if args.dry_run:
+        return _dry_run(cfg)
+    return _run(cfg, args)
+
+
+def _dry_run(cfg) -> int:
+    from folioscan.pipeline.job import dry_run
     from folioscan.workers.engines.registry import EngineError
     from folioscan.workers.engines.tessdata import LanguageDataError
 
     try:
-        if args.dry_run:
-            return print_plan(dry_run(cfg))
-        with quiet.native_stderr():
-            summary = run_job(cfg)
+        return print_plan(dry_run(cfg))
     except (StorageError, LanguageDataError, EngineError) as e:
         return fail(e)
+
+
+def _run(cfg, args) -> int:
+    """Exit 0 / 1 finished; 2 could not run; 74 the output could not be written; 128 + signal stopped."""
+    from folioscan.pipeline import quiet
+    from folioscan.pipeline.stop import Interrupted, Stop
+
+    from folioscan.workers.engines.registry import EngineError
+    from folioscan.workers.engines.tessdata import LanguageDataError
+
+    stop = Stop(cfg.grace_s)
+    with stop.handling():  # SIGTERM / SIGINT from here on stop the run gracefully
+        try:
+            from folioscan.pipeline.job import run_job
+
+            with quiet.native_stderr():
+                summary = run_job(cfg, stop)
+        except Interrupted:  # a second signal before the run began writing
+            return fail(f"stopped by {stop.name} before the run started; nothing processed", stop.exit_code)
+        except WriteError as e:
+            summary = getattr(e, "summary", None)
+            if summary is None:
+                return fail(f"stopped: {e}", EXIT_WRITE_FAILED)
+            print_summary(summary)
+            _summary_json(args, summary)
+            return fail(summary.line() + ("" if summary.record_written else " (the run record could not be written either)"),
+                        EXIT_WRITE_FAILED)
+        except (StorageError, LanguageDataError, EngineError) as e:
+            return fail(e)
+        stop.shield()
     print_summary(summary)
+    _summary_json(args, summary)
+    if summary.status == "interrupted":
+        print(f"folioscan: {summary.line()}", file=sys.stderr)
+        return stop.exit_code
+    return 0 if summary.ok else 1
+
+
+def _summary_json(args, summary) -> None:
     if args.summary_json:
         with open(args.summary_json, "w") as f:
             json.dump(summary.to_dict(), f, indent=2)
-    return 0 if summary.ok else 1
 
 
 if __name__ == "__main__":

@@ -53,6 +53,10 @@ class JobConfig(BaseModel):
     retry_failed: bool = False  # also retry books committed with a permanent error (transient ones always are)
     retry: RetryOptions = Field(default_factory=RetryOptions)
     lease_ttl_s: float = Field(120.0, gt=0)  # a driver that stops renewing its leases loses them after this
+    grace_s: float = Field(25.0, ge=0, description=(
+        "after SIGTERM or SIGINT: seconds the books in flight get to finish and be committed before the "
+        "run stops without them (their claims released, the run record written, exit 143 or 130); 25 s "
+        "fits inside Kubernetes' default 30 s terminationGracePeriodSeconds (deploy/ sets it to 30)"))
     engine: EngineOptions = Field(default_factory=TesseractOptions)
     prep: PrepOptions = Field(default_factory=PrepOptions)
     run_id: str = Field(default_factory=new_run_id, pattern=r"^[A-Za-z0-9_.-]+$")

@@ -1,5 +1,13 @@
 """The job driver: list sources, skip what is committed, claim the rest, process shard by shard,
-commit, supersede what was redone, summarise."""
+commit, supersede what was redone, summarise.
+
+How a run ends (`JobSummary.status`, also in the run record `_runs/<run>.json`): "finished", the
+whole listing gone through; "interrupted", stopped by SIGTERM or SIGINT (`stop.py`): the books in
+flight got `grace_s` to finish, the rest were not handed out, every claim still held was
+released; "failed", the output could not be written (`WriteError`, raised to the caller with the
+summary attached as `.summary`): the run stops at the first failed write, keeps what it committed
+before, and releases its claims. The run record is written in all three cases when the output
+takes it."""
 from __future__ import annotations
 
 import logging
@@ -18,7 +26,8 @@ from folioscan.pipeline.output import DatasetWriter
 from folioscan.pipeline.progress import Progress
 from folioscan.pipeline.sources import iter_documents
 from folioscan.pipeline.stages import Stages
-from folioscan.pipeline.storage import StorageError, store_for
+from folioscan.pipeline.stop import Interrupted, Stop
+from folioscan.pipeline.storage import StorageError, WriteError, store_for
 from folioscan.records import PageResult, SourceDocument
 from folioscan.workers import memory
 from folioscan.workers.engines.registry import preflight
@@ -35,6 +44,11 @@ class EmptySource(StorageError):
 @dataclass
 class JobSummary:
     run_id: str
+    status: str = "running"  # then "finished", "interrupted" (SIGTERM/SIGINT) or "failed" (the output cannot be written)
+    stopped_by: Optional[str] = None  # "SIGTERM" or "SIGINT" when interrupted
+    documents_abandoned: int = 0  # handed out, not committed when the run stopped (grace over, second signal, failed write)
+    error: Optional[str] = None  # the write that failed, when status is "failed"
+    record_written: bool = True  # False when the run record itself could not be written
     documents: int = 0
     documents_failed: int = 0
     documents_partial: int = 0
@@ -64,6 +78,7 @@ class JobSummary:
     actors_lost: int = 0
     # worker seconds and pages per stage (load, clean, ocr from the page rows; write on the driver)
     stages: dict[str, dict] = field(default_factory=lambda: {k: {"seconds": 0.0, "pages": 0} for k in STAGES})
+    _in_flight: int = field(default=0, repr=False)  # books handed to the executor and not yet committed
     _conf_sum: float = field(default=0.0, repr=False)
     _conf_weight: float = field(default=0.0, repr=False)
 
@@ -109,6 +124,18 @@ class JobSummary:
         out = {k: v for k, v in asdict(self).items() if not k.startswith("_")}
         return {**out, "pages_per_s": round(self.pages_per_s, 3), "documents_still_failed": self.still_failed}
 
+    def line(self) -> str:
+        """How the run ended, in one line (the run record's `message`; the CLI prints it)."""
+        done = f"{self.documents} books ({self.pages} pages) committed by this run"
+        if self.status == "interrupted":
+            gone = (f", {self.documents_abandoned} in flight abandoned" if self.documents_abandoned else
+                    ", every book in flight finished")
+            return (f"interrupted by {self.stopped_by}: {done}{gone}; claims released; "
+                    f"a rerun processes the rest")
+        if self.status == "failed":
+            return f"stopped: {self.error}; {done}; claims released; rerun once the output can be written"
+        return f"{self.status}: {done}"
+
 
 class _Shard:
     """Books of one Parquet part, in listing order; committed once closed (full, or the listing
@@ -124,16 +151,26 @@ class _Shard:
         return self.closed and len(self.results) == len(self.docs)
 
 
-def _stream(executor, docs: Iterator[SourceDocument], shard_docs: int, open_shards: int
+def _stream(executor, docs: Iterator[SourceDocument], shard_docs: int, open_shards: int,
+            stop: Optional[Stop] = None, summary: Optional[JobSummary] = None
             ) -> Iterator[tuple[list[SourceDocument], list[PageResult]]]:
     """Feed books to the executor as it has room (the listing is read lazily) and yield each
     shard as soon as its books are complete. At most `open_shards` shards are open at once, so
-    a long book holds back only the results of its own shard's neighbours."""
+    a long book holds back only the results of its own shard's neighbours.
+
+    Once `stop` is requested no book is handed out any more and every open shard is closed, so it
+    commits as soon as the books already handed out are back; when the grace period is over the
+    stream ends without the books still in flight. `summary._in_flight` counts the books handed out
+    (the caller takes them off as it commits them)."""
     shards: list[_Shard] = []
     shard_of: dict[str, _Shard] = {}
-    listing_done = False
+    listing_done = stopping = False
     while True:
-        while not listing_done and executor.has_room():
+        if stop is not None and stop.requested and not stopping:
+            stopping = True
+            for shard in shards:
+                shard.closed = True
+        while not listing_done and not (stop is not None and stop.requested) and executor.has_room():
             current = shards[-1] if shards and not shards[-1].closed else None
             if current is None and len(shards) >= open_shards:
                 break
@@ -150,13 +187,17 @@ def _stream(executor, docs: Iterator[SourceDocument], shard_docs: int, open_shar
             current.closed = len(current.docs) >= shard_docs
             shard_of[doc.doc_id] = current
             executor.submit(doc)
+            if summary is not None:
+                summary._in_flight += 1
         for shard in [s for s in shards if s.complete]:
             shards.remove(shard)
             yield shard.docs, [r for d in shard.docs for r in shard.results[d.doc_id]]
+        if stopping and stop.expired():  # the books still in flight are given up
+            return
         if not executor.busy():
-            if listing_done and not shards:
+            if (listing_done or stopping) and not shards:
                 return
-            if listing_done or not executor.has_room():  # nothing in flight can complete these
+            if listing_done or stopping or not executor.has_room():  # nothing in flight can complete these
                 raise RuntimeError(f"{len(shards)} shards open with no book in flight")
             continue
         for doc, results in executor.poll():
@@ -169,20 +210,37 @@ def _chunks(docs: Iterator[SourceDocument], size: int) -> Iterator[list[SourceDo
 
 
 def _shard_exporter(cfg: JobConfig, summary: JobSummary):
-    """`--also`: write the export formats of each committed shard under OUTPUT/<format>/."""
+    """`--also`: write the export formats of each shard under OUTPUT/<format>/. Called by the commit
+    between the pages part and the documents part (the commit point): a book whose exports could not
+    all be written (WriteError) is not committed, so a rerun processes it again and writes them;
+    a book committed always has its exports (bar a per-book export error, in `export_errors`)."""
     if not cfg.also:
-        return lambda page_rows, doc_rows: None
-    from folioscan.export import ExportContext, ExportSummary, export_books, format_function
-    from folioscan.export.dataset import books_from_rows
+        return None
+    from folioscan.export import ExportContext, ExportSummary, format_function
 
     fns = {f: format_function(f) for f in cfg.also}
     ctx = ExportContext(cfg.output, cfg.endpoint_url, cfg.region, run_configs={cfg.run_id: cfg.model_dump()})
-    done = ExportSummary(errors=summary.export_errors)
+    return _Exporter(fns, cfg.output, ctx, ExportSummary(errors=summary.export_errors))
 
-    def export(page_rows: list[dict], doc_rows: list[dict]) -> None:
-        export_books(books_from_rows(page_rows, doc_rows), fns, cfg.output, ctx, done)
 
-    return export
+class _Exporter:
+    def __init__(self, fns, output: str, ctx, done):
+        self.fns, self.output, self.ctx, self.done = fns, output, ctx, done
+        self.seconds = 0.0  # since the last take_seconds(): kept out of the "write" stage's time
+
+    def __call__(self, page_rows: list[dict], doc_rows: list[dict]) -> None:
+        from folioscan.export import export_books
+        from folioscan.export.dataset import books_from_rows
+
+        t0 = time.perf_counter()
+        try:
+            export_books(books_from_rows(page_rows, doc_rows), self.fns, self.output, self.ctx, self.done)
+        finally:
+            self.seconds += time.perf_counter() - t0
+
+    def take_seconds(self) -> float:
+        seconds, self.seconds = self.seconds, 0.0
+        return seconds
 
 
 def _planned(docs: Iterator[SourceDocument], index: CommittedIndex, cfg: JobConfig, summary: JobSummary,
@@ -220,8 +278,9 @@ def _claimed(docs: Iterator[SourceDocument], leases: Leases, index: CommittedInd
 
 
 def _commit(writer: DatasetWriter, leases: Leases, index: CommittedIndex, page_rows: list[dict],
-            doc_rows: list[dict], summary: JobSummary) -> tuple[list[dict], list[dict]]:
-    """Commit the books this run still holds, then remove the rows they supersede and free them."""
+            doc_rows: list[dict], summary: JobSummary, export=None) -> tuple[list[dict], list[dict]]:
+    """Commit the books this run still holds (their exports written first, `_shard_exporter`), then
+    remove the rows they supersede and free them."""
     ids = {d["doc_id"] for d in doc_rows}
     mine = leases.still_held(ids)
     if mine != ids:
@@ -234,7 +293,7 @@ def _commit(writer: DatasetWriter, leases: Leases, index: CommittedIndex, page_r
     for d in doc_rows:  # a retried book counts its runs
         before = index.by_id.get(d["doc_id"])
         d["attempts_made"] = (before.attempts_made + 1) if before else 1
-    name = writer.commit(page_rows, doc_rows)
+    name = writer.commit(page_rows, doc_rows, before_commit=(lambda: export(page_rows, doc_rows)) if export else None)
     summary.shards.append(name)
     index.record(name, doc_rows)
     summary.documents_superseded += writer.supersede(index.take_stale(), leases)
@@ -287,28 +346,83 @@ def dry_run(cfg: JobConfig) -> list[tuple[str, str, str]]:
     return plan
 
 
-def run_job(cfg: JobConfig) -> JobSummary:
+def run_job(cfg: JobConfig, stop: Optional[Stop] = None) -> JobSummary:
+    """Run the job. Returns the summary when the run finished or was stopped by a signal (`status`);
+    raises WriteError, the summary attached as `.summary`, when the output could not be written.
+    SIGTERM and SIGINT are handled while it runs (by `stop`, which the CLI installs earlier)."""
     summary = JobSummary(cfg.run_id)
-    in_store, out_store, listing = _preflight(cfg, summary)
-    stages = Stages(in_store, cfg.load_options(), cfg.prep, cfg.engine, cfg.pages_per_call, cfg.flip_retry_below,
-                    retry=cfg.retry_policy(), max_pages_per_book=cfg.max_pages_per_book)
-    # the local executor builds its engine here, so an engine that cannot be built (EngineError) leaves
-    # nothing written; Ray's actors build theirs while the driver recovers and lists
-    executor = make_executor(cfg, stages)
-    try:
-        out_store.check_writable(cfg.output)  # the output folder is made here, the first write of the run
-        writer = DatasetWriter(out_store, cfg.output, cfg.run_id)
-        leases = Leases(store_for(cfg.output, cfg.endpoint_url, cfg.region), cfg.output, cfg.run_id, cfg.lease_ttl_s).start()
+    stop = stop or Stop(cfg.grace_s)
+    with stop.handling():
+        in_store, out_store, listing = _preflight(cfg, summary)
+        stages = Stages(in_store, cfg.load_options(), cfg.prep, cfg.engine, cfg.pages_per_call, cfg.flip_retry_below,
+                        retry=cfg.retry_policy(), max_pages_per_book=cfg.max_pages_per_book)
+        # the local executor builds its engine here, so an engine that cannot be built (EngineError) leaves
+        # nothing written; Ray's actors build theirs while the driver recovers and lists
+        executor = make_executor(cfg, stages)
+        stop.install()  # again: ray.init put its own SIGTERM handler in
         try:
-            return _run_claimed(cfg, summary, listing, out_store, writer, leases, executor)
+            if stop.requested:  # stopped while Ray started: nothing written, nothing to record
+                summary.status, summary.stopped_by = "interrupted", stop.name
+                return summary
+            out_store.check_writable(cfg.output)  # the output folder is made here, the first write of the run
+            writer = DatasetWriter(out_store, cfg.output, cfg.run_id)
+            leases = Leases(store_for(cfg.output, cfg.endpoint_url, cfg.region), cfg.output, cfg.run_id, cfg.lease_ttl_s)
+            return _run_claimed(cfg, summary, listing, out_store, writer, leases, executor, stop)
         finally:
-            leases.stop()
-    finally:
-        executor.close()
+            stop.shield()
+            executor.close()
 
 
 def _run_claimed(cfg: JobConfig, summary: JobSummary, listing: Iterator[SourceDocument], out_store,
-                 writer: DatasetWriter, leases: Leases, executor) -> JobSummary:
+                 writer: DatasetWriter, leases: Leases, executor, stop: Stop) -> JobSummary:
+    failure: Optional[WriteError] = None
+    t0 = time.perf_counter()
+    try:
+        leases.start()
+        _process(cfg, summary, listing, out_store, writer, leases, executor, stop)
+        summary.status = "interrupted" if stop.requested else "finished"
+    except WriteError as e:
+        failure = e
+        summary.status, summary.error = "failed", str(e)
+    except Interrupted:  # a second signal: the books in flight are dropped
+        summary.status = "interrupted"
+    finally:
+        stop.shield()  # the clean-up below is not interrupted by a second signal
+        leases.stop()  # every claim still held is released: books handed out and not committed
+    summary.documents_abandoned = summary._in_flight
+    _executor_stats(executor, summary, ask=summary.status == "finished")
+    if summary.status == "interrupted":
+        summary.stopped_by = stop.name
+    summary.seconds = time.perf_counter() - t0
+    try:
+        writer.write_run_record({"folioscan": __version__, "status": summary.status, "message": summary.line(),
+                                 "config": cfg.model_dump(), "summary": summary.to_dict()})
+    except WriteError as e:
+        summary.record_written = False
+        if failure is None:  # the run got through but its record cannot be written
+            failure = e
+            summary.status, summary.error = "failed", str(e)
+        log.debug("run record not written: %s", e)
+    if failure is not None:
+        failure.summary = summary
+        raise failure
+    return summary
+
+
+def _executor_stats(executor, summary: JobSummary, ask: bool) -> None:
+    """The executor's counters into the summary; `ask=False` (a stopped run): what the workers last
+    reported, without waiting on workers that may still be busy with a book being abandoned."""
+    try:
+        stats = executor.stats(ask=ask)
+    except Exception as e:
+        log.warning("executor counters not collected: %s", e)
+        return
+    for key, value in stats.items():
+        setattr(summary, key, value)
+
+
+def _process(cfg: JobConfig, summary: JobSummary, listing: Iterator[SourceDocument], out_store,
+             writer: DatasetWriter, leases: Leases, executor, stop: Stop) -> None:
     summary.orphans_removed = writer.recover(leases.is_live)
     index = CommittedIndex(out_store, writer.docs_dir)
     index.refresh()
@@ -319,20 +433,14 @@ def _run_claimed(cfg: JobConfig, summary: JobSummary, listing: Iterator[SourceDo
         return _claimed(planned, leases, index, summary, cfg.shard_docs)
 
     export = _shard_exporter(cfg, summary)
-    t0 = time.perf_counter()
     with Progress(enabled=cfg.progress) as progress:
-        for docs, results in _stream(executor, todo(), cfg.shard_docs, cfg.shards_in_flight):
+        for docs, results in _stream(executor, todo(), cfg.shard_docs, cfg.shards_in_flight, stop, summary):
             page_rows, doc_rows = assemble_shard(docs, results, cfg.run_id)
             t1 = time.perf_counter()
-            page_rows, doc_rows = _commit(writer, leases, index, page_rows, doc_rows, summary)
-            summary.stage("write", time.perf_counter() - t1, len(page_rows))
+            page_rows, doc_rows = _commit(writer, leases, index, page_rows, doc_rows, summary, export)
+            summary.stage("write", time.perf_counter() - t1 - (export.take_seconds() if export else 0.0), len(page_rows))
             summary.add(page_rows, doc_rows)
-            export(page_rows, doc_rows)
+            summary._in_flight -= len(docs)
             progress.update(len(doc_rows), len(page_rows), summary.pages_failed)
             del docs, results, page_rows, doc_rows
             memory.release()  # a long book's rows are freed: give the heap back before the next shard
-        for key, value in executor.stats().items():
-            setattr(summary, key, value)
-    summary.seconds = time.perf_counter() - t0
-    writer.write_run_record({"folioscan": __version__, "config": cfg.model_dump(), "summary": summary.to_dict()})
-    return summary

@@ -66,7 +66,10 @@ class Leases:
         if self._thread:
             self._thread.join(timeout=10)
         for key in list(self.held):
-            self.release(key)
+            try:
+                self.release(key)
+            except StorageError as e:  # an output that cannot be written: the claim lapses with the TTL
+                log.warning("could not release the claim on %s: %s", key, e)
         try:
             self.store.delete(join(self.live_dir, f"{self.run_id}.json"))
         except StorageError as e:

@@ -1,8 +1,9 @@
 """The output dataset: `pages/` and `documents/` Parquet parts, committed shard by shard.
 
-A shard is committed by writing its pages part, then its documents part under the same
-name. Each write is atomic, and the documents part is the commit point: on start, a pages
-part with no documents part (a crash between the two writes) is deleted once the run that
+A shard is committed by writing its pages part, then its `--also` exports, then its documents
+part under the same name. Each write is atomic, and the documents part is the commit point (so a
+committed book has its exports; a book whose exports failed is not committed, and is redone): on
+start, a pages part with no documents part (a crash between the writes) is deleted once the run that
 wrote it is no longer live (another driver's commit may be in flight), and documents already
 in `documents/` are skipped. So a rerun neither duplicates nor loses a page.
 
@@ -51,7 +52,11 @@ class DatasetWriter:
                 ids.update(table.column("doc_id").to_pylist())
         return ids
 
-    def commit(self, page_rows: list[dict], doc_rows: list[dict]) -> str:
+    def commit(self, page_rows: list[dict], doc_rows: list[dict], before_commit=None) -> str:
+        """Write the shard's pages part, then `before_commit()` (the `--also` exports), then its
+        documents part, the commit point. When anything before the commit point fails (an output
+        that cannot be written), the pages part just written is removed again (recovery would
+        remove it on the next start otherwise) and nothing of the shard counts as done."""
         if self._seq == 0:  # a run id used before (a config object reused) must not overwrite its parts
             taken = [n for n in self.store.ls(self.pages_dir) + self.store.ls(self.docs_dir) if run_of_part(n) == self.run_id]
             self._seq = 1 + max((int(n.removesuffix(".parquet").rsplit("-", 1)[1]) for n in taken), default=-1)
@@ -60,8 +65,23 @@ class DatasetWriter:
         pages = PAGES.to_parquet_bytes(page_rows)
         docs = DOCUMENTS.to_parquet_bytes(doc_rows)
         self.store.write(join(self.pages_dir, name), pages)
-        self.store.write(join(self.docs_dir, name), docs)  # the commit point
+        try:
+            if before_commit is not None:
+                before_commit()
+            self.store.write(join(self.docs_dir, name), docs)  # the commit point
+        except Exception:  # not on an interruption, which may come after the commit point: recovery decides then
+            self._drop_uncommitted(name)
+            raise
         return name
+
+    def _drop_uncommitted(self, name: str) -> None:
+        """Remove the pages part of a shard whose commit failed, unless its documents part made it after all
+        (an S3 PUT that landed though the client saw an error)."""
+        try:
+            if name not in self.store.ls(self.docs_dir):
+                self.store.delete(join(self.pages_dir, name))
+        except StorageError as e:
+            log.warning("uncommitted part %s left for the next run's recovery: %s", name, e)
 
     def supersede(self, stale: dict[str, set[str]], leases) -> int:
         """Remove the rows of `stale` {part: doc_ids} from their parts. Returns the books removed."""

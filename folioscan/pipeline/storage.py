@@ -25,6 +25,26 @@ class StorageError(RuntimeError):
     """A readable storage failure: names the object and the reason."""
 
 
+class WriteError(StorageError):
+    """The output cannot be written (no space left, permission denied, a read-only store, S3 refusing a
+    PUT or DELETE after its retries): names the object and the reason. A run stops on it (exit 74)."""
+
+    def __init__(self, uri: str, reason: str, what: str = "write"):
+        super().__init__(f"{uri}: cannot {what}: {reason}")
+        self.uri, self.reason = uri, reason
+
+
+def _write_error(uri: str, e: OSError, what: str = "write") -> WriteError:
+    return WriteError(uri, e.strerror or str(e), what)
+
+
+def _remove_quietly(path: str) -> None:
+    try:
+        os.remove(path)
+    except OSError:
+        pass
+
+
 class Store(Protocol):
     def list(self, uri: str) -> Iterator[SourceObject]: ...
     def ls(self, uri: str) -> list[str]: ...
@@ -85,14 +105,23 @@ class LocalStore:
             raise StorageError(f"{uri}: cannot read: {e.strerror or e}") from e
 
     def write(self, uri: str, data: bytes) -> None:
-        os.makedirs(os.path.dirname(os.path.abspath(uri)), exist_ok=True)
+        """Atomic: a temp file renamed into place. On any failure (or an interruption) the temp file is
+        removed; an OSError becomes a WriteError naming `uri`."""
         folder, name = os.path.split(os.path.abspath(uri))
-        tmp = os.path.join(folder, f".{name}.{os.getpid()}.tmp")
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, uri)
+        tmp = os.path.join(folder, f".{name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        try:
+            os.makedirs(folder, exist_ok=True)
+            try:
+                with open(tmp, "wb") as f:
+                    f.write(data)
+                    f.flush()
+                    os.fsync(f.fileno())
+                os.replace(tmp, uri)
+            except BaseException:
+                _remove_quietly(tmp)
+                raise
+        except OSError as e:
+            raise _write_error(uri, e) from e
 
     def create_exclusive(self, uri: str, data: bytes) -> bool:
         """Create `uri` with `data` unless it exists; True when this call created it. The content is
@@ -100,29 +129,34 @@ class LocalStore:
         like O_EXCL), so no reader sees a partial file."""
         folder, name = os.path.split(os.path.abspath(uri))
         tmp = os.path.join(folder, f".{name}.{os.getpid()}.{threading.get_ident()}.tmp")
-        for _ in range(3):  # the folder may be removed by a releasing claimant between makedirs and open
-            os.makedirs(folder, exist_ok=True)
-            try:
-                with open(tmp, "wb") as f:
-                    f.write(data)
-                    f.flush()
-                    os.fsync(f.fileno())
-                break
-            except FileNotFoundError:
-                continue
         try:
-            os.link(tmp, uri)
-            return True
-        except FileExistsError:
-            return False
-        finally:
-            os.remove(tmp)
+            try:
+                for _ in range(3):  # the folder may be removed by a releasing claimant between makedirs and open
+                    os.makedirs(folder, exist_ok=True)
+                    try:
+                        with open(tmp, "wb") as f:
+                            f.write(data)
+                            f.flush()
+                            os.fsync(f.fileno())
+                        break
+                    except FileNotFoundError:
+                        continue
+                os.link(tmp, uri)
+                return True
+            except FileExistsError:
+                return False
+            finally:
+                _remove_quietly(tmp)
+        except OSError as e:
+            raise _write_error(uri, e) from e
 
     def delete(self, uri: str) -> None:
         try:
             os.remove(uri)
         except FileNotFoundError:
             pass
+        except OSError as e:
+            raise _write_error(uri, e, "delete") from e
 
     def check_writable(self, uri: str, create: bool = True) -> None:
         """`create=False`: only check that the folder exists writable, or could be made (writes nothing)."""
@@ -196,6 +230,8 @@ class S3Store:
         except ClientError as e:
             raise _client_error(what, uri, e) from e
         except BotoCoreError as e:
+            if what in _WRITES:
+                raise WriteError(uri, str(e), what) from e
             raise StorageError(f"{uri}: {what} failed: {e}") from e
 
     def list(self, uri: str) -> Iterator[SourceObject]:
@@ -241,6 +277,8 @@ class S3Store:
             self._conditional_writes = self._probe_conditional_writes(bucket, key)
         if not self._conditional_writes:
             return self._create_by_read_back(uri, data)
+        from botocore.exceptions import BotoCoreError
+
         try:
             self.client.put_object(Bucket=bucket, Key=key, Body=data, IfNoneMatch="*")
             return True
@@ -248,6 +286,8 @@ class S3Store:
             if e.response.get("Error", {}).get("Code") in ("PreconditionFailed", "412", "ConditionalRequestConflict", "409"):
                 return False
             raise _client_error("write", uri, e) from e
+        except BotoCoreError as e:  # the endpoint unreachable after botocore's retries
+            raise WriteError(uri, str(e)) from e
 
     def _probe_conditional_writes(self, bucket: str, key: str) -> bool:
         from botocore.exceptions import ClientError
@@ -286,6 +326,9 @@ class S3Store:
         self._call("bucket check", f"s3://{bucket}", self.client.head_bucket, Bucket=bucket)
 
 
+_WRITES = ("write", "delete")
+
+
 def _client_error(what: str, uri: str, e) -> StorageError:
     code = e.response.get("Error", {}).get("Code", "?")
     reason = {
@@ -297,6 +340,8 @@ def _client_error(what: str, uri: str, e) -> StorageError:
         "InvalidAccessKeyId": "the access key is not valid for this endpoint",
         "SignatureDoesNotMatch": "the secret key does not match the access key",
     }.get(code, code)
+    if what in _WRITES:  # S3 refused to store or remove an object of the output, after botocore's retries
+        return WriteError(uri, reason, what)
     return StorageError(f"{uri}: {what} failed: {reason}")
 
 

@@ -63,7 +63,7 @@ class LocalExecutor:
             done.append((book.doc, book.results))
         return done
 
-    def stats(self) -> dict:
+    def stats(self, ask: bool = True) -> dict:
         """The driver is the one OCR worker: its engine counters since this executor started."""
         return {"ocr_actors": 1, **counters.since(self.start, counters.snapshot())}
 

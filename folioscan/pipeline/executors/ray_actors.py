@@ -280,8 +280,9 @@ class RayExecutor:
         book.results = [PageResult(error, "error", None, "", "", error=error.error, error_kind=TRANSIENT)]
         book.emitted, book.loaded = 1, True
 
-    def stats(self) -> dict:
-        for i, actor in self.actors.items():
+    def stats(self, ask: bool = True) -> dict:
+        """`ask=False` (a stopped run): each actor's last account, without queueing behind its calls."""
+        for i, actor in (self.actors.items() if ask else ()):
             try:
                 self.accounts[i] = (next(self._call_no), ray.get(actor.stats.remote(), timeout=30))
             except Exception as e:
