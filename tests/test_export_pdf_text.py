@@ -1,0 +1,134 @@
+"""The searchable PDF reads like the book: poppler's pdftotext, in its default reading-order mode,
+gets the OCR's lines back (a real job, Tesseract, on scanned pages built here: upright, scanned
+sideways and askew, askew, and an image book), its words lie on their ink, and the text layer
+keeps any script."""
+import glob
+import os
+import re
+import shutil
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from folioscan.export.pdf import DEFAULT_DPI
+from folioscan.pipeline.cli import main
+from folioscan.pipeline.config import JobConfig
+from folioscan.pipeline.job import run_job
+from folioscan.workers.prep import transform as tf
+from folioscan.workers.prep.geometry import rot90, rotate
+from tests.helpers import PARAGRAPHS, cer, pdftotext, pdftotext_words, png_bytes, scanned_pdf, text_page_image, words_on_ink
+
+PDFTOTEXT = shutil.which("pdftotext")
+needs_pdftotext = pytest.mark.skipif(PDFTOTEXT is None, reason="pdftotext (poppler-utils) is not installed; "
+                                                                "apt-get install poppler-utils (.ci/run does)")
+SIDEWAYS, ASKEW = 1, 2
+
+
+@pytest.fixture(scope="module")
+def book(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pdftext")
+    src = root / "src"
+    (src / "image_book").mkdir(parents=True)
+    pages = [text_page_image(" ".join(PARAGRAPHS[i:] + PARAGRAPHS[:i])) for i in range(3)]
+    pages[SIDEWAYS] = rotate(rot90(pages[SIDEWAYS], 90), 2.0)  # scanned a quarter turn and 2 degrees off
+    pages[ASKEW] = rotate(pages[ASKEW], -1.5)
+    (src / "book.pdf").write_bytes(scanned_pdf(pages))
+    (src / "image_book" / "p1.png").write_bytes(png_bytes(rotate(text_page_image(PARAGRAPHS[2] + " " + PARAGRAPHS[0]), 1.0)))
+    out, dest = str(root / "out"), str(root / "dest")
+    assert run_job(JobConfig(source=str(src), output=out, executor="local", progress=False)).ok
+    assert main(["export", out, dest, "--format", "pdf"]) == 0
+    rows = pq.read_table(os.path.join(out, "pages")).to_pylist()
+    [pdf] = glob.glob(os.path.join(dest, "pdf", "book-*.pdf"))
+    [images] = glob.glob(os.path.join(dest, "pdf", "image_book-*.pdf"))
+    return {"root": root, "out": out, "rows": rows, "pdf": pdf, "images": images}
+
+
+def _pages(book):
+    """(pdf path, page row, box_source -> page as displayed in points) for every page."""
+    import pymupdf
+
+    for row in sorted(book["rows"], key=lambda r: (r["source_uri"], r["page_index"])):
+        path = book["pdf"] if row["source_uri"].endswith(".pdf") else book["images"]
+        scale = 72 / (row["dpi"] or DEFAULT_DPI)  # an image book's page: its image at its DPI
+        m = row["pdf_transform"] or (scale, 0, 0, 0, scale, 0)
+        page = pymupdf.open(path)[row["page_index"]]
+
+        def shown(box, m=m, rot=page.rotation_matrix):
+            r = pymupdf.Rect(tf.apply_matrix(m, box)) * rot
+            return r.x0, r.y0, r.x1, r.y1
+
+        yield path, row, shown
+
+
+@needs_pdftotext
+def test_pdftotext_reads_each_ocr_line_as_one_line_in_order(book):
+    for path, row, _ in _pages(book):
+        n = row["page_index"] + 1
+        default, raw = pdftotext(path, n), pdftotext(path, n, "-raw")
+        assert cer(default, row["text"]) <= 0.02, (path, n, default[:400])  # the code before this: 0.68 sideways, 0.47 askew
+        assert cer(raw, row["text"]) <= 0.02, (path, n, raw[:400])
+        got = [l for l in default.splitlines() if l.strip()]
+        want = [l["text"] for l in row["lines"] if l["text"].strip()]
+        assert len(got) == len(want) >= 5, (path, n, got)
+        assert cer(got[0], want[0]) < 0.05 and cer(got[-1], want[-1]) < 0.05
+
+
+@needs_pdftotext
+def test_pdftotext_words_lie_on_their_ink_and_turn_with_the_scan(book):
+    for path, row, shown in _pages(book):
+        n = row["page_index"] + 1
+        extracted = pdftotext_words(path, n)
+        words, covered, _ = words_on_ink(extracted, row, shown)
+        assert words > 50 and covered >= 0.9 * words, (path, n, covered, words)
+        long_words = [e for e in extracted if len(e[4]) >= 4]
+        tall = np.mean([e[3] - e[1] > e[2] - e[0] for e in long_words])
+        assert tall > 0.9 if (path == book["pdf"] and row["page_index"] == SIDEWAYS) else tall < 0.1
+
+
+def test_a_line_is_one_baseline_one_size_words_stretched_to_their_boxes(book):
+    """The content stream itself: a Tm and a Tf per OCR line, and on an upright page every word
+    moved along the baseline only (Td's second operand 0), stretched by Tz."""
+    import pymupdf
+
+    doc = pymupdf.open(book["pdf"])
+    row = next(r for r in book["rows"] if r["source_uri"].endswith(".pdf") and r["page_index"] == 0)
+    stream = doc[0].read_contents().decode("latin-1")
+    layer = stream[stream.rindex("BT"):]
+    lines = [l for l in row["lines"] if l["words"]]
+    assert layer.count(" Tm") == layer.count(" Tf") == len(lines)
+    moves = re.findall(r"(\S+) (\S+) Td (\S+) Tz <", layer)
+    assert len(moves) == sum(len(l["words"]) for l in lines)
+    assert all(float(dy) == 0 for _, dy, _ in moves) and all(float(tz) > 0 for _, _, tz in moves)
+    assert "3 Tr" in layer and len(doc[0].get_images()) == 1
+
+
+def test_text_layer_keeps_any_script():
+    """The glyphless font maps each code back to its character: long s, a ligature, Greek, Cyrillic, a diaeresis,
+    a dash and quotes come back out of the PDF as the OCR recorded them (MuPDF; pdftotext too)."""
+    import pymupdf
+
+    from folioscan.export import glyphless
+    from folioscan.export.pdf import FONT, Line, _add_font, _add_layer, text_layer
+
+    words = ["ſtrange", "ﬁne", "λόγος", "слово", "—", "“quoted”", "naïve"]
+    doc = pymupdf.open()
+    page = doc.new_page(width=400, height=200)
+    placed, x = [], 0.0
+    for w in words:
+        placed.append((x, 0.0, 10.0 * len(w), w))
+        x += 10.0 * len(w) + 6
+    font = glyphless.add_to(doc)
+    _add_layer(doc, page, font, text_layer([Line((20.0, 100.0), (1.0, 0.0), (0.0, 1.0), 12.0, placed)]))
+    data = doc.tobytes(garbage=3, deflate=True)
+    page = pymupdf.open(stream=data)[0]
+    assert page.get_text("text").split() == words
+    assert FONT in {f[4] for f in page.get_fonts()}
+    if PDFTOTEXT:
+        path = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"folioscan-scripts-{os.getpid()}.pdf")
+        with open(path, "wb") as f:
+            f.write(data)
+        try:
+            assert pdftotext(path, 1).split() == words
+        finally:
+            os.remove(path)
