@@ -1,7 +1,8 @@
 """The searchable PDF reads like the book: poppler's pdftotext, in its default reading-order mode,
 gets the OCR's lines back (a real job, Tesseract, on scanned pages built here: upright, scanned
 sideways and askew, askew, and an image book), its words lie on their ink, and the text layer
-keeps any script."""
+keeps any script. The PDF/A-2b copy (Ghostscript) declares itself and keeps the scans and the text;
+without Ghostscript the format is refused before any work."""
 import glob
 import os
 import re
@@ -132,3 +133,38 @@ def test_text_layer_keeps_any_script():
             assert pdftotext(path, 1).split() == words
         finally:
             os.remove(path)
+
+
+@pytest.mark.skipif(shutil.which("gs") is None, reason="Ghostscript (gs) is not installed; apt-get install ghostscript (.ci/run does)")
+def test_pdfa_copy_declares_pdfa_2b_and_keeps_scans_and_text(book, tmp_path):
+    import pymupdf
+
+    dest = str(tmp_path / "dest")
+    assert main(["export", book["out"], dest, "--format", "pdfa"]) == 0
+    [f] = glob.glob(os.path.join(dest, "pdfa", "book-*.pdf"))
+    doc, plain = pymupdf.open(f), pymupdf.open(book["pdf"])
+    xmp = doc.get_xml_metadata()
+    assert re.search(r"pdfaid:part\W{1,3}2\b", xmp) and re.search(r"pdfaid:conformance\W{1,3}B\b", xmp), xmp
+    assert "OutputIntents" in doc.xref_object(doc.pdf_catalog())
+    for i in range(doc.page_count):
+        [a], [b] = plain[i].get_images(full=True), doc[i].get_images(full=True)
+        assert pymupdf.Pixmap(plain, a[0]).samples == pymupdf.Pixmap(doc, b[0]).samples  # the scan's pixels, unchanged
+        row = next(r for r in book["rows"] if r["source_uri"].endswith(".pdf") and r["page_index"] == i)
+        assert cer(doc[i].get_text("text"), row["text"]) < 0.01
+        if PDFTOTEXT:
+            assert cer(pdftotext(f, i + 1), row["text"]) <= 0.02
+
+
+def test_pdfa_without_ghostscript_is_refused_before_any_work(book, tmp_path, monkeypatch, capsys):
+    empty = tmp_path / "bin"
+    empty.mkdir()
+    monkeypatch.setenv("PATH", str(empty))  # no gs to be found
+    dest = tmp_path / "dest"
+    assert main(["export", book["out"], str(dest), "--format", "pdf,pdfa"]) == 2
+    err = capsys.readouterr().err
+    assert "Ghostscript" in err and "gs" in err and len(err.strip().splitlines()) == 1
+    assert not dest.exists()
+    out = tmp_path / "out"
+    assert main(["run", str(book["root"] / "src"), str(out), "--also", "pdfa", "--quiet"]) == 2
+    assert "Ghostscript" in capsys.readouterr().err
+    assert not out.exists()
