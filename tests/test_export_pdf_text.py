@@ -81,7 +81,9 @@ def test_pdftotext_words_lie_on_their_ink_and_turn_with_the_scan(book):
         n = row["page_index"] + 1
         extracted = pdftotext_words(path, n)
         words, covered, _ = words_on_ink(extracted, row, shown)
-        assert words > 50 and covered >= 0.9 * words, (path, n, covered, words)
+        # measured: every word on the upright pages, 93% on the sideways one 2 degrees off (its
+        # lines run along the page's axis; words follow the tilt only so far: pdf.FOLLOW)
+        assert words > 50 and covered >= (0.85 if row["page_index"] == SIDEWAYS else 0.97) * words, (path, n, covered, words)
         long_words = [e for e in extracted if len(e[4]) >= 4]
         tall = np.mean([e[3] - e[1] > e[2] - e[0] for e in long_words])
         assert tall > 0.9 if (path == book["pdf"] and row["page_index"] == SIDEWAYS) else tall < 0.1
@@ -102,6 +104,34 @@ def test_a_line_is_one_baseline_one_size_words_stretched_to_their_boxes(book):
     assert len(moves) == sum(len(l["words"]) for l in lines)
     assert all(float(dy) == 0 for _, dy, _ in moves) and all(float(tz) > 0 for _, _, tz in moves)
     assert "3 Tr" in layer and len(doc[0].get_images()) == 1
+
+
+def test_a_drop_capital_neither_sets_the_size_nor_the_baseline_and_close_words_keep_their_space(tmp_path):
+    """A line of book_d (old_books): a drop capital read as a quote 131 px tall beside 32 px words.
+    The text band is the words' (tops 597, baseline 629), not the line box's (597..734); and two
+    words whose boxes almost touch (5 px apart) still read as two words, in -raw order too."""
+    import pymupdf
+
+    from folioscan.export import glyphless
+    from folioscan.export.pdf import _add_layer, place_line, text_band, text_layer
+
+    words = [("‘", [96, 603, 125, 734]), ("LINE", [183, 598, 292, 629]), ("certainly", [314, 598, 474, 637]),
+             ("did", [496, 598, 554, 629]), ("not", [573, 601, 633, 630]), ("gave", [651, 598, 733, 629]),
+             ("a", [738, 608, 754, 629]), ("ordinary", [929, 597, 1088, 636])]
+    assert text_band([b for _, b in words], 597, 734) == (597, 629)
+    line = {"text": " ".join(w for w, _ in words), "box": [96, 597, 1088, 734],
+            "words": [{"text": w, "box": b} for w, b in words]}
+    scale = 72 / 300
+    placed = place_line(line, lambda pts: np.stack([pts[:, 0] * scale, 800 - pts[:, 1] * scale], axis=1))
+    assert abs(placed.size - 32 * scale / 0.8) < 0.01 and abs(placed.origin[1] - (800 - 629 * scale)) < 0.01
+    doc = pymupdf.open()
+    page = doc.new_page(width=300, height=800)
+    _add_layer(doc, page, glyphless.add_to(doc), text_layer([placed]))
+    path = str(tmp_path / "line.pdf")
+    doc.save(path)
+    assert pymupdf.open(path)[0].get_text("text").split() == [w for w, _ in words]
+    if PDFTOTEXT:
+        assert pdftotext(path, 1).split() == pdftotext(path, 1, "-raw").split() == [w for w, _ in words]
 
 
 def test_text_layer_keeps_any_script():
@@ -133,6 +163,29 @@ def test_text_layer_keeps_any_script():
             assert pdftotext(path, 1).split() == words
         finally:
             os.remove(path)
+
+
+def test_layer_on_a_page_whose_resources_are_inherited_from_the_page_tree():
+    """A scanner's PDF may keep the image in the page tree's /Resources: the page keeps its scan
+    and gets the font beside it."""
+    import pymupdf
+
+    from folioscan.export import glyphless
+    from folioscan.export.pdf import Line, _add_layer, text_layer
+
+    doc = pymupdf.open(stream=scanned_pdf([text_page_image(PARAGRAPHS[0])]))
+    page = doc[0]
+    kind, resources = doc.xref_get_key(page.xref, "Resources")
+    parent = int(doc.xref_get_key(page.xref, "Parent")[1].split()[0])
+    doc.xref_set_key(parent, "Resources", resources)
+    doc.xref_set_key(page.xref, "Resources", "null")
+    page = pymupdf.open(stream=doc.tobytes())[0]
+    doc = page.parent
+    assert doc.xref_get_key(page.xref, "Resources")[0] == "null" and len(page.get_images()) == 1
+    _add_layer(doc, page, glyphless.add_to(doc), text_layer([Line((50.0, 500.0), (1.0, 0.0), (0.0, 1.0), 12.0,
+                                                                  [(0.0, 0.0, 40.0, "inherited"), (50.0, 0.0, 30.0, "page")])]))
+    page = pymupdf.open(stream=doc.tobytes(garbage=3, deflate=True))[0]
+    assert len(page.get_images()) == 1 and page.get_text("text").split() == ["inherited", "page"]
 
 
 @pytest.mark.skipif(shutil.which("gs") is None, reason="Ghostscript (gs) is not installed; apt-get install ghostscript (.ci/run does)")

@@ -23,10 +23,10 @@ lines come back in pieces (measured on tests' synthetic pages: a page 1.5 degree
 of the page's axes is written along the axis, its baseline through the middle of its ink, and each
 word may sit up to FOLLOW (0.2) x the font size above or below it to follow the tilt, inside what
 poppler still reads as one line; on an upright page that is no offset at all. Beyond SNAP_DEGREES
-(text set at an angle) the line keeps its tilt. The baseline is the line's own where the records
-carry one (`baseline`, on the cleaned page; no engine's is stored yet), else it is taken from the
-words' bottoms (most words end on it, those with descenders lower); the font size puts the font's
-ascent at the top of the line box.
+(text set at an angle) the line keeps its tilt. The records carry no baseline (Tesseract finds
+one, but it is not stored), so it is taken from the words' bottoms on the cleaned page (most words
+end on it, those with descenders lower); the font size puts the font's ascent at the top of the
+line box.
 
 The font is a glyphless Type0 font (folioscan/export/glyphless.py): every character one invisible
 glyph half an em wide, its code the character's UTF-16 unit and mapped back to it by ToUnicode, so
@@ -66,6 +66,10 @@ SNAP_DEGREES = 10.0
 # how far (x font size) a word of a skewed line may sit off the line's baseline to follow its ink:
 # poppler puts words within half the font size of a line's first word's baseline on that line
 FOLLOW = 0.2
+# the least gap (x font size) between two words: a tighter one (a thin space before "?", words the
+# engine's boxes bring close) is read as no space (pdftotext -raw wants more than 0.15, measured);
+# the left word is narrowed, by at most half its width
+MIN_GAP = 0.25
 
 
 def write_book(book: Book, ctx: ExportContext) -> Iterator[tuple[str, bytes]]:
@@ -145,14 +149,21 @@ def _page_lines(row: dict, to_user) -> Iterator[Line]:
             yield placed
 
 
-def baseline(boxes: list, top: float, bottom: float) -> float:
-    """Where a line's letters stand, on the cleaned page (y down): most words end on the baseline,
-    words with descenders below it; marks much shorter than the line (dashes, commas, quotes) are
-    left out. The lower third of the word bottoms, kept in the lower half of the line box."""
-    height = bottom - top
-    ends = sorted(float(b[3]) for b in boxes if b[3] - b[1] >= 0.4 * height) or [bottom]
-    base = ends[int((len(ends) - 1) / 3)]
-    return min(max(base, top + 0.5 * height), bottom)
+def text_band(boxes: list, top: float, bottom: float) -> tuple[float, float]:
+    """The line's text band on the cleaned page (y down): (top of its tallest letters, baseline).
+    Only words of about the line's usual height count: not a drop capital or a tall bracket, which
+    stretch the line box, nor dashes, commas and quotes. The baseline is the lower third of their
+    bottoms (most words end on it, those with descenders lower); the top, the highest of their
+    tops. A line without such words falls back on its box."""
+    heights = sorted(float(b[3] - b[1]) for b in boxes)
+    usual = heights[len(heights) // 2] if heights else 0.0
+    words = [b for b in boxes if 0.5 * usual <= b[3] - b[1] <= 1.6 * usual] if usual > 0 else []
+    if not words:
+        return top, bottom
+    ends = sorted(float(b[3]) for b in words)
+    base = ends[(len(ends) - 1) // 3]
+    high = min(float(b[1]) for b in words)
+    return (high, base) if base - high > 0.2 * (bottom - top) else (top, bottom)
 
 
 def place_line(line: dict, to_user) -> Optional[Line]:
@@ -171,7 +182,7 @@ def place_line(line: dict, to_user) -> Optional[Line]:
     x0, y0, x1, y1 = (float(v) for v in box)
     if y1 - y0 <= 0:
         return None
-    base = float(line["baseline"]) if line.get("baseline") is not None else baseline([b for _, b in words], y0, y1)
+    y0, base = text_band([b for _, b in words], y0, y1)
     ends = [(float(b[0]), base) for _, b in words] + [(float(b[2]), base) for _, b in words]
     pts = to_user(np.array(ends + [(x0, base), (x1, base), (x0, y0)], dtype=np.float64))
     start, end, top = pts[-3], pts[-2], pts[-1]
@@ -203,9 +214,14 @@ def place_line(line: dict, to_user) -> Optional[Line]:
         a, b = float(np.dot(left - origin, u)), float(np.dot(right - origin, u))
         rise = min(max(float(np.dot((left + right) / 2 - origin, up)), -reach), reach)
         if b > a:
-            placed.append((a, rise, b - a, text))
+            placed.append([a, rise, b - a, text])
     if not placed:
         return None
+    for word, after in zip(placed, placed[1:]):  # a gap a reader sees as a space between the two words
+        short = MIN_GAP * size - (after[0] - word[0] - word[2])
+        if short > 0:
+            word[2] = max(word[2] - short, 0.5 * word[2])
+    placed = [tuple(w) for w in placed]
     return Line((float(origin[0]), float(origin[1])), (float(u[0]), float(u[1])), (float(up[0]), float(up[1])), size, placed)
 
 
