@@ -9,8 +9,8 @@ OCRmyPDF put under their text layers, written here from the PDF and TrueType spe
 - its CIDFontType2 maps every code to glyph 1 (CIDToGIDMap) and gives every code the same width
   (DW 500, half an em), so a word's natural width is 0.5 x size x its length and `Tz` stretches it
   to its box; glyph 0 (.notdef) is never shown, as PDF/A wants;
-- the ToUnicode CMap maps each code back to itself, so any script the OCR read comes back out of
-  the PDF as it was recorded (a real font would lose what it has no glyph for);
+- the ToUnicode CMap maps each code shown back to itself, so any script the OCR read comes back
+  out of the PDF as it was recorded (a real font would lose what it has no glyph for);
 - the embedded TrueType program (built below, about 500 bytes) has the two glyphs, an ascent of
   0.8 em and a descent of 0.2 em, the same as the font descriptor says.
 """
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import struct
 from functools import lru_cache
+from typing import Iterable
 
 NAME = "FolioGlyphless"
 UNITS = 1000
@@ -87,22 +88,32 @@ def truetype() -> bytes:
     return bytes(font)
 
 
-def to_unicode_cmap() -> bytes:
-    """Each 2-byte code to the same UTF-16 unit, the surrogate block left out."""
-    ranges = [f"<{hi:02X}00> <{hi:02X}FF> <{hi:02X}00>" for hi in range(256) if not 0xD8 <= hi <= 0xDF]
+def to_unicode_cmap(text: Iterable[str] = ()) -> bytes:
+    """Each code of `text` back to its character, one `bfchar` entry a code. Not ranges: the one
+    `bfrange` of the whole BMP (<2000> <20FF> <2000>, ...) is what the specification allows, but
+    Ghostscript 10.0 rewrites such a range wrongly (U+2019 came out of its PDF/A as "9")."""
+    codes = sorted({c for c in encode("".join(text)).decode("utf-16-be")} | {" "})
+    entries = [f"<{ord(c):04X}> <{ord(c):04X}>" for c in codes]
     out = ["/CIDInit /ProcSet findresource begin", "12 dict begin", "begincmap",
            "/CIDSystemInfo << /Registry (Adobe) /Ordering (UCS) /Supplement 0 >> def",
            f"/CMapName /{NAME}-UCS def", "/CMapType 2 def",
            "1 begincodespacerange", "<0000> <FFFF>", "endcodespacerange"]
-    for i in range(0, len(ranges), 100):  # at most 100 entries a block
-        chunk = ranges[i:i + 100]
-        out += [f"{len(chunk)} beginbfrange", *chunk, "endbfrange"]
+    for i in range(0, len(entries), 100):  # at most 100 entries a block
+        chunk = entries[i:i + 100]
+        out += [f"{len(chunk)} beginbfchar", *chunk, "endbfchar"]
     out += ["endcmap", "CMapName currentdict /CMap defineresource pop", "end", "end"]
     return "\n".join(out).encode("ascii")
 
 
+def map_unicode(doc, font: int, text: Iterable[str]) -> None:
+    """Give the font (add_to's xref) the ToUnicode CMap of every character shown with it."""
+    kind, ref = doc.xref_get_key(font, "ToUnicode")
+    doc.update_stream(int(ref.split()[0]), to_unicode_cmap(text), compress=True)
+
+
 def add_to(doc) -> int:
-    """Write the font's objects into a PyMuPDF document; returns the xref of its Type0 font dict."""
+    """Write the font's objects into a PyMuPDF document; returns the xref of its Type0 font dict.
+    Its ToUnicode maps only the space until `map_unicode` is given the text."""
 
     def stream(data: bytes, extra: str = "") -> int:
         xref = doc.get_new_xref()

@@ -87,7 +87,7 @@ def book_pdf(book: Book, ctx: ExportContext) -> bytes:
         placements: dict[int, tuple] = {}
     else:
         doc, placements = _images_pdf(book, ctx)
-    font = None
+    font, shown = None, set()
     layered = own_text = 0
     for index, rows in groupby(book.pages, key=lambda p: p["page_index"]):
         rows = [r for r in rows if r["status"] == "ok"]
@@ -107,7 +107,10 @@ def book_pdf(book: Book, ctx: ExportContext) -> bytes:
         if font is None:
             font = glyphless.add_to(doc)
         _add_layer(doc, page, font, text_layer(lines))
+        shown.update(c for line in lines for *_, text in line.words for c in text)
         layered += 1
+    if font is not None:
+        glyphless.map_unicode(doc, font, shown)
     doc.set_metadata({**(doc.metadata or {}), "producer": f"folioscan {ctx.version}",
                       "subject": f"folioscan text layer on {layered} pages; {own_text} pages kept their own text"})
     return doc.tobytes(garbage=3, deflate=True)
