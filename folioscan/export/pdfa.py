@@ -2,12 +2,13 @@
 
 `folioscan export OUT DEST --format pdfa` (or `run --also pdfa`) writes DEST/pdfa/<book>.pdf: the
 book's searchable PDF (folioscan/export/pdf.py) passed through `gs -dPDFA=2`, which rewrites the
-whole file: an sRGB output intent, XMP metadata declaring PDF/A-2b, every font embedded, no
-encryption or transparency groups it cannot keep. Images are kept lossless (JPEG and JPEG 2000
-passed through, others Flate, nothing downsampled); colours stay in their device spaces (gray scans
-stay gray). Nothing here validates the result (no veraPDF or other PDF/A validator runs here):
-it is what Ghostscript writes, and Ghostscript says when it cannot make a file conform (then the
-book fails with its message). README, Export formats, says the same.
+whole file: an sRGB output intent, XMP metadata declaring PDF/A-2b, every font embedded, and what
+PDF/A forbids (encryption, JavaScript, ...) left out. Images keep their pixels (JPEG and JPEG 2000
+passed through, others re-compressed losslessly: Flate, bilevel scans CCITT G4; nothing
+downsampled); colours stay in their device spaces (gray scans stay gray). Nothing here validates
+the result (no veraPDF or other PDF/A validator runs here): it is what Ghostscript writes, and
+Ghostscript stops when it cannot make a file conform (PDFACompatibilityPolicy=2; the book then
+fails with its message). README, Archive exports, says the same.
 
 Without `gs` on PATH the format is refused before any work (format_function calls `preflight`).
 """
