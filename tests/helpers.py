@@ -130,3 +130,53 @@ class EngineBuiltTwice(Stages):
     def ocr_stage(self):
         super().ocr_stage()
         return super().ocr_stage()
+
+
+# --- reading a PDF back the way poppler's pdftotext does (the searchable PDF's tests and bench) -----
+
+def pdftotext(path: str, page: int, *args: str) -> str:
+    """Text of one page (1-based) by `pdftotext`, in its default reading-order mode unless `args`
+    say otherwise (`-raw`: content-stream order)."""
+    import subprocess
+
+    return subprocess.run(["pdftotext", *args, "-enc", "UTF-8", "-f", str(page), "-l", str(page), path, "-"],
+                          capture_output=True, text=True, check=True).stdout
+
+
+def pdftotext_words(path: str, page: int) -> list[tuple[float, float, float, float, str]]:
+    """`pdftotext -bbox` words of one page (1-based): (x0, y0, x1, y1, text) in points of the page as
+    displayed (its rotation applied), y down."""
+    import html
+    import re
+
+    out = pdftotext(path, page, "-bbox")
+    return [(float(a), float(b), float(c), float(d), html.unescape(t)) for a, b, c, d, t in
+            re.findall(r'<word xMin="([-\d.]+)" yMin="([-\d.]+)" xMax="([-\d.]+)" yMax="([-\d.]+)">(.*?)</word>', out)]
+
+
+def words_on_ink(extracted, row: dict, to_shown) -> tuple[int, int, int]:
+    """How many of the page's OCR words have an extracted word of the same text over their ink:
+    (words, covered, iou). `covered`: the extracted box covers at least half of the OCR word's box;
+    `iou`: the two boxes' intersection over union is at least 0.5. `to_shown` maps a box in the
+    loaded image's pixels (box_source) to the page as displayed, in points."""
+    by_text: dict[str, list] = {}
+    for e in extracted:
+        by_text.setdefault(e[4], []).append(e)
+    n = covered = iou = 0
+    for line in row.get("lines") or []:
+        for w in line.get("words") or []:
+            if not w.get("box_source") or not w["text"].strip():
+                continue
+            n += 1
+            x0, y0, x1, y1 = to_shown(w["box_source"])
+            area = max((x1 - x0) * (y1 - y0), 1e-9)
+            best_cover = best_iou = 0.0
+            for e in by_text.get(w["text"].strip(), ()):
+                ix = max(0.0, min(x1, e[2]) - max(x0, e[0]))
+                iy = max(0.0, min(y1, e[3]) - max(y0, e[1]))
+                inter = ix * iy
+                best_cover = max(best_cover, inter / area)
+                best_iou = max(best_iou, inter / (area + (e[2] - e[0]) * (e[3] - e[1]) - inter))
+            covered += best_cover >= 0.5
+            iou += best_iou >= 0.5
+    return n, covered, iou

@@ -18,6 +18,7 @@ FORMATS: dict[str, str] = {
     "alto": "folioscan.export.alto:write_book",  # ALTO 4.4 XML, one file per page
     "hocr": "folioscan.export.hocr:write_book",  # hOCR 1.2 HTML, one file per book
     "pdf": "folioscan.export.pdf:write_book",  # searchable PDF per book: the scans + an invisible text layer
+    "pdfa": "folioscan.export.pdfa:write_book",  # the same as PDF/A-2b, written by Ghostscript (`gs` needed)
 }
 PART_FORMATS: dict[str, str] = {
     "jsonl": "folioscan.export.jsonl:export",  # Dolma-style gzipped JSON lines, one book a line, for corpora
@@ -26,11 +27,15 @@ ALL_FORMATS = (*FORMATS, *PART_FORMATS)
 
 
 def format_function(name: str):
+    """The format's function; ValueError for an unknown name or a format that cannot run here (its
+    `preflight`, e.g. pdfa without Ghostscript), before any work."""
     table = FORMATS if name in FORMATS else PART_FORMATS
     if name not in table:
         raise ValueError(f"unknown export format {name!r}; known: {', '.join(ALL_FORMATS)}")
     module, _, fn = table[name].partition(":")
-    return getattr(importlib.import_module(module), fn)
+    function = getattr(importlib.import_module(module), fn)
+    getattr(function, "preflight", lambda: None)()
+    return function
 
 
 def export_dataset(output: str, dest: str, formats: Iterable[str], endpoint_url: Optional[str] = None,

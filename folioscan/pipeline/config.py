@@ -71,6 +71,10 @@ class JobConfig(BaseModel):
         unknown = [f for f in formats if f not in FORMATS]
         if unknown:
             raise ValueError(f"unknown export format(s) {unknown}; known: {', '.join(FORMATS)}")
+        from folioscan.export import format_function
+
+        for f in formats:
+            format_function(f)  # one that cannot run here (pdfa without Ghostscript) is refused before any work
         return formats
 
     @property
