@@ -228,6 +228,9 @@ def param_split(model) -> dict:
             elif ".mlp.shared_experts." in name:
                 out["lm_shared_experts"] += n
     out["lm_body"] = out["language_model"] - out["lm_embed_tokens"] - out["lm_head"]  # layers + final norm
+    head, embed = model.get_output_embeddings().weight, model.get_input_embeddings().weight
+    out["lm_head_tied_to_embed_tokens"] = head.data_ptr() == embed.data_ptr()  # then counted once, in lm_embed_tokens
+    out["lm_head_read_per_step"] = head.numel()  # every decode step reads the whole head, tied or not
     return out
 
 
@@ -241,20 +244,17 @@ def lm_shape(model) -> dict:
             "experts_per_token": getattr(cfg, "num_experts_per_tok", 0) or 0}
 
 
-def vision_flops(kind: str, full: bool, pixel_shape: tuple) -> dict:
+def vision_flops(meta_model, kind: str, pixel_shape: tuple) -> dict:
     """FLOPs of the vision tower + projector for one view, counted by FlopCounterMode on a
     meta-device copy of the model (nothing is computed)."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from folioscan.workers.engines.vlm.random_init import build_random_model
-
-    model, _ = build_random_model(kind, full=full, device="meta", dtype=torch.float32)
     kwargs = {"pixel_values": torch.empty(1, *pixel_shape[1:], device="meta")}
     if kind == "deepseek-ocr-2":
         kwargs["num_local_patches"] = [0]
     with torch.inference_mode(), FlopCounterMode(display=False) as counter:
-        model.model.get_image_features(**kwargs, return_dict=True)
+        meta_model.model.get_image_features(**kwargs, return_dict=True)
     return {"per_view": int(counter.get_total_flops()), "view_shape": list(pixel_shape[1:]),
             "by_op": {str(k): int(v) for k, v in counter.get_flop_counts()["Global"].items()},
             "counted_by": "torch.utils.flop_counter.FlopCounterMode, meta device"}
@@ -337,7 +337,7 @@ def worker(args) -> None:
 
     size, kind = args.model.split(":", 1)
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[args.dtype]
-    limit = int(args.limit_gb * 2 ** 30)
+    limit = int(args.limit_gb * 1e9)
     sampler = Sampler(limit)
     sampler.context = {"model": args.model}
     sampler.start()
@@ -349,7 +349,14 @@ def worker(args) -> None:
     images = [images[i % len(images)] for i in range(need)]  # fewer files than pages: reused
     budget = spec(kind).budget(args.budget)
 
-    # A: the model
+    # A: the model (a meta-device copy first: its size, checked against the free memory, and its FLOPs)
+    meta_model, _ = build_random_model(kind, full=size == "full", device="meta", dtype=dtype)
+    need_bytes = sum(p.numel() for p in meta_model.parameters()) * (torch.finfo(dtype).bits // 8)
+    if rss() + need_bytes > limit or need_bytes > mem_available() - 2e9:
+        emit({"event": "model_skipped", "model": args.model, "dtype": args.dtype, "weight_bytes": need_bytes,
+              "mem_available_bytes": mem_available(), "limit_bytes": limit,
+              "why": "the weights alone would pass --limit-gb or the machine's free memory less 2 GB"})
+        return
     t0 = time.perf_counter()
     model, processor = build_random_model(kind, full=size == "full", dtype=dtype)
     build_s = time.perf_counter() - t0
@@ -369,7 +376,8 @@ def worker(args) -> None:
     first = backend_for(float(args.micro_batch))
     prepared_all = first.prepare(images, budget)
     pixel_shape = tuple(prepared_all.inputs["pixel_values"].shape)
-    flops = vision_flops(kind, size == "full", pixel_shape)
+    flops = vision_flops(meta_model, kind, pixel_shape)
+    del meta_model
     trim()
     info = {"event": "model", "model": args.model, "kind": kind, "dtype": args.dtype, "budget": args.budget,
             "build_s": round(build_s, 2), "params": split, "weight_bytes": sum(p.numel() * p.element_size() for p in model.parameters()),
@@ -444,13 +452,13 @@ def worker(args) -> None:
             prev = [m for (md, k), m in measured.items() if md == "with"]
             dec = max(m["decoder_phase"] / m["pages"] for m in prev) * n
             predicted = int(max(enc, dec))
-            room = min(limit - base_abs, mem_available() - 2 * 2 ** 30)
+            room = min(limit - base_abs, mem_available() - 2e9)
             if predicted > room:
                 emit({"event": "memory_point", "model": args.model, "mode": mode, "pages": n, "vision_batch": vb,
                       "skipped": True, "predicted_peak_bytes": predicted, "room_bytes": room,
-                      "why": f"predicted peak {predicted / 2**30:.1f} GiB above the {base_abs / 2**30:.1f} GiB baseline "
-                             f"passes the room left ({room / 2**30:.1f} GiB: --limit-gb {args.limit_gb} for the "
-                             f"process, or the machine's free memory less 2 GiB)"})
+                      "why": f"predicted peak {predicted / 1e9:.1f} GB above the {base_abs / 1e9:.1f} GB baseline "
+                             f"passes the room left ({room / 1e9:.1f} GB: --limit-gb {args.limit_gb} for the "
+                             f"process, or the machine's free memory less 2 GB)"})
                 continue
         sampler.context = {"model": args.model, "mode": mode, "pages": n, "vision_batch": vb}
         inst = Instrument(backend, meter, read_cache=False)
@@ -523,14 +531,15 @@ def roofline(model: dict, rehearsal: Optional[dict], out_tokens: int, batches: l
     kv_token = kv_run * GPU_DTYPE_BYTES / (4 if model["dtype"] == "fp32" else 2)
     e, k = lm["routed_experts"], lm["experts_per_token"]
     routed = p["lm_routed_experts"]
+    head = p.get("lm_head_read_per_step") or p["lm_head"] or p["lm_embed_tokens"]  # 0: tied to the embedding
     body_active = p["lm_body"] - routed + (routed * k / e if e else 0)
-    read_all = (p["lm_body"] + p["lm_head"]) * GPU_DTYPE_BYTES  # the input embedding table is only looked up
-    read_active = (body_active + p["lm_head"]) * GPU_DTYPE_BYTES
+    read_all = (p["lm_body"] + head) * GPU_DTYPE_BYTES  # the input embedding table is only looked up
+    read_active = (body_active + head) * GPU_DTYPE_BYTES
     weights = p["total"] * GPU_DTYPE_BYTES
     ctx_avg = prompt + out_tokens / 2
     attn = lambda ctx: 4 * lm["layers"] * lm["heads"] * lm["head_dim"] * ctx  # noqa: E731  (QK^T and AV, per token)
-    decode_flops_token = 2 * (body_active + p["lm_head"]) + attn(ctx_avg)
-    prefill_flops = 2 * body_active * prompt + 2 * p["lm_head"] + 2 * lm["layers"] * lm["heads"] * lm["head_dim"] * prompt ** 2
+    decode_flops_token = 2 * (body_active + head) + attn(ctx_avg)
+    prefill_flops = 2 * body_active * prompt + 2 * head + 2 * lm["layers"] * lm["heads"] * lm["head_dim"] * prompt ** 2
     vision = model["vision_flops"]["per_view"] * (model.get("views_per_page") or 1)
     out = {"ESTIMATE": True, "assumptions": {
         "output_tokens_per_page": out_tokens, "prompt_tokens_per_page": prompt, "dtype": "bf16 (2 B per weight and KV value)",
@@ -571,6 +580,38 @@ def roofline(model: dict, rehearsal: Optional[dict], out_tokens: int, batches: l
     return out
 
 
+def summarize(records: dict[str, list[dict]], args, exits: list[dict], wall_s: Optional[float]) -> dict:
+    summary = {"benchmark": "vlm_rehearsal", "command": " ".join(["python", "bench/vlm_rehearsal.py", *args.argv]),
+               "device": f"cpu ({os.cpu_count()} cores, {platform.machine()}), shared machine",
+               "dtype": sorted({r["dtype"] for recs in records.values() for r in recs if r.get("event") == "model"}),
+               "budget": args.budget, "random_weights": "costs of the compute graph only, never accuracy",
+               "wall_s": wall_s, "workers": exits, "models": {}}
+    batches = [int(b) for b in args.roofline_batches.split(",")]
+    for m, recs in records.items():
+        model = next((r for r in recs if r["event"] == "model"), None)
+        reh = next((r for r in recs if r["event"] == "rehearsal"), None)
+        pts = [r for r in recs if r["event"] == "memory_point"]
+        done = [r for r in pts if not r.get("skipped")]
+        over = [r for r in recs if r["event"] == "over_limit"]
+        series = {}
+        for mode in ("with", "without"):
+            rows = [r for r in done if r["mode"] == mode or (mode == "without" and r.get("same_as") == "with:1")]
+            rows.sort(key=lambda r: r["pages"])
+            series[mode] = {
+                "pages": [r["pages"] for r in rows], "peak_bytes": [r["peak_bytes"] for r in rows],
+                "encoder_phase": [r["encoder_phase"] for r in rows], "decoder_phase": [r["decoder_phase"] for r in rows],
+                "slope_bytes_per_page": slope([(r["pages"], r["peak_bytes"]) for r in rows]),
+                "encoder_phase_slope": slope([(r["pages"], r["encoder_phase"]) for r in rows]),
+                "decoder_phase_slope": slope([(r["pages"], r["decoder_phase"]) for r in rows])}
+        entry = {"model": model, "memory": {"series": series, "skipped": [r for r in pts if r.get("skipped")],
+                                            "over_limit": over, "memory_method": (model or {}).get("memory_method")},
+                 "rehearsal": reh}
+        if model:
+            entry["roofline_ESTIMATE"] = roofline(model, reh, args.output_tokens, batches)
+        summary["models"][m] = entry
+    return summary
+
+
 def run_worker(args, model: str, extra: list[str]) -> tuple[list[dict], dict]:
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", "--model", model, "--images", args.images,
            "--pages", args.pages, "--micro-batch", str(args.micro_batch), "--cap", str(args.cap),
@@ -606,18 +647,35 @@ def main(argv=None) -> None:
     ap.add_argument("--no-rehearsal", dest="rehearsal", action="store_false")
     ap.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"])
     ap.add_argument("--budget", default="base")
-    ap.add_argument("--limit-gb", type=float, default=16.0, help="the worker's RSS may not pass this (GiB)")
+    ap.add_argument("--limit-gb", type=float, default=16.0, help="the worker's RSS may not pass this (GB, 1e9 bytes)")
     ap.add_argument("--points", help="memory points to run only, e.g. with:1,without:4 (default: all)")
     ap.add_argument("--isolate", action="store_true", help="each memory point in a fresh worker (rebuilds the model)")
     ap.add_argument("--output-tokens", type=int, default=600, help="per page, for the roofline estimate")
     ap.add_argument("--roofline-batches", default="32,128,256")
     ap.add_argument("--dtype-probe", action="store_true", help="time two SAM operations in fp32 and bf16 first")
+    ap.add_argument("--summarize", nargs="+", metavar="JSONL", help="no run: the summary of earlier runs' lines")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    args.argv = list(argv if argv is not None else sys.argv[1:])
     if args.worker:
         args.model = args.model[0]
         return worker(args)
 
+    if args.summarize:
+        records: dict[str, list[dict]] = {}
+        exits = []
+        for path in args.summarize:
+            for line in open(path):
+                try:
+                    rec = json.loads(line)
+                except ValueError:
+                    continue  # the indented summary
+                if isinstance(rec, dict) and rec.get("event") == "worker_exit":
+                    exits.append(rec)
+                elif isinstance(rec, dict) and "model" in rec and "event" in rec:
+                    records.setdefault(rec["model"], []).append(rec)
+        print(json.dumps(summarize(records, args, exits, None), indent=1), flush=True)
+        return
     models = args.model or ["full:got-ocr2", "full:deepseek-ocr-2"]
     started = time.time()
     if args.dtype_probe:
@@ -640,33 +698,7 @@ def main(argv=None) -> None:
             exits.append(end)
         records[m] = recs
 
-    summary = {"benchmark": "vlm_rehearsal", "command": " ".join(["python", "bench/vlm_rehearsal.py", *(argv or sys.argv[1:])]),
-               "device": f"cpu ({os.cpu_count()} cores, {platform.machine()}), shared machine", "dtype": args.dtype,
-               "budget": args.budget, "random_weights": "costs of the compute graph only, never accuracy",
-               "wall_s": round(time.time() - started, 1), "workers": exits, "models": {}}
-    batches = [int(b) for b in args.roofline_batches.split(",")]
-    for m, recs in records.items():
-        model = next((r for r in recs if r["event"] == "model"), None)
-        reh = next((r for r in recs if r["event"] == "rehearsal"), None)
-        pts = [r for r in recs if r["event"] == "memory_point"]
-        done = [r for r in pts if not r.get("skipped")]
-        over = [r for r in recs if r["event"] == "over_limit"]
-        series = {}
-        for mode in ("with", "without"):
-            rows = [r for r in done if r["mode"] == mode or (mode == "without" and r.get("same_as") == "with:1")]
-            rows.sort(key=lambda r: r["pages"])
-            series[mode] = {
-                "pages": [r["pages"] for r in rows], "peak_bytes": [r["peak_bytes"] for r in rows],
-                "encoder_phase": [r["encoder_phase"] for r in rows], "decoder_phase": [r["decoder_phase"] for r in rows],
-                "slope_bytes_per_page": slope([(r["pages"], r["peak_bytes"]) for r in rows]),
-                "encoder_phase_slope": slope([(r["pages"], r["encoder_phase"]) for r in rows]),
-                "decoder_phase_slope": slope([(r["pages"], r["decoder_phase"]) for r in rows])}
-        entry = {"model": model, "memory": {"series": series, "skipped": [r for r in pts if r.get("skipped")],
-                                            "over_limit": over, "memory_method": (model or {}).get("memory_method")},
-                 "rehearsal": reh}
-        if model:
-            entry["roofline_ESTIMATE"] = roofline(model, reh, args.output_tokens, batches)
-        summary["models"][m] = entry
+    summary = summarize(records, args, exits, round(time.time() - started, 1))
     print(json.dumps(summary, indent=1), flush=True)
 
 
