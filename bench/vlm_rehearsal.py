@@ -629,7 +629,7 @@ def run_worker(args, model: str, extra: list[str]) -> tuple[list[dict], dict]:
     _, status, usage = os.wait4(proc.pid, 0)
     code = os.waitstatus_to_exitcode(status)
     end = {"event": "worker_exit", "model": model, "exit_code": code, "ru_maxrss_bytes": usage.ru_maxrss * 1024,
-           "args": extra}
+           "ru_maxrss_note": "since the worker's last VmHWM reset (writing 5 to clear_refs resets it too)", "args": extra}
     emit(end)
     return lines, end
 
