@@ -395,7 +395,7 @@ def worker(args) -> None:
         return first.prepare(images[:n], budget)
 
     # C: the rehearsal, end to end
-    if args.rehearsal:
+    if args.rehearsal and not args.encoder_only:
         n = args.rehearsal_pages
         backend = first
         prepared = subset(n)
@@ -433,6 +433,11 @@ def worker(args) -> None:
                            "config_formula": f"layers {shape['layers']} x 2 x kv_heads {shape['kv_heads']} x head_dim {shape['head_dim']} x {elt} B"},
               "peak_bytes": {"call": whole, "encoder_phase": inst.encoder_peak, "decoder_phase": meter.peak()},
               "baseline_rss_bytes": meter.base})
+
+    if args.encoder_only:
+        encoder_only(args, model, first, subset, meter, sampler, pages, limit)
+        emit({"event": "worker_done", "model": args.model, "ru_maxrss_bytes": _ru_maxrss()})
+        return
 
     # B: peak memory of one generate call against pages, with and without micro-batching
     plan = [("with", n, float(args.micro_batch)) for n in pages]
@@ -483,6 +488,39 @@ def worker(args) -> None:
         emit(rec)
     sampler.context = {"model": args.model}
     emit({"event": "worker_done", "model": args.model, "ru_maxrss_bytes": _ru_maxrss()})
+
+
+def encoder_only(args, model, backend, subset, meter, sampler, pages, limit) -> None:
+    """The encoder phase alone where the whole model does not leave room for it: the language
+    model and its head are dropped (after the backend was built), and `backend.vision_features`
+    runs with `limit` = views, i.e. all of a call's views in one encoder call (no micro-batching)."""
+    import torch
+
+    model.model.language_model = torch.nn.Module()  # its weights freed; vision tower and projector stay
+    model.lm_head = torch.nn.Module()
+    trim()
+    emit({"event": "encoder_only", "model": args.model, "rss_without_language_model_bytes": rss(),
+          "weights_left_bytes": sum(p.numel() * p.element_size() for p in model.parameters())})
+    per_view = None
+    for n in pages:
+        prepared = subset(n)
+        trim()
+        base_abs = rss()
+        if per_view is not None and per_view * n * 1.03 + 50e6 > min(limit - base_abs, mem_available() - 2e9):
+            emit({"event": "encoder_point", "model": args.model, "views": n, "skipped": True,
+                  "predicted_peak_bytes": int(per_view * n), "room_bytes": int(min(limit - base_abs, mem_available() - 2e9))})
+            continue
+        sampler.context = {"model": args.model, "encoder_only_views": n}
+        meter.start()
+        t0 = time.perf_counter()
+        backend.vision_features(prepared, limit=float(n))
+        seconds = time.perf_counter() - t0
+        peak = meter.peak()
+        per_view = max(per_view or 0, peak / n)
+        emit({"event": "encoder_point", "model": args.model, "dtype": args.dtype, "views": n, "views_per_encoder_call": n,
+              "peak_bytes": peak, "sampled_peak_bytes": meter.sampled(), "baseline_rss_bytes": meter.base,
+              "vision_encode_s": round(seconds, 2)})
+        del prepared
 
 
 def _ru_maxrss() -> int:
@@ -605,6 +643,11 @@ def summarize(records: dict[str, list[dict]], args, exits: list[dict], wall_s: O
                 "slope_bytes_per_page": slope([(r["pages"], r["peak_bytes"]) for r in rows]),
                 "encoder_phase_slope": slope([(r["pages"], r["encoder_phase"]) for r in rows]),
                 "decoder_phase_slope": slope([(r["pages"], r["decoder_phase"]) for r in rows])}
+        enc = sorted((r for r in recs if r["event"] == "encoder_point" and not r.get("skipped")), key=lambda r: r["views"])
+        if enc:  # --encoder-only: the encoder phase without micro-batching, language model dropped
+            series["without_encoder_only"] = {"pages": [r["views"] for r in enc], "encoder_phase": [r["peak_bytes"] for r in enc],
+                                              "encoder_phase_slope": slope([(r["views"], r["peak_bytes"]) for r in enc]),
+                                              "skipped": [r for r in recs if r["event"] == "encoder_point" and r.get("skipped")]}
         entry = {"model": model, "memory": {"series": series, "skipped": [r for r in pts if r.get("skipped")],
                                             "over_limit": over, "memory_method": (model or {}).get("memory_method")},
                  "rehearsal": reh}
@@ -618,7 +661,8 @@ def run_worker(args, model: str, extra: list[str]) -> tuple[list[dict], dict]:
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", "--model", model, "--images", args.images,
            "--pages", args.pages, "--micro-batch", str(args.micro_batch), "--cap", str(args.cap),
            "--rehearsal-pages", str(args.rehearsal_pages), "--rehearsal-cap", str(args.rehearsal_cap),
-           "--dtype", args.dtype, "--budget", args.budget, "--limit-gb", str(args.limit_gb), *extra]
+           "--dtype", args.dtype, "--budget", args.budget, "--limit-gb", str(args.limit_gb),
+           *(["--encoder-only"] if args.encoder_only else []), *extra]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
     lines = []
     for line in proc.stdout:
@@ -651,6 +695,8 @@ def main(argv=None) -> None:
     ap.add_argument("--budget", default="base")
     ap.add_argument("--limit-gb", type=float, default=16.0, help="the worker's RSS may not pass this (GB, 1e9 bytes)")
     ap.add_argument("--points", help="memory points to run only, e.g. with:1,without:4 (default: all)")
+    ap.add_argument("--encoder-only", action="store_true", help="no generate: the language model dropped, the encoder "
+                    "phase without micro-batching at each of --pages views (where the whole model leaves no room for it)")
     ap.add_argument("--isolate", action="store_true", help="each memory point in a fresh worker (rebuilds the model)")
     ap.add_argument("--output-tokens", type=int, default=600, help="per page, for the roofline estimate")
     ap.add_argument("--roofline-batches", default="32,128,256")
