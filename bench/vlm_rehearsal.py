@@ -4,6 +4,13 @@ measurement as it finishes (flushed), then a summary object.
 
     python bench/vlm_rehearsal.py --model full:got-ocr2 --model full:deepseek-ocr-2 \
         --images ../shared/eval/old_books/pages --pages 1,2,4,8 > /tmp/rehearsal.jsonl
+    python bench/vlm_rehearsal.py --model full:deepseek-ocr-2 --encoder-only --limit-gb 16.3  # see below
+    python bench/vlm_rehearsal.py --summarize /tmp/rehearsal.jsonl [more.jsonl ...]            # summary again
+
+In fp32 DeepSeek-OCR-2's weights alone are 13.56 GB: under the default 16 GB guard its memory
+table stops where one view's encoder (1.8 GB) no longer fits beside them, and no page count
+without micro-batching fits at all; `--encoder-only` measures that column with the language
+model dropped. bf16 is far slower than fp32 on a CPU without BF16 instructions (`--dtype-probe`).
 
 Per model, in one worker process (the parent relays its lines and writes the summary):
 
