@@ -114,6 +114,7 @@ def test_out_of_memory_halves_the_batch_reads_each_page_once_and_remembers_the_s
     stage = OcrStage(VlmOptions(kind="deepseek-ocr-2", model=path, device="cpu", budget="base", max_new_tokens=4,
                                 max_attempts=1, batch_size=8, no_repeat_ngram=0), flip_retry_below=None)
     probe = stage.engine.backend = OomAbove(stage.engine.backend, fits=2)
+    counters.reset_lows()  # as an executor does when a run starts: lows describe one run
     before = counters.snapshot()
     eight = (pages * 2)[:8]
     works = [PageWork("d", "u", i, 8, image=im) for i, im in enumerate(eight)]

@@ -3,8 +3,10 @@ inside the decoding loop (decoding.py), stops at the model's end tokens (models.
 
 Vision encoding is bounded by memory, not by the generate batch. transformers' generate() runs
 the vision tower over every image of the batch at once before prefill; SAM's global-attention
-layers hold a (views x heads x 4096 x 4096) bias and score matrix, about 400 MiB per 1024-px
-view in bf16, so a batch of 256 pages would need ~100 GB for the encoder alone. Here the views
+layers hold a (views x heads x 4096 x 4096) bias and score matrix (DeepSeek-OCR-2: ~400 MiB per
+1024-px view in bf16; GOT-OCR2 computes its softmax in fp32), so a batch of 256 pages would need
+~100 GB for the encoder alone. Measured on the CPU in fp32 at the published sizes: one view costs
+the encoder 1.80 GB (DeepSeek-OCR-2) and 2.63 GB (GOT-OCR2) at its peak (BENCHMARKS.md). Here the views
 are encoded in micro-batches of at most `vision_batch` 1024-px-equivalent views (a 768-px tile
 weighs 0.5625), their features are scattered into the prompt's embeddings at the image tokens,
 and generate() gets `inputs_embeds` (no pixels): one decoder batch over all pages, whose memory
@@ -40,9 +42,10 @@ log = logging.getLogger(__name__)
 _PROCESSOR_FIELDS = ("repetition_penalty", "no_repeat_ngram_size", "encoder_no_repeat_ngram_size", "bad_words_ids",
                      "min_length", "min_new_tokens", "sequence_bias", "suppress_tokens", "begin_suppress_tokens",
                      "forced_bos_token_id", "forced_eos_token_id", "temperature", "top_k", "top_p", "do_sample")
+_GREEDY = {("do_sample", False)}  # what the backend sets anyway: nothing is dropped, nothing to warn about
 
 VIEW_PX = 1024  # a view of this size weighs 1 in `vision_batch`; others by their area
-CPU_VISION_BATCH = 2  # views per encoder call on the CPU (a 1024-px view costs ~0.5 GB in fp32 there)
+CPU_VISION_BATCH = 2  # views per encoder call on the CPU (a published-size 1024-px view: 1.8-2.6 GB in fp32)
 VISION_MEMORY_SHARE = 0.25  # of the GPU memory free after loading, for the encoder's micro-batches
 MAX_VISION_BATCH = 64  # beyond this the encoder is long past saturating the GPU
 PREP_THREADS = 4  # threads preparing one batch's images (at most the machine's cores)
@@ -130,6 +133,8 @@ class TransformersBackend:
         device = options.device if options.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
         dtype = {"auto": torch.bfloat16 if device.startswith("cuda") else torch.float32,
                  "bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[options.dtype]
+        if model is not None and options.dtype == "auto":
+            dtype = model.dtype  # a model built in memory keeps the dtype it was built in (no silent fp32 copy)
         if model is None:
             if not options.model:
                 raise ValueError(f"--model is required for {options.kind}: a local model directory")
@@ -149,7 +154,8 @@ class TransformersBackend:
         text_cfg = self.model.config.get_text_config()
         self.context = min(getattr(text_cfg, "max_position_embeddings", None) or self.spec.context_length,
                            self.spec.context_length)
-        dropped = {k: v for k, v in self.model.generation_config.to_diff_dict().items() if k in _PROCESSOR_FIELDS}
+        dropped = {k: v for k, v in self.model.generation_config.to_diff_dict().items()
+                   if k in _PROCESSOR_FIELDS and (k, v) not in _GREEDY}
         if dropped:
             log.warning("%s: ignoring the checkpoint's generation settings %s (greedy decoding, guard of our own)",
                         self.kind, dropped)
