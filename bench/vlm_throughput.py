@@ -408,16 +408,7 @@ def predict(engine, images, hints, lengths, pool: int, length_cap: Optional[int]
         est = [expected_text_tokens(h.est_chars) if h else 0 for h in hs]
         pending = {i: (first, "initial") for i, (_, first, _) in enumerate(plans)}
         while pending:
-            order = list(pending)
-            rungs = [plans[i][0][pending[i][0]] for i in order]
-            upper = [engine._cap(r.vision_tokens) for r in rungs]
-            groups = [r.budget.name for r in rungs]
-            size = min(engine.options.batch_size, engine.batch_limit)
-            if engine.options.batching == "input":
-                batches = schedule.input_order(groups, upper, size)
-            else:
-                guess = [0 if pending[i][1] == "length-estimate" else est[i] for i in order]
-                batches = schedule.plan(groups, guess, upper, size)
+            order, _, upper, batches = engine.round_batches(pending, plans, est)  # the engine's own round
             nxt = {}
             for b in batches:
                 idx = [order[k] for k in b.indices]

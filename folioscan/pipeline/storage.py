@@ -38,6 +38,14 @@ def _write_error(uri: str, e: OSError, what: str = "write") -> WriteError:
     return WriteError(uri, e.strerror or str(e), what)
 
 
+def _write_synced(path: str, data: bytes) -> None:
+    """Write `data` to a new file at `path` and flush it to the disk."""
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
 def _remove_quietly(path: str) -> None:
     try:
         os.remove(path)
@@ -112,10 +120,7 @@ class LocalStore:
         try:
             os.makedirs(folder, exist_ok=True)
             try:
-                with open(tmp, "wb") as f:
-                    f.write(data)
-                    f.flush()
-                    os.fsync(f.fileno())
+                _write_synced(tmp, data)
                 os.replace(tmp, uri)
             except BaseException:
                 _remove_quietly(tmp)
@@ -134,10 +139,7 @@ class LocalStore:
                 for _ in range(3):  # the folder may be removed by a releasing claimant between makedirs and open
                     os.makedirs(folder, exist_ok=True)
                     try:
-                        with open(tmp, "wb") as f:
-                            f.write(data)
-                            f.flush()
-                            os.fsync(f.fileno())
+                        _write_synced(tmp, data)
                         break
                     except FileNotFoundError:
                         continue

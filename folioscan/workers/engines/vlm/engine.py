@@ -86,16 +86,7 @@ class VlmEngine:
         cut: list[set[int]] = [set() for _ in images]  # reads cut short by a cap from the length estimate
         pending = {i: (first, "initial") for i, (_, first, _) in enumerate(plans)}
         while pending:
-            order = list(pending)
-            rungs = [plans[i][0][pending[i][0]] for i in order]
-            upper = [self._cap(r.vision_tokens) for r in rungs]
-            groups = [r.budget.name for r in rungs]
-            size = min(self.options.batch_size, self.batch_limit)
-            if self.options.batching == "input":
-                batches = schedule.input_order(groups, upper, size)
-            else:  # a page re-read after its estimate fell short gets its full cap
-                guess = [0 if pending[i][1] == "length-estimate" else est[i] for i in order]
-                batches = schedule.plan(groups, guess, upper, size)
+            order, rungs, upper, batches = self.round_batches(pending, plans, est)
             jobs = [([order[k] for k in b.indices], rungs[b.indices[0]].budget, b, [upper[k] for k in b.indices])
                     for b in batches]
             next_pending = {}
@@ -112,6 +103,20 @@ class VlmEngine:
                         next_pending[i] = (rung + 1, why)
             pending = next_pending
         return [self._result(r, c) for r, c in zip(reads, cut)]
+
+    def round_batches(self, pending: dict, plans: list, est: list[int]):
+        """The generate batches of one round over the pending pages ({page: (rung, reason)}), cut
+        by budget and expected length (a page re-read after its estimate fell short gets its full
+        cap): (pages in order, their rungs, their upper caps, batches indexing that order)."""
+        order = list(pending)
+        rungs = [plans[i][0][pending[i][0]] for i in order]
+        upper = [self._cap(r.vision_tokens) for r in rungs]
+        groups = [r.budget.name for r in rungs]
+        size = min(self.options.batch_size, self.batch_limit)
+        if self.options.batching == "input":
+            return order, rungs, upper, schedule.input_order(groups, upper, size)
+        guess = [0 if pending[i][1] == "length-estimate" else est[i] for i in order]
+        return order, rungs, upper, schedule.plan(groups, guess, upper, size)
 
     def _cap(self, vision_tokens: int) -> int:
         """A page's output cap: the user's, else the budget's; the length estimate may only lower it."""
