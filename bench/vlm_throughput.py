@@ -123,6 +123,7 @@ class BenchOptions:
     backend: str = "transformers"
     dtype: str = "auto"
     vision_batch: Optional[float] = None
+    decode_experts: str = "grouped_mm"
     prep_threads: Optional[int] = None
 
 
@@ -518,7 +519,8 @@ class Run:
                      "batch_limit": engine.batch_limit, "oom_backoffs": engine.oom_backoffs,
                      "vision_batch": getattr(ctx.backend, "vision_batch", None),
                      "vision_batch_from": getattr(ctx.backend, "vision_batch_from", None),
-                     "view_bytes": getattr(ctx.backend, "view_bytes", None)})
+                     "view_bytes": getattr(ctx.backend, "view_bytes", None),
+                     "decode_experts": getattr(ctx.backend, "decode_experts", None)})
         if cur["stage"] == "timed run":
             line.update(ctx.memory.read())
         self.current = None
@@ -681,6 +683,8 @@ def parse_args(argv):
     ap.add_argument("--max-new-tokens", type=int, help="the user's cap (default: the budget's)")
     ap.add_argument("--no-repeat-ngram", type=int, default=20, help="0: without the repetition guard")
     ap.add_argument("--vision-batch", type=float, help="views per encoder call (default: the backend's choice)")
+    ap.add_argument("--decode-experts", default="grouped_mm", choices=["grouped_mm", "batched_mm"],
+                    help="MoE kernel while decoding on a GPU (batched_mm: transformers' own switch, copies expert weights per token)")
     ap.add_argument("--prep-threads", type=int, help="threads preparing a batch (default: the backend's)")
     ap.add_argument("--static-cache", action="store_true", help="static KV cache (transformers compiles decode on CUDA)")
     ap.add_argument("--compile", action="store_true", help="static KV cache + transformers' compilation, on any device")
@@ -719,7 +723,8 @@ def build(ctx: Context, summary: dict) -> None:
     ctx.opts = BenchOptions(kind=kind, model=directory, device=args.device, budget=args.budget,
                             max_new_tokens=args.max_new_tokens, no_repeat_ngram=args.no_repeat_ngram,
                             dtype={torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32"}[dtype],
-                            vision_batch=args.vision_batch, prep_threads=args.prep_threads)
+                            vision_batch=args.vision_batch, prep_threads=args.prep_threads,
+                            decode_experts=args.decode_experts)
     summary.update(kind=kind, weights=f"random-{size}" if size else "checkpoint", dtype=str(dtype).replace("torch.", ""))
     t0 = time.perf_counter()
     if size:

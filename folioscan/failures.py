@@ -30,9 +30,15 @@ def classify(exc: BaseException) -> str:
     return PERMANENT
 
 
+_OOM_MESSAGES = ("out of memory", "CUBLAS_STATUS_ALLOC_FAILED", "CUDNN_STATUS_ALLOC_FAILED")
+
+
 def is_out_of_memory(exc: BaseException) -> bool:
-    """CPU MemoryError or torch's (CUDA) OutOfMemoryError, by name: no torch import here."""
-    return isinstance(exc, MemoryError) or any(c.__name__ == "OutOfMemoryError" for c in type(exc).__mro__)
+    """CPU MemoryError or torch's (CUDA) OutOfMemoryError, by name (no torch import here), or a
+    RuntimeError from a CUDA library that failed to allocate (cuBLAS, cuDNN, "CUDA error: out of memory")."""
+    if isinstance(exc, MemoryError) or any(c.__name__ == "OutOfMemoryError" for c in type(exc).__mro__):
+        return True
+    return isinstance(exc, RuntimeError) and any(m in str(exc) for m in _OOM_MESSAGES)
 
 
 def describe(exc: BaseException) -> str:

@@ -285,3 +285,50 @@ def test_a_vlm_run_on_ray_with_two_calls_per_actor(tmp_path, pages, ray_local):
     assert code == 0
     assert s["ocr_actors"] == 1 and s["engine_loads"] == 1 and s["oom_backoffs"] == 0 and s["pages"] == 8
     assert sorted(r["page_index"] for r in rows) == list(range(8)) and all(r["status"] == "ok" for r in rows)
+
+
+def test_the_retry_after_out_of_memory_runs_without_the_failed_calls_memory(tmp_path, pages):
+    """The failed call's tensors (its KV cache, embeddings, activations) are held by the exception's
+    traceback while the except block runs: memory is released and the halves read only after it."""
+    import weakref
+
+    eng = engine("deepseek-ocr-2", save_random_model("deepseek-ocr-2", str(tmp_path)), budget="base", batch_size=4)
+    inner, refs, alive_at_release = eng.backend, [], []
+
+    class HoldsMemoryWhenFailing:
+        def __getattr__(self, name):
+            return getattr(inner, name)
+
+        def generate(self, prepared, caps):
+            if len(prepared) > 1:
+                kv_cache = torch.zeros(1000)  # what the failed call had allocated
+                refs.append(weakref.ref(kv_cache))
+                raise torch.OutOfMemoryError("injected")
+            return inner.generate(prepared, caps)
+
+        def release_memory(self):
+            alive_at_release.append(sum(r() is not None for r in refs))
+            inner.release_memory()
+
+    eng.backend = HoldsMemoryWhenFailing()
+    results = eng.predict_batch(pages[:4])
+    assert len(results) == 4 and len(alive_at_release) == 2  # 4 -> 2 -> 1
+    assert alive_at_release == [0, 0]
+
+
+def test_out_of_memory_in_the_vision_encoder_halves_its_micro_batch_too(tmp_path, pages):
+    eng = engine("deepseek-ocr-2", save_random_model("deepseek-ocr-2", str(tmp_path)), budget="base", batch_size=4,
+                 vision_batch=4)
+    model = eng.backend.model
+    real = model.get_image_features
+
+    def encoder_fits_one_view(pixel_values, *args, **kwargs):
+        if pixel_values.shape[0] > 1:
+            raise torch.OutOfMemoryError("injected: the encoder holds one view")
+        return real(pixel_values, *args, **kwargs)
+
+    model.get_image_features = encoder_fits_one_view
+    results = eng.predict_batch(pages[:4])
+    assert len(results) == 4 and all(r.attempts and not r.error for r in results)
+    assert eng.backend.vision_batch == 1 and eng.backend.vision_batch_from == "options+oom"
+    assert eng.batch_limit == 1 and eng.oom_backoffs == 2  # 4 pages (4 views), 2 pages (2 views), then 1

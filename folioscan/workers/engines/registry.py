@@ -46,6 +46,9 @@ class VlmOptions(BaseModel):
     # vision-encoder micro-batch, in 1024-px views (a 768-px tile counts 0.5625): default measured
     # on the GPU at load (transformers_backend.py), 2 on the CPU
     vision_batch: Optional[float] = Field(None, gt=0)
+    # MoE decoding on a GPU: keep transformers' grouped kernel (default), or let it switch to
+    # batched_mm, which copies the chosen experts' weights per token (transformers_backend.py)
+    decode_experts: Literal["grouped_mm", "batched_mm"] = "grouped_mm"
     batching: Literal["length", "input"] = "length"  # generate batches by expected output length, or in input order
     device: str = "auto"
     dtype: str = "auto"  # bf16 on GPU, fp32 on CPU

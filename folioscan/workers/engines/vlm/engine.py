@@ -155,14 +155,17 @@ class VlmEngine:
         except Exception as e:
             if n == 1 or not is_out_of_memory(e) or not hasattr(self.backend, "select"):
                 raise
-            self.backend.release_memory()
-            self.batch_limit = min(self.batch_limit, (n + 1) // 2)
-            self.oom_backoffs += 1
-            counters.add("oom_backoffs")
-            counters.low("vlm_batch_size", self.batch_limit)
-            log.warning("%s: out of memory generating %d pages (%s); batches of at most %d from now on",
-                        self.name, n, type(e).__name__, self.batch_limit)
-            return self._generate(prepared, caps)
+            error = f"{type(e).__name__}"
+        # out of memory: retried only here, after the except block, so the failed call's frames (its
+        # KV cache, embeddings, activations, held by the traceback) are gone before memory is released
+        self.backend.release_memory()
+        self.batch_limit = min(self.batch_limit, (n + 1) // 2)
+        self.oom_backoffs += 1
+        counters.add("oom_backoffs")
+        counters.low("vlm_batch_size", self.batch_limit)
+        log.warning("%s: out of memory generating %d pages (%s); batches of at most %d from now on",
+                    self.name, n, error, self.batch_limit)
+        return self._generate(prepared, caps)
 
     def _reads(self, gens, budget: Budget, reasons: list[str], ms: float):
         texts = self.backend.batch_decode([g.token_ids for g in gens])

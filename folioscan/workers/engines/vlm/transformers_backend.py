@@ -133,8 +133,8 @@ class TransformersBackend:
         device = options.device if options.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
         dtype = {"auto": torch.bfloat16 if device.startswith("cuda") else torch.float32,
                  "bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[options.dtype]
-        if model is not None and options.dtype == "auto":
-            dtype = model.dtype  # a model built in memory keeps the dtype it was built in (no silent fp32 copy)
+        if model is not None:
+            dtype = model.dtype  # a model built in memory is used in the dtype it was built in
         if model is None:
             if not options.model:
                 raise ValueError(f"--model is required for {options.kind}: a local model directory")
@@ -147,7 +147,10 @@ class TransformersBackend:
         # thread that prepares images gets its own copy of the processor (no lock, see prepare)
         self._local = threading.local()
         self.tokenizer = self.processor.tokenizer
-        self.model = model.to(device=device, dtype=dtype).eval()
+        # moved, never cast: from_pretrained (or the builder) already chose the dtype, and keeps the
+        # weights a model needs in fp32 there (DeepSeek-OCR-2's MoE router, rotary frequencies)
+        self.model = model.to(device).eval()
+        self.decode_experts = self._keep_experts(getattr(options, "decode_experts", None))
         self.device, self.dtype = device, dtype
         self.image_token_id = self.model.config.image_token_id
         self.end_ids = self._end_ids()
@@ -172,6 +175,23 @@ class TransformersBackend:
         self._prep_pool = ThreadPoolExecutor(self.prep_threads, thread_name_prefix="vlm-prep")
         self.view_bytes = None  # peak bytes one 1024-px view cost the encoder, measured on the GPU
         self.vision_batch, self.vision_batch_from = self._vision_batch(getattr(options, "vision_batch", None))
+
+    def _keep_experts(self, asked) -> str | None:
+        """The MoE implementation decoding runs with. transformers swaps `grouped_mm` for
+        `batched_mm` during decoding on any non-CPU device (`_optimize_model_for_decode`), which copies
+        the chosen experts' weights for every token at every step: ~10 GB per MoE layer per step at
+        256 pages x 6 experts. At OCR batch sizes the grouped kernel is kept unless asked otherwise
+        (`decode_experts: batched_mm`, for the benchmark's comparison). None: nothing to switch."""
+        get = getattr(self.model, "get_experts_implementation", None)
+        used = {v for v in (get() if get else {}).values() if v}
+        if "grouped_mm" not in used:
+            return None  # no MoE kernel to switch (GOT-OCR2), or one chosen on purpose
+        if asked == "batched_mm":
+            return "batched_mm (transformers' switch for decoding)"
+        import contextlib
+
+        self.model._optimize_model_for_decode = contextlib.nullcontext  # the instance's: generate calls self.<name>()
+        return "/".join(sorted(used))
 
     def _end_ids(self) -> set[int]:
         vocab = self.tokenizer.get_vocab()
@@ -205,11 +225,18 @@ class TransformersBackend:
         torch = self.torch
         parts = self._split(prepared.inputs, prepared.vision_tokens, self.spec)
         feats = []
+        self._vision_oom = False
         with torch.inference_mode():
             for group in micro_batches([view_weight(p) for p in parts], limit or self.vision_batch):
                 kwargs = {k: v.to(self.device, self.dtype) if torch.is_tensor(v) and v.is_floating_point() else v
                           for k, v in self._join([parts[i] for i in group]).items()}
-                pooled = self.model.get_image_features(**kwargs, return_dict=True).pooler_output
+                try:
+                    pooled = self.model.get_image_features(**kwargs, return_dict=True).pooler_output
+                except Exception as e:
+                    from folioscan.failures import is_out_of_memory
+
+                    self._vision_oom = is_out_of_memory(e)  # release_memory then halves the micro-batch too
+                    raise
                 pooled = pooled if isinstance(pooled, (list, tuple)) else [pooled]
                 feats.extend(f.reshape(-1, f.shape[-1]) for f in pooled)
                 del kwargs, pooled
@@ -269,6 +296,8 @@ class TransformersBackend:
         pil = [Image.fromarray(self.prefit(im, budget)).convert("RGB") for im in images]
         text = {"text": [self.spec.prompt] * len(pil)} if self.spec.prompt else {}
         inputs = dict(self._processor()(images=pil, return_tensors="pt", padding=True, **text, **budget.processor_kwargs))
+        # pixels held in the model's dtype: half the host memory of a prepared batch in bf16
+        inputs = {k: v.to(self.dtype) if self.torch.is_tensor(v) and v.is_floating_point() else v for k, v in inputs.items()}
         vision = (inputs["input_ids"] == self.image_token_id).sum(dim=1).tolist()
         prompt_lens = inputs["attention_mask"].sum(dim=1).tolist()
         return Prepared(budget, inputs, [int(v) for v in vision], [int(p) for p in prompt_lens])
@@ -300,12 +329,19 @@ class TransformersBackend:
                         [prepared.prompt_lens[i] for i in rows], 0.0)
 
     def release_memory(self) -> None:
-        """After running out of memory: hand the allocator's cached blocks back before a retry."""
+        """After running out of memory: hand the allocator's cached blocks back before a retry, and
+        halve the vision micro-batch when the encoder was what ran out (fewer pages alone would not
+        shrink it)."""
         import gc
 
         gc.collect()
         if self.device.startswith("cuda"):
             self.torch.cuda.empty_cache()
+        if getattr(self, "_vision_oom", False) and self.vision_batch > 1:
+            self.vision_batch = max(1.0, self.vision_batch / 2)
+            self.vision_batch_from = self.vision_batch_from.removesuffix("+oom") + "+oom"
+            log.warning("%s: out of memory in the vision encoder; %g views per call from now on", self.kind, self.vision_batch)
+        self._vision_oom = False
 
     def generate(self, prepared: Prepared, max_new_tokens: int | Sequence[int]) -> list[Generation]:
         from folioscan.workers.engines.vlm.decoding import ChosenTokenLogprobs, PerSequenceCap
