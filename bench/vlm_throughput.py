@@ -55,7 +55,7 @@ estimate (below the page's own cap) is read again at its own cap and counts in
 `pages_cut_by_estimate`; a page that reaches its own cap (the user's `--max-new-tokens`, else the
 budget's) is done: its tokens count as produced (`pages_at_own_cap`).
 
-Static cache and compilation (transformers 5.25, see README): `--static-cache` sets the generation
+Static cache and compilation (transformers 5.25, see docs/vlm.md): `--static-cache` sets the generation
 config's static KV cache, sized once for the whole run (`max_cache_len`: longest prompt + longest
 page) so no call reallocates it; transformers then compiles the decode step by itself on CUDA
 (torch.compile of the model call, CompileConfig: inductor, mode reduce-overhead), not on the CPU.

@@ -40,7 +40,7 @@ Ghostscript/Tesseract expectations) and takes hOCR files, while the geometry her
 records' boxes and cleaning transforms; pikepdf alone would be a second PDF library for what
 PyMuPDF already does (copying the scans untouched, writing objects and streams).
 
-`pdfa`: the same PDF passed through Ghostscript's PDF/A-2b conversion (`to_pdfa`); README says what
+`pdfa`: the same PDF passed through Ghostscript's PDF/A-2b conversion (`to_pdfa`); docs/exports.md says what
 that changes and that nothing here validates the result.
 """
 from __future__ import annotations

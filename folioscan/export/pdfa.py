@@ -8,7 +8,7 @@ passed through, others re-compressed losslessly: Flate, bilevel scans CCITT G4; 
 downsampled); colours stay in their device spaces (gray scans stay gray). Nothing here validates
 the result (no veraPDF or other PDF/A validator runs here): it is what Ghostscript writes, and
 Ghostscript stops when it cannot make a file conform (PDFACompatibilityPolicy=2; the book then
-fails with its message). README, Archive exports, says the same.
+fails with its message). docs/exports.md says the same.
 
 Without `gs` on PATH the format is refused before any work (format_function calls `preflight`).
 """

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, dataclass, field
 from itertools import chain, islice
 from typing import Iterator, Optional
 
@@ -27,6 +26,7 @@ from folioscan.pipeline.progress import Progress
 from folioscan.pipeline.sources import iter_documents
 from folioscan.pipeline.stages import Stages
 from folioscan.pipeline.stop import Interrupted, Stop
+from folioscan.pipeline.summary import JobSummary
 from folioscan.pipeline.storage import StorageError, WriteError, store_for
 from folioscan.records import PageResult, SourceDocument
 from folioscan.workers import memory
@@ -34,107 +34,8 @@ from folioscan.workers.engines.registry import preflight
 
 log = logging.getLogger(__name__)
 
-STAGES = ("load", "clean", "ocr", "write")
-
-
 class EmptySource(StorageError):
     """The source lists no book at all: most often a mistyped prefix or path."""
-
-
-@dataclass
-class JobSummary:
-    run_id: str
-    status: str = "running"  # then "finished", "interrupted" (SIGTERM/SIGINT) or "failed" (the output cannot be written)
-    stopped_by: Optional[str] = None  # "SIGTERM" or "SIGINT" when interrupted
-    documents_abandoned: int = 0  # handed out, not committed when the run stopped (grace over, second signal, failed write)
-    error: Optional[str] = None  # the write that failed, when status is "failed"
-    record_written: bool = True  # False when the run record itself could not be written
-    documents: int = 0
-    documents_failed: int = 0
-    documents_partial: int = 0
-    documents_skipped: int = 0  # already committed by an earlier run
-    documents_retried: int = 0  # committed before with an error, processed again
-    documents_replaced: int = 0  # new content under a committed name, processed again
-    documents_carried_failed: int = 0  # skipped, and still in error from an earlier run (permanent)
-    documents_claimed_elsewhere: int = 0  # claimed, or just committed, by another live driver
-    documents_superseded: int = 0  # older rows removed from the output because a book was redone
-    objects_ignored: int = 0  # neither PDF nor page image
-    pages: int = 0
-    pages_failed: int = 0
-    pages_blank: int = 0
-    pages_read_alone: int = 0  # re-read one at a time after their batch failed (attempt reason "batch-failed:...")
-    seconds: float = 0.0
-    mean_confidence: Optional[float] = None
-    orphans_removed: int = 0
-    export_errors: list[str] = field(default_factory=list)  # --also: books a format could not be written for
-    shards: list[str] = field(default_factory=list)
-    ocr_actors: int = 0
-    engine_loads: int = 0  # engines really built, in every OCR worker: one per worker unless one was rebuilt
-    oom_backoffs: int = 0  # VLM generate batches halved after running out of memory, over all workers
-    # the generate batch size that fitted after out-of-memory back-off (smallest over workers);
-    # None when no back-off happened
-    vlm_batch_size: Optional[int] = None
-    book_retries: int = 0  # books re-run from their first page after a worker or node was lost
-    actors_lost: int = 0
-    # worker seconds and pages per stage (load, clean, ocr from the page rows; write on the driver)
-    stages: dict[str, dict] = field(default_factory=lambda: {k: {"seconds": 0.0, "pages": 0} for k in STAGES})
-    _in_flight: int = field(default=0, repr=False)  # books handed to the executor and not yet committed
-    _conf_sum: float = field(default=0.0, repr=False)
-    _conf_weight: float = field(default=0.0, repr=False)
-
-    def add(self, page_rows: list[dict], doc_rows: list[dict]) -> None:
-        for d in doc_rows:
-            self.documents += 1
-            self.documents_failed += d["status"] == "error"
-            self.documents_partial += d["status"] == "partial"
-            if d["status"] != "ok":
-                log.warning("%s: %s: %s", d["source_uri"], d["status"], d["error"])
-        for p in page_rows:
-            for stage, ms in (("load", p["load_ms"]), ("clean", p["prep_ms"]), ("ocr", p["ocr_ms"])):
-                if ms:
-                    self.stage(stage, ms / 1000, 1)
-            self.pages += 1
-            self.pages_failed += p["status"] == "error"
-            self.pages_blank += p["status"] == "blank"
-            self.pages_read_alone += any(a["reason"].startswith("batch-failed:") for a in p["attempts"] or [])
-            if p["confidence"] is not None:
-                weight = max(len(p["text"] or ""), 1)
-                self._conf_sum += p["confidence"] * weight
-                self._conf_weight += weight
-        self.mean_confidence = self._conf_sum / self._conf_weight if self._conf_weight else None
-
-    def stage(self, name: str, seconds: float, pages: int) -> None:
-        self.stages[name]["seconds"] = round(self.stages[name]["seconds"] + seconds, 3)
-        self.stages[name]["pages"] += pages
-
-    @property
-    def pages_per_s(self) -> float:
-        return self.pages / self.seconds if self.seconds else 0.0
-
-    @property
-    def still_failed(self) -> int:
-        """Books of this source in error or partial now: this run's and those carried over."""
-        return self.documents_failed + self.documents_partial + self.documents_carried_failed
-
-    @property
-    def ok(self) -> bool:
-        return self.still_failed == 0 and not self.export_errors
-
-    def to_dict(self) -> dict:
-        out = {k: v for k, v in asdict(self).items() if not k.startswith("_")}
-        return {**out, "pages_per_s": round(self.pages_per_s, 3), "documents_still_failed": self.still_failed}
-
-    def line(self) -> str:
-        """How the run ended, in one line (the run record's `message`; the CLI prints it)."""
-        done = f"{self.documents} books ({self.pages} pages) committed by this run"
-        if self.status == "interrupted":
-            gone = (f", {self.documents_abandoned} in flight abandoned" if self.documents_abandoned else
-                    ", every book in flight finished")
-            return (f"interrupted by {self.stopped_by}: {done}{gone}; claims released; "
-                    f"a rerun processes the rest")
-        if self.status == "failed":
-            return f"stopped: {self.error}; {done}; claims released; rerun once the output can be written"
-        return f"{self.status}: {done}"
 
 
 class _Shard:

@@ -11,7 +11,7 @@ against the segmentation's, line box height against the x-height, per-line confi
 and 10th percentile, shares of words under 0.5 and 0.3, doubtful words missing from the lexicon,
 characters outside the language's alphabet, an x-height under 5-10 px. Fitted by
 `bench/page_confidence.py fit` on old_books pages, degraded and low-resolution copies with
-leave-one-book-out cross-validation; the figures are in the README. Fitted for Tesseract: other
+leave-one-book-out cross-validation; the figures are in docs/hard-pages.md. Fitted for Tesseract: other
 engines keep their own confidence (`confidence` = `confidence_raw`).
 """
 from __future__ import annotations
@@ -30,7 +30,7 @@ FEATURES = ("logit_raw", "word_low", "logit_word_p10", "lexicon", "letters", "li
             "log_x_height", "order_breaks", "small_lines")
 SMALL_LINE_PX = 12.0  # line boxes shorter than this, in pixels of the page as scanned, read worse and worse
 
-# fitted by `python bench/page_confidence.py fit` on 705 pages (README): coefficients on standardised features
+# fitted by `python bench/page_confidence.py fit` on 705 pages (docs/hard-pages.md): coefficients on standardised features
 MODEL = {
     "intercept": -1.5439,
     "coef": [2.1489, -2.3956, 1.7157, 1.351, 0.6111, -0.5162, -0.0153, -0.9374, -0.765, -1.1781],

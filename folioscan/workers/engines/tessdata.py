@@ -21,7 +21,7 @@ import zipfile
 from typing import Optional
 
 VARIANTS = ("fast", "standard")
-DEFAULT_VARIANT = "fast"  # chosen by measurement on old_books: see README, "Languages"
+DEFAULT_VARIANT = "fast"  # chosen by measurement on old_books: see docs/languages.md
 PYPI_LANGS = ("eng", "deu", "jpn")
 APT_PACKAGES = {"frk": "tesseract-ocr-frk", "Fraktur": "tesseract-ocr-script-frak", "deu": "tesseract-ocr-deu"}
 
