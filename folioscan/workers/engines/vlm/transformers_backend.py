@@ -174,13 +174,14 @@ class TransformersBackend:
         self.prep_threads = max(1, int(getattr(options, "prep_threads", None) or min(PREP_THREADS, os.cpu_count() or 1)))
         self._prep_pool = ThreadPoolExecutor(self.prep_threads, thread_name_prefix="vlm-prep")
         self.view_bytes = None  # peak bytes one 1024-px view cost the encoder, measured on the GPU
+        self._vision_oom = False  # the last failure was the encoder running out of memory
         self.vision_batch, self.vision_batch_from = self._vision_batch(getattr(options, "vision_batch", None))
 
     def _keep_experts(self, asked) -> str | None:
         """The MoE implementation decoding runs with. transformers swaps `grouped_mm` for
         `batched_mm` during decoding on any non-CPU device (`_optimize_model_for_decode`), which copies
         the chosen experts' weights for every token at every step: ~10 GB per MoE layer per step at
-        256 pages x 6 experts. At OCR batch sizes the grouped kernel is kept unless asked otherwise
+        256 pages x 6 experts (computed from the weights' shapes; not measured). At OCR batch sizes the grouped kernel is kept unless asked otherwise
         (`decode_experts: batched_mm`, for the benchmark's comparison). None: nothing to switch."""
         get = getattr(self.model, "get_experts_implementation", None)
         used = {v for v in (get() if get else {}).values() if v}
@@ -225,7 +226,6 @@ class TransformersBackend:
         torch = self.torch
         parts = self._split(prepared.inputs, prepared.vision_tokens, self.spec)
         feats = []
-        self._vision_oom = False
         with torch.inference_mode():
             for group in micro_batches([view_weight(p) for p in parts], limit or self.vision_batch):
                 kwargs = {k: v.to(self.device, self.dtype) if torch.is_tensor(v) and v.is_floating_point() else v
@@ -337,7 +337,7 @@ class TransformersBackend:
         gc.collect()
         if self.device.startswith("cuda"):
             self.torch.cuda.empty_cache()
-        if getattr(self, "_vision_oom", False) and self.vision_batch > 1:
+        if self._vision_oom and self.vision_batch > 1:
             self.vision_batch = max(1.0, self.vision_batch / 2)
             self.vision_batch_from = self.vision_batch_from.removesuffix("+oom") + "+oom"
             log.warning("%s: out of memory in the vision encoder; %g views per call from now on", self.kind, self.vision_batch)
