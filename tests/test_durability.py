@@ -104,8 +104,15 @@ def test_two_drivers_then_a_third_after_a_kill_process_every_page_exactly_once(t
         out = "s3://twodrivers/out"
     a, b = driver(src, out, "driverA", endpoint=endpoint), driver(src, out, "driverB", endpoint=endpoint)
     deadline = time.time() + 120
-    while not (committed_by(out, "driverA", s3) and claims_of(out, "driverA", s3)) and time.time() < deadline:
+    while time.time() < deadline and a.poll() is None:
+        # Freeze A, then look: a claim seen while it is stopped is still held when the kill lands
+        # (looking first and killing after raced with A releasing its last claim).
+        a.send_signal(signal.SIGSTOP)
+        if committed_by(out, "driverA", s3) and claims_of(out, "driverA", s3):
+            break
+        a.send_signal(signal.SIGCONT)
         time.sleep(0.02)
+    assert a.poll() is None, "driver A finished before it could be caught holding a claim"
     a.send_signal(signal.SIGKILL)  # mid-run: it holds a claim on the book it is reading
     a.wait()
     abandoned = claims_of(out, "driverA", s3)
