@@ -39,7 +39,7 @@ def format_function(name: str):
 
 
 def export_dataset(output: str, dest: str, formats: Iterable[str], endpoint_url: Optional[str] = None,
-                   region: Optional[str] = None) -> ExportSummary:
+                   region: Optional[str] = None, base_url: Optional[str] = None) -> ExportSummary:
     """Read the dataset at OUTPUT book by book and write every format under DEST/<format>/."""
     from folioscan.pipeline.storage import store_for
 
@@ -48,7 +48,7 @@ def export_dataset(output: str, dest: str, formats: Iterable[str], endpoint_url:
     book_fns = {f: fn for f, fn in fns.items() if f in FORMATS}
     summary = ExportSummary()
     if book_fns:
-        export_books(iter_books(source, output), book_fns, dest, ExportContext(output, endpoint_url, region), summary)
+        export_books(iter_books(source, output), book_fns, dest, ExportContext(output, endpoint_url, region, base_url=base_url), summary)
     for f in (f for f in fns if f in PART_FORMATS):
         summary.parts[f] = fns[f](output, join(dest, f), source, store_for(dest, endpoint_url, region))
     return summary

