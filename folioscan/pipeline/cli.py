@@ -244,6 +244,23 @@ def fail(error, code: int = 2) -> int:
     return code
 
 
+_CLEANING = ("orientation", "deskew_angle", "dewarped", "illumination")
+
+
+def cleaning(page: dict) -> str:
+    """What the cleaning did to a page, in a few words (`show`); a spread's split is in its label."""
+    done = []
+    if page["orientation"]:
+        done.append(f"turned {page['orientation']} deg")
+    if page["deskew_angle"] is not None and abs(page["deskew_angle"]) >= 0.5:
+        done.append(f"deskewed {page['deskew_angle']:.1f} deg")
+    if page["dewarped"]:
+        done.append("dewarped")
+    if page["illumination"] == "flattened":
+        done.append("lighting evened")
+    return ", ".join(done)
+
+
 def show_output(output: str) -> int:
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -255,16 +272,23 @@ def show_output(output: str) -> int:
         return fail(f"{visible(output)}: no folioscan output here (no documents/ folder); `show` reads a local output folder")
     try:
         docs = pq.read_table(os.path.join(output, "documents")).to_pylist()
-        pages = pq.read_table(os.path.join(output, "pages"), columns=["doc_id", "page_index", "side", "status", "confidence", "text"]).to_pylist()
+        pages = pq.read_table(os.path.join(output, "pages"), columns=["doc_id", "page_index", "side", "status", "confidence", "text", *_CLEANING]).to_pylist()
     except (OSError, pa.ArrowException) as e:
         return fail(f"{visible(output)}: cannot read the dataset: {e}")
     for d in docs:
         conf = f"{d['mean_confidence']:.3f}" if d["mean_confidence"] is not None else "n/a"
-        print(visible(f"{d['source_uri']}: {d['status']}, {d['pages_ok']}/{d['page_count']} pages, confidence {conf}" + (f", {d['error']}" if d["error"] else "")))
+        split = f" from {d['page_count']} in the source" if d["pages_out"] != d["page_count"] else ""
+        print(visible(f"{d['source_uri']}: {d['status']}, {d['pages_ok']}/{d['pages_out']} pages ok{split}, confidence {conf}"
+                      + (f", {d['error']}" if d["error"] else "")))
         for p in sorted((p for p in pages if p["doc_id"] == d["doc_id"]), key=lambda p: (p["page_index"], p["side"] or "")):
-            text = " ".join((p["text"] or "").split())[:70]
+            text = " ".join((p["text"] or "").split())[:60].rstrip()
             conf = f"{p['confidence']:.3f}" if p["confidence"] is not None else "  -  "
-            print(visible(f"  {page_label(p['page_index'], p['side'])}: {p['status']:5} {conf}  {text}"))
+            done = cleaning(p)
+            print(visible(f"  {page_label(p['page_index'], p['side'])}: {p['status']:5} {conf}  {text}" + (f"  [{done}]" if done else "")))
+    shown = visible(output)
+    print(f"\nconfidence: the probability the page reads with at most 3% of characters wrong (docs/hard-pages.md)\n"
+          f"next: folioscan report {shown} --out report.html   (charts, the worst pages beside their scans)\n"
+          f"      folioscan export {shown} {shown}-exports --format pdf,alto,hocr   (searchable PDF, ALTO, hOCR)")
     return 0
 
 
