@@ -3,45 +3,16 @@ from __future__ import annotations
 
 import csv
 import os
-import re
+import sys
 import threading
 import time
-import unicodedata
 
 EVAL = os.environ.get("FOLIOSCAN_EVAL", os.path.join(os.path.dirname(__file__), "..", "..", "shared", "eval"))
 OLD_BOOKS = os.path.join(EVAL, "old_books")
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-_QUOTES = str.maketrans({"\u2018": "'", "\u2019": "'", "\u201c": '"', "\u201d": '"', "\u201e": '"', "\u00ab": '"',
-                         "\u00bb": '"', "\u2014": "-", "\u2013": "-", "\u00ad": "", "\ufb01": "fi", "\ufb02": "fl"})
-
-
-def normalize(text: str, fold_case: bool = False, pair_quotes: bool = True) -> str:
-    """Gutenberg-style ground truth has no line breaks, no end-of-line hyphens and plain quotes.
-
-    Two single quotes are one double quote: book d prints its double quotes as two single ones
-    (checked by eye, bench/gt_audit.json), which the engine reads faithfully as `''`.
-    `fold_case`: compare without case, for small capitals, which the ground truth writes in
-    lower case and the engine reads as capitals (books b, d, f; gt_audit.json).
-    `pair_quotes=False`: the normalisation before the audit (for comparison)."""
-    text = unicodedata.normalize("NFKC", text or "").translate(_QUOTES)
-    if pair_quotes:
-        text = text.replace("''", '"')
-    text = re.sub(r"(\w)-\s*\n\s*(\w)", r"\1\2", text)
-    return " ".join((text.casefold() if fold_case else text).split())
-
-
-def cer(predicted: str, truth: str, fold_case: bool = False, pair_quotes: bool = True) -> float:
-    from rapidfuzz.distance import Levenshtein
-
-    truth = normalize(truth, fold_case, pair_quotes)
-    return Levenshtein.distance(normalize(predicted, fold_case, pair_quotes), truth) / max(len(truth), 1)
-
-
-def wer(predicted: str, truth: str) -> float:
-    from rapidfuzz.distance import Levenshtein
-
-    t = normalize(truth).split()
-    return Levenshtein.distance(normalize(predicted).split(), t) / max(len(t), 1)
+# One normalisation and one CER for the benchmarks and `folioscan eval`: folioscan/text/accuracy.py
+from folioscan.text.accuracy import cer, normalize, wer  # noqa: E402,F401
 
 
 def manifest() -> list[dict]:

@@ -165,6 +165,20 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--base-url", help="with --also mets/iiif: where OUTPUT will be served from (default: relative links)")
         sp.add_argument("--quiet", action="store_true", help="no progress line, only warnings and the summary")
         sp.add_argument("--verbose", action="store_true", help="show Ray's, pip's and Python's own logs and warnings")
+    ev = sub.add_parser("eval", help="CER/WER of a finished run against your ground truth, and what its confidence is worth",
+                        description="Ground truth: TRUTH/<book>/<page>.txt (book = the source's name without .pdf, page "
+                                    "1-based, 12-left.txt for half a spread; .xml for ALTO or PAGE-XML), or a CSV with "
+                                    "book|source|pdf, page|page_index and truth|gt columns. See docs/eval.md.")
+    ev.add_argument("output", help="local folder or s3://bucket/prefix written by `folioscan run`")
+    ev.add_argument("--truth", required=True, help="folder of per-page truth files, or a CSV listing them")
+    ev.add_argument("--bad-above", type=float, default=0.03, help="a page with CER above this is bad (default 0.03)")
+    ev.add_argument("--max-bad-share", type=float, default=0.01,
+                    help="find the confidence threshold that keeps bad pages at most this share of the accepted (default 0.01)")
+    ev.add_argument("--fold-case", action="store_true", help="compare without case (small capitals)")
+    ev.add_argument("--fold-punctuation", action="store_true", help="compare without punctuation")
+    ev.add_argument("--json", help="also write the full result (every page) to this file")
+    ev.add_argument("--endpoint-url", help="S3-compatible endpoint (default: AWS_ENDPOINT_URL or AWS)")
+    ev.add_argument("--region")
     report = sub.add_parser("report", help="write a self-contained HTML report of an output dataset")
     report.add_argument("output", help="local folder or s3://bucket/prefix written by `folioscan run`")
     report.add_argument("--out", help="HTML file to write (default: report.html in the current folder)", default="report.html")
@@ -304,6 +318,25 @@ def _report(args) -> int:
     return 0
 
 
+def _eval(args) -> int:
+    from folioscan.pipeline.evaluate import TruthError, evaluate, print_result
+
+    if not 0 <= args.bad_above <= 1 or not 0 <= args.max_bad_share <= 1:
+        return fail("--bad-above and --max-bad-share are shares between 0 and 1 (0.03 is 3%)")
+    try:
+        result = evaluate(args.output, args.truth, args.bad_above, args.max_bad_share, args.fold_case, args.fold_punctuation,
+                          args.endpoint_url, args.region)
+    except WriteError as e:
+        return fail(e, EXIT_WRITE_FAILED)
+    except (TruthError, StorageError, OSError, UnicodeDecodeError) as e:
+        return fail(e)
+    print_result(result, sys.stdout)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=1)
+    return 0
+
+
 def _tessdata(args) -> int:
     import subprocess
 
@@ -337,6 +370,8 @@ def main(argv=None) -> int:
         return export_output(args)
     if args.command == "tessdata":
         return _tessdata(args)
+    if args.command == "eval":
+        return _eval(args)
     from folioscan.pipeline.settings import ConfigError
 
     try:

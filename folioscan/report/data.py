@@ -105,6 +105,7 @@ class ReportData:
     runs: dict = field(default_factory=dict)  # run_id -> RunInfo
     worst: list = field(default_factory=list)  # WorstPage, lowest confidence first
     unreadable_parts: list = field(default_factory=list)
+    accuracy: Optional[dict] = None  # the last `folioscan eval` of this output (OUTPUT/_eval/latest.json)
 
     def run(self, run_id: str) -> RunInfo:
         if run_id not in self.runs:
@@ -214,6 +215,9 @@ def collect(store: Store, output: str, flag_below: Optional[float] = None, worst
     data = ReportData(output, DEFAULT_FLAG_BELOW, "default")
     _run_records(store, output, data)
     _flag_threshold(data, flag_below)
+    from folioscan.pipeline.evaluate import latest
+
+    data.accuracy = latest(store, output)
     for uri in _parts(store, join(output, "documents")):
         table = _read(store, uri, DOC_COLUMNS, data)
         if table is None:

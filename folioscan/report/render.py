@@ -147,6 +147,31 @@ def _worst(d: ReportData) -> str:
                     "Thumbnails re-rendered from the source; the text is what the engine read (first characters).")
 
 
+def _accuracy(d: ReportData) -> str:
+    a = d.accuracy
+    if not a:
+        return ""
+    pct = lambda v: f"{100 * v:.2f}%"  # noqa: E731
+    rows = [("all", a["overall"])] + list(a["books"].items())
+    table = ("<table><tr><th>book</th><th>pages</th><th>CER mean</th><th>CER median</th><th>CER pooled</th><th>WER mean</th></tr>"
+             + "".join(f"<tr><td>{escape(name)}</td><td>{f['pages']}</td><td>{pct(f['cer_mean'])}</td><td>{pct(f['cer_median'])}</td>"
+                       f"<td>{pct(f['cer_pooled'])}</td><td>{pct(f['wer_mean'])}</td></tr>" for name, f in rows[:21]) + "</table>")
+    t = a["threshold"]
+    auroc = "n/a (needs good and bad pages)" if a["auroc"] is None else f"{a['auroc']:.3f}"
+    keep = (f"no threshold keeps bad pages at or under {pct(a['max_bad_share'])}" if t["threshold"] is None else
+            f"accepting confidence &ge; {t['threshold']:.3f} keeps {t['accepted_pages']} pages ({100 * t['accepted_share']:.1f}%), "
+            f"{pct(t['bad_share_accepted'])} of them bad")
+    rel = ("<table><tr><th>confidence</th><th>pages</th><th>mean confidence</th><th>share good</th></tr>"
+           + "".join(f"<tr><td>{r['bin']}</td><td>{r['pages']}</td><td>{r['mean_confidence']:.3f}</td><td>{r['share_good']:.3f}</td></tr>"
+                     for r in a["reliability"]) + "</table>")
+    body = (f"{table}<p>bad pages (CER &gt; {pct(a['bad_above'])}): {a['bad_pages']}; confidence AUROC {escape(auroc)}; "
+            f"{keep}.</p>{rel}")
+    return _section("Accuracy", body, f"From folioscan eval of {escape(a['created'])} against {escape(a['truth'])}: "
+                                      f"{a['overall']['pages']} pages with ground truth; normalisation: {escape(a['normalisation']['always'])}"
+                                      f"{', case folded' if a['normalisation']['fold_case'] else ''}"
+                                      f"{', punctuation folded' if a['normalisation']['fold_punctuation'] else ''}.")
+
+
 def render(d: ReportData) -> str:
     docs = sum(d.doc_status.values())
     latest = max(d.runs, default="")
@@ -163,7 +188,7 @@ def render(d: ReportData) -> str:
     generated = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     body = (f'<main><h1>folioscan run report</h1><div class="sub">{escape(d.output)} · generated {generated} by '
             f'folioscan {escape(__version__)}</div><div class="tiles">{"".join(tiles)}</div>'
-            f'<div class="grid">{_throughput(d)}{_stages(d)}{_confidence(d)}{_errors(d)}{_vlm(d)}</div>'
+            f'<div class="grid">{_accuracy(d)}{_throughput(d)}{_stages(d)}{_confidence(d)}{_errors(d)}{_vlm(d)}</div>'
             f'<div style="margin-top:14px">{_worst(d)}</div></main>')
     return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" '
             f'content="width=device-width, initial-scale=1"><title>folioscan report: {escape(d.output)}</title>'
