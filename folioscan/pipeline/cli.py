@@ -226,6 +226,10 @@ def print_summary(summary, out=None) -> None:
     if s.still_failed:
         print(f"{s.still_failed} books still in error or partial ({s.documents_carried_failed} from earlier runs; "
               f"--retry-failed retries them)", file=out)
+    if s.export_warnings:
+        from folioscan.text.safe import visible
+
+        print(f"{len(s.export_warnings)} export warnings (summary: export_warnings), the first: {visible(s.export_warnings[0])}", file=out)
 
 
 def print_plan(plan, out=None) -> int:
