@@ -278,3 +278,21 @@ def test_a_page_in_error_keeps_its_place_without_fulltext():
     assert uses == [["DEFAULT", "FULLTEXT", "ORIGINAL"], ["DEFAULT", "ORIGINAL"], ["DEFAULT", "FULLTEXT", "ORIGINAL"]]
     assert [p for f, p in linked if f == "alto"] == ["book-doc1/00001.xml", "book-doc1/00003.xml"]
     assert _groups(tree)["ORIGINAL"]["FILE_00002_ORIGINAL"] == "s3://b/book.pdf#page=2"
+
+
+def test_the_summary_lists_a_bounded_number_of_warnings(tmp_path, monkeypatch, caplog):
+    """One warning a book (a METS exported alone): a run of a million books must not carry a
+    million lines in its summary and run record; the log has every one."""
+    from folioscan.export import dataset
+    from tests.test_export_formats import _row, _word_line
+
+    monkeypatch.setattr(dataset, "MAX_WARNINGS", 2)
+    books = []
+    for i in range(3):
+        row = _row(lines=[_word_line(["one"], 100)])
+        books.append(Book({"doc_id": f"doc{i}", "source_uri": f"s3://b/book{i}.pdf", "kind": "pdf"}, [row]))
+    summary = dataset.export_books(books, {"mets": mets.write_book}, str(tmp_path), ExportContext("/nonexistent"))
+    assert summary.files == 3 and summary.errors == []
+    assert [w.split(": mets:")[0] for w in summary.warnings[:2]] == ["s3://b/book0.pdf", "s3://b/book1.pdf"]
+    assert summary.warnings[2] == "(only the first 2 warnings are listed here; the log has them all)" and len(summary.warnings) == 3
+    assert sum("points at files not in DEST" in r.getMessage() for r in caplog.records) == 3

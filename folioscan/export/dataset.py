@@ -21,6 +21,7 @@ from folioscan.text.safe import visible
 log = logging.getLogger(__name__)
 
 _SIDE_ORDER = {None: 0, "left": 0, "right": 1}
+MAX_WARNINGS = 1000  # listed in a summary (one a book, e.g. a METS exported without its ALTO); the log has every one
 
 
 @dataclass
@@ -157,6 +158,10 @@ def export_books(books: Iterable[Book], formats: dict[str, FormatFn], dest: str,
             except Exception as e:  # one bad book must not stop an export of a million pages
                 summary.errors.append(f"{book.doc['source_uri']}: {fmt}: {type(e).__name__}: {e}")
             for note in ctx.warnings:
-                summary.warnings.append(f"{book.doc['source_uri']}: {fmt}: {note}")
-                log.warning("%s", visible(summary.warnings[-1]))
+                line = f"{book.doc['source_uri']}: {fmt}: {note}"
+                log.warning("%s", visible(line))
+                if len(summary.warnings) < MAX_WARNINGS:
+                    summary.warnings.append(line)
+                elif len(summary.warnings) == MAX_WARNINGS:
+                    summary.warnings.append(f"(only the first {MAX_WARNINGS} warnings are listed here; the log has them all)")
     return summary
