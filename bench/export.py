@@ -1,5 +1,6 @@
 """Archive exports on a real book: time per page for ALTO, hOCR and the searchable PDF, the PDF's size
-overhead per page, and that its text and word boxes agree with the OCR. Prints one JSON object.
+overhead per page, and that its text and word boxes agree with the OCR; the book's METS (time, size,
+schema errors, pages with an ORDERLABEL, logical divs). Prints one JSON object.
 
     python bench/export.py [--book b] [--output DIR]   # old_books/pdf/book_<b>.pdf, Tesseract, local executor
 
@@ -57,6 +58,7 @@ def main() -> None:
         result[f"{fmt}_ms_per_page"] = round((time.perf_counter() - t0) * 1000 / n, 1)
         result[f"{fmt}_bytes_per_page"] = round(sum(len(d) for _, d in files[fmt]) / n)
     result["alto_invalid_pages"] = sum(bool(validate(d)) for _, d in files["alto"])
+    result.update(_mets(book, ctx))
     original = open(source, "rb").read()
     resaved = pymupdf.open(stream=original).tobytes(garbage=3, deflate=True)
     pdf = files["pdf"][0][1]
@@ -79,6 +81,23 @@ def main() -> None:
     result.update(pdf_text_cer_mean=round(sum(cers) / max(len(cers), 1), 5), pdf_text_cer_max=round(max(cers, default=0), 5),
                   pdf_words_iou_ge_0_5=round(hits / max(words, 1), 4))
     print(json.dumps(result))
+
+
+def _mets(book, ctx) -> dict:
+    from lxml import etree
+
+    from folioscan.export import mets
+
+    t0 = time.perf_counter()
+    [(_, xml)] = list(mets.write_book(book, ctx))
+    ms = (time.perf_counter() - t0) * 1000
+    root = etree.fromstring(xml)
+    ns = {"m": mets.METS}
+    pages = root.findall("m:structMap[@TYPE='PHYSICAL']/m:div/m:div", ns)
+    return {"mets_ms_per_page": round(ms / max(len(book.pages), 1), 2), "mets_bytes": len(xml),
+            "mets_schema_errors": len(mets.validate(xml)), "mets_pages": len(pages),
+            "mets_pages_with_orderlabel": sum(p.get("ORDERLABEL") is not None for p in pages),
+            "mets_logical_divs": [d.get("TYPE") for d in root.findall("m:structMap[@TYPE='LOGICAL']/m:div/m:div", ns)]}
 
 
 def _iou(a, b) -> float:

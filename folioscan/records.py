@@ -46,6 +46,7 @@ class SourceDocument:
     kind: str  # "pdf" | "images"
     members: tuple[SourceObject, ...]
     fingerprint: str  # of the content: the PDF's own, or a hash over the image files' fingerprints
+    metadata: Optional[str] = None  # JSON object of a CSV manifest's columns for the book (documents.metadata)
 
     @property
     def size(self) -> int:

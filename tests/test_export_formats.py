@@ -100,7 +100,9 @@ def test_alto_validation_catches_a_broken_document():
 
 
 @pytest.mark.slow
-def test_export_reads_a_dataset_on_s3_and_writes_to_s3(s3_endpoint, tmp_path, page_images):
+def test_export_reads_a_dataset_on_s3_and_writes_to_s3(s3_endpoint, tmp_path, page_images, capsys):
+    import json
+
     import boto3
 
     from folioscan.pipeline.cli import main
@@ -114,9 +116,18 @@ def test_export_reads_a_dataset_on_s3_and_writes_to_s3(s3_endpoint, tmp_path, pa
     s3.put_object(Bucket="exports", Key="in/b.pdf", Body=(tmp_path / "b.pdf").read_bytes())
     run_job(JobConfig(source="s3://exports/in/", output="s3://exports/out", endpoint_url=s3_endpoint,
                       executor="local", progress=False))
-    assert main(["export", "s3://exports/out", "s3://exports/archive", "--format", "alto,pdf",
+    capsys.readouterr()
+    assert main(["export", "s3://exports/out", "s3://exports/archive", "--format", "mets,alto,pdf",
                  "--endpoint-url", s3_endpoint]) == 0
+    # the METS found its ALTO and PDF on S3 (listed, not guessed); the images export is not there
+    [warning] = json.loads(capsys.readouterr().out)["warnings"]
+    assert warning.endswith("points at files not in DEST (export those formats too): images 2 of 2 (b-%s/00001.jpg, ...)"
+                            % warning.split("(b-", 1)[1][:8])
     keys = sorted(o["Key"] for o in s3.list_objects_v2(Bucket="exports", Prefix="archive/")["Contents"])
+    [mets_key] = [k for k in keys if k.startswith("archive/mets/")]
+    from folioscan.export import mets
+
+    assert mets.validate(s3.get_object(Bucket="exports", Key=mets_key)["Body"].read()) == []
     assert [k.rsplit("/", 1)[-1] for k in keys if k.startswith("archive/alto/")] == ["00001.xml", "00002.xml"]  # page numbers, from 1
     assert alto.validate(s3.get_object(Bucket="exports", Key=keys[0])["Body"].read()) == []
     pdf = s3.get_object(Bucket="exports", Key=next(k for k in keys if k.endswith(".pdf")))["Body"].read()

@@ -56,13 +56,13 @@ def job(tmp_path_factory, page_images):
     src.mkdir()
     (src / CTL_NAME).write_bytes(scanned_pdf(page_images[:1]))
     (src / "plain.pdf").write_bytes(scanned_pdf(page_images[:3]))  # three pages, each another paragraph
-    code = main(["run", str(src), str(out), "--executor", "local", "--also", "alto,hocr,pdf", "--quiet"])
+    code = main(["run", str(src), str(out), "--executor", "local", "--also", "alto,hocr,pdf,mets", "--quiet"])
     rows = pq.read_table(os.path.join(out, "pages")).to_pylist()
     return {"code": code, "out": str(out), "root": root, "rows": rows}
 
 
 def _book_files(out: str, fmt: str, stem: str) -> list[str]:
-    tail = {"alto": "/*.xml", "hocr": ".html", "pdf": ".pdf"}[fmt]
+    tail = {"alto": "/*.xml", "hocr": ".html", "pdf": ".pdf", "mets": ".xml"}[fmt]
     return sorted(glob.glob(os.path.join(out, fmt, f"{stem}-*{tail}")))
 
 
@@ -91,6 +91,20 @@ def test_a_control_character_file_name_gets_valid_alto_wellformed_hocr_and_a_saf
     meta = {m.get("name"): m.get("content") for m in doc.iter(f"{XHTML}meta")}
     assert meta["folioscan-replaced-characters"] == "6"  # the name twice: <title> and the page's image property
     assert _book_files(job["out"], "pdf", "ctl_31mRED_0m")
+    from folioscan.export import mets
+
+    [mets_file] = _book_files(job["out"], "mets", "ctl_31mRED_0m")
+    xml = open(mets_file, "rb").read()
+    assert mets.validate(xml) == []
+    root = etree.fromstring(xml)
+    ns = {"m": mets.METS, "mods": mets.MODS, "xlink": mets.XLINK}
+    assert root.find(".//mods:title", ns).text == "ctl\ufffd\ufffd[31mRED\ufffd[0m"  # the source's name, made safe
+    assert root.get("LABEL") == root.find(".//mods:title", ns).text
+    notes = [n.text for n in root.iterfind(".//m:agent/m:note", ns)]
+    assert any("characters not allowed in XML 1.0 replaced by U+FFFD" in n for n in notes)
+    # the source PDF's page as a URL: the control characters percent-encoded, not replaced
+    [original] = root.iterfind(".//m:fileGrp[@USE='ORIGINAL']/m:file/m:FLocat", ns)
+    assert original.get(f"{{{mets.XLINK}}}href").endswith("/ctl%07%1B%5B31mRED%1B%5B0m.pdf#page=1")
     shown = _show(capsys, job["out"])
     assert "\x07" not in shown and "\x1b" not in shown
     assert "ctl\\x07\\x1b[31mRED\\x1b[0m.pdf" in shown  # the name, visibly

@@ -35,6 +35,30 @@ def test_local_listing_and_manifest(library, tmp_path):
     assert listed[1].doc_id == docs["scan_book.pdf"].doc_id
 
 
+def test_a_csv_manifest_carries_metadata_columns_into_the_book(library, tmp_path):
+    """A header row names the columns; a quoted field keeps its comma; empty values are left out;
+    a page image's row gives its folder's book the values (the first page's win); a plain list
+    or a CSV without a header row carries none, and the doc_id does not depend on metadata."""
+    import json
+
+    store = LocalStore()
+    img = library / "image_book"
+    manifest = tmp_path / "books.csv"
+    manifest.write_text("# comment\nuri,title,identifier,shelfmark\n"
+                        f'{library}/scan_book.pdf,"Mill, The",PPN1,\n'
+                        f"{img}/page_1.png,Images,,S 1\n{img}/page_2.png,Other,,\n{img}/page_10.tiff,,,\n"
+                        f"{library}/digital_book.pdf,,,\n")
+    docs = {d.uri.rsplit("/", 1)[-1]: d for d in iter_documents(store, str(manifest))}
+    assert json.loads(docs["scan_book.pdf"].metadata) == {"title": "Mill, The", "identifier": "PPN1"}
+    assert json.loads(docs["image_book"].metadata) == {"title": "Images", "shelfmark": "S 1"}
+    assert docs["digital_book.pdf"].metadata is None
+    listed = {d.uri.rsplit("/", 1)[-1]: d for d in iter_documents(store, str(library))}
+    assert docs["scan_book.pdf"].doc_id == listed["scan_book.pdf"].doc_id and listed["scan_book.pdf"].metadata is None
+    bare = tmp_path / "bare.csv"
+    bare.write_text(f"{library}/scan_book.pdf,Some title\n")
+    assert [d.metadata for d in iter_documents(store, str(bare))] == [None]
+
+
 def test_an_object_listed_twice_is_processed_once(library, tmp_path):
     import pyarrow.parquet as pq
 

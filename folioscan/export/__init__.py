@@ -17,6 +17,7 @@ from folioscan.pipeline.storage import join
 FORMATS: dict[str, str] = {
     "alto": "folioscan.export.alto:write_book",  # ALTO 4.4 XML, one file per page
     "hocr": "folioscan.export.hocr:write_book",  # hOCR 1.2 HTML, one file per book
+    "mets": "folioscan.export.mets:write_book",  # METS 1.12 + MODS per book (DFG-viewer profile), linking alto, images, pdf
     "pdf": "folioscan.export.pdf:write_book",  # searchable PDF per book: the scans + an invisible text layer
     "pdfa": "folioscan.export.pdfa:write_book",  # the same as PDF/A-2b, written by Ghostscript (`gs` needed)
 }

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -15,8 +16,12 @@ from typing import Callable, Iterable, Iterator, Optional
 from folioscan import __version__
 from folioscan.pipeline.storage import StorageError, Store, WriteError, join, store_for
 from folioscan.records import page_number
+from folioscan.text.safe import visible
+
+log = logging.getLogger(__name__)
 
 _SIDE_ORDER = {None: 0, "left": 0, "right": 1}
+MAX_WARNINGS = 1000  # listed in a summary (one a book, e.g. a METS exported without its ALTO); the log has every one
 
 
 @dataclass
@@ -88,6 +93,8 @@ class ExportContext:
     run_configs: dict[str, dict] = field(default_factory=dict)  # run_id -> the run's config
     version: str = __version__
     base_url: Optional[str] = None  # where DEST will be served from; None: links relative to the linking file
+    dest: Optional[str] = None  # where the files go (set by export_books), for a format that checks its links
+    warnings: list[str] = field(default_factory=list)  # a format's notes on the book it just wrote; export_books moves them to the summary
     created: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
 
     def run_config(self, run_id: Optional[str]) -> dict:
@@ -116,22 +123,31 @@ class ExportSummary:
     files: int = 0
     bytes: int = 0
     errors: list[str] = field(default_factory=list)  # "<book>: <format>: <reason>", the export goes on
+    # "<book>: <format>: <note>": written, but not whole (a METS pointing at files that are not there)
+    warnings: list[str] = field(default_factory=list)
     parts: dict[str, dict] = field(default_factory=dict)  # summaries of the per-part formats (jsonl)
 
     def to_dict(self) -> dict:
-        return {"books": self.books, "files": self.files, "bytes": self.bytes, "errors": self.errors, **self.parts}
+        return {"books": self.books, "files": self.files, "bytes": self.bytes, "errors": self.errors,
+                "warnings": self.warnings, **self.parts}
 
 
 def export_books(books: Iterable[Book], formats: dict[str, FormatFn], dest: str, ctx: ExportContext,
                  summary: Optional[ExportSummary] = None) -> ExportSummary:
     """Write each book in each format under DEST/<format>/; a book that fails in one format is
     recorded in the summary's errors and the others go on. A destination that cannot be written
-    (WriteError: no space, no permission) is no book's fault: it stops the export."""
+    (WriteError: no space, no permission) is no book's fault: it stops the export. Formats that
+    link to others' files (`links_to_others`: METS) run last for each book, so the files they
+    point at are written by then; what a format notes (`ctx.warnings`) goes into the summary's
+    warnings and the log."""
     summary = summary or ExportSummary()
     store = store_for(dest, ctx.endpoint_url, ctx.region)
+    ctx.dest = dest
+    ordered = sorted(formats.items(), key=lambda kv: bool(getattr(kv[1], "links_to_others", False)))
     for book in books:
         summary.books += 1
-        for fmt, fn in formats.items():
+        for fmt, fn in ordered:
+            ctx.warnings.clear()
             try:
                 for rel, data in fn(book, ctx):
                     store.write(join(dest, fmt, rel), data)
@@ -141,4 +157,11 @@ def export_books(books: Iterable[Book], formats: dict[str, FormatFn], dest: str,
                 raise
             except Exception as e:  # one bad book must not stop an export of a million pages
                 summary.errors.append(f"{book.doc['source_uri']}: {fmt}: {type(e).__name__}: {e}")
+            for note in ctx.warnings:
+                line = f"{book.doc['source_uri']}: {fmt}: {note}"
+                log.warning("%s", visible(line))
+                if len(summary.warnings) < MAX_WARNINGS:
+                    summary.warnings.append(line)
+                elif len(summary.warnings) == MAX_WARNINGS:
+                    summary.warnings.append(f"(only the first {MAX_WARNINGS} warnings are listed here; the log has them all)")
     return summary

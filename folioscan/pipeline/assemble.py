@@ -133,7 +133,7 @@ def _document_row(doc: SourceDocument, pages: list[PageResult], error: Optional[
     engine = pages[0].engine if pages else None
     return {
         "doc_id": doc.doc_id, "source_uri": doc.uri, "kind": doc.kind,
-        "fingerprint": doc.fingerprint,
+        "fingerprint": doc.fingerprint, "metadata": doc.metadata,
         "size_bytes": doc.size, "page_count": pages[0].work.page_count if pages else 0,
         "pages_out": len(pages), "pages_ok": len(ok),
         "pages_blank": sum(1 for r in pages if r.status == "blank"), "pages_failed": failed,

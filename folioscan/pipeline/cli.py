@@ -110,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("output", nargs="?", default="out/demo")
     show = sub.add_parser("show", help="print the books and pages of an output dataset")
     show.add_argument("output")
-    export = sub.add_parser("export", help="write a finished dataset as ALTO, hOCR, searchable PDF or Dolma-style JSON lines")
+    export = sub.add_parser("export", help="write a finished dataset as ALTO, hOCR, searchable PDF, METS or Dolma-style JSON lines")
     export.add_argument("output", help="the dataset: local folder or s3://bucket/prefix")
     export.add_argument("dest", help="local folder or s3://bucket/prefix; files go under DEST/<format>/")
     export.add_argument("--format", action="append", required=True,
@@ -240,6 +240,10 @@ def print_summary(summary, out=None) -> None:
     if s.still_failed:
         print(f"{s.still_failed} books still in error or partial ({s.documents_carried_failed} from earlier runs; "
               f"--retry-failed retries them)", file=out)
+    if s.export_warnings:
+        from folioscan.text.safe import visible
+
+        print(f"{len(s.export_warnings)} export warnings (summary: export_warnings), the first: {visible(s.export_warnings[0])}", file=out)
 
 
 def print_plan(plan, out=None) -> int:

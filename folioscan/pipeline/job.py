@@ -122,7 +122,7 @@ def _shard_exporter(cfg: JobConfig, summary: JobSummary):
     fns = {f: format_function(f) for f in cfg.also}
     ctx = ExportContext(cfg.output, cfg.endpoint_url, cfg.region, run_configs={cfg.run_id: cfg.model_dump()},
                         base_url=cfg.base_url)
-    return _Exporter(fns, cfg.output, ctx, ExportSummary(errors=summary.export_errors))
+    return _Exporter(fns, cfg.output, ctx, ExportSummary(errors=summary.export_errors, warnings=summary.export_warnings))
 
 
 class _Exporter:

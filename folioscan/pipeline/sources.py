@@ -3,10 +3,19 @@
 A PDF is a document. Page images (TIFF, PNG, JPEG) are grouped per parent folder into one
 document, pages in natural file-name order. Grouping works on the sorted stream, so only
 the folders still open at the current key are held in memory.
+
+A manifest lists object URIs, one a line. A CSV manifest whose header row starts with `uri` (or
+`url`, `path`) may carry more columns (`uri,title,identifier,...`): each row's non-empty values
+become the book's `documents.metadata` (a JSON object, column -> value), which the METS export
+reads (docs/exports.md#mets). A page image's row gives its folder's book the metadata.
 """
 from __future__ import annotations
 
+import csv
+import dataclasses
 import hashlib
+import io
+import json
 import logging
 import re
 from typing import Callable, Iterable, Iterator, Optional
@@ -67,33 +76,59 @@ def is_manifest(source: str) -> bool:
 
 
 def read_manifest(store: Store, source: str) -> Iterator[str]:
-    text = store.read(source).decode("utf-8")
-    for line in text.splitlines():
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        uri = line.split(",")[0].strip()
-        if uri.lower() in ("uri", "url", "path"):  # a CSV header
-            continue
+    for uri, _ in read_manifest_rows(store, source):
         yield uri
 
 
-def _manifest_objects(store: Store, source: str) -> Iterator[SourceObject]:
-    for uri in read_manifest(store, source):
+_URI_HEADERS = ("uri", "url", "path")
+
+
+def read_manifest_rows(store: Store, source: str) -> Iterator[tuple[str, dict[str, str]]]:
+    """(uri, metadata) per entry: metadata are a CSV manifest's other columns, by their header
+    name, empty values left out ({} for a plain list or a CSV without a header row)."""
+    text = store.read(source).decode("utf-8")
+    lines = [line for line in text.splitlines() if line.strip() and not line.strip().startswith("#")]
+    header: list[str] = []
+    for row in csv.reader(io.StringIO("\n".join(lines))):
+        if not row or not row[0].strip():
+            continue
+        uri = row[0].strip()
+        if not header and uri.lower() in _URI_HEADERS:  # a CSV header: its names key the other columns
+            header = [h.strip() for h in row]
+            continue
+        meta = {name: value.strip() for name, value in zip(header[1:], row[1:]) if name and value.strip()}
+        yield uri, meta
+
+
+def _manifest_objects(store: Store, source: str, metadata: dict[str, dict]) -> Iterator[SourceObject]:
+    for uri, meta in read_manifest_rows(store, source):
         found = None
         try:
             found = next((o for o in store.list(uri) if o.uri == uri or not is_s3(uri)), None)
         except Exception as e:  # a missing object becomes an error row when it is loaded
             log.info("manifest entry %s: %s", uri, e)
-        yield found or SourceObject(uri=uri, size=0, fingerprint="missing")
+        obj = found or SourceObject(uri=uri, size=0, fingerprint="missing")
+        if meta:
+            metadata[obj.uri] = meta
+        yield obj
+
+
+def _with_metadata(docs: Iterator[SourceDocument], metadata: dict[str, dict]) -> Iterator[SourceDocument]:
+    """Each book with its manifest row's columns: the PDF's row, or its page images' rows merged
+    in page order (the first image's value wins for a column two rows give)."""
+    for doc in docs:
+        meta: dict[str, str] = {}
+        for uri in (doc.uri, *(m.uri for m in doc.members)):
+            meta = {**metadata.get(uri, {}), **meta}
+        yield dataclasses.replace(doc, metadata=json.dumps(meta, ensure_ascii=False, sort_keys=True)) if meta else doc
 
 
 def iter_documents(store: Store, source: str, on_skip: Optional[Callable[[str], None]] = None) -> Iterator[SourceDocument]:
     if is_manifest(source):
-        objects = sorted(_manifest_objects(store, source), key=lambda o: o.uri)
-    else:
-        if is_s3(source):
-            bucket, prefix = split_s3(source)
-            source = f"s3://{bucket}/{prefix}" if prefix else f"s3://{bucket}/"
-        objects = store.list(source)
-    return group_documents(objects, on_skip)
+        metadata: dict[str, dict] = {}
+        objects = sorted(_manifest_objects(store, source, metadata), key=lambda o: o.uri)
+        return _with_metadata(group_documents(objects, on_skip), metadata)
+    if is_s3(source):
+        bucket, prefix = split_s3(source)
+        source = f"s3://{bucket}/{prefix}" if prefix else f"s3://{bucket}/"
+    return group_documents(store.list(source), on_skip)

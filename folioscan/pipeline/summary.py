@@ -38,6 +38,7 @@ class JobSummary:
     mean_confidence: Optional[float] = None
     orphans_removed: int = 0
     export_errors: list[str] = field(default_factory=list)  # --also: books a format could not be written for
+    export_warnings: list[str] = field(default_factory=list)  # --also: books written not whole (a METS pointing at files not there)
     shards: list[str] = field(default_factory=list)
     ocr_actors: int = 0
     engine_loads: int = 0  # engines really built, in every OCR worker: one per worker unless one was rebuilt

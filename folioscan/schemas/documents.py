@@ -3,11 +3,13 @@ import pyarrow as pa
 
 from folioscan.schemas.table import Table, col
 
-DOCUMENTS = Table("documents", version=3, columns=[
+DOCUMENTS = Table("documents", version=4, columns=[
     col("doc_id", pa.string(), "sha256 of the source URI and its content fingerprint"),
     col("source_uri", pa.string(), "the book as listed: the PDF's URI, or the folder of its page images"),
     col("kind", pa.string(), "pdf | images"),
     col("fingerprint", pa.string(), "content fingerprint the doc_id was derived from"),
+    col("metadata", pa.string(), "JSON object of the book's row in a CSV manifest, column -> value (`uri,title,identifier,...`; "
+                                 "empty values left out); null when none. The METS export's MODS reads it"),
     col("size_bytes", pa.int64(), "bytes of the source: the PDF, or the sum of its page images"),
     col("page_count", pa.int32(), "pages in the source"),
     col("pages_out", pa.int32(), "rows in `pages` (a split spread counts twice)"),
