@@ -34,6 +34,11 @@ def _prezi(manifest: dict):
     return prezi3.Manifest(**manifest)
 
 
+def _prezi_page(page: dict):
+    prezi3 = pytest.importorskip("iiif_prezi3", reason="iiif-prezi3 is in the test extra (make install-test)")
+    return prezi3.AnnotationPage(**page)
+
+
 def test_manifest_has_a_canvas_per_page_row_with_line_and_word_annotations():
     rows = [_row(lines=[_word_line(["Call", "me"], 100), _word_line(["Ishmael."], 140)], index=0)]
     rows[0]["printed_page_number"] = "xiv"
@@ -41,7 +46,7 @@ def test_manifest_has_a_canvas_per_page_row_with_line_and_word_annotations():
         rows.append(_row(lines=[_word_line([side], 100)], index=1))
         rows[-1]["side"] = side
     book = _book(*rows)
-    m = iiif.manifest(book, ExportContext("/nonexistent", base_url=BASE))
+    m, files = iiif.manifest(book, ExportContext("/nonexistent", base_url=BASE))
     _prezi(m)
     assert m["@context"][-1] == "http://iiif.io/api/presentation/3/context.json"
     name = book.name
@@ -54,7 +59,13 @@ def test_manifest_has_a_canvas_per_page_row_with_line_and_word_annotations():
     assert painting["body"] == {"id": f"{BASE}images/{name}/00001.jpg", "type": "Image", "format": "image/jpeg",
                                 "width": 1000, "height": 1400}
     assert m["items"][2]["items"][0]["items"][0]["body"]["id"] == f"{BASE}images/{name}/00002-right.jpg"
-    lines, words = first["annotations"]
+    # the text: AnnotationPages of their own, referenced from the canvas (a viewer fetches them by id)
+    assert [a["id"] for a in first["annotations"]] == [f"{BASE}iiif/{name}/annotations/00001-{k}.json" for k in ("lines", "words")]
+    assert sorted(files) == [f"annotations/{k}-{kind}.json" for k in ("00001", "00002-left", "00002-right") for kind in ("lines", "words")]
+    lines, words = files["annotations/00001-lines.json"], files["annotations/00001-words.json"]
+    assert lines["id"] == first["annotations"][0]["id"] and lines["@context"] == iiif.CONTEXT
+    for page in files.values():
+        _prezi_page(page)
     assert [a["textGranularity"] for a in lines["items"]] == ["line", "line"]
     assert [a["textGranularity"] for a in words["items"]] == ["word"] * 3
     assert all(a["motivation"] == "supplementing" and a["body"]["type"] == "TextualBody"
@@ -68,7 +79,7 @@ def test_manifest_has_a_canvas_per_page_row_with_line_and_word_annotations():
     assert alto_link["id"] == f"{BASE}alto/{name}/00001.xml" and alto_link["profile"] == iiif.ALTO_PROFILE
     assert hocr_link["id"] == f"{BASE}hocr/{name}.html#page_1" and hocr_link["format"] == "text/vnd.hocr+html"
     assert m["seeAlso"][0]["id"] == f"{BASE}hocr/{name}.html"
-    ids = [a["id"] for c in m["items"] for p in c["annotations"] for a in p["items"]]
+    ids = [a["id"] for p in files.values() for a in p["items"]]
     assert len(ids) == 5 + 2 + 2 and len(set(ids)) == len(ids)  # unique across canvases, sides included
 
 
@@ -79,12 +90,12 @@ def test_page_text_without_boxes_failed_pages_and_relative_links():
     failed = _row(status="error", error="render failed", index=2)
     failed["source_width"] = failed["source_height"] = None  # the page never loaded
     book = _book(vlm, blank, failed)
-    m = iiif.manifest(book, CTX)
+    m, files = iiif.manifest(book, CTX)
     assert len(m["items"]) == 2  # the page without an image has no canvas, and the metadata says so
     meta = {e["label"]["en"][0]: e["value"]["none"][0] for e in m["metadata"]}
     assert meta["Pages without an image"].startswith("page 3 ")
-    [page] = m["items"][0]["annotations"]
-    [whole] = page["items"]
+    assert list(files) == ["annotations/00001-page.json"] and len(m["items"][0]["annotations"]) == 1
+    [whole] = files["annotations/00001-page.json"]["items"]
     assert whole["textGranularity"] == "page" and whole["target"] == m["items"][0]["id"]  # no invented box
     assert whole["body"]["value"] == vlm["text"]
     assert "annotations" not in m["items"][1]  # blank: nothing to say
@@ -93,7 +104,7 @@ def test_page_text_without_boxes_failed_pages_and_relative_links():
     assert m["items"][0]["seeAlso"][0]["id"] == f"../../alto/{book.name}/00001.xml"
     with pytest.raises(ValueError, match="relative URL without a base"):  # IIIF wants absolute URIs: --base-url
         _prezi(m)
-    _prezi(iiif.manifest(book, ExportContext("/nonexistent", base_url=BASE)))
+    _prezi(iiif.manifest(book, ExportContext("/nonexistent", base_url=BASE))[0])
 
 
 # --- a real job, exported and opened in Mirador ----------------------------------------------------
@@ -171,7 +182,8 @@ def test_manifests_validate_and_every_link_resolves(served):
                 _prezi(m)
             where = f"{base}iiif/{book}/manifest.json" if absolute else posixpath.join(str(folder), "iiif", book, "manifest.json")
             links = [m["seeAlso"][0]["id"]] + [c["items"][0]["items"][0]["body"]["id"] for c in m["items"]] + \
-                [s["id"] for c in m["items"] for s in c["seeAlso"]]
+                [s["id"] for c in m["items"] for s in c["seeAlso"]] + [a["id"] for c in m["items"] for a in c["annotations"]]
+            assert sum("/annotations/" in link for link in links) == 2 * len(m["items"])  # lines and words of each page
             for link in links:
                 path = link.split("#")[0]
                 if absolute:
@@ -181,11 +193,19 @@ def test_manifests_validate_and_every_link_resolves(served):
                     assert not path.startswith(("/", "http"))
                     path = posixpath.normpath(posixpath.join(posixpath.dirname(where), path))
                 assert os.path.isfile(path), link
+                if "/annotations/" in link and absolute:
+                    with open(path, "rb") as f:
+                        page = json.load(f)
+                    assert page["id"] == link
+                    _prezi_page(page)
     m = next(v for k, v in _manifests(served["dest"]).items() if k.startswith("book-"))
     assert m["label"] == {"none": ["book.pdf"]}
     assert [c["label"]["none"][0] for c in m["items"]] == ["11", "12", "13"]  # the printed page numbers
-    words = [a for a in m["items"][0]["annotations"][1]["items"]]
-    assert len(words) > 20 and all(a["textGranularity"] == "word" for a in words)
+    words_file = m["items"][0]["annotations"][1]["id"][len(served["base"]):]
+    with open(served["dest"] / words_file, "rb") as f:
+        words = json.load(f)["items"]
+    assert len(words) > 20 and all(a["textGranularity"] == "word" and a["target"].startswith(m["items"][0]["id"] + "#xywh=")
+                                   for a in words)
 
 
 def _mirador() -> str:
@@ -261,6 +281,8 @@ def test_manifest_renders_in_mirador_with_its_text_annotations(served):
     assert seen["errors"] == [] and seen["refused"] == []
     assert ("iiif/" + m_id[len(base) + len("iiif/"):], 200) in seen["served"]
     assert sum(1 for url, status in seen["served"] if url.startswith("images/") and status == 200) >= 3  # 3 pages' images
+    fetched = {url.rsplit("/", 1)[1] for url, status in seen["served"] if "/annotations/" in url and status == 200}
+    assert {"00001-lines.json", "00001-words.json"} <= fetched  # the shown page's text, fetched by its id
     # the thumbnails: the three page images, at the scans' size
     pages = sorted((r for r in served["rows"] if r["source_uri"].endswith("book.pdf")), key=lambda r: r["page_index"])
     assert sorted(tuple(t[1:]) for t in thumbs if "/images/book-" in t[0]) == sorted((r["source_width"], r["source_height"]) for r in pages)

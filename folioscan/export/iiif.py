@@ -1,31 +1,36 @@
-"""IIIF Presentation 3 manifest, one per book: DEST/iiif/<book>/manifest.json.
+"""IIIF Presentation 3 manifest, one per book: DEST/iiif/<book>/manifest.json, and its text.
 
 A Canvas per page row, the size of the scan as loaded (`source_width` x `source_height`), painted
-with the page's image from the `images` format (`image_file`); its `annotations` hold the page's
-text as `supplementing` annotations with a TextualBody, one AnnotationPage of lines and one of
-words, each annotation saying its level with the IIIF text-granularity extension
-(`textGranularity`: line, word) and targeting `<canvas>#xywh=` in the scan's pixels (`box_source`).
-A page whose engine located no text (box_level none: VLM page text) gets one page-level annotation
-on the whole canvas; a line without a box on a located page targets the whole canvas too.
+with the page's image from the `images` format (`image_file`). The page's text is in AnnotationPages
+of `supplementing` annotations with a TextualBody, one of lines and one of words, each annotation
+saying its level with the IIIF text-granularity extension (`textGranularity`: line, word) and
+targeting `<canvas>#xywh=` in the scan's pixels (`box_source`). A page whose engine located no text
+(box_level none: VLM page text) gets one page-level annotation on the whole canvas; a line without
+a box on a located page targets the whole canvas too.
+
+The AnnotationPages are files of their own, DEST/iiif/<book>/annotations/<page>-lines.json (and
+-words, -page), which the canvas's `annotations` reference by id: a viewer fetches a page's text
+when it shows the page. Embedded in the manifest they would make it about 180 kB a page (every
+word an annotation, measured on old_books' book_b: BENCHMARKS.md), tens of megabytes a book that a
+viewer reads before it shows anything. Mirador 4 fetches a referenced AnnotationPage by its id
+(tests/test_iiif.py opens the manifest in it).
 
 Labels: the canvas is called by its printed page number when the book text found one, else by its
 1-based page number (`3 (left)` for a half of a split spread). The manifest's label is the book's
 file or folder name, its metadata the `documents` row. `seeAlso`: the page's ALTO and its ocr_page
 in the book's hOCR on each canvas, the book's hOCR on the manifest.
 
-Annotation pages are embedded in the canvases, not written as files of their own: Mirador fetches a
-referenced AnnotationPage by its id, which needs the id to be a URL it can resolve, while an embedded
-one is read from the manifest (tests/test_iiif_mirador.py opens the manifest in Mirador 4).
-
 Links and ids: under `--base-url` (ctx.base_url) when one is given: absolute URLs, valid IIIF
 (the `iiif-prezi3` models accept it: tests). Without one, relative references, resolved against
-the manifest's own URL as JSON-LD resolves them; IIIF asks for absolute HTTP(S) URIs, so a manifest
-that will be published is exported with --base-url (docs/exports.md). Pages that have no image (the
-run could not load them) have no canvas; the metadata names them.
+the manifest's own URL as JSON-LD resolves them; IIIF asks for absolute HTTP(S) URIs, and viewers
+resolve them against their own page (docs/exports.md), so a manifest that will be published is
+exported with --base-url. Pages that have no image (the run could not load them) have no canvas;
+the metadata names them.
 
 Every string from outside (names, OCR text) goes through `folioscan.text.safe.XmlText`: a lone
 surrogate cannot be written as UTF-8 JSON, and a control character is no text a viewer can show;
-each becomes U+FFFD and the metadata says how many did.
+each becomes U+FFFD and the manifest's metadata says how many did (over the manifest and its
+annotation files).
 """
 from __future__ import annotations
 
@@ -45,9 +50,15 @@ DEPTH = 2  # DEST/iiif/<book>/manifest.json
 
 def write_book(book: Book, ctx: ExportContext) -> Iterator[tuple[str, bytes]]:
     clean = XmlText()
-    data = json.dumps(manifest(book, ctx, clean), ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    doc, annotation_files = manifest(book, ctx, clean)
+    for rel, page in annotation_files.items():
+        yield f"{book.name}/{rel}", _json(page)
     clean.log(f"{book.doc['source_uri']}: iiif")
-    yield f"{book.name}/manifest.json", data
+    yield f"{book.name}/manifest.json", _json(doc)  # last: a manifest is never there without its text
+
+
+def _json(value: dict) -> bytes:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
 def _lang(values, key: str = "none") -> dict:
@@ -66,16 +77,24 @@ def canvas_label(page: dict) -> str:
     return f"{page_number(page['page_index'])}" + (f" ({page['side']})" if page.get("side") else "")
 
 
-def manifest(book: Book, ctx: ExportContext, clean: Optional[XmlText] = None) -> dict:
-    """The book's manifest as a dict; `clean` (a fresh one when not given) counts replaced characters."""
+def manifest(book: Book, ctx: ExportContext, clean: Optional[XmlText] = None) -> tuple[dict, dict[str, dict]]:
+    """The book's manifest, and its AnnotationPages by their path under DEST/iiif/<book>/; `clean`
+    (a fresh one when not given) counts replaced characters."""
     clean = clean if clean is not None else XmlText()
     doc = book.doc
     name = doc["source_uri"].rstrip("/").rsplit("/", 1)[-1]
     base = lambda rel: link(ctx, "iiif", f"{book.name}/{rel}", DEPTH)  # noqa: E731
-    canvases, without = [], []
+    canvases, without, files = [], [], {}
     for page in book.pages:
         if layout.page_size(page):
             canvases.append(_canvas(book, page, ctx, base(f"canvas/{page_key(page)}"), clean))
+            refs = []
+            for kind, annotation_page in text_pages(page, canvases[-1]["id"], clean).items():
+                rel = f"annotations/{page_key(page)}-{kind}.json"
+                files[rel] = {"@context": CONTEXT, "id": base(rel), **annotation_page}
+                refs.append({"id": base(rel), "type": "AnnotationPage", "label": annotation_page["label"]})
+            if refs:
+                canvases[-1]["annotations"] = refs
         else:
             without.append(page_label(page["page_index"], page.get("side")))
     meta = [_entry("Source", clean(doc["source_uri"])),
@@ -107,7 +126,7 @@ def manifest(book: Book, ctx: ExportContext, clean: Optional[XmlText] = None) ->
     }
     if clean.replaced:  # known once every string is through
         out["metadata"].append(_entry("Replaced characters", clean.note))
-    return out
+    return out, files
 
 
 def _hocr(book: Book, ctx: ExportContext, page: Optional[dict]) -> dict:
@@ -127,9 +146,6 @@ def _canvas(book: Book, page: dict, ctx: ExportContext, cid: str, clean: XmlText
               "seeAlso": [{"id": link(ctx, "alto", f"{book.name}/{page_key(page)}.xml", DEPTH), "type": "Dataset",
                            "format": "application/xml", "profile": ALTO_PROFILE, "label": _lang(["ALTO 4.4"], "en")},
                           _hocr(book, ctx, page)]}
-    pages = text_pages(page, cid, clean)
-    if pages:
-        canvas["annotations"] = pages
     return canvas
 
 
@@ -147,15 +163,15 @@ def _text(aid: str, target: str, text: str, granularity: str, language: Optional
             "body": body, "target": target}
 
 
-def text_pages(page: dict, cid: str, clean: XmlText) -> list[dict]:
-    """The page's text annotations: an AnnotationPage of lines and one of words, or one page-level
-    annotation for text the engine located nowhere; [] for a page without text."""
+def text_pages(page: dict, cid: str, clean: XmlText) -> dict[str, dict]:
+    """The page's text annotations by kind: an AnnotationPage of `lines` and one of `words`, or one
+    `page` annotation for text the engine located nowhere; {} for a page without text."""
     if page["status"] != "ok" or not (page.get("text") or "").strip():
-        return []
+        return {}
     lang = page.get("language")
     if page.get("box_level") == "none" or not page.get("lines"):
-        return [{"id": f"{cid}/text", "type": "AnnotationPage", "label": _lang(["page text"], "en"),
-                 "items": [_text(f"{cid}/text/page", cid, page["text"], "page", lang, clean)]}]
+        return {"page": {"type": "AnnotationPage", "label": _lang(["page text"], "en"),
+                         "items": [_text(f"{cid}/text/page", cid, page["text"], "page", lang, clean)]}}
     lines, words = [], []
     for li, line in enumerate(page["lines"]):
         where = _xywh(layout.box(line.get("box_source")))
@@ -164,7 +180,7 @@ def text_pages(page: dict, cid: str, clean: XmlText) -> list[dict]:
             at = _xywh(layout.box(word.get("box_source")))
             if at and (word.get("text") or "").strip():
                 words.append(_text(f"{cid}/word/{li}.{wi}", f"{cid}#xywh={at}", word["text"], "word", lang, clean))
-    out = [{"id": f"{cid}/lines", "type": "AnnotationPage", "label": _lang(["lines"], "en"), "items": lines}]
+    out = {"lines": {"type": "AnnotationPage", "label": _lang(["lines"], "en"), "items": lines}}
     if words:
-        out.append({"id": f"{cid}/words", "type": "AnnotationPage", "label": _lang(["words"], "en"), "items": words})
+        out["words"] = {"type": "AnnotationPage", "label": _lang(["words"], "en"), "items": words}
     return out
