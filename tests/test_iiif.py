@@ -274,8 +274,9 @@ def test_manifest_renders_in_mirador_with_its_text_annotations(served):
             items.first.click()  # select the first line: Mirador draws its box over the page
             page.wait_for_timeout(1000)
             after = np.asarray(Image.open(io.BytesIO(canvas_area.screenshot())).convert("L"))
-            os.makedirs(os.path.join(REPO, "docs"), exist_ok=True)
-            page.screenshot(path=os.path.join(REPO, "docs", "iiif-mirador.png"))
+            # docs/iiif-mirador.png is this screenshot: FOLIOSCAN_UPDATE_DOCS=1 writes it there
+            shot = os.path.join(REPO, "docs", "iiif-mirador.png") if os.environ.get("FOLIOSCAN_UPDATE_DOCS") else str(dest / "mirador.png")
+            page.screenshot(path=shot)
         finally:
             browser.close()
     assert seen["errors"] == [] and seen["refused"] == []
@@ -296,3 +297,23 @@ def test_manifest_renders_in_mirador_with_its_text_annotations(served):
     assert texts[len(rows["lines"]):] == [w["text"] for l in rows["lines"] for w in l["words"]]
     assert label.strip() == "• 11"  # the printed page number names the canvas
     assert np.abs(after.astype(np.int16) - before).max() > 60  # the selected line's box is drawn
+
+
+def test_page_images_of_a_changed_or_missing_source_are_an_error_not_a_wrong_image(tmp_path, page_images):
+    """The images are loaded from the source again: one changed since the run (its boxes measured on
+    other pixels) or gone is the book's export error, with the reason, and nothing is written."""
+    src, out = tmp_path / "src", tmp_path / "out"
+    src.mkdir()
+    (src / "a.pdf").write_bytes(scanned_pdf(page_images[:1]))
+    (src / "b.pdf").write_bytes(scanned_pdf(page_images[1:2]))
+    assert run_job(JobConfig(source=str(src), output=str(out), executor="local", progress=False)).ok
+    (src / "a.pdf").write_bytes(scanned_pdf(page_images[2:3], dpi=100))  # another scan under the same name
+    (src / "b.pdf").unlink()
+    from folioscan.export import export_dataset
+
+    summary = export_dataset(str(out), str(tmp_path / "dest"), ["images", "iiif"])
+    assert sorted(e.split(": ", 2)[1] for e in summary.errors) == ["images", "images"]
+    assert any("a.pdf: images: ValueError:" in e and "the source changed since the run" in e for e in summary.errors)
+    assert any("b.pdf: images: StorageError:" in e and "no such file" in e for e in summary.errors), summary.errors
+    assert not (tmp_path / "dest" / "images").exists()
+    assert len(os.listdir(tmp_path / "dest" / "iiif")) == 2  # the manifests do not need the source
