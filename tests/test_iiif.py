@@ -317,3 +317,9 @@ def test_page_images_of_a_changed_or_missing_source_are_an_error_not_a_wrong_ima
     assert any("b.pdf: images: StorageError:" in e and "no such file" in e for e in summary.errors), summary.errors
     assert not (tmp_path / "dest" / "images").exists()
     assert len(os.listdir(tmp_path / "dest" / "iiif")) == 2  # the manifests do not need the source
+
+
+def test_a_book_without_a_page_to_show_gets_no_manifest():
+    failed = _row(status="error", error="not a PDF", index=0)
+    failed["source_width"] = failed["source_height"] = None
+    assert list(iiif.write_book(_book(failed), CTX)) == [] and list(iiif.write_book(_book(), CTX)) == []

@@ -25,7 +25,7 @@ Links and ids: under `--base-url` (ctx.base_url) when one is given: absolute URL
 the manifest's own URL as JSON-LD resolves them; IIIF asks for absolute HTTP(S) URIs, and viewers
 resolve them against their own page (docs/exports.md), so a manifest that will be published is
 exported with --base-url. Pages that have no image (the run could not load them) have no canvas;
-the metadata names them.
+the metadata names them; a book without a page to show (a PDF that would not open) gets no manifest.
 
 Every string from outside (names, OCR text) goes through `folioscan.text.safe.XmlText`: a lone
 surrogate cannot be written as UTF-8 JSON, and a control character is no text a viewer can show;
@@ -35,12 +35,15 @@ annotation files).
 from __future__ import annotations
 
 import json
+import logging
 from typing import Iterator, Optional
 
 from folioscan.export import hocr, layout
 from folioscan.export.dataset import Book, ExportContext, image_file, link, page_key
 from folioscan.records import page_label, page_number
-from folioscan.text.safe import XmlText
+from folioscan.text.safe import XmlText, visible
+
+log = logging.getLogger(__name__)
 
 CONTEXT = ["http://iiif.io/api/extension/text-granularity/context.json", "http://iiif.io/api/presentation/3/context.json"]
 ALTO_PROFILE = "http://www.loc.gov/standards/alto/ns-v4#"
@@ -51,6 +54,9 @@ DEPTH = 2  # DEST/iiif/<book>/manifest.json
 def write_book(book: Book, ctx: ExportContext) -> Iterator[tuple[str, bytes]]:
     clean = XmlText()
     doc, annotation_files = manifest(book, ctx, clean)
+    if not doc["items"]:  # IIIF wants a canvas at least; the book's rows say why it has no page to show
+        log.info("%s: iiif: no page with an image, no manifest", visible(book.doc["source_uri"]))
+        return
     for rel, page in annotation_files.items():
         yield f"{book.name}/{rel}", _json(page)
     clean.log(f"{book.doc['source_uri']}: iiif")
