@@ -22,6 +22,7 @@ from folioscan.pipeline.job import run_job
 from folioscan.records import OcrLine
 from tests.helpers import PARAGRAPHS, png_bytes, scanned_pdf, text_page_image
 from tests.test_export_formats import CTX, _book, _row, _word_line
+from tests.test_load import _sepia
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MIRADOR = os.path.join(REPO, ".cache", "mirador-4.0.0", "package", "dist", "mirador.min.js")
@@ -121,13 +122,13 @@ class _Quiet(http.server.SimpleHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
-    """A 3-page PDF book (printed page numbers 11-13) and a folder book, run by a real job, exported
+    """A 3-page PDF book (printed page numbers 11-13) and a folder book (a colour page), run by a real job, exported
     under DEST served over HTTP on 127.0.0.1 with --base-url pointing there, and again without it."""
     root = tmp_path_factory.mktemp("iiif")
     src, out, dest = root / "src", root / "out", root / "dest"
     (src / "folder_book").mkdir(parents=True)
     (src / "book.pdf").write_bytes(scanned_pdf([_page(11 + i, PARAGRAPHS[i]) for i in range(3)]))
-    (src / "folder_book" / "p1.png").write_bytes(png_bytes(text_page_image(PARAGRAPHS[1])))
+    (src / "folder_book" / "p1.png").write_bytes(png_bytes(_sepia(text_page_image(PARAGRAPHS[1]))))  # a colour scan
     summary = run_job(JobConfig(source=str(src), output=str(out), executor="local", progress=False))
     assert summary.ok and summary.pages == 4
     dest.mkdir()
@@ -161,6 +162,10 @@ def test_page_images_are_the_scans_as_loaded(served):
         for page in book.pages:
             with Image.open(served["dest"] / "images" / image_file(book, page)) as im:
                 assert im.format == "JPEG" and im.size == (page["source_width"], page["source_height"])
+                assert im.mode == ("RGB" if book.doc["kind"] == "images" else "L")  # the colour scan in colour
+                if im.mode == "RGB":
+                    r, g, b = np.asarray(im, dtype=np.float32).reshape(-1, 3).mean(axis=0)
+                    assert r > g + 10 > b + 20  # yellowed paper, as scanned
                 pixels = np.asarray(im.convert("L"), dtype=np.int16)
             # the words' boxes (box_source) lie on ink in the image: the image is in the boxes' pixels
             for line in page["lines"]:

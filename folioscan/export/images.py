@@ -4,7 +4,9 @@ what METS and IIIF point at.
 Each is the page as the run loaded it (folioscan/workers/load.py, with the run's own load settings
 from its run record: the embedded scan at its native resolution, or the page rendered at the run's
 DPI, or the image file's frame), before any cleaning: the pixels the `box_source` columns, ALTO and
-hOCR are in, `source_width` x `source_height`. The loader gives grey pixels, so the JPEG is grey.
+hOCR are in, `source_width` x `source_height`. The pipeline reads grey; here the loader keeps a
+colour scan's colour (`LoadOptions.color`), so the JPEG is in colour where the scan is, grey where
+it is grey or bilevel.
 The two halves of a split spread share one scan and their boxes are in its pixels, so each side's
 file is the whole spread (the same bytes twice: one file name per page row, as every format has).
 
@@ -14,6 +16,7 @@ pages, after the others are written.
 """
 from __future__ import annotations
 
+import dataclasses
 import io
 from typing import Iterator
 
@@ -68,11 +71,13 @@ def _loaded(book: Book, ctx: ExportContext, rows: dict[int, list[dict]]):
 
 
 def load_options(config: dict):
-    """The load settings a run recorded (its config), the defaults of JobConfig where it says none."""
+    """The load settings a run recorded (its config), the defaults of JobConfig where it says none;
+    a colour scan kept in colour (same pixels and size as the run's grey)."""
     from folioscan.pipeline.config import JobConfig
 
     keys = ("dpi", "max_page_megapixels", "prefer_embedded", "max_object_mb", "retry")
-    return JobConfig(source=".", output=".", **{k: config[k] for k in keys if k in config}).load_options()
+    opts = JobConfig(source=".", output=".", **{k: config[k] for k in keys if k in config}).load_options()
+    return dataclasses.replace(opts, color=True)
 
 
 def jpeg(image) -> bytes:
