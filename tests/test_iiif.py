@@ -123,7 +123,8 @@ class _Quiet(http.server.SimpleHTTPRequestHandler):
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     """A 3-page PDF book (printed page numbers 11-13) and a folder book (a colour page), run by a real job, exported
-    under DEST served over HTTP on 127.0.0.1 with --base-url pointing there, and again without it."""
+    under DEST served over HTTP on 127.0.0.1 with --base-url pointing there, and again without it
+    (served too, under relative/)."""
     root = tmp_path_factory.mktemp("iiif")
     src, out, dest = root / "src", root / "out", root / "dest"
     (src / "folder_book").mkdir(parents=True)
@@ -132,13 +133,14 @@ def served(tmp_path_factory):
     summary = run_job(JobConfig(source=str(src), output=str(out), executor="local", progress=False))
     assert summary.ok and summary.pages == 4
     dest.mkdir()
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Quiet, directory=str(dest)))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Quiet, directory=str(root)))
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    base = f"http://127.0.0.1:{server.server_address[1]}/"
+    origin = f"http://127.0.0.1:{server.server_address[1]}/"
+    base = origin + "dest/"  # DEST as served; the export without a base URL is served at origin/relative/
     assert main(["export", str(out), str(dest), "--format", "images,alto,hocr,iiif", "--base-url", base]) == 0
     assert main(["export", str(out), str(root / "relative"), "--format", "images,alto,hocr,iiif"]) == 0
     rows = pq.read_table(out / "pages").to_pylist()
-    yield {"root": root, "src": src, "out": out, "dest": dest, "base": base, "rows": rows}
+    yield {"root": root, "src": src, "out": out, "dest": dest, "base": base, "origin": origin, "rows": rows}
     server.shutdown()
 
 
@@ -238,14 +240,15 @@ Mirador.viewer({id: "viewer",
 def test_manifest_renders_in_mirador_with_its_text_annotations(served):
     """Mirador 4 in headless Chromium, every request outside 127.0.0.1 refused: the thumbnails and
     the page image load, the window shows the printed page number, the annotations panel lists the
-    page's lines and words, and selecting a line draws its box on the page."""
+    page's lines and words, and selecting a line draws its box on the page. The export without a
+    base URL shows the same from a viewer page in the manifest's folder."""
     from PIL import Image
     from playwright.sync_api import sync_playwright
 
     from tests.browser import chromium_path
 
     bundle = _mirador()
-    dest, base = served["dest"], served["base"]
+    dest, base, origin = served["dest"], served["base"], served["origin"]
     m_id = next(m["id"] for k, m in _manifests(dest).items() if k.startswith("book-"))
     with open(bundle, "rb") as f:
         (dest / "mirador.min.js").write_bytes(f.read())
@@ -256,10 +259,10 @@ def test_manifest_renders_in_mirador_with_its_text_annotations(served):
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 860})
             page.on("pageerror", lambda e: seen["errors"].append(str(e)))
-            page.on("response", lambda r: seen["served"].append((r.url[len(base):], r.status)))
+            page.on("response", lambda r: seen["served"].append((r.url[len(origin):], r.status)))
 
             def only_local(route):
-                if route.request.url.startswith(base):
+                if route.request.url.startswith(origin):
                     return route.continue_()
                 seen["refused"].append(route.request.url)
                 return route.abort()
@@ -282,12 +285,28 @@ def test_manifest_renders_in_mirador_with_its_text_annotations(served):
             # docs/iiif-mirador.png is this screenshot: FOLIOSCAN_UPDATE_DOCS=1 writes it there
             shot = os.path.join(REPO, "docs", "iiif-mirador.png") if os.environ.get("FOLIOSCAN_UPDATE_DOCS") else str(dest / "mirador.png")
             page.screenshot(path=shot)
+            # the export without --base-url, its links relative to the manifest: Mirador resolves them
+            # against its own page, so a viewer page in the manifest's folder shows it all
+            rel_book = next(k for k in _manifests(served["root"] / "relative") if k.startswith("book-"))
+            (served["root"] / "relative" / "iiif" / rel_book / "viewer.html").write_text(
+                VIEWER.replace("MANIFEST", '"manifest.json"').replace('src="mirador.min.js"', 'src="/dest/mirador.min.js"'))
+            relative = browser.new_page(viewport={"width": 1280, "height": 860})
+            relative.on("pageerror", lambda e: seen["errors"].append(str(e)))
+            relative.on("response", lambda r: seen["served"].append((r.url[len(origin):], r.status)))
+            relative.route("**/*", only_local)
+            relative.goto(f"{origin}relative/iiif/{rel_book}/viewer.html", wait_until="load")
+            relative.locator("li[annotationid]").first.wait_for(timeout=30_000)
+            relative.wait_for_function("() => [...document.images].filter(i => i.complete && i.naturalWidth > 0).length >= 3",
+                                       timeout=30_000)
+            relative_texts = relative.locator("li[annotationid]").all_inner_texts()
         finally:
             browser.close()
     assert seen["errors"] == [] and seen["refused"] == []
-    assert ("iiif/" + m_id[len(base) + len("iiif/"):], 200) in seen["served"]
-    assert sum(1 for url, status in seen["served"] if url.startswith("images/") and status == 200) >= 3  # 3 pages' images
-    fetched = {url.rsplit("/", 1)[1] for url, status in seen["served"] if "/annotations/" in url and status == 200}
+    assert ("dest/" + m_id[len(base):], 200) in seen["served"]
+    assert sum(1 for url, status in seen["served"] if url.startswith("dest/images/") and status == 200) >= 3  # 3 pages' images
+    assert sum(1 for url, status in seen["served"] if url.startswith("relative/images/") and status == 200) >= 3
+    assert relative_texts == texts and all(status == 200 for url, status in seen["served"] if not url.endswith("favicon.ico"))
+    fetched = {url.rsplit("/", 1)[1] for url, status in seen["served"] if url.startswith("dest/") and "/annotations/" in url}
     assert {"00001-lines.json", "00001-words.json"} <= fetched  # the shown page's text, fetched by its id
     # the thumbnails: the three page images, at the scans' size
     pages = sorted((r for r in served["rows"] if r["source_uri"].endswith("book.pdf")), key=lambda r: r["page_index"])
