@@ -63,6 +63,10 @@ def write_book(book: Book, ctx: ExportContext) -> Iterator[tuple[str, bytes]]:
     yield f"{book.name}/manifest.json", _json(doc)  # last: a manifest is never there without its text
 
 
+# it points at the images, ALTO and hOCR exports' files: an export writing those too runs it after them
+write_book.links_to_others = True
+
+
 def _json(value: dict) -> bytes:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
