@@ -24,9 +24,21 @@ demo: install
 	$(Q)$(BIN)/folioscan show out/demo
 
 test: install-test
+	$(Q)$(MAKE) --no-print-directory mirador || echo "Mirador could not be fetched from npm: the IIIF viewer test will skip"
 	$(BIN)/python -m pytest -q -m "not gpu" tests
+
+# Mirador 4 for the IIIF viewer test (tests/test_iiif_mirador.py): the npm package, unpacked once into an
+# ignored cache; the test loads its browser bundle from there, offline, and skips saying why when it is missing
+MIRADOR_VERSION := 4.0.0
+MIRADOR := .cache/mirador-$(MIRADOR_VERSION)
+
+$(MIRADOR)/package/dist/mirador.min.js:
+	$(Q)mkdir -p $(MIRADOR)
+	$(Q)cd $(MIRADOR) && npm pack --silent mirador@$(MIRADOR_VERSION) >/dev/null && tar xzf mirador-$(MIRADOR_VERSION).tgz package/dist/mirador.min.js package/LICENSE package/package.json && rm mirador-$(MIRADOR_VERSION).tgz
+
+mirador: $(MIRADOR)/package/dist/mirador.min.js
 
 bench: install-test
 	$(BIN)/python bench/cpu_engines.py
 
-.PHONY: install install-test demo test bench
+.PHONY: install install-test demo test bench mirador

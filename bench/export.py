@@ -1,6 +1,7 @@
-"""Archive exports on a real book: time per page for ALTO, hOCR and the searchable PDF, the PDF's size
-overhead per page, and that its text and word boxes agree with the OCR; the book's METS (time, size,
-schema errors, pages with an ORDERLABEL, logical divs). Prints one JSON object.
+"""Archive exports on a real book: time and bytes per page for ALTO, hOCR, the searchable PDF, the page
+images and the IIIF manifest (links under a base URL, as published), the PDF's size overhead per page,
+and that its text and word boxes agree with the OCR; the book's METS (time, size, schema errors, pages
+with an ORDERLABEL, logical divs). Prints one JSON object.
 
     python bench/export.py [--book b] [--output DIR]   # old_books/pdf/book_<b>.pdf, Tesseract, local executor
 
@@ -46,19 +47,22 @@ def main() -> None:
         run_job(JobConfig(source=source, output=output, executor="local", progress=False))
         ocr_s = time.perf_counter() - t0
     [book] = list(iter_books(LocalStore(), output))
-    ctx = ExportContext(output)
+    ctx = ExportContext(output, base_url="https://example.org/ocr/")
     n = len(book.pages)
     result = {"book": os.path.basename(source), "pages": n, "words": sum(len(l["words"]) for p in book.pages for l in p["lines"])}
     if ocr_s:
         result["ocr_s_per_page"] = round(ocr_s / n, 3)
     files = {}
-    for fmt in ("alto", "hocr", "pdf"):
+    for fmt in ("alto", "hocr", "pdf", "images", "iiif"):
         t0 = time.perf_counter()
         files[fmt] = list(format_function(fmt)(book, ctx))
         result[f"{fmt}_ms_per_page"] = round((time.perf_counter() - t0) * 1000 / n, 1)
         result[f"{fmt}_bytes_per_page"] = round(sum(len(d) for _, d in files[fmt]) / n)
     result["alto_invalid_pages"] = sum(bool(validate(d)) for _, d in files["alto"])
     result.update(_mets(book, ctx))
+    [manifest] = [d for rel, d in files["iiif"] if rel.endswith("/manifest.json")]
+    result["iiif_manifest_bytes_per_page"] = round(len(manifest) / n)
+    result["iiif_annotations_per_page"] = round(sum(len(json.loads(d)["items"]) for rel, d in files["iiif"] if "/annotations/" in rel) / n, 1)
     original = open(source, "rb").read()
     resaved = pymupdf.open(stream=original).tobytes(garbage=3, deflate=True)
     pdf = files["pdf"][0][1]

@@ -69,3 +69,36 @@ def test_pages_lost_to_truncation_are_errors_not_blank_pages(page_images):
         assert p.image is None and p.error_kind == "permanent" and "damaged PDF (MuPDF repaired the file)" in p.error
     intact_tail = load(data[:-64])  # only the xref table lost: every page is still whole
     assert [p.error for p in intact_tail] == [None] * 3
+
+
+def _sepia(gray: np.ndarray) -> np.ndarray:
+    """A colour scan: the grey page on yellowed paper (R > G > B on the paper)."""
+    return np.stack([gray, (gray * 0.92).astype(np.uint8), (gray * 0.78).astype(np.uint8)], axis=-1)
+
+
+def test_color_keeps_a_colour_scans_colour_at_the_same_size(page_images):
+    """`color` (the images export): the same page, the same size, in colour where the scan is; a grey
+    scan stays grey and is the very array the pipeline loads."""
+    import pymupdf
+
+    color = _sepia(page_images[0])
+    h, w = page_images[0].shape
+    doc = pymupdf.open()
+    doc.new_page(width=w * 72 / 150, height=h * 72 / 150).insert_image(pymupdf.Rect(0, 0, w * 72 / 150, h * 72 / 150),
+                                                                       stream=png_bytes(color))
+    colour_pdf = doc.tobytes()
+    [grey] = load(colour_pdf)
+    [kept] = load(colour_pdf, LoadOptions(color=True))
+    assert kept.image_origin == grey.image_origin == "embedded"
+    assert kept.image.shape == (h, w, 3) and grey.image.shape == (h, w)
+    assert np.array_equal(kept.image, color)  # lossless, the scan's own pixels
+    [rendered] = load(colour_pdf, LoadOptions(color=True, prefer_embedded=False, dpi=100))
+    assert rendered.image.shape[2] == 3 and rendered.image[h // 4:, :, 2].mean() < rendered.image[h // 4:, :, 0].mean() - 20
+    for data in (scanned_pdf(page_images[:1]), text_pdf(["hello world"])):  # grey scan, vector page: grey
+        [a], [b] = load(data), load(data, LoadOptions(color=True))
+        assert b.image.ndim == 2 and np.array_equal(a.image, b.image)
+    files = {"b/1.png": png_bytes(color), "b/2.png": png_bytes(page_images[1])}
+    folder = image_document("b", [SourceObject(k, len(v), "sha256:" + k) for k, v in files.items()])
+    first, second = load_pages(folder, files.__getitem__, LoadOptions(color=True))
+    assert np.array_equal(first.image, color) and (first.source_width, first.source_height) == (w, h)
+    assert np.array_equal(second.image, page_images[1])

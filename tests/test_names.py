@@ -1,9 +1,10 @@
 """Names and page numbers as people and other systems read them. File names and OCR text with
 control characters (`folioscan.text.safe`): valid ALTO, well-formed hOCR, a `folioscan show` and a
 report that print no control character, on a real job (local executor, Tesseract, `run --also
-alto,hocr,pdf`); and every output a person reads calls the same page by the same 1-based number."""
+alto,hocr,pdf,images,iiif`); and every output a person reads calls the same page by the same 1-based number."""
 import glob
 import html
+import json
 import os
 import re
 
@@ -56,13 +57,13 @@ def job(tmp_path_factory, page_images):
     src.mkdir()
     (src / CTL_NAME).write_bytes(scanned_pdf(page_images[:1]))
     (src / "plain.pdf").write_bytes(scanned_pdf(page_images[:3]))  # three pages, each another paragraph
-    code = main(["run", str(src), str(out), "--executor", "local", "--also", "alto,hocr,pdf,mets", "--quiet"])
+    code = main(["run", str(src), str(out), "--executor", "local", "--also", "alto,hocr,pdf,mets,images,iiif", "--quiet"])
     rows = pq.read_table(os.path.join(out, "pages")).to_pylist()
     return {"code": code, "out": str(out), "root": root, "rows": rows}
 
 
 def _book_files(out: str, fmt: str, stem: str) -> list[str]:
-    tail = {"alto": "/*.xml", "hocr": ".html", "pdf": ".pdf", "mets": ".xml"}[fmt]
+    tail = {"alto": "/*.xml", "hocr": ".html", "pdf": ".pdf", "mets": ".xml", "images": "/*.jpg", "iiif": "/manifest.json"}[fmt]
     return sorted(glob.glob(os.path.join(out, fmt, f"{stem}-*{tail}")))
 
 
@@ -105,6 +106,17 @@ def test_a_control_character_file_name_gets_valid_alto_wellformed_hocr_and_a_saf
     # the source PDF's page as a URL: the control characters percent-encoded, not replaced
     [original] = root.iterfind(".//m:fileGrp[@USE='ORIGINAL']/m:file/m:FLocat", ns)
     assert original.get(f"{{{mets.XLINK}}}href").endswith("/ctl%07%1B%5B31mRED%1B%5B0m.pdf#page=1")
+    [image] = _book_files(job["out"], "images", "ctl_31mRED_0m")
+    assert open(image, "rb").read(3) == b"\xff\xd8\xff"  # a JPEG
+    [manifest_file] = _book_files(job["out"], "iiif", "ctl_31mRED_0m")
+    manifest = json.loads(open(manifest_file, "rb").read().decode("utf-8"))  # strict UTF-8 JSON
+    assert manifest["label"] == {"none": ["ctl\ufffd\ufffd[31mRED\ufffd[0m.pdf"]}
+    meta = {e["label"]["en"][0]: e["value"]["none"][0] for e in manifest["metadata"]}
+    assert meta["Source"].endswith("ctl\ufffd\ufffd[31mRED\ufffd[0m.pdf")
+    assert meta["Replaced characters"].startswith("6 characters not allowed in XML 1.0 replaced by U+FFFD")
+    assert not NOT_XML.search(json.dumps(manifest, ensure_ascii=False))
+    words = os.path.join(os.path.dirname(manifest_file), "annotations", "00001-words.json")
+    assert len(json.loads(open(words, "rb").read().decode("utf-8"))["items"]) > 20  # the words are there too
     shown = _show(capsys, job["out"])
     assert "\x07" not in shown and "\x1b" not in shown
     assert "ctl\\x07\\x1b[31mRED\\x1b[0m.pdf" in shown  # the name, visibly

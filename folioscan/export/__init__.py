@@ -20,6 +20,8 @@ FORMATS: dict[str, str] = {
     "mets": "folioscan.export.mets:write_book",  # METS 1.12 + MODS per book (DFG-viewer profile), linking alto, images, pdf
     "pdf": "folioscan.export.pdf:write_book",  # searchable PDF per book: the scans + an invisible text layer
     "pdfa": "folioscan.export.pdfa:write_book",  # the same as PDF/A-2b, written by Ghostscript (`gs` needed)
+    "images": "folioscan.export.images:write_book",  # the page images as loaded, JPEG, one per page (METS and IIIF point at them)
+    "iiif": "folioscan.export.iiif:write_book",  # IIIF Presentation 3 manifest per book, with line and word text annotations
 }
 PART_FORMATS: dict[str, str] = {
     "jsonl": "folioscan.export.jsonl:export",  # Dolma-style gzipped JSON lines, one book a line, for corpora

@@ -113,6 +113,17 @@ class ExportContext:
     def list_source(self, uri: str):
         return store_for(uri, self.endpoint_url, self.region).list(uri)
 
+    def source_document(self, book: "Book"):
+        """The book's source as it is listed now (a SourceDocument: the PDF, or its page images in
+        order); FileNotFoundError when it is no longer there."""
+        from folioscan.pipeline.sources import group_documents
+
+        uri = book.doc["source_uri"]
+        source = next((d for d in group_documents(self.list_source(uri)) if d.uri == uri), None)
+        if source is None:
+            raise FileNotFoundError(f"{uri}: the book's source is no longer there")
+        return source
+
 
 FormatFn = Callable[[Book, ExportContext], Iterator[tuple[str, bytes]]]
 

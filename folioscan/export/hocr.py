@@ -57,12 +57,17 @@ def book_html(book: Book, ctx: ExportContext, clean: Optional[XmlText] = None) -
     return "\n".join(out)
 
 
+def page_id(page: dict) -> str:
+    """The id of the page's ocr_page: `page_3`, `page_3_left` (IIIF links to it as a fragment)."""
+    return f"page_{page_number(page['page_index'])}" + (f"_{page['side']}" if page.get("side") else "")
+
+
 def _page(page: dict, clean: XmlText) -> list[str]:
     """One ocr_page. Its id says the page as people count it (`page_3`, `page_3_left`), like `show`,
     the report and the ALTO file names; `ppageno` is the hOCR spec's physical page number, on which
     "the front cover is page number 0": the 0-based page_index. The spec also wants it unique, so
     the two halves of a split spread (one scan) carry none."""
-    n = f"{page_number(page['page_index'])}" + (f"_{page['side']}" if page.get("side") else "")
+    n = page_id(page)[len("page_"):]
     size = layout.page_size(page)
     image = f'image "{clean(page["source_uri"])}"'
     if not page.get("side"):

@@ -295,12 +295,7 @@ def _images_pdf(book: Book, ctx: ExportContext):
     import pymupdf
     from PIL import Image
 
-    from folioscan.pipeline.sources import group_documents
-
-    uri = book.doc["source_uri"]
-    source = next((d for d in group_documents(ctx.list_source(uri)) if d.uri == uri), None)
-    if source is None:
-        raise FileNotFoundError(f"{uri}: the page images are no longer there")
+    source = ctx.source_document(book)
     dpi_of = {p["page_index"]: p.get("dpi") for p in book.pages}
     doc, placements, index = pymupdf.open(), {}, 0
     for member in source.members:

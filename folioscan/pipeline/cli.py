@@ -110,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("output", nargs="?", default="out/demo")
     show = sub.add_parser("show", help="print the books and pages of an output dataset")
     show.add_argument("output")
-    export = sub.add_parser("export", help="write a finished dataset as ALTO, hOCR, searchable PDF, METS or Dolma-style JSON lines")
+    export = sub.add_parser("export", help="write a finished dataset as ALTO, hOCR, searchable PDF, METS, page images, IIIF manifests or Dolma-style JSON lines")
     export.add_argument("output", help="the dataset: local folder or s3://bucket/prefix")
     export.add_argument("dest", help="local folder or s3://bucket/prefix; files go under DEST/<format>/")
     export.add_argument("--format", action="append", required=True,

@@ -31,6 +31,9 @@ class LoadOptions:
     prefer_embedded: bool = True
     max_object_mb: float = 4096.0
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+    # keep a colour scan's colour (H x W x 3 RGB) where the pipeline takes grey: the `images` export
+    # (folioscan/export/images.py); a grey or bilevel scan stays grey; same pixels, same size
+    color: bool = False
 
 
 class PageTooLarge(ValueError):
@@ -148,10 +151,10 @@ def _page_image(pdf, page, opts: LoadOptions) -> tuple[np.ndarray, float, str, t
     rect = page.rect
     w, h = int(rect.width * opts.dpi / 72), int(rect.height * opts.dpi / 72)
     _check_pixels(w, h, opts, f"page rendered at {opts.dpi:.0f} dpi")
-    pix = page.get_pixmap(dpi=int(opts.dpi), colorspace=pymupdf.csGRAY, alpha=False)
+    pix = page.get_pixmap(dpi=int(opts.dpi), colorspace=pymupdf.csRGB if opts.color else pymupdf.csGRAY, alpha=False)
     # the pixmap shows the page as displayed (rotation applied); text goes in unrotated page space
     to_page = pymupdf.Matrix(rect.width / pix.width, 0, 0, rect.height / pix.height, rect.x0, rect.y0) * page.derotation_matrix
-    return _pix_to_gray(pix), opts.dpi, "rendered", (to_page.a, to_page.c, to_page.e, to_page.b, to_page.d, to_page.f)
+    return _pix_to_array(pix, opts.color), opts.dpi, "rendered", (to_page.a, to_page.c, to_page.e, to_page.b, to_page.d, to_page.f)
 
 
 def _full_page_image(pdf, page, opts: LoadOptions) -> Optional[tuple[np.ndarray, float, str, tuple]]:
@@ -175,11 +178,32 @@ def _full_page_image(pdf, page, opts: LoadOptions) -> Optional[tuple[np.ndarray,
     _check_pixels(w, h, opts, "embedded page image")
     pix = pymupdf.Pixmap(pdf, xref)
     if pix.alpha or pix.n not in (1, 3, 4) or (pix.colorspace and pix.colorspace.n not in (1, 3)):
-        pix = pymupdf.Pixmap(pymupdf.csGRAY, pix)
-    gray = _pix_to_gray(pix)
+        colored = opts.color and pix.colorspace is not None and pix.colorspace.n > 1
+        pix = pymupdf.Pixmap(pymupdf.csRGB if colored else pymupdf.csGRAY, pix)
+    gray = _pix_to_array(pix, opts.color)
     dpi = w / (rect.width / 72.0)
     to_page = (bbox.width / w, 0.0, bbox.x0, 0.0, bbox.height / h, bbox.y0)  # where the image is drawn
     return gray, round(dpi, 1), "embedded", to_page
+
+
+def _pix_to_array(pix, color: bool = False) -> np.ndarray:
+    """Grey pixels, or with `color` an RGB array for a pixmap with colour in it (grey stays grey)."""
+    import pymupdf
+
+    if not color or (pix.colorspace and pix.colorspace.n == 1) or pix.colorspace is None:
+        return _pix_to_gray(pix)
+    if pix.alpha or pix.colorspace.n != 3:
+        pix = pymupdf.Pixmap(pymupdf.csRGB, pix if not pix.alpha else pymupdf.Pixmap(pix, 0))
+    arr = np.frombuffer(pix.samples, dtype=np.uint8).reshape(pix.height, pix.stride)[:, : pix.width * 3]
+    return _grey_if_no_colour(arr.reshape(pix.height, pix.width, 3))
+
+
+def _grey_if_no_colour(rgb: np.ndarray) -> np.ndarray:
+    """An RGB array whose three channels are equal (black text rendered in RGB, a grey scan stored as
+    RGB) as the grey array it is; a colour one as a contiguous copy."""
+    if np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 1], rgb[..., 2]):
+        return np.ascontiguousarray(rgb[..., 0])
+    return np.ascontiguousarray(rgb)
 
 
 def _pix_to_gray(pix) -> np.ndarray:
@@ -236,6 +260,14 @@ def _image_pages(doc, read, opts: LoadOptions) -> Iterator[PageWork]:
             yield work
 
 
+_COLOR_MODES = ("RGB", "RGBA", "RGBX", "CMYK", "YCbCr", "LAB", "HSV", "P", "PA")
+
+
+def _rgb8(im) -> np.ndarray:
+    """8-bit RGB, or grey where the image holds no colour."""
+    return _grey_if_no_colour(np.asarray(im.convert("RGB")))
+
+
 def _gray8(im) -> np.ndarray:
     """8-bit grey. Pillow's convert("L") clips 16-bit samples at 255 (a grey page turns almost all
     white), so deep images are scaled instead."""
@@ -248,8 +280,8 @@ def _decode_frame(im, k: int, uri: str, opts: LoadOptions, work: PageWork) -> No
     try:
         im.seek(k)
         _check_pixels(im.width, im.height, opts, f"{uri} frame {k + 1}")
-        work.image = _gray8(im)
-        work.source_height, work.source_width = work.image.shape
+        work.image = _rgb8(im) if opts.color and im.mode in _COLOR_MODES else _gray8(im)
+        work.source_height, work.source_width = work.image.shape[:2]
         xdpi = (im.info.get("dpi") or (0, 0))[0]
         work.dpi = float(xdpi) if xdpi else 0.0
     except Exception as e:
