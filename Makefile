@@ -27,7 +27,7 @@ test: install-test
 	$(Q)$(MAKE) --no-print-directory mirador || echo "Mirador could not be fetched from npm: the IIIF viewer test will skip"
 	$(BIN)/python -m pytest -q -m "not gpu" tests
 
-# Mirador 4 for the IIIF viewer test (tests/test_iiif_mirador.py): the npm package, unpacked once into an
+# Mirador 4 for the IIIF viewer test (tests/test_iiif.py): the npm package, unpacked once into an
 # ignored cache; the test loads its browser bundle from there, offline, and skips saying why when it is missing
 MIRADOR_VERSION := 4.0.0
 MIRADOR := .cache/mirador-$(MIRADOR_VERSION)
