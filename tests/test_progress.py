@@ -160,3 +160,11 @@ def test_quiet_prints_nothing():
     with Progress(enabled=False, every_s=0.01, stream=stream, terminal=False) as p:
         p.pages_read("a", [_page("a", 0, 1)])
     assert stream.getvalue() == ""
+
+
+def test_a_page_cap_bounds_the_expected_pages():
+    p = Progress(enabled=False, max_pages_per_book=3)
+    p.book_started()
+    p.listing_done(1)
+    p.pages_read("long", [_page("long", 0, 39)])
+    assert p.pages_total() == (3, True)

@@ -346,7 +346,7 @@ def _process(cfg: JobConfig, summary: JobSummary, listing: Iterator[SourceDocume
         return _claimed(planned, leases, index, summary, cfg.shard_docs)
 
     export = _shard_exporter(cfg, summary)
-    progress = Progress(enabled=cfg.progress, every_s=cfg.progress_every_s)
+    progress = Progress(enabled=cfg.progress, every_s=cfg.progress_every_s, max_pages_per_book=cfg.max_pages_per_book)
     executor.on_pages, executor.on_restart = progress.pages_read, progress.book_restarted
     counting = threading.Event()
     try:

@@ -45,12 +45,14 @@ def _clock(seconds: Optional[float]) -> str:
 
 class Progress:
     def __init__(self, enabled: bool = True, every_s: float = 30.0, stream=None,
-                 terminal: Optional[bool] = None, clock: Callable[[], float] = time.monotonic):
+                 terminal: Optional[bool] = None, clock: Callable[[], float] = time.monotonic,
+                 max_pages_per_book: Optional[int] = None):
         self.stream = stream if stream is not None else sys.stderr
         self.enabled = enabled
         self.terminal = enabled and (self.stream.isatty() if terminal is None else terminal)
         self.every_s = every_s
         self.clock = clock
+        self.cap = max_pages_per_book  # a longer book is read this far
         self.lock = threading.RLock()
         self.bar = None
         self.t0 = clock()
@@ -123,7 +125,8 @@ class Progress:
             self._pages_of[doc_id] = self._pages_of.get(doc_id, 0) + n
             for r in results:
                 if r.work.page_index != DOCUMENT_LEVEL:
-                    self._expected[doc_id] = max(self._expected.get(doc_id, 0), r.work.page_count, self._pages_of[doc_id])
+                    count = min(r.work.page_count, self.cap) if self.cap else r.work.page_count
+                    self._expected[doc_id] = max(self._expected.get(doc_id, 0), count, self._pages_of[doc_id])
                     break
             self.pages_done += n
             if n:
