@@ -66,7 +66,7 @@ def rate_points(times: list[float], start: float) -> list[tuple[float, float]]:
     """Pages/s over consecutive stretches from `start` to the last completion time: a stretch ends at
     the first page completed a minute after the previous end (runs of 10 minutes or more) or a twelfth
     of the run after it (shorter runs, so a one-minute run still shows a curve), the last one at the
-    last page. The stretches cover the run exactly, so their time-weighted mean is the overall figure."""
+    last page (joined to the one before when under half as long: no spike from a last batch). The stretches cover the run exactly, so their time-weighted mean is the overall figure."""
     times = sorted(times)
     span = times[-1] - start
     width = 60.0 if span >= 600 else span / 12
@@ -76,11 +76,13 @@ def rate_points(times: list[float], start: float) -> list[tuple[float, float]]:
         if t - prev >= width and t > prev:
             stretches.append([t, n, t - prev])
             prev, n = t, 0
-    if n:  # pages after the last full stretch: a last, shorter one (or, at the same instant, the one before)
-        if times[-1] > prev or not stretches:
-            stretches.append([times[-1], n, times[-1] - prev])
-        else:
+    if n:  # pages after the last full stretch: a last one, or added to the one before when under half as long
+        if stretches and times[-1] - prev < width / 2:
+            stretches[-1][0] = times[-1]
             stretches[-1][1] += n
+            stretches[-1][2] += times[-1] - prev
+        else:
+            stretches.append([times[-1], n, times[-1] - prev])
     return [((end - start) / 60, pages / seconds) for end, pages, seconds in stretches if seconds > 0]
 
 
