@@ -30,6 +30,7 @@ def cli_run(tmp_path_factory, page_images):
     for name in ("a", "b"):
         (src / f"{name}.pdf").write_bytes(scanned_pdf([page_images[k % len(page_images)] for k in range(PAGES_PER_BOOK)]))
     (src / "broken.pdf").write_bytes(b"GIF89a not a pdf")
+    (src / "notes.txt").write_text("neither PDF nor page image")
     out = root / "out"
     env = {**os.environ, "PYTHONPATH": pythonpath_with_repo(os.environ.get("PYTHONPATH"))}
     env.pop("FOLIOSCAN_VERBOSE", None)
@@ -46,7 +47,9 @@ def test_plain_progress_lines_without_a_terminal(cli_run):
     assert "\x1b" not in proc.stderr and "\r" not in proc.stderr  # no escape codes, no redrawn line
     lines = [line for line in proc.stderr.splitlines() if line.startswith("progress:")]
     others = [line for line in proc.stderr.splitlines() if not line.startswith("progress:")]
-    assert all("broken.pdf" in line for line in others), others  # only the failed book's warning besides
+    # besides: the failed book's warning, and the ignored object said once (the counting pass says nothing)
+    assert [line for line in others if "broken.pdf" not in line] == [f"INFO folioscan.pipeline.sources: skipping "
+                                                                     f"{out.parent / 'src' / 'notes.txt'}: not a PDF or page image"]
     parsed = []
     for line in lines:
         m = LINE.match(line)
@@ -105,6 +108,31 @@ def test_report_throughput_from_page_completion_times_agrees_with_the_summary(cl
     chart = html[html.index('aria-label="pages per second over time"'):]
     chart = chart[:chart.index("</svg>")]
     assert chart.count("<circle") == len(t.points) and 'class="reference"' in chart
+
+
+@pytest.mark.parametrize("manifest", [False, True], ids=["folder", "manifest"])
+def test_the_counting_pass_leaves_out_books_already_committed(tmp_path, page_images, manifest, capsys):
+    from folioscan.pipeline.config import JobConfig
+    from folioscan.pipeline.job import run_job
+
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("one", "two", "three"):
+        (src / f"{name}.pdf").write_bytes(scanned_pdf(page_images[:1], dpi=100))
+    first = tmp_path / "first.txt"
+    first.write_text(f"{src / 'one.pdf'}\n")
+    every = tmp_path / "every.txt"
+    every.write_text("".join(f"{src / n}.pdf\n" for n in ("three", "one", "two")))
+    out = str(tmp_path / "out")
+    source = str(every) if manifest else str(src)
+    assert run_job(JobConfig(source=str(first), output=out, executor="local", progress=False)).documents == 1
+    summary = run_job(JobConfig(source=source, output=out, executor="local", progress_every_s=3600))
+    assert summary.documents == 2 and summary.documents_skipped == 1
+    assert {k: summary.progress[k] for k in ("books_listed", "books_total", "books_done", "pages_done", "pages_total")} == \
+        {"books_listed": 2, "books_total": 2, "books_done": 2, "pages_done": 2, "pages_total": 2}
+    assert summary.progress["pages_per_s"] == round(summary.pages_per_s, 3) > 0
+    err = capsys.readouterr().err
+    assert err.count("progress: ") == 1 and "progress: pages 2/2 (100%), books 2/2, 0 failed, " in err
 
 
 def _page(doc_id: str, index: int, count: int) -> PageResult:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from dataclasses import replace
 from itertools import chain, islice
 from typing import Iterator, Optional
 
@@ -24,12 +25,12 @@ from folioscan.pipeline.executors import make_executor
 from folioscan.pipeline.leases import Leases
 from folioscan.pipeline.output import DatasetWriter
 from folioscan.pipeline.progress import Progress, count_listing
-from folioscan.pipeline.sources import iter_documents
+from folioscan.pipeline.sources import group_documents, is_manifest, iter_documents, read_manifest
 from folioscan.pipeline.stages import Stages
 from folioscan.pipeline.stop import Interrupted, Stop
 from folioscan.pipeline.summary import JobSummary
 from folioscan.pipeline.storage import StorageError, WriteError, store_for
-from folioscan.records import PageResult, SourceDocument
+from folioscan.records import PageResult, SourceDocument, SourceObject
 from folioscan.workers import memory
 from folioscan.workers.engines.registry import preflight
 
@@ -355,7 +356,7 @@ def _process(cfg: JobConfig, summary: JobSummary, listing: Iterator[SourceDocume
             _commit_shards(cfg, summary, todo(), writer, leases, index, executor, stop, export, progress)
     finally:
         counting.set()  # the counting pass stops with the run
-        summary.progress = progress.numbers()
+        summary.progress = {**progress.numbers(), "pages_per_s": round(summary.pages_per_s, 3)}
 
 
 def _count_ahead(cfg: JobConfig, index: CommittedIndex, progress: Progress, stop: threading.Event) -> None:
@@ -366,15 +367,26 @@ def _count_ahead(cfg: JobConfig, index: CommittedIndex, progress: Progress, stop
     snapshot = CommittedIndex(index.store, index.docs_dir)
     snapshot.by_id, snapshot.by_uri = dict(index.by_id), dict(index.by_uri)
     seen: set[str] = set()
+    store = store_for(cfg.source, cfg.endpoint_url, cfg.region)
+    manifest = is_manifest(cfg.source)
+
+    def listing() -> Iterator[SourceDocument]:
+        if not manifest:
+            return iter_documents(store, cfg.source, log_skips=False)
+        # a manifest's listing asks the store about every entry: counting reads the entries alone, so the
+        # run's requests are not doubled; a book is then known by its URI (its content is not looked at)
+        return group_documents((SourceObject(uri, 0, "") for uri in sorted(read_manifest(store, cfg.source))),
+                               log_skips=False)
 
     def wanted(doc: SourceDocument) -> bool:
         if doc.doc_id in seen:
             return False
         seen.add(doc.doc_id)
+        if manifest:  # as committed under its URI, if it is
+            doc = replace(doc, doc_id=snapshot.by_uri.get(doc.uri, doc.doc_id))
         return decide(snapshot, doc, cfg.retry_failed).process
 
-    count_listing(lambda: iter_documents(store_for(cfg.source, cfg.endpoint_url, cfg.region), cfg.source),
-                  wanted, progress, stop)
+    count_listing(listing, wanted, progress, stop)
 
 
 def _commit_shards(cfg: JobConfig, summary: JobSummary, todo: Iterator[SourceDocument], writer: DatasetWriter,

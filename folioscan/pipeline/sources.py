@@ -43,7 +43,10 @@ def image_document(folder: str, members: list[SourceObject]) -> SourceDocument:
     return SourceDocument(doc_id_for(folder, combined), folder, "images", tuple(members), combined)
 
 
-def group_documents(objects: Iterable[SourceObject], on_skip: Optional[Callable[[str], None]] = None) -> Iterator[SourceDocument]:
+def group_documents(objects: Iterable[SourceObject], on_skip: Optional[Callable[[str], None]] = None,
+                    log_skips: bool = True) -> Iterator[SourceDocument]:
+    """`log_skips=False`: objects that are neither PDF nor page image are not logged (a second pass
+    over the same listing, as the progress line's count, says nothing twice)."""
     open_folders: dict[str, list[SourceObject]] = {}
     for obj in objects:
         lower = obj.uri.lower()
@@ -52,7 +55,8 @@ def group_documents(objects: Iterable[SourceObject], on_skip: Optional[Callable[
         elif lower.endswith(IMAGE_EXT):
             open_folders.setdefault(_parent(obj.uri), []).append(obj)
         else:
-            log.info("skipping %s: not a PDF or page image", obj.uri)
+            if log_skips:
+                log.info("skipping %s: not a PDF or page image", obj.uri)
             if on_skip:
                 on_skip(obj.uri)
         # a folder is complete once the sorted listing has moved past its prefix
@@ -88,7 +92,8 @@ def _manifest_objects(store: Store, source: str) -> Iterator[SourceObject]:
         yield found or SourceObject(uri=uri, size=0, fingerprint="missing")
 
 
-def iter_documents(store: Store, source: str, on_skip: Optional[Callable[[str], None]] = None) -> Iterator[SourceDocument]:
+def iter_documents(store: Store, source: str, on_skip: Optional[Callable[[str], None]] = None,
+                   log_skips: bool = True) -> Iterator[SourceDocument]:
     if is_manifest(source):
         objects = sorted(_manifest_objects(store, source), key=lambda o: o.uri)
     else:
@@ -96,4 +101,4 @@ def iter_documents(store: Store, source: str, on_skip: Optional[Callable[[str], 
             bucket, prefix = split_s3(source)
             source = f"s3://{bucket}/{prefix}" if prefix else f"s3://{bucket}/"
         objects = store.list(source)
-    return group_documents(objects, on_skip)
+    return group_documents(objects, on_skip, log_skips)
