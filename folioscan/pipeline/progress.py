@@ -73,7 +73,11 @@ class Progress:
         self.t0 = self.clock()
         if self.terminal:
             from tqdm import tqdm
+            from tqdm.contrib.logging import logging_redirect_tqdm
 
+            # log lines (a failed book's warning) are written above the live line, not into it
+            self._redirect = logging_redirect_tqdm()
+            self._redirect.__enter__()
             self.bar = tqdm(total=None, file=self.stream, dynamic_ncols=True, bar_format="{desc}", leave=True)
         if self.enabled:
             self._ticker = threading.Thread(target=self._tick, name="folioscan-progress", daemon=True)
@@ -89,6 +93,7 @@ class Progress:
                 self._draw()
                 self.bar.close()
                 self.bar = None
+                self._redirect.__exit__(None, None, None)
             elif self.enabled:
                 self._line()
 
