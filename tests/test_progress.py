@@ -196,3 +196,19 @@ def test_a_page_cap_bounds_the_expected_pages():
     p.listing_done(1)
     p.pages_read("long", [_page("long", 0, 39)])
     assert p.pages_total() == (3, True)
+
+
+@pytest.mark.slow
+def test_quiet_run_has_no_progress_lines(tmp_path, page_images):
+    """--quiet keeps its meaning: no progress lines, only warnings and the summary."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "one.pdf").write_bytes(scanned_pdf(page_images[:1], dpi=100))
+    (src / "broken.pdf").write_bytes(b"GIF89a not a pdf")
+    env = {**os.environ, "PYTHONPATH": pythonpath_with_repo(os.environ.get("PYTHONPATH"))}
+    env.pop("FOLIOSCAN_VERBOSE", None)
+    proc = subprocess.run([sys.executable, "-m", "folioscan", "run", str(src), str(tmp_path / "out"), "--executor", "local",
+                           "--quiet", "--progress-every", "0.1"], capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 1, proc.stderr
+    assert [line.split(":")[0] for line in proc.stderr.splitlines()] == ["WARNING folioscan.pipeline.job"], proc.stderr
+    assert proc.stdout.startswith("folioscan run ") and "2 documents (1 failed" in proc.stdout
