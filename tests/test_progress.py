@@ -212,3 +212,35 @@ def test_quiet_run_has_no_progress_lines(tmp_path, page_images):
     assert proc.returncode == 1, proc.stderr
     assert [line.split(":")[0] for line in proc.stderr.splitlines()] == ["WARNING folioscan.pipeline.job"], proc.stderr
     assert proc.stdout.startswith("folioscan run ") and "2 documents (1 failed" in proc.stdout
+
+
+@pytest.mark.parametrize("executor", ["local", pytest.param("ray", marks=[pytest.mark.ray, pytest.mark.slow])])
+def test_executors_report_pages_before_the_book_is_back(tmp_path, page_images, executor, request):
+    """Progress moves per batch of pages, not per finished book (let alone per committed shard)."""
+    from folioscan.pipeline.config import JobConfig
+    from folioscan.pipeline.executors import make_executor
+    from folioscan.pipeline.sources import iter_documents
+    from folioscan.pipeline.stages import Stages
+    from folioscan.pipeline.storage import store_for
+
+    if executor == "ray":
+        request.getfixturevalue("ray_local")
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "book.pdf").write_bytes(scanned_pdf([page_images[k % len(page_images)] for k in range(3)], dpi=100))
+    cfg = JobConfig(source=str(src), output=str(tmp_path / "out"), executor=executor, ocr_workers=1, batch_size=1,
+                    progress=False)
+    store = store_for(cfg.source)
+    ex = make_executor(cfg, Stages(store, cfg.load_options(), cfg.prep, cfg.engine, cfg.pages_per_call, cfg.flip_retry_below))
+    heard, back = [], []
+    ex.on_pages = lambda doc_id, results: heard.append((len(back), len(results)))
+    try:
+        [doc] = iter_documents(store, cfg.source)
+        ex.submit(doc)
+        while ex.busy():
+            back += ex.poll()
+    finally:
+        ex.close()
+    [(_, results)] = back
+    assert len(results) == 3 and sum(n for _, n in heard) == 3
+    assert len(heard) == 3 and all(books_back == 0 for books_back, _ in heard)  # one call per batch of 1, all before
