@@ -6,6 +6,7 @@ say a page_index the way people count pages (from 1).
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -166,3 +167,4 @@ class PageResult:
     ocr_ms: float = 0.0
     error: Optional[str] = None
     error_kind: Optional[str] = None  # failures.TRANSIENT | PERMANENT
+    completed_at: float = field(default_factory=time.time)  # epoch seconds, the worker's clock: when the result was made

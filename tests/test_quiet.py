@@ -29,7 +29,9 @@ def test_run_prints_progress_and_summary_only(tmp_path):
     code, out, err = _run(tmp_path)
     assert code == 0, err
     assert [line for line in out + err if CHATTER.search(line)] == []
-    assert err == ["committed 1 documents"]  # the progress line (stderr is not a terminal here)
+    # stderr is not a terminal here: plain progress lines (the default interval is 30 s), the last one when the run ends
+    assert err and all(line.startswith("progress: ") and "\x1b" not in line for line in err), err
+    assert err[-1].startswith("progress: pages 1/1 (100%), books 1/1, 0 failed, "), err
     assert len(out) == 1 and out[0].startswith("folioscan run ") and "1 documents (0 failed" in out[0]
 
 
@@ -61,3 +63,44 @@ def test_native_lines_go_to_a_log_file_and_python_output_still_reaches_the_termi
     assert proc.stderr.splitlines() == ["progress 1/1", "WARNING folioscan.x: a book failed", "after"]
     [log] = list(tmp_path.glob("folioscan-ray-driver-*.log"))
     assert "native chatter" in log.read_text()
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_in_a_terminal_a_live_line_and_nothing_after_the_summary(tmp_path):
+    """Issue 17: in a terminal, a live progress line; and no stray ESC[0m after the summary (Ray's
+    CLI logger runs colorama.init(), whose exit handler wrote it to stdout when stdout is a terminal)."""
+    import fcntl
+    import pty
+    import select
+    import struct
+    import termios
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")])}
+    env.pop("FOLIOSCAN_VERBOSE", None)
+    argv = [sys.executable, "-m", "folioscan", "run", DEMO_SAMPLE, str(tmp_path / "out"), "--executor", "ray", "--num-cpus", "1"]
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: stdout and stderr are the terminal, 120 columns wide
+        fcntl.ioctl(0, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+        os.chdir(tmp_path)
+        os.execve(argv[0], argv, env)
+    seen = b""
+    while True:
+        ready, _, _ = select.select([fd], [], [], 300)
+        if not ready:
+            os.kill(pid, 9)
+            break
+        try:
+            chunk = os.read(fd, 65536)
+        except OSError:  # the child closed the terminal
+            break
+        if not chunk:
+            break
+        seen += chunk
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, seen
+    text = seen.decode(errors="replace")
+    summary = text[text.index("folioscan run "):]
+    assert re.fullmatch(r"folioscan run [^\x1b\r\n]* pages/s, mean confidence [\d.]+\r\n", summary), repr(summary)
+    assert "\x1b" not in text, repr(text[-300:])
+    assert "\rpages 1/1 (100%), books 1/1, 0 failed, " in text  # the live line, redrawn in place

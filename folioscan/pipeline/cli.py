@@ -35,7 +35,8 @@ _ENGINE_FLAGS = {"model": "model", "budget": "budget", "backend": "backend", "de
                  "vlm_batch_size": "batch_size", "vision_batch": "vision_batch", "max_new_tokens": "max_new_tokens", "max_attempts": "max_attempts",
                  "lang": "lang"}
 _PLAIN_FLAGS = ("executor", "ray_address", "num_cpus", "ocr_workers", "endpoint_url", "region",
-                "batch_size", "shard_docs", "max_pages_per_book", "dpi", "max_page_megapixels", "lease_ttl_s", "grace_s", "base_url")
+                "batch_size", "shard_docs", "max_pages_per_book", "dpi", "max_page_megapixels", "lease_ttl_s", "grace_s", "base_url",
+                "progress_every_s")
 
 
 def _flag_settings(args) -> dict:
@@ -164,6 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
                                       f"comma-separated: {', '.join(FORMATS)}; jsonl is `folioscan export`'s")
         sp.add_argument("--base-url", help="with --also mets/iiif: where OUTPUT will be served from (default: relative links)")
         sp.add_argument("--quiet", action="store_true", help="no progress line, only warnings and the summary")
+        sp.add_argument("--progress-every", dest="progress_every_s", type=float,
+                        help="without a terminal: seconds between progress lines on stderr (default 30)")
         sp.add_argument("--verbose", action="store_true", help="show Ray's, pip's and Python's own logs and warnings")
     ev = sub.add_parser("eval", help="CER/WER of a finished run against your ground truth, and what its confidence is worth",
                         description="Ground truth: TRUTH/<book>/<page>.txt (book = the source's name without .pdf, page "

@@ -61,7 +61,10 @@ class JobConfig(BaseModel):
     prep: PrepOptions = Field(default_factory=PrepOptions)
     run_id: str = Field(default_factory=new_run_id, pattern=r"^[A-Za-z0-9_.-]+$")
     also: list[str] = []  # export formats written next to the Parquet as each shard commits (OUTPUT/<format>/)
-    progress: bool = True
+    progress: bool = Field(True, description="progress on stderr (pipeline/progress.py); --quiet turns it off")
+    progress_every_s: float = Field(30.0, gt=0, description=(
+        "without a terminal (a pipe, a log file, a pod): seconds between plain progress lines on stderr; "
+        "a terminal gets one live line instead"))
     base_url: Optional[str] = Field(None, description=(
         "where the exports will be served from (https://host/path/): METS and IIIF write their links to "
         "page images, ALTO, hOCR and PDF under it; default: paths relative to the export file"))

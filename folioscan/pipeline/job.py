@@ -11,7 +11,9 @@ takes it."""
 from __future__ import annotations
 
 import logging
+import threading
 import time
+from dataclasses import replace
 from itertools import chain, islice
 from typing import Iterator, Optional
 
@@ -22,13 +24,13 @@ from folioscan.pipeline.config import JobConfig
 from folioscan.pipeline.executors import make_executor
 from folioscan.pipeline.leases import Leases
 from folioscan.pipeline.output import DatasetWriter
-from folioscan.pipeline.progress import Progress
-from folioscan.pipeline.sources import iter_documents
+from folioscan.pipeline.progress import Progress, count_listing
+from folioscan.pipeline.sources import group_documents, is_manifest, iter_documents, read_manifest
 from folioscan.pipeline.stages import Stages
 from folioscan.pipeline.stop import Interrupted, Stop
 from folioscan.pipeline.summary import JobSummary
 from folioscan.pipeline.storage import StorageError, WriteError, store_for
-from folioscan.records import PageResult, SourceDocument
+from folioscan.records import PageResult, SourceDocument, SourceObject
 from folioscan.workers import memory
 from folioscan.workers.engines.registry import preflight
 
@@ -53,7 +55,7 @@ class _Shard:
 
 
 def _stream(executor, docs: Iterator[SourceDocument], shard_docs: int, open_shards: int,
-            stop: Optional[Stop] = None, summary: Optional[JobSummary] = None
+            stop: Optional[Stop] = None, summary: Optional[JobSummary] = None, progress: Optional[Progress] = None
             ) -> Iterator[tuple[list[SourceDocument], list[PageResult]]]:
     """Feed books to the executor as it has room (the listing is read lazily) and yield each
     shard as soon as its books are complete. At most `open_shards` shards are open at once, so
@@ -62,10 +64,12 @@ def _stream(executor, docs: Iterator[SourceDocument], shard_docs: int, open_shar
     Once `stop` is requested no book is handed out any more and every open shard is closed, so it
     commits as soon as the books already handed out are back; when the grace period is over the
     stream ends without the books still in flight. `summary._in_flight` counts the books handed out
-    (the caller takes them off as it commits them)."""
+    (the caller takes them off as it commits them). `progress` hears of each book handed out and
+    back, and of the listing's end (the exact number of books)."""
     shards: list[_Shard] = []
     shard_of: dict[str, _Shard] = {}
     listing_done = stopping = False
+    handed_out = 0
     while True:
         if stop is not None and stop.requested and not stopping:
             stopping = True
@@ -78,6 +82,8 @@ def _stream(executor, docs: Iterator[SourceDocument], shard_docs: int, open_shar
             doc = next(docs, None)
             if doc is None:
                 listing_done = True
+                if progress is not None:
+                    progress.listing_done(handed_out)
                 if current is not None:
                     current.closed = True
                 break
@@ -88,6 +94,9 @@ def _stream(executor, docs: Iterator[SourceDocument], shard_docs: int, open_shar
             current.closed = len(current.docs) >= shard_docs
             shard_of[doc.doc_id] = current
             executor.submit(doc)
+            handed_out += 1
+            if progress is not None:
+                progress.book_started()
             if summary is not None:
                 summary._in_flight += 1
         for shard in [s for s in shards if s.complete]:
@@ -103,6 +112,8 @@ def _stream(executor, docs: Iterator[SourceDocument], shard_docs: int, open_shar
             continue
         for doc, results in executor.poll():
             shard_of.pop(doc.doc_id).results[doc.doc_id] = results
+            if progress is not None:
+                progress.book_back(doc.doc_id, results)
 
 
 def _chunks(docs: Iterator[SourceDocument], size: int) -> Iterator[list[SourceDocument]]:
@@ -279,6 +290,7 @@ def _run_claimed(cfg: JobConfig, summary: JobSummary, listing: Iterator[SourceDo
                  writer: DatasetWriter, leases: Leases, executor, stop: Stop) -> JobSummary:
     failure: Optional[WriteError] = None
     t0 = time.perf_counter()
+    summary.start()  # pages/s counts from here (summary.py)
     try:
         leases.start()
         _process(cfg, summary, listing, out_store, writer, leases, executor, stop)
@@ -335,14 +347,57 @@ def _process(cfg: JobConfig, summary: JobSummary, listing: Iterator[SourceDocume
         return _claimed(planned, leases, index, summary, cfg.shard_docs)
 
     export = _shard_exporter(cfg, summary)
-    with Progress(enabled=cfg.progress) as progress:
-        for docs, results in _stream(executor, todo(), cfg.shard_docs, cfg.shards_in_flight, stop, summary):
-            page_rows, doc_rows = assemble_shard(docs, results, cfg.run_id)
-            t1 = time.perf_counter()
-            page_rows, doc_rows = _commit(writer, leases, index, page_rows, doc_rows, summary, export)
-            summary.stage("write", time.perf_counter() - t1 - (export.take_seconds() if export else 0.0), len(page_rows))
-            summary.add(page_rows, doc_rows)
-            summary._in_flight -= len(docs)
-            progress.update(len(doc_rows), len(page_rows), summary.pages_failed)
-            del docs, results, page_rows, doc_rows
-            memory.release()  # a long book's rows are freed: give the heap back before the next shard
+    progress = Progress(enabled=cfg.progress, every_s=cfg.progress_every_s, max_pages_per_book=cfg.max_pages_per_book)
+    executor.on_pages, executor.on_restart = progress.pages_read, progress.book_restarted
+    counting = threading.Event()
+    try:
+        with progress:
+            _count_ahead(cfg, index, progress, counting)
+            _commit_shards(cfg, summary, todo(), writer, leases, index, executor, stop, export, progress)
+    finally:
+        counting.set()  # the counting pass stops with the run
+        summary.progress = {**progress.numbers(), "pages_per_s": round(summary.pages_per_s, 3)}
+
+
+def _count_ahead(cfg: JobConfig, index: CommittedIndex, progress: Progress, stop: threading.Event) -> None:
+    """The progress line's total: the books of a second listing this run would process (not committed
+    already, as the output stood at the start), counted in a thread (progress.count_listing)."""
+    if not progress.enabled:
+        return
+    snapshot = CommittedIndex(index.store, index.docs_dir)
+    snapshot.by_id, snapshot.by_uri = dict(index.by_id), dict(index.by_uri)
+    seen: set[str] = set()
+    store = store_for(cfg.source, cfg.endpoint_url, cfg.region)
+    manifest = is_manifest(cfg.source)
+
+    def listing() -> Iterator[SourceDocument]:
+        if not manifest:
+            return iter_documents(store, cfg.source, log_skips=False)
+        # a manifest's listing asks the store about every entry: counting reads the entries alone, so the
+        # run's requests are not doubled; a book is then known by its URI (its content is not looked at)
+        return group_documents((SourceObject(uri, 0, "") for uri in sorted(read_manifest(store, cfg.source))),
+                               log_skips=False)
+
+    def wanted(doc: SourceDocument) -> bool:
+        if doc.doc_id in seen:
+            return False
+        seen.add(doc.doc_id)
+        if manifest:  # as committed under its URI, if it is
+            doc = replace(doc, doc_id=snapshot.by_uri.get(doc.uri, doc.doc_id))
+        return decide(snapshot, doc, cfg.retry_failed).process
+
+    count_listing(listing, wanted, progress, stop)
+
+
+def _commit_shards(cfg: JobConfig, summary: JobSummary, todo: Iterator[SourceDocument], writer: DatasetWriter,
+                   leases: Leases, index: CommittedIndex, executor, stop: Stop, export, progress: Progress) -> None:
+    for docs, results in _stream(executor, todo, cfg.shard_docs, cfg.shards_in_flight, stop, summary, progress):
+        page_rows, doc_rows = assemble_shard(docs, results, cfg.run_id)
+        t1 = time.perf_counter()
+        page_rows, doc_rows = _commit(writer, leases, index, page_rows, doc_rows, summary, export)
+        summary.stage("write", time.perf_counter() - t1 - (export.take_seconds() if export else 0.0), len(page_rows))
+        summary.add(page_rows, doc_rows)
+        summary._in_flight -= len(docs)
+        progress.committed(doc_rows)
+        del docs, results, page_rows, doc_rows
+        memory.release()  # a long book's rows are freed: give the heap back before the next shard

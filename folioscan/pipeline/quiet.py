@@ -9,6 +9,7 @@ sequence is shown, never obeyed, by the terminal.
 """
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import sys
@@ -123,6 +124,15 @@ def native_stderr() -> Iterator[None]:
             os.remove(path)
 
 
+def drop_colour_reset() -> None:
+    """Ray's CLI logger calls colorama.init() when it is imported (during ray.init), which registers an
+    exit handler writing ESC[0m to stdout when stdout is a terminal: a stray escape code after the run
+    summary. Nothing of folioscan's output is coloured, so the handler is removed."""
+    for name, module in list(sys.modules.items()):
+        if name.endswith("colorama.initialise") and callable(getattr(module, "reset_all", None)):
+            atexit.unregister(module.reset_all)
+
+
 def _ray_up() -> bool:
     ray = sys.modules.get("ray")
     return bool(ray is not None and ray.is_initialized())
@@ -131,3 +141,4 @@ def _ray_up() -> bool:
 def _shutdown_ray_unless(was_up: bool) -> None:
     if not was_up and _ray_up():
         sys.modules["ray"].shutdown()
+    drop_colour_reset()

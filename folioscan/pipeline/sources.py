@@ -52,7 +52,10 @@ def image_document(folder: str, members: list[SourceObject]) -> SourceDocument:
     return SourceDocument(doc_id_for(folder, combined), folder, "images", tuple(members), combined)
 
 
-def group_documents(objects: Iterable[SourceObject], on_skip: Optional[Callable[[str], None]] = None) -> Iterator[SourceDocument]:
+def group_documents(objects: Iterable[SourceObject], on_skip: Optional[Callable[[str], None]] = None,
+                    log_skips: bool = True) -> Iterator[SourceDocument]:
+    """`log_skips=False`: objects that are neither PDF nor page image are not logged (a second pass
+    over the same listing, as the progress line's count, says nothing twice)."""
     open_folders: dict[str, list[SourceObject]] = {}
     for obj in objects:
         lower = obj.uri.lower()
@@ -61,7 +64,8 @@ def group_documents(objects: Iterable[SourceObject], on_skip: Optional[Callable[
         elif lower.endswith(IMAGE_EXT):
             open_folders.setdefault(_parent(obj.uri), []).append(obj)
         else:
-            log.info("skipping %s: not a PDF or page image", obj.uri)
+            if log_skips:
+                log.info("skipping %s: not a PDF or page image", obj.uri)
             if on_skip:
                 on_skip(obj.uri)
         # a folder is complete once the sorted listing has moved past its prefix
@@ -123,12 +127,13 @@ def _with_metadata(docs: Iterator[SourceDocument], metadata: dict[str, dict]) ->
         yield dataclasses.replace(doc, metadata=json.dumps(meta, ensure_ascii=False, sort_keys=True)) if meta else doc
 
 
-def iter_documents(store: Store, source: str, on_skip: Optional[Callable[[str], None]] = None) -> Iterator[SourceDocument]:
+def iter_documents(store: Store, source: str, on_skip: Optional[Callable[[str], None]] = None,
+                   log_skips: bool = True) -> Iterator[SourceDocument]:
     if is_manifest(source):
         metadata: dict[str, dict] = {}
         objects = sorted(_manifest_objects(store, source, metadata), key=lambda o: o.uri)
-        return _with_metadata(group_documents(objects, on_skip), metadata)
+        return _with_metadata(group_documents(objects, on_skip, log_skips), metadata)
     if is_s3(source):
         bucket, prefix = split_s3(source)
         source = f"s3://{bucket}/{prefix}" if prefix else f"s3://{bucket}/"
-    return group_documents(store.list(source), on_skip)
+    return group_documents(store.list(source), on_skip, log_skips)

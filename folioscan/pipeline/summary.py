@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
 from typing import Optional
 
 log = logging.getLogger("folioscan.pipeline.job")  # the run's own log: the summary's warnings read as the job's
@@ -34,7 +35,14 @@ class JobSummary:
     pages_failed: int = 0
     pages_blank: int = 0
     pages_read_alone: int = 0  # re-read one at a time after their batch failed (attempt reason "batch-failed:...")
-    seconds: float = 0.0
+    seconds: float = 0.0  # the whole run, its last commit and clean-up included
+    # pages/s is pages / pages_seconds: wall seconds from the run's start (`started_at`, once the executor
+    # is up) to the completion of its last page (`last_page_at`, the latest `completed_at` of its page
+    # rows); the report computes its figure the same way from the pages table
+    started_at: Optional[str] = None
+    last_page_at: Optional[str] = None
+    pages_seconds: float = 0.0
+    progress: dict = field(default_factory=dict)  # the progress line's last numbers (pipeline/progress.py)
     mean_confidence: Optional[float] = None
     orphans_removed: int = 0
     export_errors: list[str] = field(default_factory=list)  # --also: books a format could not be written for
@@ -53,6 +61,12 @@ class JobSummary:
     _in_flight: int = field(default=0, repr=False)  # books handed to the executor and not yet committed
     _conf_sum: float = field(default=0.0, repr=False)
     _conf_weight: float = field(default=0.0, repr=False)
+    _started: Optional[datetime] = field(default=None, repr=False)
+    _last_page: Optional[datetime] = field(default=None, repr=False)
+
+    def start(self) -> None:
+        self._started = datetime.now(timezone.utc)
+        self.started_at = self._started.isoformat()
 
     def add(self, page_rows: list[dict], doc_rows: list[dict]) -> None:
         for d in doc_rows:
@@ -69,6 +83,11 @@ class JobSummary:
             self.pages_failed += p["status"] == "error"
             self.pages_blank += p["status"] == "blank"
             self.pages_read_alone += any(a["reason"].startswith("batch-failed:") for a in p["attempts"] or [])
+            if p["completed_at"] is not None and (self._last_page is None or p["completed_at"] > self._last_page):
+                self._last_page = p["completed_at"]
+                self.last_page_at = self._last_page.isoformat()
+                if self._started is not None:
+                    self.pages_seconds = max((self._last_page - self._started).total_seconds(), 0.0)
             if p["confidence"] is not None:
                 weight = max(len(p["text"] or ""), 1)
                 self._conf_sum += p["confidence"] * weight
@@ -81,7 +100,8 @@ class JobSummary:
 
     @property
     def pages_per_s(self) -> float:
-        return self.pages / self.seconds if self.seconds else 0.0
+        """Pages over wall seconds from the run's start to its last page's completion."""
+        return self.pages / self.pages_seconds if self.pages_seconds > 0 else 0.0
 
     @property
     def still_failed(self) -> int:
@@ -94,7 +114,8 @@ class JobSummary:
 
     def to_dict(self) -> dict:
         out = {k: v for k, v in asdict(self).items() if not k.startswith("_")}
-        return {**out, "pages_per_s": round(self.pages_per_s, 3), "documents_still_failed": self.still_failed}
+        return {**out, "pages_per_s": round(self.pages_per_s, 3), "pages_seconds": round(self.pages_seconds, 3),
+                "documents_still_failed": self.still_failed}
 
     def line(self) -> str:
         """How the run ended, in one line (the run record's `message`; the CLI prints it)."""

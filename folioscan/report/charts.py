@@ -89,13 +89,14 @@ def hbars(items: Sequence[tuple[str, float, str]], label: str, width: int = 560,
 
 
 def lines(series: Sequence[tuple[str, Sequence[tuple[float, float]]]], x_label: str, y_label: str, label: str,
-          width: int = 560, height: int = 240) -> str:
-    """One polyline (with dots) per series of (x, y) points; a legend when there are several."""
+          width: int = 560, height: int = 240, reference: Optional[tuple[float, str]] = None) -> str:
+    """One polyline (with dots) per series of (x, y) points; a legend when there are several;
+    `reference`: (y, text) drawn as a dashed horizontal line."""
     left, right, top, bottom = 52, 12, 16, 36
     pw, ph = width - left - right, height - top - bottom
     pts = [p for _, s in series for p in s]
     xmax = _nice_max(max((x for x, _ in pts), default=0))
-    ymax = _nice_max(max((y for _, y in pts), default=0))
+    ymax = _nice_max(max([y for _, y in pts] + ([reference[0]] if reference else []), default=0))
     parts = []
     for k in range(5):
         y = top + ph - ph * k / 4
@@ -106,6 +107,10 @@ def lines(series: Sequence[tuple[str, Sequence[tuple[float, float]]]], x_label: 
     parts.append(f'<text x="{left + pw / 2}" y="{height - 3}" text-anchor="middle">{escape(x_label)}</text>')
     parts.append(f'<text transform="translate(12 {top + ph / 2}) rotate(-90)" text-anchor="middle">{escape(y_label)}</text>')
     parts.append(f'<line x1="{left}" x2="{width - right}" y1="{top + ph}" y2="{top + ph}" stroke="#999"/>')
+    if reference is not None:
+        y = top + ph - ph * reference[0] / ymax
+        parts.append(f'<line class="reference" x1="{left}" x2="{width - right}" y1="{y:.1f}" y2="{y:.1f}" stroke="#555" '
+                     f'stroke-width="1" stroke-dasharray="5 3"><title>{escape(reference[1])}</title></line>')
     for i, (name, s) in enumerate(series):
         colour = PALETTE[i % len(PALETTE)]
         xy = [(left + pw * x / xmax, top + ph - ph * y / ymax) for x, y in s]

@@ -28,7 +28,7 @@ DEFAULT_FLAG_BELOW = 0.80  # used when neither --flag-below nor the run's engine
 HIST_BINS = 20
 TEXT_CHARS = 1200  # of a worst page's text kept for the report
 PAGE_COLUMNS = ["doc_id", "source_uri", "page_index", "side", "status", "error", "error_kind", "confidence",
-                "budget", "vision_tokens", "attempts", "load_ms", "prep_ms", "ocr_ms", "run_id", "engine"]
+                "budget", "vision_tokens", "attempts", "load_ms", "prep_ms", "ocr_ms", "completed_at", "run_id", "engine"]
 DOC_COLUMNS = ["source_uri", "status", "error", "error_kind", "pages_out", "run_id", "processed_at"]
 STAGES = ("load", "clean", "ocr", "write")
 _PAGE_STAGE_COLUMNS = {"load": "load_ms", "clean": "prep_ms", "ocr": "ocr_ms"}  # write: run record only
@@ -48,20 +48,75 @@ class WorstPage:
 
 
 @dataclass
+class Throughput:
+    """A run's pages/s from its pages' completion times (`completed_at`)."""
+
+    points: list  # (minutes since the run's start, pages/s over the stretch ending there)
+    pages: int
+    seconds: float  # from the run's start to its last page
+    start_from: str  # where the run's start came from: "run record" or "run id"
+
+    @property
+    def overall(self) -> float:
+        """pages / seconds: the run summary's definition of pages/s (pipeline/summary.py)."""
+        return self.pages / self.seconds
+
+
+def rate_points(times: list[float], start: float) -> list[tuple[float, float]]:
+    """Pages/s over consecutive stretches from `start` to the last completion time: a stretch ends at
+    the first page completed a minute after the previous end (runs of 10 minutes or more) or a twelfth
+    of the run after it (shorter runs, so a one-minute run still shows a curve), the last one at the
+    last page (joined to the one before when under half as long: no spike from a last batch). The stretches cover the run exactly, so their time-weighted mean is the overall figure."""
+    times = sorted(times)
+    span = times[-1] - start
+    width = 60.0 if span >= 600 else span / 12
+    stretches, prev, n = [], start, 0  # [end, pages, seconds]
+    for t in times:
+        n += 1
+        if t - prev >= width and t > prev:
+            stretches.append([t, n, t - prev])
+            prev, n = t, 0
+    if n:  # pages after the last full stretch: a last one, or added to the one before when under half as long
+        if stretches and times[-1] - prev < width / 2:
+            stretches[-1][0] = times[-1]
+            stretches[-1][1] += n
+            stretches[-1][2] += times[-1] - prev
+        else:
+            stretches.append([times[-1], n, times[-1] - prev])
+    return [((end - start) / 60, pages / seconds) for end, pages, seconds in stretches if seconds > 0]
+
+
+@dataclass
 class RunInfo:
     run_id: str
     record: Optional[dict] = None  # _runs/<run>.json, when present
     commits: dict = field(default_factory=lambda: defaultdict(int))  # processed_at -> pages committed
     pages: int = 0
+    completed: list = field(default_factory=list)  # the pages' completed_at, epoch seconds
 
     @property
     def started(self) -> Optional[datetime]:
+        """The run's start: the run record's `summary.started_at`, else the time in the run id (to the second)."""
+        at = ((self.record or {}).get("summary") or {}).get("started_at")
+        if at:
+            return datetime.fromisoformat(at)
         m = re.match(r"(\d{8}T\d{6}Z)", self.run_id)
         return datetime.strptime(m.group(1), "%Y%m%dT%H%M%SZ").replace(tzinfo=timezone.utc) if m else None
 
+    def throughput(self) -> Optional[Throughput]:
+        """From the pages' completion times; None for pages written before `completed_at` existed."""
+        if not self.completed or self.started is None:
+            return None
+        start = self.started.timestamp()
+        seconds = max(self.completed) - start
+        if seconds <= 0:
+            return None
+        source = "run record" if ((self.record or {}).get("summary") or {}).get("started_at") else "run id"
+        return Throughput(rate_points(self.completed, start), len(self.completed), seconds, source)
+
     def rate_series(self) -> list[tuple[float, float]]:
-        """(minutes since the run started, pages/s since the previous commit) per commit that
-        committed pages; a commit of books that failed whole adds its time to the next one."""
+        """Outputs from before `completed_at`: (minutes since the run started, pages/s since the previous
+        commit) per commit that committed pages; a commit of books that failed whole adds its time to the next one."""
         times = sorted(self.commits)
         if not times:
             return []
@@ -148,6 +203,8 @@ def _fold_pages(table, data: ReportData, worst: list, n_worst: int) -> None:
         data.page_status[status] += 1
         data.engines[cols["engine"][i]] += 1
         data.run(run_id).pages += 1
+        if cols["completed_at"][i] is not None:
+            data.run(run_id).completed.append(cols["completed_at"][i].timestamp())
         if status == "error":
             kind = cols["error_kind"][i] or "unclassified"
             data.page_error_kinds[kind] += 1

@@ -41,13 +41,32 @@ def _section(title: str, body: str, note: str = "") -> str:
 
 
 def _throughput(d: ReportData) -> str:
-    series = [(run_id, run.rate_series()) for run_id, run in sorted(d.runs.items()) if run.rate_series()][-6:]
-    if not series:
-        return _section("Pages per second over time", '<div class="none">no committed shards with a time</div>')
-    chart = charts.lines(series, "minutes since the run started", "pages/s", "pages per second over time")
-    return _section("Pages per second over time", chart,
-                    "One point per committed shard: pages it committed over the time since the previous commit "
-                    "(documents.processed_at; the run's start from its id). One line per run (latest six).")
+    """Pages/s over time per run (latest six) from the pages' completion times; a run written before
+    `completed_at` existed falls back to one point per committed shard, and the note says so."""
+    title = "Pages per second over time"
+    runs = sorted(d.runs.items())[-6:]
+    timed = {run_id: run.throughput() for run_id, run in runs}
+    series = [(run_id, t.points) for run_id, t in timed.items() if t is not None and t.points]
+    by_commit = [(run_id, run.rate_series()) for run_id, run in runs if timed[run_id] is None and run.rate_series()]
+    if not series and not by_commit:
+        return _section(title, '<div class="none">no page with a completion time, no committed shard with a time</div>')
+    latest = max((run_id for run_id, t in timed.items() if t is not None), default=None)
+    reference = (timed[latest].overall, f"run {latest}: {timed[latest].overall:.2f} pages/s") if latest else None
+    chart = charts.lines(series + by_commit, "minutes since the run started", "pages/s", "pages per second over time",
+                         reference=reference)
+    notes = []
+    if latest:
+        t = timed[latest]
+        notes.append(f'Run {escape(latest)}: <span class="overall">{t.overall:.2f} pages/s</span> overall = '
+                     f'{t.pages:,} pages / {t.seconds:,.1f} s from the run\'s start ({escape(t.start_from)}) to its last '
+                     f'page, the run summary\'s figure (dashed line).')
+    if series:
+        notes.append("Each point: pages completed (pages.completed_at) over the stretch of time ending there, a minute "
+                     "for runs of 10 minutes or more, a twelfth of the run for shorter ones.")
+    if by_commit:
+        notes.append(f"{', '.join(escape(r) for r, _ in by_commit)}: pages without completed_at (written before it "
+                     "existed): one point per committed shard (documents.processed_at).")
+    return _section(title, chart, " ".join(notes) + " One line per run (latest six).")
 
 
 def _fmt_s(seconds: float) -> str:

@@ -26,7 +26,7 @@ ATTEMPT = pa.struct(
     ]
 )
 
-PAGES = Table("pages", version=5, columns=[
+PAGES = Table("pages", version=6, columns=[
     col("doc_id", pa.string(), "sha256 of the source URI and its content fingerprint"),
     col("source_uri", pa.string(), "the book's URI, as in `documents`: the PDF, or the folder of page images"),
     col("page_index", pa.int32(), "page in the source document, 0-based"),
@@ -91,6 +91,9 @@ PAGES = Table("pages", version=5, columns=[
     col("load_ms", pa.float32(), "reading, decoding or rendering the page (ms)"),
     col("prep_ms", pa.float32(), "cleaning and segmenting the page (ms)"),
     col("ocr_ms", pa.float32(), "OCR time of the page: its batch's time shared over the batch's pages, or its own when read alone (ms)"),
+    col("completed_at", pa.timestamp("us", tz="UTC"),
+        "when the page's result was made (its OCR call ended, or its error was recorded), the worker's clock; "
+        "the summary's and the report's pages/s come from it"),
     col("run_id", pa.string(), "the run that committed the row (OUTPUT/_runs/<run_id>.json holds its config)"),
 ])
 

@@ -2,13 +2,19 @@
 
 The driver pushes books in while `has_room()`, and `poll()` hands back finished books: every
 page result of a book at once, after the book's loader is done and its last page is read.
+Progress moves sooner: each batch's page results go to `on_pages(doc_id, results)` as they reach
+the driver, and a book read again from its first page is told to `on_restart(doc_id)` (both set by
+the driver, both optional).
 """
-from typing import Protocol
+from typing import Callable, Optional, Protocol, Sequence
 
 from folioscan.records import PageResult, SourceDocument
 
 
 class Executor(Protocol):
+    on_pages: Optional[Callable[[str, Sequence[PageResult]], None]]
+    on_restart: Optional[Callable[[str], None]]
+
     def submit(self, doc: SourceDocument) -> None: ...
     def has_room(self) -> bool: ...
     def busy(self) -> bool: ...  # books submitted and not yet handed back

@@ -32,6 +32,7 @@ class LocalExecutor:
         except Exception as e:  # a run-level configuration error, not every book's error row
             raise engine_build_error(stages.engine, e) from e
         self.books: deque[_Book] = deque()
+        self.on_pages = self.on_restart = None  # progress (executors/__init__.py)
 
     def submit(self, doc: SourceDocument) -> None:
         self.books.append(_Book(doc, self.stages.pages(doc)))
@@ -55,8 +56,13 @@ class LocalExecutor:
                     owners.append(book)
             if len(batch) >= self.stages.batch_size:
                 break
+        got: dict[str, list[PageResult]] = {}
         for book, result in zip(owners, read_pages(self.ocr, batch)):
             book.results.append(result)
+            got.setdefault(book.doc.doc_id, []).append(result)
+        if self.on_pages is not None:
+            for doc_id, results in got.items():
+                self.on_pages(doc_id, results)
         done = []
         while self.books and self.books[0].loaded:
             book = self.books.popleft()

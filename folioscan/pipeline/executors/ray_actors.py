@@ -115,7 +115,7 @@ class _Book:
 class RayExecutor:
     def __init__(self, stages, cfg):
         if not ray.is_initialized():
-            from folioscan.pipeline.quiet import ray_init_kwargs
+            from folioscan.pipeline.quiet import drop_colour_reset, ray_init_kwargs
 
             kwargs = ray_init_kwargs()
             if cfg.ray_address:
@@ -124,6 +124,7 @@ class RayExecutor:
                 env = {k: v for k, v in os.environ.items() if k in ("AWS_ENDPOINT_URL", "TESSDATA_PREFIX", "HF_HUB_OFFLINE")}
                 ray.init(num_cpus=cfg.num_cpus, object_store_memory=cfg.object_store_mb * 2**20,
                          runtime_env={"env_vars": env} if env else None, **kwargs)
+            drop_colour_reset()  # no ESC[0m after the summary
         self.stages = stages
         self.stages_ref = ray.put(stages)
         resources = ray.cluster_resources()
@@ -154,6 +155,7 @@ class RayExecutor:
         self.calls: dict = {}  # ObjectRef -> (actor id, [(doc_id, attempt), ...], call number)
         self.book_retries = 0
         self.actors_lost = 0
+        self.on_pages = self.on_restart = None  # progress (executors/__init__.py)
 
     def _add_actor(self) -> None:
         i, self._next_actor = self._next_actor, self._next_actor + 1
@@ -251,9 +253,14 @@ class RayExecutor:
             return
         if call_no > self.accounts[i][0]:
             self.accounts[i] = (call_no, account)
+        got: dict[str, list[PageResult]] = {}
         for (doc_id, attempt), r in zip(owners, results):
             if self._current(doc_id, attempt):
                 self.books[doc_id].results.append(r)
+                got.setdefault(doc_id, []).append(r)
+        if self.on_pages is not None:
+            for doc_id, rs in got.items():
+                self.on_pages(doc_id, rs)
 
     def _current(self, doc_id: str, attempt: int) -> bool:
         book = self.books.get(doc_id)
@@ -269,6 +276,8 @@ class RayExecutor:
                 del self.loaders[gen]
                 _cancel(gen)
         self.queue = deque(q for q in self.queue if q[0] != doc_id)
+        if self.on_restart is not None:
+            self.on_restart(doc_id)
         book.attempt += 1
         book.emitted, book.loaded, book.results = 0, False, []
         if book.attempt < BOOK_ATTEMPTS:
