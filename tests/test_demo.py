@@ -22,4 +22,4 @@ def test_the_demo_sample_reads_well_and_show_explains_it(tmp_path, capsys):
     assert [line.split(":")[0].strip() for line in shown[1:5]] == ["page 1", "page 2", "page 3 (left)", "page 3 (right)"]
     assert "deskewed" in shown[2] and "dewarped" in shown[2]
     assert any(line.startswith("next: folioscan report") for line in shown)
-    assert DEMO_SAMPLE.endswith("samples")
+    assert DEMO_SAMPLE.endswith("book")

@@ -31,7 +31,7 @@ def test_run_prints_progress_and_summary_only(tmp_path):
     assert [line for line in out + err if CHATTER.search(line)] == []
     # stderr is not a terminal here: plain progress lines (the default interval is 30 s), the last one when the run ends
     assert err and all(line.startswith("progress: ") and "\x1b" not in line for line in err), err
-    assert err[-1].startswith("progress: pages 1/1 (100%), books 1/1, 0 failed, "), err
+    assert err[-1].startswith("progress: pages 4/4 (100%), books 1/1, 0 failed, "), err
     assert len(out) == 1 and out[0].startswith("folioscan run ") and "1 documents (0 failed" in out[0]
 
 
@@ -103,4 +103,4 @@ def test_in_a_terminal_a_live_line_and_nothing_after_the_summary(tmp_path):
     summary = text[text.index("folioscan run "):]
     assert re.fullmatch(r"folioscan run [^\x1b\r\n]* pages/s, mean confidence [\d.]+\r\n", summary), repr(summary)
     assert "\x1b" not in text, repr(text[-300:])
-    assert "\rpages 1/1 (100%), books 1/1, 0 failed, " in text  # the live line, redrawn in place
+    assert "\rpages 4/4 (100%), books 1/1, 0 failed, " in text  # the live line, redrawn in place

@@ -27,7 +27,7 @@ from folioscan.workers.engines.tessdata import PYPI_LANGS
 from folioscan.workers.engines.vlm.models import MODELS
 from folioscan.workers.prep.pipeline import STEPS
 
-DEMO_SAMPLE = os.path.join(os.path.dirname(os.path.dirname(__file__)), "samples")
+DEMO_SAMPLE = os.path.join(os.path.dirname(os.path.dirname(__file__)), "samples", "book")
 EXIT_WRITE_FAILED = 74  # EX_IOERR (sysexits.h): the output could not be written
 
 

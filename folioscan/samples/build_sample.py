@@ -82,7 +82,7 @@ def build(eval_dir: str, out: str) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--eval", default=os.path.join(ROOT, "..", "shared", "eval", "old_books"))
-    ap.add_argument("--out", default=os.path.join(HERE, "sample_book.pdf"))
+    ap.add_argument("--out", default=os.path.join(HERE, "book", "sample_book.pdf"))
     args = ap.parse_args()
     build(args.eval, args.out)
 
