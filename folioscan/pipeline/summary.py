@@ -34,6 +34,7 @@ class JobSummary:
     pages_failed: int = 0
     pages_blank: int = 0
     pages_read_alone: int = 0  # re-read one at a time after their batch failed (attempt reason "batch-failed:...")
+    pages_boxes_failed: int = 0  # `boxes: tesseract`: read pages left without word boxes (box_alignment.error)
     seconds: float = 0.0
     mean_confidence: Optional[float] = None
     orphans_removed: int = 0
@@ -68,6 +69,7 @@ class JobSummary:
             self.pages_failed += p["status"] == "error"
             self.pages_blank += p["status"] == "blank"
             self.pages_read_alone += any(a["reason"].startswith("batch-failed:") for a in p["attempts"] or [])
+            self.pages_boxes_failed += bool((p.get("box_alignment") or {}).get("error"))
             if p["confidence"] is not None:
                 weight = max(len(p["text"] or ""), 1)
                 self._conf_sum += p["confidence"] * weight
