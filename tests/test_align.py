@@ -67,6 +67,16 @@ def test_a_line_tesseract_missed_has_no_boxes_and_the_rest_is_placed():
     assert sum(1 for l in result.lines if l.box is None) == 1
 
 
+def test_words_of_a_missed_line_inside_a_paragraph_are_not_put_on_a_neighbouring_line():
+    tess = tesseract([PRINTED[0], PRINTED[2]])
+    result = align([" ".join(PRINTED[:2]) + " " + PRINTED[2]], tess)  # one paragraph line, Tesseract missed line 2
+    placed = by_text(result)
+    assert [placed[w].kind for w in ("times,", "it", "exam-")] == [NONE] * 3
+    assert placed["best"].kind == WORD and placed["ages."].kind == WORD
+    unboxed = [l for l in result.lines if l.box is None]
+    assert [l.text for l in unboxed] == [PRINTED[1]]
+
+
 def test_a_line_the_vlm_left_out_costs_only_its_words():
     tess = tesseract(PRINTED)
     result = align([PRINTED[0], PRINTED[2]], tess)

@@ -22,8 +22,9 @@ copy unmatched by a monotone alignment: the words left over on both sides are al
 so a stray "the" is never pulled across the page.
 
 Lines: a VLM line is cut where its matched words move to another Tesseract line (a VLM that
-writes a paragraph as one line gets the page's printed lines back); an unmatched word joins the
-line of its nearest anchored neighbour in the same VLM line. A line's box is the union of its
+writes a paragraph as one line gets the page's printed lines back). An unmatched word joins a
+Tesseract line only where that is clear (`_fill_from_neighbours`); else it stays on a line of its
+own, without a box. A line's box is the union of its
 matched words' boxes, never anything else; a word Tesseract split over two lines becomes two
 words, the first ending in the hyphen Tesseract saw, so the lines read as printed.
 """
@@ -42,6 +43,7 @@ MATCH = 0.5  # least character similarity of a match (0..1)
 GAP = -0.4  # score of a word left out on either side; a pair scores 2 * similarity - 1
 RESCUE_ROUNDS = 2
 RESCUE_RUN = 3
+SHORT_RUN = 2  # unmatched words at most this many at a line's end still go with that line
 
 WORD = "word"
 LINE = "line"
@@ -86,6 +88,7 @@ class Placed:
     vlm_line: int
     similarity: float = 0.0  # of the aligned Tesseract word(s); 0 when none was aligned
     parts: list[Part] = field(default_factory=list)
+    line: int = -1  # the output line (Alignment.lines) its first part is on
 
 
 @dataclass
@@ -226,29 +229,32 @@ def align(vlm_lines: Sequence[str], tess: Sequence[TessWord]) -> Alignment:
             w.parts = [Part(w.text, None)]
     lines, where = _lines(words, anchor, tess)
     for w, k in zip(words, where):  # a word not matched: `line` when its line has a box, else `none`
+        w.line = k
         if w.kind != WORD:
             w.kind = LINE if lines[k].box is not None else NONE
     return Alignment(words, lines)
 
 
 def _fill_from_neighbours(words: list[Placed], anchor: list[Optional[int]]) -> None:
-    """An unanchored word takes the line of the nearest anchored word before it in its VLM line,
-    else after it; a VLM line with no anchored word stays unanchored."""
+    """Unanchored words (read by the VLM only) take a line only where it is clear: between two
+    anchored words of the same Tesseract line; or, at most SHORT_RUN of them, after the last
+    anchored word of a line (or before the first of one). A longer run between two lines, or at a
+    VLM line's ends, is text Tesseract did not read: it stays unanchored (its own line, no box)."""
     start = 0
     while start < len(words):
         end = start
         while end < len(words) and words[end].vlm_line == words[start].vlm_line:
             end += 1
-        last = None
-        for k in range(start, end):
-            if anchor[k] is None:
-                anchor[k] = last
-            last = anchor[k]
-        nxt = None
-        for k in range(end - 1, start - 1, -1):
-            if anchor[k] is None:
-                anchor[k] = nxt
-            nxt = anchor[k] if anchor[k] is not None else nxt
+        known = [k for k in range(start, end) if anchor[k] is not None]
+        if known:
+            for k in range(start, known[0]):  # before the first anchored word
+                anchor[k] = anchor[known[0]] if known[0] - start <= SHORT_RUN else None
+            for k in range(known[-1] + 1, end):  # after the last
+                anchor[k] = anchor[known[-1]] if end - known[-1] - 1 <= SHORT_RUN else None
+            for p, q in zip(known, known[1:]):
+                if q - p > 1 and (anchor[p] == anchor[q] or q - p - 1 <= SHORT_RUN):
+                    for k in range(p + 1, q):
+                        anchor[k] = anchor[p]
         start = end
 
 
