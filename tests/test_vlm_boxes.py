@@ -32,10 +32,10 @@ def source(tmp_path_factory):
     return root
 
 
-def run(source, out, *extra):
+def run(source, out, *extra, executor="local"):
     summary = out.parent / (out.name + ".json")
     code = main(["run", str(source / "src"), str(out), "--engine", "truth", "--truth", str(source / "manifest.csv"),
-                 "--executor", "local", "--quiet", "--summary-json", str(summary), *extra])
+                 "--executor", executor, "--quiet", "--summary-json", str(summary), *extra])
     return code, pq.read_table(out / "pages").to_pylist(), json.loads(summary.read_text())
 
 
@@ -78,6 +78,19 @@ def test_with_boxes_the_engines_words_lie_on_tesseracts_boxes(boxed):
                                        max(b[2] for b in inside), max(b[3] for b in inside)]
             else:
                 assert line["box"] is None
+
+
+def test_boxes_through_the_ray_executor(source, tmp_path, ray_local, boxed):
+    """The box read runs in the Ray loader tasks and rides on the page to the OCR actor."""
+    code, rows, summary = run(source, tmp_path / "out", "--boxes", "tesseract", executor="ray")
+    assert code == 0 and summary["pages_boxes_failed"] == 0
+    assert summary["engine_loads"] == summary["ocr_actors"]  # the actors built no Tesseract: the loaders read
+    local = {r["page_index"]: r for r in boxed[1]}
+    for row in rows:
+        assert row["box_level"] == "words"
+        same = {k: v for k, v in row["box_alignment"].items() if not k.endswith("_ms")}
+        assert same == {k: v for k, v in local[row["page_index"]]["box_alignment"].items() if not k.endswith("_ms")}
+        assert row["lines"] == local[row["page_index"]]["lines"]
 
 
 def test_alto_of_boxed_vlm_pages_validates_and_its_strings_have_coordinates(boxed):
