@@ -166,3 +166,28 @@ def test_the_tiny_vlm_in_a_whole_job_with_boxes(tmp_path, source):
     for path in glob.glob(str(out / "alto" / "*" / "*.xml")):
         assert alto.validate(open(path, "rb").read()) == []
     shutil.rmtree(tmp_path / "model")
+
+
+def test_a_page_turned_after_the_box_read_is_read_again_in_its_new_orientation():
+    """The OCR stage's 180-degree re-read may turn a page after the page stage's box read: the boxes
+    must be those of the turned image the page keeps, not of the one Tesseract read first."""
+    import numpy as np
+
+    from folioscan.records import OcrLine, OcrResult, PageWork
+    from folioscan.workers.boxes import place_words, read_boxes
+    from folioscan.workers.engines.registry import TruthOptions
+
+    options = TruthOptions(manifest="unused.csv", boxes="tesseract")
+    upside_down = np.ascontiguousarray(text_page_image(PARAGRAPHS[0])[::-1, ::-1])
+    work = PageWork("d", "book.pdf", 0, 1, image=upside_down)
+    read_boxes(work, options)
+    assert work.box_read.orientation == 0 and not work.box_read.result.error
+    work.image, work.prep.orientation = np.ascontiguousarray(upside_down[::-1, ::-1]), 180  # what the stage does
+    ocr = OcrResult(PARAGRAPHS[0], [OcrLine(PARAGRAPHS[0], 0.9, ())], 0.9)
+    place_words(work, ocr, options)
+    n = len(PARAGRAPHS[0].split())
+    assert ocr.box_alignment.error is None and ocr.box_alignment.words >= 0.95 * n
+    upright = PageWork("d", "book.pdf", 0, 1, image=work.image)
+    read_boxes(upright, options)
+    boxes = [tuple(w.box) for l in upright.box_read.result.lines for w in l.words]
+    assert [tuple(w.box) for l in ocr.lines for w in l.words if w.box] == boxes[:ocr.box_alignment.words]
