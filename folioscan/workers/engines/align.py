@@ -122,8 +122,8 @@ def _similarity(a: Sequence[str], b: Sequence[str]) -> np.ndarray:
     from rapidfuzz.process import cdist
 
     if not a or not b:
-        return np.zeros((len(a), len(b)), np.float64)
-    return cdist(a, b, scorer=Levenshtein.normalized_similarity, dtype=np.float32, workers=1).astype(np.float64)
+        return np.zeros((len(a), len(b)), np.float32)
+    return cdist(a, b, scorer=Levenshtein.normalized_similarity, dtype=np.float32, workers=1)
 
 
 def global_align(a: Sequence[str], b: Sequence[str]) -> list[tuple[int, tuple[int, ...], float]]:
@@ -133,8 +133,8 @@ def global_align(a: Sequence[str], b: Sequence[str]) -> list[tuple[int, tuple[in
     if not n or not m:
         return []
     s1 = _similarity(a, b)
-    s2 = _similarity(a, [b[j] + b[j + 1] for j in range(m - 1)]) if m > 1 else np.zeros((n, 0))
-    score1, score2 = 2 * s1 - 1, 2 * s2 - 1
+    s2 = _similarity(a, [b[j] + b[j + 1] for j in range(m - 1)]) if m > 1 else np.zeros((n, 0), np.float32)
+    # memory: the two similarity matrices (float32) and the pointers (int8), 9 bytes per word pair
     idx = np.arange(m + 1, dtype=np.float64)
     prev = GAP * idx
     ptr = np.zeros((n + 1, m + 1), np.int8)  # 0 diagonal, 1 up (a left out), 2 left (b left out), 3 a against two b
@@ -142,14 +142,14 @@ def global_align(a: Sequence[str], b: Sequence[str]) -> list[tuple[int, tuple[in
     for i in range(1, n + 1):
         t = np.full(m + 1, -np.inf)
         t[0] = GAP * i
-        diag = prev[:-1] + score1[i - 1]
+        diag = prev[:-1] + (2.0 * s1[i - 1] - 1.0)
         up = prev[1:] + GAP
         t[1:] = np.maximum(diag, up)
         p = np.zeros(m + 1, np.int8)
         p[0] = 1
         p[1:] = np.where(diag >= up, 0, 1)
         if m > 1:
-            two = prev[:-2] + score2[i - 1]
+            two = prev[:-2] + (2.0 * s2[i - 1] - 1.0)
             better = two > t[2:]
             t[2:] = np.where(better, two, t[2:])
             p[2:] = np.where(better, 3, p[2:])
