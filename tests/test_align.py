@@ -111,6 +111,14 @@ def test_whitespace_and_punctuation_differences_do_not_matter():
     assert normalise("\u201cWhat") == normalise('"what') == "what" and normalise("?") == "?"
 
 
+def test_chance_matches_in_tesseracts_noise_place_nothing():
+    # old_books e011 as Tesseract reads it upside down: "of"/"Ao", "to"/"to", "any"/"Avy" match by chance
+    tess = tesseract(["\u201cAep oy JO Uorysey Ao", "pue ajse} to Sursuvyo-19Ad", "oY} Avy JOISTUIUI"])
+    result = align(["writing in praise of the moderate use", "of every-day life to be omitted from any volume"], tess)
+    assert result.counts() == {WORD: 0, LINE: 0, NONE: 16}
+    assert all(l.box is None for l in result.lines)
+
+
 def test_no_tesseract_words_means_no_boxes():
     result = align(PRINTED, [])
     assert result.counts() == {WORD: 0, LINE: 0, NONE: 15}

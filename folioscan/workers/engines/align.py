@@ -15,8 +15,9 @@ rapidfuzz's normalised Levenshtein similarity), with a linear gap penalty and on
 one VLM word against two adjacent Tesseract words (`exam-` / `ple` for `example`; `to-` `day`
 for `to-day`). Each DP row is a few numpy operations (the left moves by a running maximum), so a
 page of n x m words costs O(n m) in C, not in Python. A pair counts as a match at similarity
->= MATCH; an aligned pair under it is a misreading: it fixes which Tesseract line the VLM word
-belongs to, not its box. A block the two engines read in different orders leaves one side's
+>= MATCH when a neighbouring pair matches too (or it is exact and long: `_supported`); an
+aligned pair that does not is a misreading: it says which Tesseract line the VLM word belongs to,
+not its box. A block the two engines read in different orders leaves one side's
 copy unmatched by a monotone alignment: the words left over on both sides are aligned once more
 (RESCUE_ROUNDS), and a rescued match is kept only inside a run of RESCUE_RUN consecutive matches,
 so a stray "the" is never pulled across the page.
@@ -43,6 +44,7 @@ MATCH = 0.5  # least character similarity of a match (0..1)
 GAP = -0.4  # score of a word left out on either side; a pair scores 2 * similarity - 1
 RESCUE_ROUNDS = 2
 RESCUE_RUN = 3
+LONE_EXACT = 4  # an exact match with no matched neighbour is kept from this many characters
 SHORT_RUN = 2  # unmatched words at most this many at a line's end still go with that line
 
 WORD = "word"
@@ -175,6 +177,18 @@ def global_align(a: Sequence[str], b: Sequence[str]) -> list[tuple[int, tuple[in
     return pairs[::-1]
 
 
+def _supported(i: int, matched: dict, a: Sequence[str]) -> bool:
+    """A match is kept when a neighbouring VLM word is matched to the neighbouring Tesseract word
+    too, or when it is exact and at least LONE_EXACT characters long. Where Tesseract read noise (a
+    page upside down, a faint scan), short words match a few letters of the noise by chance; alone,
+    such a match would put a whole line on a wrong box."""
+    js = matched[i][0]
+    before, after = matched.get(i - 1), matched.get(i + 1)
+    if (before and before[0][-1] + 1 == js[0]) or (after and js[-1] + 1 == after[0][0]):
+        return True
+    return matched[i][1] >= 1.0 and len(a[i]) >= LONE_EXACT
+
+
 def _runs_only(pairs, a_ids, b_ids, run: int):
     """Matched pairs that sit in a run of at least `run` pairs consecutive on both sides."""
     good = [(a_ids[i], tuple(b_ids[j] for j in js), s) for i, js, s in pairs if s >= MATCH]
@@ -200,6 +214,7 @@ def align(vlm_lines: Sequence[str], tess: Sequence[TessWord]) -> Alignment:
         aligned[i] = js
         if s >= MATCH:
             matched[i] = (js, s)
+    matched = {i: m for i, m in matched.items() if _supported(i, matched, a)}
     for _ in range(RESCUE_ROUNDS):
         used = {j for js, _ in matched.values() for j in js}
         a_ids = [i for i in range(len(a)) if i not in matched]
