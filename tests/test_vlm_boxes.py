@@ -191,3 +191,12 @@ def test_a_page_turned_after_the_box_read_is_read_again_in_its_new_orientation()
     read_boxes(upright, options)
     boxes = [tuple(w.box) for l in upright.box_read.result.lines for w in l.words]
     assert [tuple(w.box) for l in ocr.lines for w in l.words if w.box] == boxes[:ocr.box_alignment.words]
+
+
+def test_the_pdf_layer_writes_a_words_without_box_with_its_boxed_neighbour():
+    from folioscan.export.pdf import _boxed_runs
+
+    words = [{"text": "Lo", "box": None}, {"text": "It", "box": [0, 0, 10, 10]}, {"text": "wus", "box": None},
+             {"text": "the", "box": [20, 0, 40, 10]}, {"text": "end", "box": None}]
+    assert _boxed_runs(words) == [("Lo It wus", [0, 0, 10, 10]), ("the end", [20, 0, 40, 10])]
+    assert _boxed_runs([{"text": "no", "box": None}]) == []
