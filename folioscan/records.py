@@ -104,6 +104,7 @@ class PageWork:
     error: Optional[str] = None
     error_kind: Optional[str] = None  # failures.TRANSIENT | PERMANENT (None with an error: permanent)
     attempts_made: int = 1  # tries of this page's object read or OCR call, the most of either
+    box_read: Optional["BoxRead"] = None  # `boxes: tesseract`: Tesseract's read of the cleaned page (workers/boxes.py)
 
 
 @dataclass
@@ -143,6 +144,30 @@ class OcrAttempt:
 
 
 @dataclass
+class BoxRead:
+    """Tesseract's read of a page a text-only engine reads, made for its word boxes (workers/boxes.py)."""
+
+    result: "OcrResult"
+    engine: str  # "tesseract <version>"
+    ms: float = 0.0
+    orientation: int = 0  # of the page image it read; the OCR stage's 180-degree re-read makes it stale
+
+
+@dataclass
+class BoxAlignment:
+    """How a text-only engine's words were placed on Tesseract's (engines/align.py): counts of the
+    engine's words by what they got."""
+
+    engine: str  # the engine that located the words
+    words: int = 0  # on a measured word box
+    lines: int = 0  # on their line's box only
+    none: int = 0  # without a box
+    error: Optional[str] = None  # the box read failed: the page keeps its text without boxes
+    tesseract_ms: float = 0.0
+    align_ms: float = 0.0
+
+
+@dataclass
 class OcrResult:
     """What an engine returns for one image. Engines know nothing of pages or documents."""
 
@@ -153,6 +178,7 @@ class OcrResult:
     confidence_raw: Optional[float] = None  # the engine's own page confidence, before calibration
     attempts: list[OcrAttempt] = field(default_factory=list)
     error: Optional[str] = None
+    box_alignment: Optional[BoxAlignment] = None  # `boxes: tesseract` only
 
 
 @dataclass

@@ -169,11 +169,32 @@ def text_band(boxes: list, top: float, bottom: float) -> tuple[float, float]:
     return (high, base) if base - high > 0.2 * (bottom - top) else (top, bottom)
 
 
+def _boxed_runs(words: list[dict]) -> list[tuple[str, list]]:
+    """(text, box) per boxed word, the unboxed words' text joined to a neighbour's: the one before,
+    or for words before the first boxed one, the first. No boxed word: []."""
+    out: list[list] = []
+    waiting: list[str] = []
+    for w in words:
+        text = (w.get("text") or "").strip()
+        if not text:
+            continue
+        if w.get("box"):
+            out.append([" ".join([*waiting, text]), w["box"]])
+            waiting = []
+        elif out:
+            out[-1][0] += " " + text
+        else:
+            waiting.append(text)
+    return [(t, b) for t, b in out]
+
+
 def place_line(line: dict, to_user) -> Optional[Line]:
     """A line's geometry in PDF user space. `to_user` maps cleaned-page points to PDF user space.
     A line whose engine located no words is placed as one word over its box; a line without a box
-    (VLM page text) has nowhere to go and is left out."""
-    words = [(w["text"].strip(), w["box"]) for w in line.get("words") or [] if (w.get("text") or "").strip() and w.get("box")]
+    (VLM page text) has nowhere to go and is left out. A word without a box in a line with boxed
+    words (a VLM word placed on its line only, workers/boxes.py) is written with the boxed word
+    before it (the first boxed word, at the line's start), so every word is in the layer, in order."""
+    words = _boxed_runs(line.get("words") or [])
     box = line.get("box")
     if not words:
         text = " ".join((line.get("text") or "").split())

@@ -40,6 +40,7 @@ def page_row(r: PageResult, run_id: str) -> dict:
         "confidence_min": ocr.confidence_min if ocr else None,
         "lines": [_line(l) for l in ocr.lines] if ocr else [],
         "box_level": _box_level(ocr) if ocr and r.status == "ok" else None,
+        "box_alignment": ocr.box_alignment.__dict__ if ocr and ocr.box_alignment else None,
         "engine": r.engine, "engine_version": r.engine_version,
         "budget": final.budget if final else None,
         "vision_tokens": final.vision_tokens if final else None,
@@ -62,7 +63,7 @@ def _line(l: OcrLine) -> dict:
 
 
 def _box_level(ocr: OcrResult) -> str:
-    if any(l.words for l in ocr.lines):
+    if any(w.box for l in ocr.lines for w in l.words):
         return "words"
     return "lines" if any(l.box for l in ocr.lines) else "none"
 

@@ -33,7 +33,7 @@ EXIT_WRITE_FAILED = 74  # EX_IOERR (sysexits.h): the output could not be written
 
 _ENGINE_FLAGS = {"model": "model", "budget": "budget", "backend": "backend", "device": "device",
                  "vlm_batch_size": "batch_size", "vision_batch": "vision_batch", "max_new_tokens": "max_new_tokens", "max_attempts": "max_attempts",
-                 "lang": "lang"}
+                 "lang": "lang", "boxes": "boxes", "truth": "manifest"}
 _PLAIN_FLAGS = ("executor", "ray_address", "num_cpus", "ocr_workers", "endpoint_url", "region",
                 "batch_size", "shard_docs", "max_pages_per_book", "dpi", "max_page_megapixels", "lease_ttl_s", "grace_s", "base_url",
                 "progress_every_s")
@@ -146,6 +146,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                            "(default: measured on the GPU, 2 on the CPU)")
         sp.add_argument("--max-new-tokens", type=int, help="VLM engines: output cap (default: from the budget)")
         sp.add_argument("--max-attempts", type=int, help="VLM engines: reads per page, escalation included (default 3)")
+        sp.add_argument("--boxes", choices=["none", "tesseract"], help="VLM (and truth) engines: tesseract places the "
+                                                                        "engine's words on Tesseract's word boxes (docs/vlm.md)")
+        sp.add_argument("--truth", help="--engine truth (test and benchmark use): CSV manifest of ground-truth text files")
         sp.add_argument("--batch-size", type=int, help="pages per engine call")
         sp.add_argument("--shard-docs", type=int, help="documents per committed Parquet part")
         sp.add_argument("--max-pages-per-book", type=int, help="read at most this many pages of a book; the book row says so")

@@ -13,6 +13,7 @@ from folioscan.failures import classify, describe
 from folioscan.pipeline.storage import Store
 from folioscan.records import DOCUMENT_LEVEL, PageResult, PageWork, SourceDocument, page_label, page_number
 from folioscan.retry import RetryPolicy
+from folioscan.workers.boxes import read_boxes
 from folioscan.workers.engines.registry import EngineError
 from folioscan.workers.load import LoadOptions, load_pages
 from folioscan.workers.ocr_stage import OcrStage
@@ -56,11 +57,14 @@ class Stages:
 
     def prepare(self, work: PageWork) -> list[PageWork]:
         try:
-            return prepare_page(work, self.prep)
+            parts = prepare_page(work, self.prep)
         except Exception as e:
             work.image, work.parts = None, 1
             work.error, work.error_kind = f"{work.source_uri} {page_label(work.page_index)}: cleaning: {describe(e)}", classify(e)
             return [work]
+        for part in parts:  # `boxes: tesseract`: Tesseract reads the cleaned page here, on the CPU workers
+            read_boxes(part, self.engine)
+        return parts
 
     def ocr_stage(self) -> OcrStage:
         """Built once per worker: engines are costly to load."""

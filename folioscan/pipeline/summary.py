@@ -35,6 +35,7 @@ class JobSummary:
     pages_failed: int = 0
     pages_blank: int = 0
     pages_read_alone: int = 0  # re-read one at a time after their batch failed (attempt reason "batch-failed:...")
+    pages_boxes_failed: int = 0  # `boxes: tesseract`: read pages left without word boxes (box_alignment.error)
     seconds: float = 0.0  # the whole run, its last commit and clean-up included
     # pages/s is pages / pages_seconds: wall seconds from the run's start (`started_at`, once the executor
     # is up) to the completion of its last page (`last_page_at`, the latest `completed_at` of its page
@@ -88,6 +89,7 @@ class JobSummary:
                 self.last_page_at = self._last_page.isoformat()
                 if self._started is not None:
                     self.pages_seconds = max((self._last_page - self._started).total_seconds(), 0.0)
+            self.pages_boxes_failed += bool((p.get("box_alignment") or {}).get("error"))
             if p["confidence"] is not None:
                 weight = max(len(p["text"] or ""), 1)
                 self._conf_sum += p["confidence"] * weight

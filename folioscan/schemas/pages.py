@@ -26,7 +26,10 @@ ATTEMPT = pa.struct(
     ]
 )
 
-PAGES = Table("pages", version=6, columns=[
+BOX_ALIGNMENT = pa.struct([("engine", pa.string()), ("words", pa.int32()), ("lines", pa.int32()), ("none", pa.int32()),
+                           ("error", pa.string()), ("tesseract_ms", pa.float32()), ("align_ms", pa.float32())])
+
+PAGES = Table("pages", version=7, columns=[
     col("doc_id", pa.string(), "sha256 of the source URI and its content fingerprint"),
     col("source_uri", pa.string(), "the book's URI, as in `documents`: the PDF, or the folder of page images"),
     col("page_index", pa.int32(), "page in the source document, 0-based"),
@@ -67,7 +70,11 @@ PAGES = Table("pages", version=6, columns=[
     col("confidence_raw", pa.float32(), "the engine's own page confidence (mean of line confidences weighted by length)"),
     col("confidence_min", pa.float32(), "least confident line"),
     col("lines", pa.list_(LINE), "box: cleaned page; box_source: the loaded page image; words: [] when the engine locates none"),
-    col("box_level", pa.string(), "words | lines | none: the finest level the engine located text at; none = page text without boxes"),
+    col("box_level", pa.string(), "words | lines | none: the finest level the page's text is located at; none = page text without boxes"),
+    col("box_alignment", BOX_ALIGNMENT,
+        "text-only engines with `boxes: tesseract` (else null): the engine that located the words; how many of the "
+        "engine's words got a measured word box (words), only their line's box (lines), no box (none); error: why "
+        "the page has no boxes (Tesseract failed on it), null when placed; Tesseract's and the alignment's ms"),
 
     # book text (folioscan/text): furniture found across the book, kept here, out of documents.text
     col("header", pa.string(), "running header line(s) of the page, removed from the book's reading text"),

@@ -21,6 +21,7 @@ from folioscan.failures import classify
 from folioscan.records import OcrAttempt, PageResult, PageWork
 from folioscan.retry import RetryPolicy, attempts_of, call_with_retry
 from folioscan.workers import page_confidence
+from folioscan.workers.boxes import place_words
 from folioscan.workers.engines.base import ImageHints
 from folioscan.workers.engines.registry import build_engine
 from folioscan.workers.prep.transform import box_to_source, quarter_turn
@@ -106,7 +107,7 @@ class OcrStage:
 
     @staticmethod
     def _hint(w: PageWork, budget: str | None = None) -> ImageHints:
-        return ImageHints(w.prep.est_chars, w.prep.text_density, budget)
+        return ImageHints(w.prep.est_chars, w.prep.text_density, budget, w.source_uri, w.page_index, w.side)
 
     @staticmethod
     def _accepted_budget(r) -> str | None:
@@ -122,6 +123,7 @@ class OcrStage:
     def _finish(self, work: PageWork, ocr, ms: float) -> PageResult:
         if ocr.error:
             return self._result(work, "error", ocr, error=ocr.error, ms=ms)
+        place_words(work, ocr, self.options)  # `boxes: tesseract`: the engine's words on Tesseract's boxes
         ocr.confidence_raw = ocr.confidence
         if self.calibrate:
             ocr.confidence = page_confidence.page_confidence(ocr, work.prep, getattr(self.options, "lang", "eng"))
@@ -132,7 +134,7 @@ class OcrStage:
             work.height, work.width = work.image.shape[:2]
         if ocr is not None:
             map_to_source(work, ocr)
-        work.image = None  # the pixels are not needed past this point; do not ship them back
+        work.image = work.box_read = None  # the pixels (and a box read) are not needed past this point
         return PageResult(work, status, ocr, self.engine.name, self.engine.version, ocr_ms=ms, error=error)
 
 

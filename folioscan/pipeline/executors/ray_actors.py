@@ -147,6 +147,12 @@ class RayExecutor:
         for _ in range(self.n_actors):
             self._add_actor()
         self.max_loaders = max(2, self.n_actors)
+        self.loader_cpus = LOADER_CPUS
+        if self.gpu and getattr(stages.engine, "boxes", "none") == "tesseract":
+            # the loaders also run Tesseract for the word boxes (workers/boxes.py): a core each, and
+            # as many as the CPUs the GPU actors leave, so the box reads keep up with the accelerators
+            self.loader_cpus = 1
+            self.max_loaders = max(2, int(resources.get("CPU", 1)) - self.n_actors)
         self.queue_pages = self.n_actors * stages.batch_size * ACTOR_CALLS
         self.books: dict[str, _Book] = {}
         self.waiting: deque[str] = deque()  # submitted, loader not started
@@ -203,7 +209,7 @@ class RayExecutor:
     def _start_loaders(self) -> None:
         while self.waiting and len(self.loaders) < self.max_loaders:
             book = self.books[self.waiting.popleft()]
-            gen = _load.options(num_returns="streaming", num_cpus=LOADER_CPUS,
+            gen = _load.options(num_returns="streaming", num_cpus=self.loader_cpus,
                                 _generator_backpressure_num_objects=LOADER_AHEAD).remote(self.stages_ref, book.doc)
             self.loaders[gen] = (book.doc.doc_id, book.attempt)
 

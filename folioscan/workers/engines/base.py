@@ -16,6 +16,11 @@ class ImageHints:
     est_chars: int = 0
     text_density: float = 0.0
     budget: Optional[str] = None  # VLM engines: read once at exactly this budget (a retry of an accepted read)
+    # which page the image is, for an engine that looks pages up rather than reading pixels (the
+    # test/bench `truth` engine); every other engine ignores it
+    source_uri: str = ""
+    page_index: int = -1
+    side: Optional[str] = None
 
 
 class OcrEngine(Protocol):

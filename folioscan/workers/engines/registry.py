@@ -30,10 +30,31 @@ class RapidOcrOptions(BaseModel):
     threads: int = 1
 
 
-class VlmOptions(BaseModel):
-    """A vision-language OCR model read at a vision-token budget (see workers/engines/vlm)."""
+class BoxOptions(BaseModel):
+    """Word boxes for an engine that reads text without locating it (docs/vlm.md, "Word boxes")."""
 
     model_config = ConfigDict(extra="forbid")
+    # none: the page text without boxes (box_level none); tesseract: Tesseract also reads the cleaned
+    # page in the page stage (CPU) and the engine's words are aligned to its located words
+    # (engines/align.py, workers/boxes.py), so the exports carry them at measured positions
+    boxes: Literal["none", "tesseract"] = "none"
+    # the Tesseract read that locates the words (language data, segmentation mode)
+    boxes_tesseract: TesseractOptions = Field(default_factory=TesseractOptions)
+
+
+class TruthOptions(BoxOptions):
+    """Test and benchmark use only: plays a text-only engine by returning each page's ground-truth
+    text (engines/truth.py), so the word-box alignment can be measured and tested without a GPU."""
+
+    kind: Literal["truth"] = "truth"
+    # CSV: `source` (or `pdf`: the book's file or folder, matched by its name), `page_index` (from
+    # 0), `gt` (the text file, relative to the CSV), optional `side`; old_books/manifest.csv is one
+    manifest: str = ""
+
+
+class VlmOptions(BoxOptions):
+    """A vision-language OCR model read at a vision-token budget (see workers/engines/vlm)."""
+
 
     kind: Literal[tuple(MODELS)] = "deepseek-ocr-2"  # type: ignore[valid-type]
     model: str = ""  # local directory (or hub id where the hub is reachable)
@@ -57,14 +78,14 @@ class VlmOptions(BaseModel):
     max_new_tokens: Optional[int] = None  # default: derived from the budget
 
 
-EngineOptions = Annotated[Union[TesseractOptions, RapidOcrOptions, VlmOptions], Field(discriminator="kind")]
+EngineOptions = Annotated[Union[TesseractOptions, RapidOcrOptions, VlmOptions, TruthOptions], Field(discriminator="kind")]
 
 
 VLM_KINDS: tuple[str, ...] = get_args(VlmOptions.model_fields["kind"].annotation)
 
 
 def engine_names() -> list[str]:
-    return ["tesseract", "rapidocr", *VLM_KINDS]
+    return ["tesseract", "rapidocr", *VLM_KINDS, "truth"]
 
 
 class EngineError(RuntimeError):
@@ -82,6 +103,12 @@ def preflight(options) -> None:
         find_tessdata(options.lang, options.variant, options.tessdata)
     elif options.kind in VLM_KINDS:
         check_vlm_model(options.kind, options.model)
+    elif options.kind == "truth":
+        from folioscan.workers.engines.truth import load_manifest
+
+        load_manifest(options.manifest)
+    if getattr(options, "boxes", "none") == "tesseract":
+        preflight(options.boxes_tesseract)
 
 
 # a Hugging Face model id: owner/name, letters, digits, "-", "_", "."; no "--" or ".." (the hub's own rule)
@@ -167,6 +194,10 @@ def _construct(options):
         from folioscan.workers.engines.rapidocr import RapidOcrEngine
 
         return RapidOcrEngine(options.use_angle_cls, options.threads)
+    if options.kind == "truth":
+        from folioscan.workers.engines.truth import TruthEngine
+
+        return TruthEngine(options.manifest)
     from folioscan.workers.engines.vlm.engine import VlmEngine
 
     return VlmEngine(options)
