@@ -42,7 +42,7 @@ def run(source, out, *extra, executor="local"):
 @pytest.fixture(scope="module")
 def boxed(source):
     out = source / "out"
-    code, rows, summary = run(source, out, "--boxes", "tesseract", "--also", "alto,hocr,pdf")
+    code, rows, summary = run(source, out, "--boxes", "tesseract", "--also", "alto,hocr,pdf,images,iiif")
     assert code == 0
     return out, sorted(rows, key=lambda r: r["page_index"]), summary
 
@@ -104,6 +104,16 @@ def test_alto_of_boxed_vlm_pages_validates_and_its_strings_have_coordinates(boxe
         located = [s for s in strings if b"HPOS=" in s]
         assert len(strings) >= len(truth.split()) and len(located) >= 0.95 * len(truth.split())
         assert len(re.findall(rb"<TextLine [^>]*HPOS=", xml)) > 2
+
+
+def test_iiif_word_annotations_of_boxed_vlm_pages_target_their_boxes(boxed):
+    out, rows, _ = boxed
+    for row, truth in zip(rows, TEXTS):
+        [words_file] = glob.glob(str(out / "iiif" / "*" / "annotations" / f"{row['page_index'] + 1:05d}-words.json"))
+        items = json.loads(open(words_file).read())["items"]
+        assert all(a["motivation"] == "supplementing" and a["textGranularity"] == "word" for a in items)
+        assert "#xywh=" in items[0]["target"] and len(items) >= 0.95 * len(truth.split())
+        assert normalized(" ".join(a["body"]["value"] for a in items)) in normalized(truth)  # the engine's words
 
 
 def test_hocr_words_of_boxed_vlm_pages_carry_bboxes(boxed):
