@@ -29,6 +29,8 @@ class JobSummary:
     documents_replaced: int = 0  # new content under a committed name, processed again
     documents_carried_failed: int = 0  # skipped, and still in error from an earlier run (permanent)
     documents_claimed_elsewhere: int = 0  # claimed, or just committed, by another live driver
+    documents_other_shares: int = 0  # listed, in another driver's share (--partition K/N)
+    documents_stolen: int = 0  # of another share, taken once this driver's own was done (--steal)
     documents_superseded: int = 0  # older rows removed from the output because a book was redone
     objects_ignored: int = 0  # neither PDF nor page image
     pages: int = 0
