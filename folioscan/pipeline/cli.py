@@ -250,7 +250,7 @@ def print_summary(summary, out=None) -> None:
     s = summary
     conf = f"{s.mean_confidence:.3f}" if s.mean_confidence is not None else "n/a"
     print(f"folioscan run {s.run_id}: {s.documents} documents ({s.documents_failed} failed, {s.documents_partial} partial, "
-          f"{s.documents_retried} retried, {s.documents_skipped} already done, {s.documents_claimed_elsewhere} taken by "
+          f"{s.documents_retried} retried, {s.documents_duplicate} duplicates, {s.documents_skipped} already done, {s.documents_claimed_elsewhere} taken by "
           f"another driver), {s.pages} pages ({s.pages_failed} failed, {s.pages_blank} blank), "
           f"{s.pages_per_s:.2f} pages/s, mean confidence {conf}", file=out)
     if s.still_failed:

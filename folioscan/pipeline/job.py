@@ -21,6 +21,7 @@ from folioscan import __version__
 from folioscan.pipeline.assemble import assemble_shard
 from folioscan.pipeline.committed import CommittedIndex, decide
 from folioscan.pipeline.config import JobConfig
+from folioscan.pipeline.duplicates import ContentClaims, settle
 from folioscan.pipeline.executors import make_executor
 from folioscan.pipeline.leases import Leases
 from folioscan.pipeline.output import DatasetWriter
@@ -215,9 +216,11 @@ def _claimed(docs: Iterator[SourceDocument], leases: Leases, index: CommittedInd
 
 
 def _commit(writer: DatasetWriter, leases: Leases, index: CommittedIndex, page_rows: list[dict],
-            doc_rows: list[dict], summary: JobSummary, export=None) -> tuple[list[dict], list[dict]]:
+            doc_rows: list[dict], summary: JobSummary, export=None, claims: Optional[ContentClaims] = None
+            ) -> tuple[list[dict], list[dict]]:
     """Commit the books this run still holds (their exports written first, `_shard_exporter`), then
-    remove the rows they supersede and free them."""
+    remove the rows they supersede and free them. With `claims` (dedupe), each book's standing as a
+    copy is settled first and the first copies are recorded after the commit point (duplicates.py)."""
     ids = {d["doc_id"] for d in doc_rows}
     mine = leases.still_held(ids)
     if mine != ids:
@@ -227,12 +230,18 @@ def _commit(writer: DatasetWriter, leases: Leases, index: CommittedIndex, page_r
         doc_rows = [d for d in doc_rows if d["doc_id"] in mine]
     if not doc_rows:
         return page_rows, doc_rows
+    firsts = []
+    if claims is not None:
+        page_rows, doc_rows, firsts = settle(claims, index, page_rows, doc_rows)
     for d in doc_rows:  # a retried book counts its runs
         before = index.by_id.get(d["doc_id"])
         d["attempts_made"] = (before.attempts_made + 1) if before else 1
     name = writer.commit(page_rows, doc_rows, before_commit=(lambda: export(page_rows, doc_rows)) if export else None)
     summary.shards.append(name)
     index.record(name, doc_rows)
+    for d in firsts:  # past the commit point: later copies of these bytes are duplicates of these books
+        claims.register(d["content_sha256"], d["doc_id"], d["source_uri"])
+        claims.release(d["content_sha256"], d["doc_id"])
     summary.documents_superseded += writer.supersede(index.take_stale(), leases)
     for doc_id in mine:
         leases.release(doc_id)
@@ -296,8 +305,9 @@ def run_job(cfg: JobConfig, stop: Optional[Stop] = None) -> JobSummary:
     stop = stop or Stop(cfg.grace_s)
     with stop.handling():
         in_store, out_store, listing = _preflight(cfg, summary)
+        claims = ContentClaims(out_store, cfg.output, cfg.run_id, cfg.lease_ttl_s) if cfg.dedupe else None
         stages = Stages(in_store, cfg.load_options(), cfg.prep, cfg.engine, cfg.pages_per_call, cfg.flip_retry_below,
-                        retry=cfg.retry_policy(), max_pages_per_book=cfg.max_pages_per_book)
+                        retry=cfg.retry_policy(), max_pages_per_book=cfg.max_pages_per_book, content=claims)
         # the local executor builds its engine here, so an engine that cannot be built (EngineError) leaves
         # nothing written; Ray's actors build theirs while the driver recovers and lists
         executor = make_executor(cfg, stages)
@@ -383,13 +393,14 @@ def _process(cfg: JobConfig, summary: JobSummary, listing: Iterator[SourceDocume
         return chain(own, _claimed(others, leases, index, summary, cfg.shard_docs, stolen=True))
 
     export = _shard_exporter(cfg, summary)
+    claims = ContentClaims(out_store, cfg.output, cfg.run_id, cfg.lease_ttl_s) if cfg.dedupe else None  # as the loaders'
     progress = Progress(enabled=cfg.progress, every_s=cfg.progress_every_s, max_pages_per_book=cfg.max_pages_per_book)
     executor.on_pages, executor.on_restart = progress.pages_read, progress.book_restarted
     counting = threading.Event()
     try:
         with progress:
             _count_ahead(cfg, index, progress, counting, None if cfg.steal else part)
-            _commit_shards(cfg, summary, todo(), writer, leases, index, executor, stop, export, progress)
+            _commit_shards(cfg, summary, todo(), writer, leases, index, executor, stop, export, progress, claims)
     finally:
         counting.set()  # the counting pass stops with the run
         summary.progress = {**progress.numbers(), "pages_per_s": round(summary.pages_per_s, 3)}
@@ -430,11 +441,12 @@ def _count_ahead(cfg: JobConfig, index: CommittedIndex, progress: Progress, stop
 
 
 def _commit_shards(cfg: JobConfig, summary: JobSummary, todo: Iterator[SourceDocument], writer: DatasetWriter,
-                   leases: Leases, index: CommittedIndex, executor, stop: Stop, export, progress: Progress) -> None:
+                   leases: Leases, index: CommittedIndex, executor, stop: Stop, export, progress: Progress,
+                   claims: Optional[ContentClaims] = None) -> None:
     for docs, results in _stream(executor, todo, cfg.shard_docs, cfg.shards_in_flight, stop, summary, progress):
         page_rows, doc_rows = assemble_shard(docs, results, cfg.run_id)
         t1 = time.perf_counter()
-        page_rows, doc_rows = _commit(writer, leases, index, page_rows, doc_rows, summary, export)
+        page_rows, doc_rows = _commit(writer, leases, index, page_rows, doc_rows, summary, export, claims)
         summary.stage("write", time.perf_counter() - t1 - (export.take_seconds() if export else 0.0), len(page_rows))
         summary.add(page_rows, doc_rows)
         summary._in_flight -= len(docs)
