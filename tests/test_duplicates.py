@@ -26,8 +26,8 @@ def pdfs():
 
 
 def cfg(src, out, **kw):
-    return JobConfig(source=str(src), output=str(out), executor="local", progress=False,
-                     prep={"enabled": False}, **kw)
+    return JobConfig(**{"source": str(src), "output": str(out), "executor": "local", "progress": False,
+                        "prep": {"enabled": False}, **kw})
 
 
 def check_read_once(out, copies: dict[str, list[str]]):
@@ -192,3 +192,17 @@ def test_exports_carry_each_content_once_and_count_the_copies(tmp_path, pdfs, ca
     out2 = str(tmp_path / "out2")
     s = run_job(cfg(src, out2, also=["hocr"]))
     assert s.documents_duplicate == 1 and len(os.listdir(os.path.join(out2, "hocr"))) == 1 and not s.export_errors
+
+
+def test_on_ray_copies_loaded_side_by_side_are_read_once(tmp_path, pdfs, ray_local):
+    """Ray's loaders run at once: copies race for the claim on their bytes, in the workers."""
+    src = tmp_path / "src"
+    src.mkdir()
+    copies = {"a": [f"a{i}.pdf" for i in range(4)], "b": ["b0.pdf", "b1.pdf"]}
+    for content, names in copies.items():
+        for name in names:
+            (src / name).write_bytes(pdfs["ab".index(content)])
+    out = tmp_path / "out"
+    summary = run_job(cfg(src, out, executor="ray", shard_docs=3))
+    check_read_once(out, copies)
+    assert (summary.documents_duplicate, summary.stages["ocr"]["pages"]) == (4, 4)
