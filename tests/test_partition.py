@@ -98,3 +98,20 @@ def test_with_steal_a_missing_drivers_share_is_done_by_the_others_after_their_ow
         if len(stolen):  # committed after every book of its own share
             assert min(part_seq(out, stolen.doc_id)) > max(part_seq(out, own.doc_id))
     assert set(docs.run_id) <= {"part0", "part1"}
+
+
+def test_a_bad_partition_exits_2_before_any_work_and_dry_run_names_the_shares(tmp_path, small_pages, capsys):
+    from folioscan.pipeline.cli import main
+
+    src = make_source(tmp_path / "src", small_pages, books=6)
+    out = tmp_path / "out"
+    for bad in (["--partition", "3/3"], ["--partition", "two/3"], ["--steal"]):
+        assert main(["run", str(src), str(out), "--executor", "local", "--quiet", *bad]) == 2
+        assert not out.exists()
+    capsys.readouterr()
+    assert main(["run", str(src), str(out), "--executor", "local", "--partition", "1/3", "--steal", "--dry-run"]) == 0
+    lines = [l for l in capsys.readouterr().out.splitlines() if l.startswith(("process", "skip"))]
+    mine = [l for l in lines if l.startswith("process")]
+    assert len(lines) == 6 and len(mine) == sum(share_of(str(src / f"book{i}.pdf"), 3) == 1 for i in range(6))
+    assert all("not this driver's 1 (--steal takes it" in l for l in lines if l.startswith("skip"))
+    assert not out.exists()
