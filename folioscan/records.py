@@ -105,6 +105,8 @@ class PageWork:
     error_kind: Optional[str] = None  # failures.TRANSIENT | PERMANENT (None with an error: permanent)
     attempts_made: int = 1  # tries of this page's object read or OCR call, the most of either
     box_read: Optional["BoxRead"] = None  # `boxes: tesseract`: Tesseract's read of the cleaned page (workers/boxes.py)
+    content_sha256: Optional[str] = None  # of the book's source bytes, once read (images: on the book's last page)
+    duplicate_of: Optional[str] = None  # DOCUMENT_LEVEL only: the book's bytes are those of this doc_id, not read again
 
 
 @dataclass

@@ -16,9 +16,9 @@ MANIFESTS = validate.manifests()
 
 def test_the_manifests_are_all_there():
     names = {os.path.basename(p) for p in MANIFESTS}
-    assert {"rayjob.yaml", "raycronjob.yaml", "cronjob.yaml"} <= names
+    assert {"rayjob.yaml", "raycronjob.yaml", "cronjob.yaml", "rayjob-partitioned.yaml"} <= names
     kinds = sorted(d["kind"] for p in MANIFESTS for d in validate.documents(p))
-    assert kinds == ["CronJob", "RayCronJob", "RayJob", "Role", "RoleBinding", "ServiceAccount"]
+    assert kinds == ["CronJob", "RayCronJob", "RayJob", "RayJob", "RayJob", "RayJob", "Role", "RoleBinding", "ServiceAccount"]
 
 
 @pytest.mark.parametrize("path", MANIFESTS, ids=os.path.basename)
@@ -84,3 +84,27 @@ def test_the_drivers_grace_period_fits_inside_the_pods_and_ray_job_stops():
     assert grace < head.get("terminationGracePeriodSeconds", 30) and grace < int(env.get("RAY_JOB_STOP_WAIT_TIME_S", 3))
     for group in cluster["workerGroupSpecs"]:  # the OCR actors live as long as the driver may wait on them
         assert grace < group["template"]["spec"].get("terminationGracePeriodSeconds", 30)
+
+
+def test_the_partitioned_drivers_are_the_one_off_run_split_in_shares():
+    """rayjob-partitioned.yaml: N drivers on one cluster, the one-off run's command line plus
+    `--partition K/N --steal`, K = 0..N-1 once each, all of the same N."""
+    import shlex
+
+    from folioscan.pipeline.cli import build_parser, config_from_args
+    from folioscan.pipeline.partition import parse_partition
+
+    [job] = validate.documents(os.path.join(ROOT, "deploy", "rayjob.yaml"))
+    drivers = validate.documents(os.path.join(ROOT, "deploy", "rayjob-partitioned.yaml"))
+    base = shlex.split(job["spec"]["entrypoint"])
+    shares = []
+    for d in drivers:
+        words = shlex.split(d["spec"]["entrypoint"])
+        assert words[:len(base)] == base and words[len(base)] == "--partition" and words[len(base) + 2:] == ["--steal"]
+        cfg = config_from_args(build_parser().parse_args(words[1:]), environ={})
+        shares.append(parse_partition(cfg.partition))
+        assert cfg.steal and d["spec"]["clusterSelector"] == drivers[0]["spec"]["clusterSelector"]
+        assert "rayClusterSpec" not in d["spec"]  # one shared cluster
+    n = len(drivers)
+    assert sorted(shares) == [(k, n) for k in range(n)]
+    assert len({d["metadata"]["name"] for d in drivers}) == n

@@ -133,14 +133,15 @@ class ExportSummary:
     books: int = 0
     files: int = 0
     bytes: int = 0
+    duplicates: int = 0  # books committed as copies of another (status duplicate): no files of their own
     errors: list[str] = field(default_factory=list)  # "<book>: <format>: <reason>", the export goes on
     # "<book>: <format>: <note>": written, but not whole (a METS pointing at files that are not there)
     warnings: list[str] = field(default_factory=list)
     parts: dict[str, dict] = field(default_factory=dict)  # summaries of the per-part formats (jsonl)
 
     def to_dict(self) -> dict:
-        return {"books": self.books, "files": self.files, "bytes": self.bytes, "errors": self.errors,
-                "warnings": self.warnings, **self.parts}
+        return {"books": self.books, "files": self.files, "bytes": self.bytes, "duplicates": self.duplicates,
+                "errors": self.errors, "warnings": self.warnings, **self.parts}
 
 
 def export_books(books: Iterable[Book], formats: dict[str, FormatFn], dest: str, ctx: ExportContext,
@@ -150,12 +151,16 @@ def export_books(books: Iterable[Book], formats: dict[str, FormatFn], dest: str,
     (WriteError: no space, no permission) is no book's fault: it stops the export. Formats that
     link to others' files (`links_to_others`: METS) run last for each book, so the files they
     point at are written by then; what a format notes (`ctx.warnings`) goes into the summary's
-    warnings and the log."""
+    warnings and the log. A duplicate (the same bytes as an earlier book, docs/duplicates.md) has
+    no pages: it is counted, and its first copy's files stand for it."""
     summary = summary or ExportSummary()
     store = store_for(dest, ctx.endpoint_url, ctx.region)
     ctx.dest = dest
     ordered = sorted(formats.items(), key=lambda kv: bool(getattr(kv[1], "links_to_others", False)))
     for book in books:
+        if book.doc.get("status") == "duplicate":
+            summary.duplicates += 1
+            continue
         summary.books += 1
         for fmt, fn in ordered:
             ctx.warnings.clear()

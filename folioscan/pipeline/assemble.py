@@ -84,19 +84,47 @@ def assemble_shard(docs: list[SourceDocument], results: Iterable[PageResult], ru
     for doc in docs:
         got = by_doc.pop(doc.doc_id, [])
         doc_level = next((r for r in got if r.work.page_index == DOCUMENT_LEVEL), None)
+        sha = next((r.work.content_sha256 for r in got if r.work.content_sha256), None)
         doc_error, doc_kind = (doc_level.error, _error_kind(doc_level)) if doc_level else (None, None)
         pages = sorted((r for r in got if r.work.page_index != DOCUMENT_LEVEL),
                        key=lambda r: (r.work.page_index, _SIDE_ORDER.get(r.work.side, 0)))
+        if doc_level is not None and doc_level.work.duplicate_of:  # its bytes were read as another book
+            row = _document_row(doc, [], None, None, run_id, now)
+            row["page_count"], row["content_sha256"] = doc_level.work.page_count, sha
+            doc_rows.append(as_duplicate(_in_order(DOCUMENTS, row, _book_columns(_book_text([]), [])),
+                                         doc_level.work.duplicate_of))
+            continue
         missing = _missing_pages(pages)
         if missing and not doc_error:  # a worker died with them: worth another try
             doc_error, doc_kind = f"pages lost in processing: {[page_number(i) for i in missing[:10]]}", TRANSIENT
         book = _book_text(pages)
         page_rows.extend(_in_order(PAGES, page_row(r, run_id), _page_text_columns(t)) for r, t in zip(pages, book.pages))
-        doc_rows.append(_in_order(DOCUMENTS, _document_row(doc, pages, doc_error, doc_kind, run_id, now),
-                                  _book_columns(book, pages)))
+        row = _document_row(doc, pages, doc_error, doc_kind, run_id, now)
+        row["content_sha256"] = sha
+        doc_rows.append(_in_order(DOCUMENTS, row, _book_columns(book, pages)))
     if by_doc:
         raise RuntimeError(f"results for documents outside the shard: {sorted(by_doc)[:3]}")
     return page_rows, doc_rows
+
+
+_NOT_READ = ("error", "error_kind", "mean_confidence", "engine", "text", "page_spans", "page_numbers_consistent",
+             "language", "language_share", "lexicon_fraction", "repetition", "ocr_quality")
+
+
+def as_duplicate(row: dict, first: str) -> dict:
+    """A documents row turned into a copy of book `first`: no pages and no text of its own (the first
+    copy's stand for it); what was listed and read (URI, size, page count, content hash) stays."""
+    row.update(status="duplicate", duplicate_of=first, pages_out=0, pages_ok=0, pages_blank=0, pages_failed=0,
+               **{c: None for c in _NOT_READ})
+    return row
+
+
+def first_copy_gone(row: dict) -> dict:
+    """A duplicate whose first copy is neither committed nor in flight: a transient error, read again next run."""
+    row.update(status="error", error_kind=TRANSIENT, duplicate_of=None,
+               error=f"{row['source_uri']}: the same bytes as book {row['duplicate_of']}, which is neither committed "
+                     f"nor in flight any more; read again by the next run")
+    return row
 
 
 def document_complete(results: list[PageResult]) -> bool:
@@ -136,6 +164,8 @@ def _document_row(doc: SourceDocument, pages: list[PageResult], error: Optional[
     return {
         "doc_id": doc.doc_id, "source_uri": doc.uri, "kind": doc.kind,
         "fingerprint": doc.fingerprint, "metadata": doc.metadata,
+        "content_sha256": None,  # set by assemble_shard from every result of the book
+        "duplicate_of": None,
         "size_bytes": doc.size, "page_count": pages[0].work.page_count if pages else 0,
         "pages_out": len(pages), "pages_ok": len(ok),
         "pages_blank": sum(1 for r in pages if r.status == "blank"), "pages_failed": failed,

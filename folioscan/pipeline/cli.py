@@ -36,7 +36,7 @@ _ENGINE_FLAGS = {"model": "model", "budget": "budget", "backend": "backend", "de
                  "lang": "lang", "boxes": "boxes", "truth": "manifest"}
 _PLAIN_FLAGS = ("executor", "ray_address", "num_cpus", "ocr_workers", "endpoint_url", "region",
                 "batch_size", "shard_docs", "max_pages_per_book", "dpi", "max_page_megapixels", "lease_ttl_s", "grace_s", "base_url",
-                "progress_every_s")
+                "progress_every_s", "partition")
 
 
 def _flag_settings(args) -> dict:
@@ -53,6 +53,10 @@ def _flag_settings(args) -> dict:
         out["prefer_embedded"] = False
     if args.retry_failed:
         out["retry_failed"] = True
+    if args.steal:
+        out["steal"] = True
+    if args.keep_duplicates:
+        out["dedupe"] = False
     return out
 
 
@@ -159,6 +163,12 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--skip-step", action="append", default=[],
                         help=f"switch off one cleaning step (repeatable): {', '.join(STEPS)}")
         sp.add_argument("--retry-failed", action="store_true", help="also retry books committed with a permanent error")
+        sp.add_argument("--partition", metavar="K/N", help="take only share K (from 0) of N of the listing, by a hash of "
+                                                             "each book's URI; N drivers given 0/N .. N-1/N share one source")
+        sp.add_argument("--steal", action="store_true", help="with --partition: once its own share is done, take other "
+                                                              "shares' books nobody has claimed yet")
+        sp.add_argument("--keep-duplicates", action="store_true", help="OCR every copy of identical source bytes "
+                                                                        "(default: a copy is committed as a duplicate of the first)")
         sp.add_argument("--lease-ttl-s", type=float, help="seconds before a silent driver's claims on books expire")
         sp.add_argument("--grace-s", type=float, help="after SIGTERM/SIGINT: seconds the books in flight get to finish "
                                                       "(default 25; a second signal stops at once)")
@@ -240,7 +250,7 @@ def print_summary(summary, out=None) -> None:
     s = summary
     conf = f"{s.mean_confidence:.3f}" if s.mean_confidence is not None else "n/a"
     print(f"folioscan run {s.run_id}: {s.documents} documents ({s.documents_failed} failed, {s.documents_partial} partial, "
-          f"{s.documents_retried} retried, {s.documents_skipped} already done, {s.documents_claimed_elsewhere} taken by "
+          f"{s.documents_retried} retried, {s.documents_duplicate} duplicates, {s.documents_skipped} already done, {s.documents_claimed_elsewhere} taken by "
           f"another driver), {s.pages} pages ({s.pages_failed} failed, {s.pages_blank} blank), "
           f"{s.pages_per_s:.2f} pages/s, mean confidence {conf}", file=out)
     if s.still_failed:

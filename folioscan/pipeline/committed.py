@@ -21,7 +21,7 @@ from folioscan.records import SourceDocument
 
 log = logging.getLogger(__name__)
 
-_COLUMNS = ("doc_id", "source_uri", "status", "error_kind", "processed_at", "attempts_made")
+_COLUMNS = ("doc_id", "source_uri", "status", "error_kind", "processed_at", "attempts_made", "duplicate_of")
 
 
 class Entry(NamedTuple):
@@ -31,6 +31,7 @@ class Entry(NamedTuple):
     error_kind: Optional[str]
     processed_at: float  # epoch seconds
     attempts_made: int
+    duplicate_of: Optional[str] = None  # status duplicate: the first copy's doc_id
 
 
 class CommittedIndex:
@@ -66,7 +67,7 @@ class CommittedIndex:
     def add(self, part: str, row: dict) -> None:
         at = row.get("processed_at")
         entry = Entry(part, row["source_uri"], row["status"], row.get("error_kind"),
-                      at.timestamp() if at is not None else 0.0, row.get("attempts_made") or 1)
+                      at.timestamp() if at is not None else 0.0, row.get("attempts_made") or 1, row.get("duplicate_of"))
         doc_id = row["doc_id"]
         old = self.by_id.get(doc_id)
         if old is not None and old.part != part:
@@ -112,6 +113,10 @@ def decide(index: CommittedIndex, doc: SourceDocument, retry_failed: bool) -> De
     if entry is not None:
         if entry.status == "ok":
             return Decision(False, "committed ok")
+        if entry.status == "duplicate":
+            if entry.duplicate_of in index.by_id:
+                return Decision(False, f"committed as a duplicate of {entry.duplicate_of}")
+            return Decision(True, f"first copy gone: committed as a duplicate of {entry.duplicate_of}, no longer in the output")
         if entry.error_kind == TRANSIENT:
             return Decision(True, f"retry: committed {entry.status} with a transient error")
         if retry_failed:

@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime, timezone
 from typing import Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from folioscan.retry import RetryPolicy
 from folioscan.workers.engines.registry import EngineOptions, TesseractOptions
@@ -51,6 +51,16 @@ class JobConfig(BaseModel):
     prefer_embedded: bool = True
     flip_retry_below: Optional[float] = Field(0.6, ge=0, le=1)  # re-read a page turned 180 degrees under this confidence
     retry_failed: bool = False  # also retry books committed with a permanent error (transient ones always are)
+    partition: Optional[str] = Field(None, description=(
+        "K/N (K from 0): this driver takes only the books whose share, sha256 of the source URI mod N, is K "
+        "(pipeline/partition.py); N drivers given 0/N .. N-1/N share one source. Claims still keep every book "
+        "to one driver when partitions overlap. None: the whole listing"))
+    steal: bool = Field(False, description=(
+        "with partition: once its own share is listed through, the driver lists the source again and takes "
+        "other shares' books that no driver has claimed or committed (a late, slow or lost driver's share)"))
+    dedupe: bool = Field(True, description=(
+        "a book whose source bytes (sha256, hashed as they are read) equal a book already committed or in "
+        "flight is not OCR'd again: its documents row says status duplicate and duplicate_of (docs/duplicates.md)"))
     retry: RetryOptions = Field(default_factory=RetryOptions)
     lease_ttl_s: float = Field(120.0, gt=0)  # a driver that stops renewing its leases loses them after this
     grace_s: float = Field(25.0, ge=0, description=(
@@ -82,6 +92,21 @@ class JobConfig(BaseModel):
         for f in formats:
             format_function(f)  # one that cannot run here (pdfa without Ghostscript) is refused before any work
         return formats
+
+    @field_validator("partition")
+    @classmethod
+    def _partition_form(cls, value: Optional[str]) -> Optional[str]:
+        if value is not None:
+            from folioscan.pipeline.partition import parse_partition
+
+            return str(parse_partition(value))
+        return value
+
+    @model_validator(mode="after")
+    def _steal_needs_partition(self) -> "JobConfig":
+        if self.steal and self.partition is None:
+            raise ValueError("steal takes other shares' books once this driver's share is done: it needs --partition K/N")
+        return self
 
     @property
     def pages_per_call(self) -> int:

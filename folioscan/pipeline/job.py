@@ -21,9 +21,11 @@ from folioscan import __version__
 from folioscan.pipeline.assemble import assemble_shard
 from folioscan.pipeline.committed import CommittedIndex, decide
 from folioscan.pipeline.config import JobConfig
+from folioscan.pipeline.duplicates import ContentClaims, settle
 from folioscan.pipeline.executors import make_executor
 from folioscan.pipeline.leases import Leases
 from folioscan.pipeline.output import DatasetWriter
+from folioscan.pipeline.partition import Partition, parse_partition, share_of
 from folioscan.pipeline.progress import Progress, count_listing
 from folioscan.pipeline.sources import group_documents, is_manifest, iter_documents, read_manifest
 from folioscan.pipeline.stages import Stages
@@ -157,43 +159,68 @@ class _Exporter:
 
 
 def _planned(docs: Iterator[SourceDocument], index: CommittedIndex, cfg: JobConfig, summary: JobSummary,
-             seen: set[str]) -> Iterator[SourceDocument]:
-    """The listed books this run should process; counts the others."""
+             seen: set[str], count_skips: bool = True) -> Iterator[SourceDocument]:
+    """The listed books this run should process; counts the others (`count_skips=False`: the second
+    listing of `--steal`, whose skipped books are other drivers' business)."""
     for doc in docs:
         if doc.doc_id in seen:  # listed twice in this run
-            summary.documents_skipped += 1
+            summary.documents_skipped += count_skips
             continue
         seen.add(doc.doc_id)
         decision = decide(index, doc, cfg.retry_failed)
         if not decision.process:
-            summary.documents_skipped += 1
-            summary.documents_carried_failed += decision.carried_failure
+            summary.documents_skipped += count_skips
+            summary.documents_carried_failed += decision.carried_failure and count_skips
             continue
         summary.documents_retried += decision.reason.startswith("retry")
         summary.documents_replaced += decision.reason.startswith("replaced")
         yield doc
 
 
+def _own_share(docs: Iterator[SourceDocument], part: Optional[Partition], summary: JobSummary) -> Iterator[SourceDocument]:
+    """The books of this driver's share (`--partition K/N`); counts the others."""
+    for doc in docs:
+        if part is None or part.holds(doc.uri):
+            yield doc
+        else:
+            summary.documents_other_shares += 1
+
+
+def _stolen(relist, part: Partition) -> Iterator[SourceDocument]:
+    """`--steal`: after this driver's own share, the books of the other shares, from a fresh listing
+    (only when the first one is used up: nothing is held meanwhile). Claims and the committed index
+    decide which of them are still free."""
+    log.info("share %s listed through: taking other shares' unclaimed books (--steal)", part)
+    for doc in relist():
+        if not part.holds(doc.uri):
+            yield doc
+
+
 def _claimed(docs: Iterator[SourceDocument], leases: Leases, index: CommittedIndex, summary: JobSummary,
-             batch: int) -> Iterator[SourceDocument]:
+             batch: int, stolen: bool = False) -> Iterator[SourceDocument]:
     """Claim books a batch at a time; then re-read what was committed meanwhile, so a book another
-    driver finished between our listing and our claim is not done again."""
+    driver finished between our listing and our claim is not done again. `stolen`: books of other
+    shares (`--steal`), counted as such; one claimed elsewhere is theirs, not counted."""
     for chunk in _chunks(docs, batch):
         got = [d for d in chunk if leases.claim(d.doc_id)]
-        summary.documents_claimed_elsewhere += len(chunk) - len(got)
+        if not stolen:
+            summary.documents_claimed_elsewhere += len(chunk) - len(got)
         just_committed = index.refresh()
         for doc in got:
             if doc.doc_id in just_committed:
                 leases.release(doc.doc_id)
-                summary.documents_claimed_elsewhere += 1
+                summary.documents_claimed_elsewhere += not stolen
             else:
+                summary.documents_stolen += stolen
                 yield doc
 
 
 def _commit(writer: DatasetWriter, leases: Leases, index: CommittedIndex, page_rows: list[dict],
-            doc_rows: list[dict], summary: JobSummary, export=None) -> tuple[list[dict], list[dict]]:
+            doc_rows: list[dict], summary: JobSummary, export=None, claims: Optional[ContentClaims] = None
+            ) -> tuple[list[dict], list[dict]]:
     """Commit the books this run still holds (their exports written first, `_shard_exporter`), then
-    remove the rows they supersede and free them."""
+    remove the rows they supersede and free them. With `claims` (dedupe), each book's standing as a
+    copy is settled first and the first copies are recorded after the commit point (duplicates.py)."""
     ids = {d["doc_id"] for d in doc_rows}
     mine = leases.still_held(ids)
     if mine != ids:
@@ -203,12 +230,18 @@ def _commit(writer: DatasetWriter, leases: Leases, index: CommittedIndex, page_r
         doc_rows = [d for d in doc_rows if d["doc_id"] in mine]
     if not doc_rows:
         return page_rows, doc_rows
+    firsts = []
+    if claims is not None:
+        page_rows, doc_rows, firsts = settle(claims, index, page_rows, doc_rows)
     for d in doc_rows:  # a retried book counts its runs
         before = index.by_id.get(d["doc_id"])
         d["attempts_made"] = (before.attempts_made + 1) if before else 1
     name = writer.commit(page_rows, doc_rows, before_commit=(lambda: export(page_rows, doc_rows)) if export else None)
     summary.shards.append(name)
     index.record(name, doc_rows)
+    for d in firsts:  # past the commit point: later copies of these bytes are duplicates of these books
+        claims.register(d["content_sha256"], d["doc_id"], d["source_uri"])
+        claims.release(d["content_sha256"], d["doc_id"])
     summary.documents_superseded += writer.supersede(index.take_stale(), leases)
     for doc_id in mine:
         leases.release(doc_id)
@@ -249,7 +282,12 @@ def dry_run(cfg: JobConfig) -> list[tuple[str, str, str]]:
     index = CommittedIndex(out_store, DatasetWriter(out_store, cfg.output, cfg.run_id).docs_dir)
     index.refresh()
     plan, seen = [], set()
+    part = parse_partition(cfg.partition) if cfg.partition else None
     for doc in listing:
+        if part is not None and not part.holds(doc.uri):
+            plan.append(("skip", doc.uri, f"share {share_of(doc.uri, part.n)} of {part.n}, not this driver's {part.k}"
+                                          + (f" (--steal takes it if still free once share {part.k} is done)" if cfg.steal else "")))
+            continue
         if doc.doc_id in seen:
             plan.append(("skip", doc.uri, "listed twice"))
             continue
@@ -267,8 +305,9 @@ def run_job(cfg: JobConfig, stop: Optional[Stop] = None) -> JobSummary:
     stop = stop or Stop(cfg.grace_s)
     with stop.handling():
         in_store, out_store, listing = _preflight(cfg, summary)
+        claims = ContentClaims(out_store, cfg.output, cfg.run_id, cfg.lease_ttl_s) if cfg.dedupe else None
         stages = Stages(in_store, cfg.load_options(), cfg.prep, cfg.engine, cfg.pages_per_call, cfg.flip_retry_below,
-                        retry=cfg.retry_policy(), max_pages_per_book=cfg.max_pages_per_book)
+                        retry=cfg.retry_policy(), max_pages_per_book=cfg.max_pages_per_book, content=claims)
         # the local executor builds its engine here, so an engine that cannot be built (EngineError) leaves
         # nothing written; Ray's actors build theirs while the driver recovers and lists
         executor = make_executor(cfg, stages)
@@ -280,20 +319,21 @@ def run_job(cfg: JobConfig, stop: Optional[Stop] = None) -> JobSummary:
             out_store.check_writable(cfg.output)  # the output folder is made here, the first write of the run
             writer = DatasetWriter(out_store, cfg.output, cfg.run_id)
             leases = Leases(store_for(cfg.output, cfg.endpoint_url, cfg.region), cfg.output, cfg.run_id, cfg.lease_ttl_s)
-            return _run_claimed(cfg, summary, listing, out_store, writer, leases, executor, stop)
+            relist = lambda: iter_documents(in_store, cfg.source)  # noqa: E731  (--steal's second listing)
+            return _run_claimed(cfg, summary, listing, out_store, writer, leases, executor, stop, relist)
         finally:
             stop.shield()
             executor.close()
 
 
 def _run_claimed(cfg: JobConfig, summary: JobSummary, listing: Iterator[SourceDocument], out_store,
-                 writer: DatasetWriter, leases: Leases, executor, stop: Stop) -> JobSummary:
+                 writer: DatasetWriter, leases: Leases, executor, stop: Stop, relist=None) -> JobSummary:
     failure: Optional[WriteError] = None
     t0 = time.perf_counter()
     summary.start()  # pages/s counts from here (summary.py)
     try:
         leases.start()
-        _process(cfg, summary, listing, out_store, writer, leases, executor, stop)
+        _process(cfg, summary, listing, out_store, writer, leases, executor, stop, relist)
         summary.status = "interrupted" if stop.requested else "finished"
     except WriteError as e:
         failure = e
@@ -336,32 +376,41 @@ def _executor_stats(executor, summary: JobSummary, ask: bool) -> None:
 
 
 def _process(cfg: JobConfig, summary: JobSummary, listing: Iterator[SourceDocument], out_store,
-             writer: DatasetWriter, leases: Leases, executor, stop: Stop) -> None:
+             writer: DatasetWriter, leases: Leases, executor, stop: Stop, relist=None) -> None:
     summary.orphans_removed = writer.recover(leases.is_live)
     index = CommittedIndex(out_store, writer.docs_dir)
     index.refresh()
     summary.documents_superseded += writer.supersede(index.take_stale(), leases)  # left by an interrupted run
 
+    part = parse_partition(cfg.partition) if cfg.partition else None
+
     def todo() -> Iterator[SourceDocument]:
-        planned = _planned(listing, index, cfg, summary, set())
-        return _claimed(planned, leases, index, summary, cfg.shard_docs)
+        planned = _planned(_own_share(listing, part, summary), index, cfg, summary, set())
+        own = _claimed(planned, leases, index, summary, cfg.shard_docs)
+        if not (part and cfg.steal):
+            return own
+        others = _planned(_stolen(relist, part), index, cfg, summary, set(), count_skips=False)
+        return chain(own, _claimed(others, leases, index, summary, cfg.shard_docs, stolen=True))
 
     export = _shard_exporter(cfg, summary)
+    claims = ContentClaims(out_store, cfg.output, cfg.run_id, cfg.lease_ttl_s) if cfg.dedupe else None  # as the loaders'
     progress = Progress(enabled=cfg.progress, every_s=cfg.progress_every_s, max_pages_per_book=cfg.max_pages_per_book)
     executor.on_pages, executor.on_restart = progress.pages_read, progress.book_restarted
     counting = threading.Event()
     try:
         with progress:
-            _count_ahead(cfg, index, progress, counting)
-            _commit_shards(cfg, summary, todo(), writer, leases, index, executor, stop, export, progress)
+            _count_ahead(cfg, index, progress, counting, None if cfg.steal else part)
+            _commit_shards(cfg, summary, todo(), writer, leases, index, executor, stop, export, progress, claims)
     finally:
         counting.set()  # the counting pass stops with the run
         summary.progress = {**progress.numbers(), "pages_per_s": round(summary.pages_per_s, 3)}
 
 
-def _count_ahead(cfg: JobConfig, index: CommittedIndex, progress: Progress, stop: threading.Event) -> None:
+def _count_ahead(cfg: JobConfig, index: CommittedIndex, progress: Progress, stop: threading.Event,
+                 part: Optional[Partition] = None) -> None:
     """The progress line's total: the books of a second listing this run would process (not committed
-    already, as the output stood at the start), counted in a thread (progress.count_listing)."""
+    already, as the output stood at the start; of its own share with `part`), counted in a thread
+    (progress.count_listing)."""
     if not progress.enabled:
         return
     snapshot = CommittedIndex(index.store, index.docs_dir)
@@ -379,6 +428,8 @@ def _count_ahead(cfg: JobConfig, index: CommittedIndex, progress: Progress, stop
                                log_skips=False)
 
     def wanted(doc: SourceDocument) -> bool:
+        if part is not None and not part.holds(doc.uri):
+            return False
         if doc.doc_id in seen:
             return False
         seen.add(doc.doc_id)
@@ -390,11 +441,12 @@ def _count_ahead(cfg: JobConfig, index: CommittedIndex, progress: Progress, stop
 
 
 def _commit_shards(cfg: JobConfig, summary: JobSummary, todo: Iterator[SourceDocument], writer: DatasetWriter,
-                   leases: Leases, index: CommittedIndex, executor, stop: Stop, export, progress: Progress) -> None:
+                   leases: Leases, index: CommittedIndex, executor, stop: Stop, export, progress: Progress,
+                   claims: Optional[ContentClaims] = None) -> None:
     for docs, results in _stream(executor, todo, cfg.shard_docs, cfg.shards_in_flight, stop, summary, progress):
         page_rows, doc_rows = assemble_shard(docs, results, cfg.run_id)
         t1 = time.perf_counter()
-        page_rows, doc_rows = _commit(writer, leases, index, page_rows, doc_rows, summary, export)
+        page_rows, doc_rows = _commit(writer, leases, index, page_rows, doc_rows, summary, export, claims)
         summary.stage("write", time.perf_counter() - t1 - (export.take_seconds() if export else 0.0), len(page_rows))
         summary.add(page_rows, doc_rows)
         summary._in_flight -= len(docs)

@@ -153,7 +153,7 @@ class Progress:
     def committed(self, doc_rows: Sequence[dict]) -> None:
         with self.lock:
             self.books_done += len(doc_rows)
-            self.books_failed += sum(1 for d in doc_rows if d["status"] != "ok")
+            self.books_failed += sum(1 for d in doc_rows if d["status"] in ("error", "partial"))  # a duplicate is not failed
             if self.bar is not None:
                 self._draw()
 

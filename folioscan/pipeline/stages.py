@@ -36,6 +36,13 @@ class Stages:
     flip_retry_below: float | None = 0.6
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     max_pages_per_book: Optional[int] = None
+    content: Any = None  # pipeline/duplicates.ContentClaims: a book whose bytes were read before is not read again
+
+    def first_copy(self, doc: SourceDocument):
+        """For the loader: doc_id of the first copy of a book's bytes, None when this book is it."""
+        if self.content is None:
+            return None
+        return lambda sha: self.content.claim(sha, doc.doc_id)
 
     def pages(self, doc: SourceDocument) -> Iterator[PageWork]:
         """Load and clean a book's pages one at a time (CPU work). A book over the page cap ends
@@ -43,7 +50,7 @@ class Stages:
         emitted = 0
         cap = self.max_pages_per_book
         try:
-            for work in load_pages(doc, self.store.read, self.load):
+            for work in load_pages(doc, self.store.read, self.load, self.first_copy(doc)):
                 if cap is not None and work.page_index >= cap:
                     yield doc_error(doc, f"{doc.uri}: book has {work.page_count} pages; pages {page_number(cap)}..{work.page_count} "
                                          f"not read (--max-pages-per-book {cap})", pages_before=emitted)

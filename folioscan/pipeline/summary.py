@@ -24,11 +24,14 @@ class JobSummary:
     documents: int = 0
     documents_failed: int = 0
     documents_partial: int = 0
+    documents_duplicate: int = 0  # committed as a copy of bytes read as another book (docs/duplicates.md)
     documents_skipped: int = 0  # already committed by an earlier run
     documents_retried: int = 0  # committed before with an error, processed again
     documents_replaced: int = 0  # new content under a committed name, processed again
     documents_carried_failed: int = 0  # skipped, and still in error from an earlier run (permanent)
     documents_claimed_elsewhere: int = 0  # claimed, or just committed, by another live driver
+    documents_other_shares: int = 0  # listed, in another driver's share (--partition K/N)
+    documents_stolen: int = 0  # of another share, taken once this driver's own was done (--steal)
     documents_superseded: int = 0  # older rows removed from the output because a book was redone
     objects_ignored: int = 0  # neither PDF nor page image
     pages: int = 0
@@ -74,7 +77,8 @@ class JobSummary:
             self.documents += 1
             self.documents_failed += d["status"] == "error"
             self.documents_partial += d["status"] == "partial"
-            if d["status"] != "ok":
+            self.documents_duplicate += d["status"] == "duplicate"
+            if d["status"] not in ("ok", "duplicate"):
                 log.warning("%s: %s: %s", d["source_uri"], d["status"], d["error"])
         for p in page_rows:
             for stage, ms in (("load", p["load_ms"]), ("clean", p["prep_ms"]), ("ocr", p["ocr_ms"])):

@@ -8,14 +8,19 @@ A damaged PDF (truncated in transfer, say) is repaired by MuPDF silently, and it
 would render blank. When MuPDF had to repair a file, each page is checked: its page object and
 content streams must exist, and loading it must raise no damage warning; a page that fails
 is a permanent error row, not a blank page. Object reads are retried when they fail transiently.
+
+The bytes read are hashed as they are (`content_sha256`, SHA-256 of the buffer already in memory: no
+second read); `first_copy(sha)`, when given, says whether another book has the same bytes, and a PDF
+that does is not read further (one DOCUMENT_LEVEL work with `duplicate_of`, pipeline/duplicates.py).
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import re
 import time
 from dataclasses import dataclass, field
-from typing import Iterator, Optional
+from typing import Callable, Iterator, Optional
 
 import numpy as np
 
@@ -46,8 +51,10 @@ def _check_pixels(w: int, h: int, opts: LoadOptions, what: str) -> None:
         raise PageTooLarge(f"{what} is {w} x {h} px = {mp:.0f} MP, over the cap of {opts.max_megapixels:.0f} MP (--max-page-megapixels)")
 
 
-def load_pages(doc: SourceDocument, read, opts: LoadOptions) -> Iterator[PageWork]:
-    """Yield one PageWork per page; a document that cannot be opened yields one DOCUMENT_LEVEL error."""
+def load_pages(doc: SourceDocument, read, opts: LoadOptions,
+               first_copy: Optional[Callable[[str], Optional[str]]] = None) -> Iterator[PageWork]:
+    """Yield one PageWork per page; a document that cannot be opened yields one DOCUMENT_LEVEL error,
+    a PDF whose bytes `first_copy` names another book for one DOCUMENT_LEVEL work `duplicate_of` it."""
     def doc_error(msg: str, page_count: int = 0, kind: str = PERMANENT, tries: int = 1) -> PageWork:
         return PageWork(doc.doc_id, doc.uri, DOCUMENT_LEVEL, page_count, error=msg, error_kind=kind, attempts_made=tries)
 
@@ -61,14 +68,15 @@ def load_pages(doc: SourceDocument, read, opts: LoadOptions) -> Iterator[PageWor
         except Exception as e:
             yield doc_error(str(e), kind=classify(e), tries=attempts_of(e))
             return
-        for work in _pdf_pages(doc, data, opts, doc_error):
-            work.attempts_made = tries
+        sha = hashlib.sha256(data).hexdigest() if data else None  # a zero-byte object is an error, no content
+        for work in _pdf_pages(doc, data, opts, doc_error, sha, first_copy):
+            work.attempts_made, work.content_sha256 = tries, sha
             yield work
     else:
         yield from _image_pages(doc, read, opts)
 
 
-def _pdf_pages(doc, data: bytes, opts: LoadOptions, doc_error) -> Iterator[PageWork]:
+def _pdf_pages(doc, data: bytes, opts: LoadOptions, doc_error, sha: Optional[str], first_copy) -> Iterator[PageWork]:
     import pymupdf
 
     if not data:
@@ -93,6 +101,9 @@ def _pdf_pages(doc, data: bytes, opts: LoadOptions, doc_error) -> Iterator[PageW
             return
         if n == 0:
             yield doc_error(f"{doc.uri}: PDF has no pages")
+            return
+        if first_copy is not None and (first := first_copy(sha)) is not None:
+            yield PageWork(doc.doc_id, doc.uri, DOCUMENT_LEVEL, n, duplicate_of=first)
             return
         for i in range(n):
             t0 = time.perf_counter()
@@ -238,17 +249,21 @@ def _image_pages(doc, read, opts: LoadOptions) -> Iterator[PageWork]:
     counts = [_frame_count(m.uri, read) for m in doc.members]
     n = sum(c for c, _ in counts)
     index = 0
-    for member, (frames, count_error) in zip(doc.members, counts):
+    content = hashlib.sha256()  # over each file's sha256, in page order; complete at the last page
+    whole = True
+    for m_i, (member, (frames, count_error)) in enumerate(zip(doc.members, counts)):
         t0 = time.perf_counter()
         im, error, kind, tries = None, count_error, PERMANENT if count_error else None, 1
         if error is None:
             try:
                 data, tries = call_with_retry(lambda: read(member.uri), opts.retry, member.uri)
+                content.update(hashlib.sha256(data).digest())
                 if not data:
                     raise ValueError("zero-byte object")
                 im = Image.open(io.BytesIO(data))
             except Exception as e:
                 error, kind, tries = f"{member.uri}: cannot open image: {e}", classify(e), attempts_of(e)
+        whole = whole and error is None
         for k in range(frames):
             work = PageWork(doc.doc_id, doc.uri, index, n, image_origin="image-file", error=error, error_kind=kind,
                             attempts_made=tries)
@@ -257,6 +272,8 @@ def _image_pages(doc, read, opts: LoadOptions) -> Iterator[PageWork]:
                 _decode_frame(im, k, member.uri, opts, work)
             work.load_ms = (time.perf_counter() - t0) * 1000
             t0 = time.perf_counter()
+            if whole and m_i == len(doc.members) - 1 and k == frames - 1:
+                work.content_sha256 = content.hexdigest()
             yield work
 
 

@@ -1,6 +1,6 @@
 """The OCR stage: a batch of prepared pages in, finished PageResults out.
 
-Blank pages and pages that failed earlier pass through without touching the engine. If the
+Blank pages, pages that failed earlier and a duplicate book's marker pass through without touching the engine. If the
 engine raises on a batch, the pages are retried one by one so a single bad page cannot
 take its neighbours down with it; each retried page records the failed batch as its first
 attempt (reason "batch-failed:<error>"), so a smaller batch is never silent, and a page's call
@@ -47,6 +47,8 @@ class OcrStage:
         for i, w in enumerate(works):
             if w.error:
                 out[i] = self._result(w, "error", None, error=w.error)
+            elif w.duplicate_of:  # a copy of a book read elsewhere: nothing to read
+                out[i] = self._result(w, "duplicate", None)
             elif w.prep.is_blank:
                 out[i] = self._result(w, "blank", None)
             else:
