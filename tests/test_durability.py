@@ -147,6 +147,44 @@ def test_a_claim_is_exclusive_and_expires_when_its_run_stops_renewing(tmp_path, 
     assert store._conditional_writes is True  # moto's server honours If-None-Match: *, as S3 does
 
 
+class _CountingStore(LocalStore):
+    """The real local store, counting the listings and reads it serves."""
+
+    def __init__(self):
+        self.ls_calls = self.reads = 0
+
+    def ls(self, uri):
+        self.ls_calls += 1
+        return super().ls(uri)
+
+    def read(self, uri):
+        self.reads += 1
+        return super().read(uri)
+
+
+def test_a_fresh_run_releases_its_claim_with_one_delete_and_a_stalled_one_never_deletes_its_takers(tmp_path):
+    store, out = _CountingStore(), str(tmp_path / "out")
+    lease_dir = os.path.join(out, "_leases")
+    first = Leases(store, out, "run-1", ttl_s=30).start()
+    assert first.claim("book") and os.listdir(os.path.join(lease_dir, "book")) == ["00000000"]
+    store.ls_calls = store.reads = 0
+    first.release("book")  # fresh: nobody can have taken it; its own generation goes, nothing is looked up
+    assert (store.ls_calls, store.reads) == (0, 0) and not os.path.exists(os.path.join(lease_dir, "book"))
+    assert first.claim("book")
+    first.stop()  # ending the run releases what it holds the same way
+    assert not os.path.exists(os.path.join(lease_dir, "book"))
+
+    stalled = Leases(store, out, "run-2", ttl_s=1.0)
+    stalled.renew()  # announced, then no heartbeat
+    assert stalled.claim("book")
+    time.sleep(1.3)
+    taker = Leases(store, out, "run-3", ttl_s=30).start()
+    assert taker.claim("book")  # taken over: generation 1 is run-3's
+    stalled.release("book")  # not fresh: looks before deleting, and leaves run-3's claim alone
+    assert os.listdir(os.path.join(lease_dir, "book")) == ["00000001"] and taker.still_held({"book"}) == {"book"}
+    taker.stop()
+
+
 def test_recovery_never_deletes_a_live_runs_uncommitted_part(tmp_path, small_pages):
     src = make_source(tmp_path / "src", small_pages, books=1)
     out = str(tmp_path / "out")

@@ -31,7 +31,7 @@ class Leases:
     def __init__(self, store: Store, output: str, run_id: str, ttl_s: float):
         self.store, self.run_id, self.ttl = store, run_id, ttl_s
         self.lease_dir, self.live_dir = join(output, "_leases"), join(output, "_live")
-        self.held: set[str] = set()
+        self.held: dict[str, str] = {}  # key -> the generation this run created for it
         self._expires_at = 0.0
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
@@ -121,7 +121,7 @@ class Leases:
                 nxt = int(gens[-1]) + 1
             record = json.dumps({"run_id": self.run_id, "claimed_at": time.time()}).encode()
             if self.store.create_exclusive(join(self.lease_dir, key, f"{nxt:08d}"), record):
-                self.held.add(key)
+                self.held[key] = f"{nxt:08d}"
                 for old in gens:  # taken over from a dead run: its generations are history
                     self.store.delete(join(self.lease_dir, key, old))
                 return True
@@ -140,7 +140,7 @@ class Leases:
     def still_held(self, keys: Iterable[str]) -> set[str]:
         """Of `keys`, those this run still holds. Cheap while the heartbeat is fresh: nobody takes the
         claims of a live run; otherwise each claim is checked in the store."""
-        keys = set(keys) & self.held
+        keys = set(keys) & self.held.keys()
         if self.fresh():
             return keys
         try:
@@ -153,14 +153,24 @@ class Leases:
             if gens and self._owner(key, gens[-1]) == self.run_id:
                 mine.add(key)
             else:
-                self.held.discard(key)
+                self.held.pop(key, None)
         return mine
 
     def release(self, key: str) -> None:
-        self.held.discard(key)
+        """Give up the claim on `key`. While the heartbeat is fresh nobody can have taken it over (as in
+        `still_held`), so the generation this run created is deleted at once, one request; otherwise
+        every generation of the key is read and only this run's are deleted."""
+        mine = self.held.pop(key, None)
+        if mine is not None and self.fresh():
+            self.store.delete(join(self.lease_dir, key, mine))
+            self._remove_empty_folder(key)
+            return
         for gen in self._generations(key):
             if self._owner(key, gen) == self.run_id:
                 self.store.delete(join(self.lease_dir, key, gen))
+        self._remove_empty_folder(key)
+
+    def _remove_empty_folder(self, key: str) -> None:
         if isinstance(self.store, LocalStore):  # no empty folder per book left behind
             try:
                 os.rmdir(join(self.lease_dir, key))
