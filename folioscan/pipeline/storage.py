@@ -212,14 +212,7 @@ class S3Store:
     @property
     def client(self):
         if self._client is None:
-            import boto3
-            from botocore.config import Config
-
-            cfg = Config(retries={"max_attempts": 5, "mode": "adaptive"}, connect_timeout=10, read_timeout=120)
-            self._client = boto3.session.Session().client(
-                "s3", endpoint_url=self.endpoint_url or os.environ.get("AWS_ENDPOINT_URL") or None,
-                region_name=self.region, config=cfg,
-            )
+            self._client = _client_for(self.endpoint_url or os.environ.get("AWS_ENDPOINT_URL") or None, self.region)
         return self._client
 
     def _call(self, what: str, uri: str, fn, **kwargs):
@@ -326,6 +319,31 @@ class S3Store:
         """The bucket exists and these credentials reach it (a HEAD; nothing is written either way)."""
         bucket, _ = split_s3(uri)
         self._call("bucket check", f"s3://{bucket}", self.client.head_bucket, Bucket=bucket)
+
+
+_clients: dict = {}  # (pid, endpoint, region, key id, profile) -> boto3 client: one per process, shared by its stores
+_clients_lock = threading.Lock()
+
+
+def _client_for(endpoint_url: Optional[str], region: Optional[str]):
+    """The process's S3 client for an endpoint and region, built on first use. Building one costs
+    ~0.1 s of CPU (botocore reads its service model from disk), and a store is unpickled afresh by
+    every loader task, so without this every book paid for one (bench/driver.py). boto3 clients are
+    thread-safe; building them is not, hence the lock. Keyed by pid (a forked child builds its own)
+    and by the credentials the environment names (other credentials, another client)."""
+    key = (os.getpid(), endpoint_url, region, os.environ.get("AWS_ACCESS_KEY_ID"), os.environ.get("AWS_PROFILE"))
+    client = _clients.get(key)
+    if client is None:
+        with _clients_lock:
+            client = _clients.get(key)
+            if client is None:
+                import boto3
+                from botocore.config import Config
+
+                cfg = Config(retries={"max_attempts": 5, "mode": "adaptive"}, connect_timeout=10, read_timeout=120)
+                client = boto3.session.Session().client("s3", endpoint_url=endpoint_url, region_name=region, config=cfg)
+                _clients[key] = client
+    return client
 
 
 _WRITES = ("write", "delete")
