@@ -65,11 +65,12 @@ class Leases:
         self._stop.set()
         if self._thread:
             self._thread.join(timeout=10)
-        for key in list(self.held):
+        if self.held:
+            keys = list(self.held)
             try:
-                self.release(key)
-            except StorageError as e:  # an output that cannot be written: the claim lapses with the TTL
-                log.warning("could not release the claim on %s: %s", key, e)
+                self.release_many(keys)
+            except StorageError as e:  # an output that cannot be written: the claims lapse with the TTL
+                log.warning("could not release the claims on %d book(s) (%s ...): %s", len(keys), keys[0], e)
         try:
             self.store.delete(join(self.live_dir, f"{self.run_id}.json"))
         except StorageError as e:
@@ -157,14 +158,26 @@ class Leases:
         return mine
 
     def release(self, key: str) -> None:
-        """Give up the claim on `key`. While the heartbeat is fresh nobody can have taken it over (as in
-        `still_held`), so the generation this run created is deleted at once, one request; otherwise
-        every generation of the key is read and only this run's are deleted."""
-        mine = self.held.pop(key, None)
-        if mine is not None and self.fresh():
-            self.store.delete(join(self.lease_dir, key, mine))
+        self.release_many([key])
+
+    def release_many(self, keys: Iterable[str]) -> None:
+        """Give up the claims on `keys`. While the heartbeat is fresh nobody can have taken them over
+        (as in `still_held`), so the generations this run created are deleted at once, in one request
+        where the store allows (S3's DeleteObjects); otherwise each key's generations are read and
+        only this run's are deleted."""
+        fresh, direct, done = self.fresh(), [], []
+        for key in keys:
+            mine = self.held.pop(key, None)
+            if mine is not None and fresh:
+                direct.append(join(self.lease_dir, key, mine))
+                done.append(key)
+            else:
+                self._release_checked(key)
+        self.store.delete_many(direct)
+        for key in done:
             self._remove_empty_folder(key)
-            return
+
+    def _release_checked(self, key: str) -> None:
         for gen in self._generations(key):
             if self._owner(key, gen) == self.run_id:
                 self.store.delete(join(self.lease_dir, key, gen))

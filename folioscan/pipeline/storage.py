@@ -60,6 +60,7 @@ class Store(Protocol):
     def write(self, uri: str, data: bytes) -> None: ...
     def create_exclusive(self, uri: str, data: bytes) -> bool: ...
     def delete(self, uri: str) -> None: ...
+    def delete_many(self, uris: list[str]) -> None: ...  # as delete, fewer requests where the store allows
     def check_writable(self, uri: str, create: bool = True) -> None: ...
 
 
@@ -159,6 +160,10 @@ class LocalStore:
             pass
         except OSError as e:
             raise _write_error(uri, e, "delete") from e
+
+    def delete_many(self, uris: list[str]) -> None:
+        for uri in uris:
+            self.delete(uri)
 
     def check_writable(self, uri: str, create: bool = True) -> None:
         """`create=False`: only check that the folder exists writable, or could be made (writes nothing)."""
@@ -314,6 +319,24 @@ class S3Store:
     def delete(self, uri: str) -> None:
         bucket, key = split_s3(uri)
         self._call("delete", uri, self.client.delete_object, Bucket=bucket, Key=key)
+
+    def delete_many(self, uris: list[str]) -> None:
+        """One DeleteObjects request per bucket and 1,000 keys; a key that could not be deleted is a
+        WriteError naming it, as `delete` would raise (a missing key is no error, as with `delete`)."""
+        by_bucket: dict[str, list[str]] = {}
+        for uri in uris:
+            bucket, key = split_s3(uri)
+            by_bucket.setdefault(bucket, []).append(key)
+        for bucket, keys in by_bucket.items():
+            for i in range(0, len(keys), 1000):
+                chunk = keys[i:i + 1000]
+                where = f"s3://{bucket}/{chunk[0]}" + (f" (and {len(chunk) - 1} more)" if len(chunk) > 1 else "")
+                resp = self._call("delete", where, self.client.delete_objects, Bucket=bucket,
+                                  Delete={"Objects": [{"Key": k} for k in chunk], "Quiet": True})
+                errors = resp.get("Errors") or []
+                if errors:
+                    e = errors[0]
+                    raise WriteError(f"s3://{bucket}/{e.get('Key')}", e.get("Message") or e.get("Code") or "?", "delete")
 
     def check_writable(self, uri: str, create: bool = True) -> None:
         """The bucket exists and these credentials reach it (a HEAD; nothing is written either way)."""
