@@ -4,6 +4,7 @@ S3 requests per book, with the synthetic engine (no OCR cost; `delay_s` stands i
     python bench/driver.py                       # everything below, a few minutes on 2 cores
     python bench/driver.py --quick               # smaller runs (a smoke test of the bench)
     python bench/driver.py --json out.json       # also write the figures as JSON
+    python bench/driver.py --breakdown           # only: the driver's work per page, part by part, in-process
 
 Source and output are in S3: moto's server on 127.0.0.1 in a process of its own
 (`bench/s3_count.py`), which counts the requests it serves by kind and area. The sources are
@@ -174,6 +175,50 @@ def steady_pages_per_s(s3, label: str) -> float:
     return round(sum(p for _, p in commits[1:]) / (commits[-1][0] - commits[0][0]), 1)
 
 
+def breakdown(pages: int = 200) -> dict:
+    """CPU ms per page of each part of the driver's work on a shard's results, timed in this process
+    (best of 5): unpickling the results as they come back from an actor, the page rows, the book
+    text and its signals, the Parquet parts. 612 x 792 page images, the synthetic engine's 300 words."""
+    import pickle
+
+    import numpy as np
+
+    from folioscan.pipeline import assemble
+    from folioscan.records import PageWork, SourceDocument, SourceObject
+    from folioscan.schemas import DOCUMENTS, PAGES
+    from folioscan.workers.engines.registry import SyntheticOptions
+    from folioscan.workers.ocr_stage import OcrStage
+
+    stage = OcrStage(SyntheticOptions())
+    obj = SourceObject("s3://bench/book.pdf", 1, "etag:1")
+    doc = SourceDocument("d" * 32, obj.uri, "pdf", (obj,), obj.fingerprint)
+    results = []
+    for k in range(0, pages, 4):
+        works = []
+        for i in range(k, min(k + 4, pages)):
+            img = np.full((792, 612), 255, np.uint8)
+            img[i % 700:i % 700 + 20, 100:300] = 0
+            works.append(PageWork(doc.doc_id, doc.uri, i, pages, image=img, source_width=612, source_height=792))
+        results += stage(works)
+    blob = pickle.dumps(results)
+    page_rows, doc_rows = assemble.assemble_shard([doc], results, "bench")
+
+    def ms(fn):
+        best = float("inf")
+        for _ in range(5):
+            c0 = time.process_time()
+            fn()
+            best = min(best, time.process_time() - c0)
+        return round(best * 1000 / pages, 3)
+
+    parts = {"unpickle results": ms(lambda: pickle.loads(blob)),
+             "page rows (page_row)": ms(lambda: [assemble.page_row(r, "bench") for r in results]),
+             "book text and signals (book_text)": ms(lambda: assemble._book_text(results)),
+             "whole assemble_shard": ms(lambda: assemble.assemble_shard([doc], results, "bench")),
+             "Parquet parts": ms(lambda: (PAGES.to_parquet_bytes(page_rows), DOCUMENTS.to_parquet_bytes(doc_rows)))}
+    return {"pages": pages, "pickled_bytes_per_page": len(blob) // pages, "cpu_ms_per_page": parts}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--pages", type=int, default=600, help="pages of the long book")
@@ -186,7 +231,11 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="60-page book, 30 one-page books, 40 10-page books")
     ap.add_argument("--profile", help="cProfile the driver over the Ray runs of the long and short sources; stats to this file")
     ap.add_argument("--json", help="write every figure here")
+    ap.add_argument("--breakdown", action="store_true", help="only the in-process breakdown of the driver's work per page")
     args = ap.parse_args()
+    if args.breakdown:
+        print(json.dumps(breakdown(), indent=1))
+        return
     if args.quick:
         args.pages, args.books, args.medium_books = 60, 30, 40
     for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):

@@ -6,14 +6,17 @@ Runs in its own process, so the server's CPU time is not counted as the driver's
 are taken where the requests arrive, in front of moto's WSGI application (the clients are the
 production ones, unchanged): GET /__counts returns them as JSON ({"KIND AREA": n}),
 POST /__counts/reset sets them to zero. KIND is LIST, GET, HEAD, PUT, PUT-IF-NONE-MATCH (an
-exclusive create: a claim), DELETE or POST; AREA is the first path element under the bucket's
+exclusive create: a claim), DELETE, DELETE-MANY (DeleteObjects, up to 1,000 keys) or another
+method; AREA is the first path element under the bucket's
 top folder, and for keys under `out/<run>/` the element under that (`src`, `out/_leases`, `out/_live`,
 `out/pages`, `out/documents`, `out/_runs`, ...).
 """
 from __future__ import annotations
 
+import io
 import json
 import os
+import re
 import sys
 import threading
 from collections import Counter
@@ -28,6 +31,8 @@ def kind_of(environ) -> str:
         return "LIST"
     if method == "PUT" and environ.get("HTTP_IF_NONE_MATCH"):
         return "PUT-IF-NONE-MATCH"
+    if method == "POST" and "delete" in query:
+        return "DELETE-MANY"
     return method
 
 
@@ -39,7 +44,12 @@ def _bucket_key(environ) -> tuple[str, str]:
 
 def area_of(environ) -> str:
     _, key = _bucket_key(environ)
-    if not key:  # a listing: its prefix says where
+    if not key and environ["REQUEST_METHOD"] == "POST":  # DeleteObjects: the first key of its body says where
+        body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+        environ["wsgi.input"] = io.BytesIO(body)  # moto reads it after us
+        found = re.search(rb"<Key>([^<]*)</Key>", body)
+        key = found.group(1).decode() if found else ""
+    elif not key:  # a listing: its prefix says where
         key = parse_qs(environ.get("QUERY_STRING", "")).get("prefix", [""])[0]
     parts = [p for p in key.split("/") if p]
     if not parts:
