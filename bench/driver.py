@@ -32,6 +32,7 @@ import io
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -224,7 +225,8 @@ def main() -> None:
     ap.add_argument("--pages", type=int, default=600, help="pages of the long book")
     ap.add_argument("--books", type=int, default=300, help="one-page books")
     ap.add_argument("--medium-books", type=int, default=120, help="10-page books of the pages/s runs")
-    ap.add_argument("--actors", type=int, nargs="+", default=[1, 2, 4])
+    ap.add_argument("--actors", type=int, nargs="*", default=[1, 2, 4], help="pages/s runs with these numbers of actors (none: no pages/s runs)")
+    ap.add_argument("--repeat", type=int, default=1, help="runs of each source per executor; the figures are the medians")
     ap.add_argument("--delay-s", type=float, default=0.04, help="seconds per engine call of the pages/s runs")
     ap.add_argument("--executors", nargs="+", default=["ray", "local"], choices=["ray", "local"])
     ap.add_argument("--prep", action="store_true", help="clean pages (off by default: the loaders' CPU is not measured)")
@@ -255,7 +257,7 @@ def main() -> None:
         t0 = time.perf_counter()
         sources = build_sources(s3, args.pages, args.books, args.medium_books)
         print(f"sources built in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
-        num_cpus = max(args.actors) + 2  # actors sleep in the engine: logical CPUs, not cores
+        num_cpus = max(args.actors, default=1) + 2  # actors sleep in the engine: logical CPUs, not cores
         if "ray" in args.executors:
             import ray
 
@@ -263,16 +265,21 @@ def main() -> None:
 
             ray.init(num_cpus=num_cpus, object_store_memory=512 * 2**20, **ray_init_kwargs())
         for executor in args.executors:
-            runs = {}
             run(s3, sources["one"], f"{executor}-warmup", executor, prep=args.prep, num_cpus=num_cpus)  # imports, first calls
-            for name in ("one", "long", "short"):
-                runs[name] = run(s3, sources[name], f"{executor}-{name}", executor, prep=args.prep, num_cpus=num_cpus,
-                                 profile=profile if executor == "ray" and name != "one" else None)
-                out["runs"].append(runs[name])
-                print(json.dumps({k: v for k, v in runs[name].items() if k != "s3"}), file=sys.stderr)
-            out[executor] = {**per_unit(runs["one"], runs["long"], runs["short"]),
-                             "s3_requests_per_book": requests_per_book(runs["short"])}
-        if "ray" in args.executors:
+            reps = []
+            for rep in range(args.repeat):
+                runs = {}
+                for name in ("one", "long", "short"):
+                    runs[name] = run(s3, sources[name], f"{executor}-{name}-{rep}", executor, prep=args.prep,
+                                     num_cpus=num_cpus, profile=profile if executor == "ray" and name != "one" else None)
+                    out["runs"].append(runs[name])
+                    print(json.dumps({k: v for k, v in runs[name].items() if k != "s3"}), file=sys.stderr)
+                reps.append({**per_unit(runs["one"], runs["long"], runs["short"]),
+                             "wall_s_per_one_page_book": round(runs["short"]["wall_s"] / runs["short"]["books"], 3)})
+            out[executor] = {k: statistics.median(r[k] for r in reps) for k in reps[0]}
+            out[executor]["repeats"] = reps
+            out[executor]["s3_requests_per_book"] = requests_per_book(runs["short"])
+        if "ray" in args.executors and args.actors:
             out["pages_per_s"] = []
             for n in args.actors:
                 r = run(s3, sources["medium"], f"ray-medium-{n}", "ray", actors=n, delay_s=args.delay_s, prep=args.prep,
@@ -305,11 +312,15 @@ def report(out: dict) -> None:
             continue
         r = out[executor]
         print(f"\n{executor} executor" + (" (loading and the synthetic engine run in the driver process too)" if executor == "local" else ""))
+        if len(r["repeats"]) > 1:
+            print(f"  medians of {len(r['repeats'])} repeats; per page / per book overhead each time: "
+                  + ", ".join(f"{x['ms_per_page']} / {x['ms_book_overhead']}" for x in r["repeats"]))
         print(f"  driver CPU per page            {r['ms_per_page']:8.3f} ms   target <= {TARGET_MS_PER_PAGE} ms: "
               f"{mark(r['ms_per_page'], TARGET_MS_PER_PAGE)}")
         print(f"  driver CPU per one-page book   {r['ms_per_one_page_book']:8.2f} ms")
         print(f"  per-book overhead              {r['ms_book_overhead']:8.2f} ms   target <= {TARGET_MS_PER_BOOK} ms: "
               f"{mark(r['ms_book_overhead'], TARGET_MS_PER_BOOK)}")
+        print(f"  wall per one-page book         {r['wall_s_per_one_page_book']:8.3f} s")
         s = r["s3_requests_per_book"]
         print(f"  S3 requests per one-page book  {s['total']:8.2f}      by kind: "
               + ", ".join(f"{k} {v}" for k, v in s["by_kind"].items()))
