@@ -148,6 +148,59 @@ def test_a_claim_is_exclusive_and_expires_when_its_run_stops_renewing(tmp_path, 
     assert store._conditional_writes is True  # moto's server honours If-None-Match: *, as S3 does
 
 
+class _CountingStore(LocalStore):
+    """The real local store, counting the listings and reads it serves."""
+
+    def __init__(self):
+        self.ls_calls = self.reads = 0
+
+    def ls(self, uri):
+        self.ls_calls += 1
+        return super().ls(uri)
+
+    def read(self, uri):
+        self.reads += 1
+        return super().read(uri)
+
+
+def test_a_fresh_run_releases_its_claims_without_looking_and_a_stalled_one_never_deletes_its_takers(tmp_path, s3_endpoint):
+    import boto3
+
+    s3 = boto3.client("s3", endpoint_url=s3_endpoint)
+    s3.create_bucket(Bucket="release")
+
+    def generations(out, key):
+        if out.startswith("s3://"):
+            found = s3.list_objects_v2(Bucket="release", Prefix=f"out/_leases/{key}/").get("Contents", [])
+            return sorted(o["Key"].rsplit("/", 1)[1] for o in found)
+        folder = os.path.join(out, "_leases", key)
+        return sorted(os.listdir(folder)) if os.path.isdir(folder) else []
+
+    for store, out in ((_CountingStore(), str(tmp_path / "out")), (S3Store(s3_endpoint), "s3://release/out")):
+        first = Leases(store, out, "run-1", ttl_s=30).start()
+        assert all(first.claim(k) for k in ("a", "b", "c")) and generations(out, "a") == ["00000000"]
+        if isinstance(store, _CountingStore):
+            store.ls_calls = store.reads = 0
+        first.release_many(["a", "b"])  # fresh: nobody can have taken them; its own generations go
+        if isinstance(store, _CountingStore):
+            assert (store.ls_calls, store.reads) == (0, 0)  # nothing looked up
+            assert not os.path.exists(os.path.join(out, "_leases", "a"))  # no empty folder left
+        assert generations(out, "a") == generations(out, "b") == [] and generations(out, "c") == ["00000000"]
+        first.stop()  # ending the run releases what it still holds
+        assert generations(out, "c") == []
+
+        stalled = Leases(store, out, "run-2", ttl_s=1.0)
+        stalled.renew()  # announced, then no heartbeat
+        assert stalled.claim("book")
+        time.sleep(1.3)
+        taker = Leases(store, out, "run-3", ttl_s=30).start()
+        assert taker.claim("book")  # taken over: generation 1 is run-3's
+        stalled.release("book")  # not fresh: looks before deleting, and leaves run-3's claim alone
+        assert generations(out, "book") == ["00000001"] and taker.still_held({"book"}) == {"book"}
+        taker.stop()
+        assert generations(out, "book") == []
+
+
 def test_recovery_never_deletes_a_live_runs_uncommitted_part(tmp_path, small_pages):
     src = make_source(tmp_path / "src", small_pages, books=1)
     out = str(tmp_path / "out")

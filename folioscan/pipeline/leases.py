@@ -31,7 +31,7 @@ class Leases:
     def __init__(self, store: Store, output: str, run_id: str, ttl_s: float):
         self.store, self.run_id, self.ttl = store, run_id, ttl_s
         self.lease_dir, self.live_dir = join(output, "_leases"), join(output, "_live")
-        self.held: set[str] = set()
+        self.held: dict[str, str] = {}  # key -> the generation this run created for it
         self._expires_at = 0.0
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
@@ -65,11 +65,12 @@ class Leases:
         self._stop.set()
         if self._thread:
             self._thread.join(timeout=10)
-        for key in list(self.held):
+        if self.held:
+            keys = list(self.held)
             try:
-                self.release(key)
-            except StorageError as e:  # an output that cannot be written: the claim lapses with the TTL
-                log.warning("could not release the claim on %s: %s", key, e)
+                self.release_many(keys)
+            except StorageError as e:  # an output that cannot be written: the claims lapse with the TTL
+                log.warning("could not release the claims on %d book(s) (%s ...): %s", len(keys), keys[0], e)
         try:
             self.store.delete(join(self.live_dir, f"{self.run_id}.json"))
         except StorageError as e:
@@ -121,7 +122,7 @@ class Leases:
                 nxt = int(gens[-1]) + 1
             record = json.dumps({"run_id": self.run_id, "claimed_at": time.time()}).encode()
             if self.store.create_exclusive(join(self.lease_dir, key, f"{nxt:08d}"), record):
-                self.held.add(key)
+                self.held[key] = f"{nxt:08d}"
                 for old in gens:  # taken over from a dead run: its generations are history
                     self.store.delete(join(self.lease_dir, key, old))
                 return True
@@ -140,7 +141,7 @@ class Leases:
     def still_held(self, keys: Iterable[str]) -> set[str]:
         """Of `keys`, those this run still holds. Cheap while the heartbeat is fresh: nobody takes the
         claims of a live run; otherwise each claim is checked in the store."""
-        keys = set(keys) & self.held
+        keys = set(keys) & self.held.keys()
         if self.fresh():
             return keys
         try:
@@ -153,14 +154,36 @@ class Leases:
             if gens and self._owner(key, gens[-1]) == self.run_id:
                 mine.add(key)
             else:
-                self.held.discard(key)
+                self.held.pop(key, None)
         return mine
 
     def release(self, key: str) -> None:
-        self.held.discard(key)
+        self.release_many([key])
+
+    def release_many(self, keys: Iterable[str]) -> None:
+        """Give up the claims on `keys`. While the heartbeat is fresh nobody can have taken them over
+        (as in `still_held`), so the generations this run created are deleted at once, in one request
+        where the store allows (S3's DeleteObjects); otherwise each key's generations are read and
+        only this run's are deleted."""
+        fresh, direct, done = self.fresh(), [], []
+        for key in keys:
+            mine = self.held.pop(key, None)
+            if mine is not None and fresh:
+                direct.append(join(self.lease_dir, key, mine))
+                done.append(key)
+            else:
+                self._release_checked(key)
+        self.store.delete_many(direct)
+        for key in done:
+            self._remove_empty_folder(key)
+
+    def _release_checked(self, key: str) -> None:
         for gen in self._generations(key):
             if self._owner(key, gen) == self.run_id:
                 self.store.delete(join(self.lease_dir, key, gen))
+        self._remove_empty_folder(key)
+
+    def _remove_empty_folder(self, key: str) -> None:
         if isinstance(self.store, LocalStore):  # no empty folder per book left behind
             try:
                 os.rmdir(join(self.lease_dir, key))

@@ -60,6 +60,7 @@ class Store(Protocol):
     def write(self, uri: str, data: bytes) -> None: ...
     def create_exclusive(self, uri: str, data: bytes) -> bool: ...
     def delete(self, uri: str) -> None: ...
+    def delete_many(self, uris: list[str]) -> None: ...  # as delete, fewer requests where the store allows
     def check_writable(self, uri: str, create: bool = True) -> None: ...
 
 
@@ -160,6 +161,10 @@ class LocalStore:
         except OSError as e:
             raise _write_error(uri, e, "delete") from e
 
+    def delete_many(self, uris: list[str]) -> None:
+        for uri in uris:
+            self.delete(uri)
+
     def check_writable(self, uri: str, create: bool = True) -> None:
         """`create=False`: only check that the folder exists writable, or could be made (writes nothing)."""
         if not create:
@@ -212,14 +217,7 @@ class S3Store:
     @property
     def client(self):
         if self._client is None:
-            import boto3
-            from botocore.config import Config
-
-            cfg = Config(retries={"max_attempts": 5, "mode": "adaptive"}, connect_timeout=10, read_timeout=120)
-            self._client = boto3.session.Session().client(
-                "s3", endpoint_url=self.endpoint_url or os.environ.get("AWS_ENDPOINT_URL") or None,
-                region_name=self.region, config=cfg,
-            )
+            self._client = _client_for(self.endpoint_url or os.environ.get("AWS_ENDPOINT_URL") or None, self.region)
         return self._client
 
     def _call(self, what: str, uri: str, fn, **kwargs):
@@ -322,10 +320,53 @@ class S3Store:
         bucket, key = split_s3(uri)
         self._call("delete", uri, self.client.delete_object, Bucket=bucket, Key=key)
 
+    def delete_many(self, uris: list[str]) -> None:
+        """One DeleteObjects request per bucket and 1,000 keys; a key that could not be deleted is a
+        WriteError naming it, as `delete` would raise (a missing key is no error, as with `delete`)."""
+        by_bucket: dict[str, list[str]] = {}
+        for uri in uris:
+            bucket, key = split_s3(uri)
+            by_bucket.setdefault(bucket, []).append(key)
+        for bucket, keys in by_bucket.items():
+            for i in range(0, len(keys), 1000):
+                chunk = keys[i:i + 1000]
+                where = f"s3://{bucket}/{chunk[0]}" + (f" (and {len(chunk) - 1} more)" if len(chunk) > 1 else "")
+                resp = self._call("delete", where, self.client.delete_objects, Bucket=bucket,
+                                  Delete={"Objects": [{"Key": k} for k in chunk], "Quiet": True})
+                errors = resp.get("Errors") or []
+                if errors:
+                    e = errors[0]
+                    raise WriteError(f"s3://{bucket}/{e.get('Key')}", e.get("Message") or e.get("Code") or "?", "delete")
+
     def check_writable(self, uri: str, create: bool = True) -> None:
         """The bucket exists and these credentials reach it (a HEAD; nothing is written either way)."""
         bucket, _ = split_s3(uri)
         self._call("bucket check", f"s3://{bucket}", self.client.head_bucket, Bucket=bucket)
+
+
+_clients: dict = {}  # (pid, endpoint, region, key id, profile) -> boto3 client: one per process, shared by its stores
+_clients_lock = threading.Lock()
+
+
+def _client_for(endpoint_url: Optional[str], region: Optional[str]):
+    """The process's S3 client for an endpoint and region, built on first use. Building one costs
+    ~0.1 s of CPU (botocore reads its service model from disk), and a store is unpickled afresh by
+    every loader task, so without this every book paid for one (bench/driver.py). boto3 clients are
+    thread-safe; building them is not, hence the lock. Keyed by pid (a forked child builds its own)
+    and by the credentials the environment names (other credentials, another client)."""
+    key = (os.getpid(), endpoint_url, region, os.environ.get("AWS_ACCESS_KEY_ID"), os.environ.get("AWS_PROFILE"))
+    client = _clients.get(key)
+    if client is None:
+        with _clients_lock:
+            client = _clients.get(key)
+            if client is None:
+                import boto3
+                from botocore.config import Config
+
+                cfg = Config(retries={"max_attempts": 5, "mode": "adaptive"}, connect_timeout=10, read_timeout=120)
+                client = boto3.session.Session().client("s3", endpoint_url=endpoint_url, region_name=region, config=cfg)
+                _clients[key] = client
+    return client
 
 
 _WRITES = ("write", "delete")

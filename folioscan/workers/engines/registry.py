@@ -78,14 +78,24 @@ class VlmOptions(BoxOptions):
     max_new_tokens: Optional[int] = None  # default: derived from the budget
 
 
-EngineOptions = Annotated[Union[TesseractOptions, RapidOcrOptions, VlmOptions, TruthOptions], Field(discriminator="kind")]
+class SyntheticOptions(BaseModel):
+    """Tests and benchmarks only: made-up text of a typical page, read from nothing (engines/synthetic.py)."""
+
+    model_config = ConfigDict(extra="forbid")
+    kind: Literal["synthetic"] = "synthetic"
+    delay_s: float = Field(0.0, ge=0)  # seconds each engine call sleeps, standing in for a GPU's time
+    words: int = Field(300, ge=1)  # words per page
+    seed: int = 0  # the text is a function of the page image and this
+
+
+EngineOptions = Annotated[Union[TesseractOptions, RapidOcrOptions, VlmOptions, TruthOptions, SyntheticOptions], Field(discriminator="kind")]
 
 
 VLM_KINDS: tuple[str, ...] = get_args(VlmOptions.model_fields["kind"].annotation)
 
 
 def engine_names() -> list[str]:
-    return ["tesseract", "rapidocr", *VLM_KINDS, "truth"]
+    return ["tesseract", "rapidocr", *VLM_KINDS, "truth", "synthetic"]
 
 
 class EngineError(RuntimeError):
@@ -96,7 +106,8 @@ class EngineError(RuntimeError):
 def preflight(options) -> None:
     """What every worker would otherwise find out by failing, checked once on the driver before any
     work: the Tesseract language data is installed (else LanguageDataError), a VLM's model is a
-    checkpoint of that model (else EngineError); both exit 2."""
+    checkpoint of that model (else EngineError); both exit 2. RapidOCR and the synthetic engine
+    need no files."""
     if options.kind == "tesseract":
         from folioscan.workers.engines.tessdata import find_tessdata
 
@@ -198,6 +209,10 @@ def _construct(options):
         from folioscan.workers.engines.truth import TruthEngine
 
         return TruthEngine(options.manifest)
+    if options.kind == "synthetic":
+        from folioscan.workers.engines.synthetic import SyntheticEngine
+
+        return SyntheticEngine(options.delay_s, options.words, options.seed)
     from folioscan.workers.engines.vlm.engine import VlmEngine
 
     return VlmEngine(options)
