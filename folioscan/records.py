@@ -6,6 +6,8 @@ say a page_index the way people count pages (from 1).
 """
 from __future__ import annotations
 
+import re
+
 import time
 from dataclasses import dataclass, field
 from typing import Optional
@@ -14,6 +16,13 @@ import numpy as np
 
 # page_index used for a work item that stands for a whole document that failed to open
 DOCUMENT_LEVEL = -1
+
+
+def book_stem(uri: str) -> str:
+    """A book's own name, from its source: the PDF's file name without `.pdf`, or the image folder's
+    name (what `folioscan eval`'s truth folders, the METS title and export file names start from)."""
+    name = uri.rstrip("/").replace("\\", "/").rsplit("/", 1)[-1]
+    return re.sub(r"\.pdf$", "", name, flags=re.IGNORECASE) or name or uri
 
 
 def page_number(page_index: int) -> int:

@@ -117,6 +117,8 @@ def test_chance_matches_in_tesseracts_noise_place_nothing():
     result = align(["writing in praise of the moderate use", "of every-day life to be omitted from any volume"], tess)
     assert result.counts() == {WORD: 0, LINE: 0, NONE: 16}
     assert all(l.box is None for l in result.lines)
+    # and the VLM's lines stay as it wrote them: no line breaks taken from a reading that did not match
+    assert [l.text for l in result.lines] == ["writing in praise of the moderate use", "of every-day life to be omitted from any volume"]
 
 
 def test_no_tesseract_words_means_no_boxes():

@@ -128,3 +128,17 @@ def test_truth_that_cannot_be_used_is_one_line_exit_2(finished, tmp_path, capsys
         assert main(["eval", out, *args]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and message in err[0], err
+
+
+def test_two_sources_of_one_name_are_refused_not_scored_together(tmp_path, capsys):
+    for box in ("box1", "box2"):
+        (tmp_path / "src" / box).mkdir(parents=True)
+        (tmp_path / "src" / box / "vol1.pdf").write_bytes(scanned_pdf([text_page_image(TEXTS[0])]))
+    out = str(tmp_path / "out")
+    run_job(JobConfig(source=str(tmp_path / "src"), output=out, executor="local", progress=False))
+    (tmp_path / "truth" / "vol1").mkdir(parents=True)
+    (tmp_path / "truth" / "vol1" / "1.txt").write_text(TEXTS[0])
+    capsys.readouterr()
+    assert main(["eval", out, "--truth", str(tmp_path / "truth")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "names 2 sources of the output" in err[0] and "box1/vol1.pdf" in err[0]

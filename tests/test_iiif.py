@@ -351,3 +351,17 @@ def test_a_book_without_a_page_to_show_gets_no_manifest():
     failed = _row(status="error", error="not a PDF", index=0)
     failed["source_width"] = failed["source_height"] = None
     assert list(iiif.write_book(_book(failed), CTX)) == [] and list(iiif.write_book(_book(), CTX)) == []
+
+
+def test_a_manifest_whose_linked_files_were_not_exported_says_so(tmp_path):
+    """IIIF exported alone: its images, ALTO and hOCR links point at nothing, and the export's warnings say which."""
+    rows = [_row(lines=[_word_line(["Call", "me"], 100)]), _row(lines=[_word_line(["Ishmael."], 100)], index=1)]
+    book = _book(*rows)
+    dest = tmp_path / "dest"
+    (dest / "alto" / book.name).mkdir(parents=True)
+    (dest / "alto" / book.name / "00001.xml").write_text("<alto/>")  # one of the two ALTO files is there
+    ctx = ExportContext("/nonexistent", dest=str(dest))
+    assert [rel for rel, _ in iiif.write_book(book, ctx)][-1] == f"{book.name}/manifest.json"
+    [warning] = ctx.warnings
+    assert "hocr 1 of 1" in warning and "images 2 of 2" in warning and "alto 1 of 2" in warning
+    assert f"{book.name}/00002.xml" in warning

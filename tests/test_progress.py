@@ -110,8 +110,8 @@ def test_report_throughput_from_page_completion_times_agrees_with_the_summary(cl
     assert chart.count("<circle") == len(t.points) and 'class="reference"' in chart
 
 
-@pytest.mark.parametrize("manifest", [False, True], ids=["folder", "manifest"])
-def test_the_counting_pass_leaves_out_books_already_committed(tmp_path, page_images, manifest, capsys):
+@pytest.mark.parametrize("manifest", [False, True, "relative"], ids=["folder", "manifest", "relative-manifest"])
+def test_the_counting_pass_leaves_out_books_already_committed(tmp_path, page_images, manifest, capsys, monkeypatch):
     from folioscan.pipeline.config import JobConfig
     from folioscan.pipeline.job import run_job
 
@@ -123,6 +123,9 @@ def test_the_counting_pass_leaves_out_books_already_committed(tmp_path, page_ima
     first.write_text(f"{src / 'one.pdf'}\n")
     every = tmp_path / "every.txt"
     every.write_text("".join(f"{src / n}.pdf\n" for n in ("three", "one", "two")))
+    if manifest == "relative":  # entries relative to the working folder: committed under absolute paths
+        monkeypatch.chdir(tmp_path)
+        every.write_text("".join(f"src/{n}.pdf\n" for n in ("three", "one", "two")))
     out = str(tmp_path / "out")
     source = str(every) if manifest else str(src)
     assert run_job(JobConfig(source=str(first), output=out, executor="local", progress=False)).documents == 1

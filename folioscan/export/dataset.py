@@ -8,14 +8,15 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Callable, Iterable, Iterator, Optional
 
 from folioscan import __version__
-from folioscan.pipeline.storage import StorageError, Store, WriteError, join, store_for
-from folioscan.records import page_number
+from folioscan.pipeline.storage import StorageError, Store, WriteError, is_s3, join, store_for
+from folioscan.records import book_stem, page_number
 from folioscan.text.safe import visible
 
 log = logging.getLogger(__name__)
@@ -32,9 +33,7 @@ class Book:
     @property
     def name(self) -> str:
         """A file-system and S3-safe name: the source's file or folder name plus the start of doc_id."""
-        stem = self.doc["source_uri"].rstrip("/").rsplit("/", 1)[-1]
-        stem = re.sub(r"\.pdf$", "", stem, flags=re.IGNORECASE)
-        stem = re.sub(r"[^A-Za-z0-9._-]+", "_", stem).strip("._") or "book"
+        stem = re.sub(r"[^A-Za-z0-9._-]+", "_", book_stem(self.doc["source_uri"])).strip("._") or "book"
         return f"{stem}-{self.doc['doc_id'][:8]}"
 
 
@@ -57,6 +56,49 @@ def link(ctx: "ExportContext", fmt: str, relpath: str, depth: int) -> str:
     if ctx.base_url:
         return f"{ctx.base_url.rstrip('/')}/{fmt}/{relpath}"
     return "../" * depth + f"{fmt}/{relpath}"
+
+
+def missing_files(dest: str, linked: list[tuple[str, str]], ctx: ExportContext) -> dict[str, list[str]]:
+    """The linked export files not under DEST, by format: one listing per book folder (ALTO, images),
+    one look-up per single file (the PDF)."""
+    store = store_for(dest, ctx.endpoint_url, ctx.region)
+    listed: dict[str, set[str]] = {}
+    missing: dict[str, list[str]] = {}
+    for fmt, path in linked:
+        folder, _, name = path.rpartition("/")
+        if folder:
+            if (fmt, folder) not in listed:
+                try:
+                    listed[fmt, folder] = set(store.ls(join(dest, fmt, folder)))
+                except StorageError:
+                    listed[fmt, folder] = set()
+            there = name in listed[fmt, folder]
+        else:
+            there = _exists(store, join(dest, fmt, path))
+        if not there:
+            missing.setdefault(fmt, []).append(path)
+    return missing
+
+
+def _exists(store, uri: str) -> bool:
+    if is_s3(uri):
+        try:
+            return any(o.uri == uri for o in store.list(uri))
+        except StorageError:
+            return False
+    return os.path.isfile(uri)
+
+
+def warn_missing(ctx: "ExportContext", linked: list[tuple[str, str]]) -> None:
+    """Record in the export's warnings (summary and run record) the linked files not under DEST: a
+    METS or IIIF manifest pointing at files nobody exported is said, not shipped silently."""
+    if ctx.dest is None:
+        return
+    missing = missing_files(ctx.dest, linked, ctx)
+    if missing:
+        ctx.warnings.append("points at files not in DEST (export those formats too): " + "; ".join(
+            f"{fmt} {len(paths)} of {sum(1 for f, _ in linked if f == fmt)} ({paths[0]}{', ...' if len(paths) > 1 else ''})"
+            for fmt, paths in missing.items()))
 
 
 def books_from_rows(page_rows: Iterable[dict], doc_rows: Iterable[dict]) -> Iterator[Book]:

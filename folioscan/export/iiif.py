@@ -39,7 +39,7 @@ import logging
 from typing import Iterator, Optional
 
 from folioscan.export import hocr, layout
-from folioscan.export.dataset import Book, ExportContext, image_file, link, page_key
+from folioscan.export.dataset import Book, ExportContext, image_file, link, page_key, warn_missing
 from folioscan.records import page_label, page_number
 from folioscan.text.safe import XmlText, visible
 
@@ -60,6 +60,9 @@ def write_book(book: Book, ctx: ExportContext) -> Iterator[tuple[str, bytes]]:
     for rel, page in annotation_files.items():
         yield f"{book.name}/{rel}", _json(page)
     clean.log(f"{book.doc['source_uri']}: iiif")
+    shown = [p for p in book.pages if layout.page_size(p)]  # a canvas each: its image, ALTO and hOCR page
+    warn_missing(ctx, [("hocr", f"{book.name}.html"), *(("images", image_file(book, p)) for p in shown),
+                       *(("alto", f"{book.name}/{page_key(p)}.xml") for p in shown)])
     yield f"{book.name}/manifest.json", _json(doc)  # last: a manifest is never there without its text
 
 

@@ -38,12 +38,10 @@ from __future__ import annotations
 import functools
 import json
 import os
-import re
 from typing import Iterator, Optional
 from urllib.parse import quote
 
-from folioscan.export.dataset import Book, ExportContext, image_file, link, page_key
-from folioscan.pipeline.storage import StorageError, is_s3, join, store_for
+from folioscan.export.dataset import Book, ExportContext, image_file, link, page_key, warn_missing
 from folioscan.records import page_number
 from folioscan.text.safe import XmlText
 
@@ -84,12 +82,7 @@ def write_book(book: Book, ctx: ExportContext) -> Iterator[tuple[str, bytes]]:
     clean = XmlText()
     xml, linked = book_mets(book, ctx, clean)
     clean.log(f"{book.doc['source_uri']}: mets")
-    if ctx.dest is not None:
-        missing = missing_files(ctx.dest, linked, ctx)
-        if missing:
-            ctx.warnings.append("points at files not in DEST (export those formats too): " + "; ".join(
-                f"{fmt} {len(paths)} of {sum(1 for f, _ in linked if f == fmt)} ({paths[0]}{', ...' if len(paths) > 1 else ''})"
-                for fmt, paths in missing.items()))
+    warn_missing(ctx, linked)
     yield f"{book.name}.xml", xml
 
 
@@ -107,8 +100,9 @@ def metadata(book: Book) -> dict[str, str]:
 
 def source_title(uri: str) -> str:
     """The source's own name: the PDF's file name without `.pdf`, or the image folder's name."""
-    name = uri.rstrip("/").rsplit("/", 1)[-1]
-    return re.sub(r"\.pdf$", "", name, flags=re.IGNORECASE) or name or uri
+    from folioscan.records import book_stem
+
+    return book_stem(uri)
 
 
 def book_mets(book: Book, ctx: ExportContext, clean: Optional[XmlText] = None) -> tuple[bytes, list[tuple[str, str]]]:
@@ -286,37 +280,6 @@ def _uri(source_uri: str) -> str:
         return quote(source_uri, safe=safe, errors="surrogateescape")
     except UnicodeEncodeError:  # a lone surrogate that is no escaped byte
         return quote(source_uri.encode("utf-8", "replace").decode("utf-8"), safe=safe)
-
-
-def missing_files(dest: str, linked: list[tuple[str, str]], ctx: ExportContext) -> dict[str, list[str]]:
-    """The linked export files not under DEST, by format: one listing per book folder (ALTO, images),
-    one look-up per single file (the PDF)."""
-    store = store_for(dest, ctx.endpoint_url, ctx.region)
-    listed: dict[str, set[str]] = {}
-    missing: dict[str, list[str]] = {}
-    for fmt, path in linked:
-        folder, _, name = path.rpartition("/")
-        if folder:
-            if (fmt, folder) not in listed:
-                try:
-                    listed[fmt, folder] = set(store.ls(join(dest, fmt, folder)))
-                except StorageError:
-                    listed[fmt, folder] = set()
-            there = name in listed[fmt, folder]
-        else:
-            there = _exists(store, join(dest, fmt, path))
-        if not there:
-            missing.setdefault(fmt, []).append(path)
-    return missing
-
-
-def _exists(store, uri: str) -> bool:
-    if is_s3(uri):
-        try:
-            return any(o.uri == uri for o in store.list(uri))
-        except StorageError:
-            return False
-    return os.path.isfile(uri)
 
 
 @functools.lru_cache(maxsize=1)

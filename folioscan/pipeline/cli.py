@@ -22,6 +22,7 @@ import sys
 from folioscan import __version__
 from folioscan.export import ALL_FORMATS, FORMATS
 from folioscan.pipeline.storage import StorageError, WriteError
+from folioscan.text.accuracy import BAD_ABOVE
 from folioscan.workers.engines.registry import engine_names
 from folioscan.workers.engines.tessdata import PYPI_LANGS
 from folioscan.workers.engines.vlm.models import MODELS
@@ -184,10 +185,10 @@ def build_parser() -> argparse.ArgumentParser:
     ev = sub.add_parser("eval", help="CER/WER of a finished run against your ground truth, and what its confidence is worth",
                         description="Ground truth: TRUTH/<book>/<page>.txt (book = the source's name without .pdf, page "
                                     "1-based, 12-left.txt for half a spread; .xml for ALTO or PAGE-XML), or a CSV with "
-                                    "book|source|pdf, page|page_index and truth|gt columns. See docs/eval.md.")
+                                    "pdf|source|book (the first present), page|page_index and truth|gt columns. See docs/eval.md.")
     ev.add_argument("output", help="local folder or s3://bucket/prefix written by `folioscan run`")
     ev.add_argument("--truth", required=True, help="folder of per-page truth files, or a CSV listing them")
-    ev.add_argument("--bad-above", type=float, default=0.03, help="a page with CER above this is bad (default 0.03)")
+    ev.add_argument("--bad-above", type=float, default=BAD_ABOVE, help=f"a page with CER above this is bad (default {BAD_ABOVE})")
     ev.add_argument("--max-bad-share", type=float, default=0.01,
                     help="find the confidence threshold that keeps bad pages at most this share of the accepted (default 0.01)")
     ev.add_argument("--fold-case", action="store_true", help="compare without case (small capitals)")
@@ -256,6 +257,9 @@ def print_summary(summary, out=None) -> None:
     if s.still_failed:
         print(f"{s.still_failed} books still in error or partial ({s.documents_carried_failed} from earlier runs; "
               f"--retry-failed retries them)", file=out)
+    if s.pages_boxes_failed:
+        print(f"{s.pages_boxes_failed} pages read without word boxes: Tesseract's box read failed "
+              f"(pages.box_alignment.error says why)", file=out)
     if s.export_warnings:
         from folioscan.text.safe import visible
 
@@ -319,8 +323,8 @@ def show_output(output: str) -> int:
             conf = f"{p['confidence']:.3f}" if p["confidence"] is not None else "  -  "
             done = cleaning(p)
             print(visible(f"  {page_label(p['page_index'], p['side'])}: {p['status']:5} {conf}  {text}" + (f"  [{done}]" if done else "")))
-    shown = visible(output)
-    print(f"\nconfidence: the probability the page reads with at most 3% of characters wrong (docs/hard-pages.md)\n"
+    shown = visible(output.rstrip("/") or output)
+    print(f"\nconfidence: the probability the page reads with at most {BAD_ABOVE:.0%} of characters wrong (docs/hard-pages.md)\n"
           f"next: folioscan report {shown} --out report.html   (charts, the worst pages beside their scans)\n"
           f"      folioscan export {shown} {shown}-exports --format pdf,alto,hocr   (searchable PDF, ALTO, hOCR)")
     return 0

@@ -19,113 +19,25 @@ printed and written to `OUTPUT/_eval/eval-<time>.json` and `OUTPUT/_eval/latest.
 """
 from __future__ import annotations
 
-import csv
 import io
 import json
 import os
-import re
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Optional
 
+from folioscan.groundtruth import Key, TruthError, load_truth
 from folioscan.pipeline.storage import StorageError, join, store_for
-from folioscan.records import page_label
+from folioscan.records import book_stem, page_label
 from folioscan.text import accuracy
 
+__all__ = ["EVAL_DIR", "TruthError", "evaluate", "latest", "print_result"]
+
 EVAL_DIR = "_eval"
-_PAGE_FILE = re.compile(r"^0*(\d+)(?:-(left|right))?\.(txt|xml)$", re.IGNORECASE)
 
 
-class TruthError(ValueError):
-    """The ground truth cannot be read as documented (exit 2)."""
-
-
-@dataclass(frozen=True)
-class Key:
-    book: str  # the source's stem: file name without .pdf, or the folder name
-    page_index: int  # 0-based, as in the pages table
-    side: Optional[str] = None  # left / right for a split spread's half; None for a whole page
-
-
-def book_stem(uri: str) -> str:
-    name = uri.rstrip("/").rsplit("/", 1)[-1]
-    return re.sub(r"\.pdf$", "", name, flags=re.IGNORECASE)
-
-
-def read_truth_file(path: str) -> str:
-    raw = open(path, "rb").read()
-    if not path.lower().endswith(".xml"):
-        return raw.decode("utf-8")
-    from lxml import etree
-
-    try:
-        root = etree.fromstring(raw)
-    except etree.XMLSyntaxError as e:
-        raise TruthError(f"{path}: not well-formed XML: {e}") from None
-    local = lambda el: etree.QName(el).localname  # noqa: E731
-    lines = []
-    for line in (el for el in root.iter() if isinstance(el.tag, str) and local(el) == "TextLine"):
-        strings = [s.get("CONTENT", "") for s in line.iter() if isinstance(s.tag, str) and local(s) == "String"]
-        if strings:  # ALTO
-            lines.append(" ".join(strings))
-            continue
-        # PAGE-XML: the line's own TextEquiv (not its words'), first Unicode
-        equivs = [c for c in line if isinstance(c.tag, str) and local(c) == "TextEquiv"]
-        uni = [u for e in equivs[:1] for u in e if isinstance(u.tag, str) and local(u) == "Unicode"]
-        if uni:
-            lines.append(uni[0].text or "")
-    if not lines:
-        raise TruthError(f"{path}: neither ALTO String elements nor PAGE-XML TextLine/TextEquiv found")
-    return "\n".join(lines)
-
-
-def load_truth(truth: str) -> dict[Key, str]:
-    if os.path.isfile(truth) and truth.lower().endswith(".csv"):
-        return _truth_from_csv(truth)
-    if not os.path.isdir(truth):
-        raise TruthError(f"{truth}: no such folder or CSV file of ground truth")
-    out: dict[Key, str] = {}
-    for book in sorted(os.listdir(truth)):
-        folder = os.path.join(truth, book)
-        if not os.path.isdir(folder):
-            continue
-        for name in sorted(os.listdir(folder)):
-            m = _PAGE_FILE.match(name)
-            if m:
-                out[Key(book, int(m.group(1)) - 1, m.group(2) and m.group(2).lower())] = read_truth_file(os.path.join(folder, name))
-    if not out:
-        raise TruthError(f"{truth}: no ground truth found (expected TRUTH/<book>/<page>.txt, see `folioscan eval --help`)")
-    return out
-
-
-def _truth_from_csv(path: str) -> dict[Key, str]:
-    rows = list(csv.DictReader(open(path, newline="", encoding="utf-8")))
-    if not rows:
-        raise TruthError(f"{path}: no rows")
-    cols = set(rows[0])
-    book_col = next((c for c in ("pdf", "source", "book") if c in cols), None)  # the most precise name first
-    page_col = next((c for c in ("page", "page_index") if c in cols), None)
-    file_col = next((c for c in ("truth", "gt") if c in cols), None)
-    if not (book_col and page_col and file_col):
-        raise TruthError(f"{path}: needs a book column (book, source or pdf), a page column (page or page_index) "
-                         f"and a truth column (truth or gt); it has {', '.join(sorted(cols))}")
-    base = os.path.dirname(os.path.abspath(path))
-    out = {}
-    for i, r in enumerate(rows, 2):
-        try:
-            page = int(r[page_col])
-        except ValueError:
-            raise TruthError(f"{path}:{i}: {page_col} {r[page_col]!r} is not a number") from None
-        index = page - 1 if page_col == "page" else page
-        side = (r.get("side") or "").strip().lower() or None
-        file = os.path.join(base, r[file_col])
-        if not os.path.isfile(file):
-            raise TruthError(f"{path}:{i}: truth file {r[file_col]} not found")
-        out[Key(book_stem(r[book_col]), index, side)] = read_truth_file(file)
-    return out
-
-
-def _read_pages(output: str, endpoint_url=None, region=None) -> tuple[list[dict], object]:
+def _read_pages(output: str, books: set[str], endpoint_url=None, region=None) -> tuple[list[dict], dict[str, set[str]], object]:
+    """The page rows of the books the truth names (one committed part at a time, a few columns: memory
+    holds the pages with truth, not the dataset), and every book name -> its source URIs."""
     import pyarrow.parquet as pq
 
     store = store_for(output, endpoint_url, region)
@@ -134,16 +46,27 @@ def _read_pages(output: str, endpoint_url=None, region=None) -> tuple[list[dict]
     if not committed:
         raise StorageError(f"{output}: no folioscan dataset here (no documents/ parts)")
     columns = ["doc_id", "source_uri", "page_index", "side", "status", "confidence", "text"]
-    rows = []
+    rows, sources = [], {}
     for name in committed:  # pages parts count once their documents part exists (the commit marker)
-        rows.extend(pq.read_table(io.BytesIO(store.read(join(pages_dir, name))), columns=columns).to_pylist())
-    return rows, store
+        table = pq.read_table(io.BytesIO(store.read(join(pages_dir, name))), columns=columns)
+        stems = [book_stem(u) for u in table.column("source_uri").to_pylist()]
+        for stem, uri in zip(stems, table.column("source_uri").to_pylist()):
+            sources.setdefault(stem, set()).add(uri)
+        keep = [i for i, s in enumerate(stems) if s in books]
+        if keep:
+            rows.extend(table.take(keep).to_pylist())
+    return rows, sources, store
 
 
-def evaluate(output: str, truth: str, bad_above: float = 0.03, max_bad_share: float = 0.01, fold_case: bool = False,
+def evaluate(output: str, truth: str, bad_above: float = accuracy.BAD_ABOVE, max_bad_share: float = 0.01, fold_case: bool = False,
              fold_punctuation: bool = False, endpoint_url=None, region=None, write: bool = True) -> dict:
     keys = load_truth(truth)
-    rows, store = _read_pages(output, endpoint_url, region)
+    rows, sources, store = _read_pages(output, {k.book for k in keys}, endpoint_url, region)
+    clashes = {b: sorted(sources[b]) for b in {k.book for k in keys} if len(sources.get(b, ())) > 1}
+    if clashes:  # two sources of one name: their pages would be scored against one truth
+        b, uris = sorted(clashes.items())[0]
+        raise TruthError(f"the truth's book {b!r} names {len(uris)} sources of the output ({', '.join(uris[:3])}); "
+                         f"evaluate them from separate outputs or rename one")
     by_key: dict[Key, list[dict]] = {}
     for r in rows:
         by_key.setdefault(Key(book_stem(r["source_uri"]), r["page_index"], r["side"]), []).append(r)
@@ -166,11 +89,11 @@ def evaluate(output: str, truth: str, bad_above: float = 0.03, max_bad_share: fl
     if not pages:
         raise TruthError(f"none of the {len(keys)} ground-truth pages matches a page of {output} "
                          f"(books in the truth: {', '.join(sorted({k.book for k in keys})[:5])}; "
-                         f"in the output: {', '.join(sorted({book_stem(r['source_uri']) for r in rows})[:5])})")
+                         f"in the output: {', '.join(sorted(sources)[:5])})")
     result = summarise(pages, bad_above, max_bad_share)
     result.update({"output": output, "truth": os.path.abspath(truth), "missing_pages": missing,
                    "normalisation": {"fold_case": fold_case, "fold_punctuation": fold_punctuation,
-                                     "always": "NFKC, quotes/dashes to ASCII, end-of-line hyphens joined, whitespace collapsed"},
+                                     "always": accuracy.NORMALISATION},
                    "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), "pages": pages})
     if write:
         data = json.dumps(result, indent=1).encode()

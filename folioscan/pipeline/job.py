@@ -11,6 +11,7 @@ takes it."""
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from dataclasses import replace
@@ -31,7 +32,7 @@ from folioscan.pipeline.sources import group_documents, is_manifest, iter_docume
 from folioscan.pipeline.stages import Stages
 from folioscan.pipeline.stop import Interrupted, Stop
 from folioscan.pipeline.summary import JobSummary
-from folioscan.pipeline.storage import StorageError, WriteError, store_for
+from folioscan.pipeline.storage import StorageError, WriteError, is_s3, store_for
 from folioscan.records import PageResult, SourceDocument, SourceObject
 from folioscan.workers import memory
 from folioscan.workers.engines.registry import preflight
@@ -423,8 +424,9 @@ def _count_ahead(cfg: JobConfig, index: CommittedIndex, progress: Progress, stop
             return iter_documents(store, cfg.source, log_skips=False)
         # a manifest's listing asks the store about every entry: counting reads the entries alone, so the
         # run's requests are not doubled; a book is then known by its URI (its content is not looked at)
-        return group_documents((SourceObject(uri, 0, "") for uri in sorted(read_manifest(store, cfg.source))),
-                               log_skips=False)
+        # local entries as the run's own listing names them (absolute), so committed books are found by URI
+        uris = (uri if is_s3(uri) else os.path.abspath(uri) for uri in read_manifest(store, cfg.source))
+        return group_documents((SourceObject(uri, 0, "") for uri in sorted(uris)), log_skips=False)
 
     def wanted(doc: SourceDocument) -> bool:
         if part is not None and not part.holds(doc.uri):

@@ -174,7 +174,9 @@ def _accuracy(d: ReportData) -> str:
     rows = [("all", a["overall"])] + list(a["books"].items())
     table = ("<table><tr><th>book</th><th>pages</th><th>CER mean</th><th>CER median</th><th>CER pooled</th><th>WER mean</th></tr>"
              + "".join(f"<tr><td>{escape(name)}</td><td>{f['pages']}</td><td>{pct(f['cer_mean'])}</td><td>{pct(f['cer_median'])}</td>"
-                       f"<td>{pct(f['cer_pooled'])}</td><td>{pct(f['wer_mean'])}</td></tr>" for name, f in rows[:21]) + "</table>")
+                       f"<td>{pct(f['cer_pooled'])}</td><td>{pct(f['wer_mean'])}</td></tr>" for name, f in rows[:21])
+             + (f'<tr><td colspan="6">{len(rows) - 21} more books: OUTPUT/_eval/latest.json</td></tr>' if len(rows) > 21 else "")
+             + "</table>")
     t = a["threshold"]
     auroc = "n/a (needs good and bad pages)" if a["auroc"] is None else f"{a['auroc']:.3f}"
     keep = (f"no threshold keeps bad pages at or under {pct(a['max_bad_share'])}" if t["threshold"] is None else

@@ -20,15 +20,18 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-_QUOTES = str.maketrans({"\u2018": "'", "\u2019": "'", "\u201c": '"', "\u201d": '"', "\u201e": '"', "\u00ab": '"',
-                         "\u00bb": '"', "\u2014": "-", "\u2013": "-", "\u00ad": "", "\ufb01": "fi", "\ufb02": "fl"})
+BAD_ABOVE = 0.03  # a page with a CER above this is bad: the level `confidence` is calibrated for (P(CER <= 3%))
+NORMALISATION = ("NFKC; curly quotes, guillemets and dashes to ASCII; soft hyphens removed; fi/fl split; two single "
+                 "quotes as a double; end-of-line hyphens joined; whitespace collapsed")
+PLAIN_FORMS = str.maketrans({"\u2018": "'", "\u2019": "'", "\u201c": '"', "\u201d": '"', "\u201e": '"', "\u00ab": '"',  # align.py's too
+                             "\u00bb": '"', "\u2014": "-", "\u2013": "-", "\u00ad": "", "\ufb01": "fi", "\ufb02": "fl"})
 _PUNCT = re.compile(r"[^\w\s]", re.UNICODE)
 
 
 def normalize(text: Optional[str], fold_case: bool = False, pair_quotes: bool = True, fold_punctuation: bool = False) -> str:
     """The text as both sides are compared (see the module's docstring). `pair_quotes=False` is the
     normalisation before the ground-truth audit of bench/gt_audit.json, kept for comparison."""
-    text = unicodedata.normalize("NFKC", text or "").translate(_QUOTES)
+    text = unicodedata.normalize("NFKC", text or "").translate(PLAIN_FORMS)
     if pair_quotes:
         text = text.replace("''", '"')
     text = re.sub(r"(\w)-\s*\n\s*(\w)", r"\1\2", text)

@@ -6,7 +6,7 @@ Two halves, in the two stages a page passes through:
   and the read rides on the page to the OCR worker. There, and not in the VLM's actor, because the
   actor holds a GPU and one CPU: Tesseract (about a second a page on one core) inside it would
   hold the accelerator's pages back, while the page stage already runs on every CPU the cluster
-  has (the Ray executor gives its loaders a whole core each and more of them when boxes are on).
+  has (the Ray executor gives its loaders a whole core each and more of them when boxes are on with a GPU engine).
 - `place_words`, in the OCR stage, once the engine has read the page: the engine's lines are
   aligned to Tesseract's words (engines/align.py, a few milliseconds) and replaced by the aligned
   lines, whose words carry Tesseract's boxes. The page text stays the engine's own.

@@ -38,6 +38,8 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from folioscan.text.accuracy import PLAIN_FORMS
+
 Box = tuple[int, int, int, int]
 
 MATCH = 0.5  # least character similarity of a match (0..1)
@@ -51,16 +53,15 @@ WORD = "word"
 LINE = "line"
 NONE = "none"
 
-_QUOTES = str.maketrans({"\u2018": "'", "\u2019": "'", "\u201c": '"', "\u201d": '"', "\u201e": '"', "\u00ab": '"',
-                         "\u00bb": '"', "\u2014": "-", "\u2013": "-", "\u00ad": "", "\u017f": "s"})
 _EDGES = re.compile(r"^\W+|\W+$")
 HYPHENS = ("-", "\u00ac", "\u2010", "\u2011")
 
 
 def normalise(word: str) -> str:
-    """What two readings of one word share: NFKC, plain quotes and dashes, long s, no case, no
-    punctuation at the ends (a word that is only punctuation keeps it)."""
-    w = unicodedata.normalize("NFKC", word).translate(_QUOTES).casefold()
+    """What two readings of one word share: NFKC (which also makes a long s an s), plain quotes and
+    dashes as `folioscan eval` compares them, no case, no punctuation at the ends (a word that is only
+    punctuation keeps it)."""
+    w = unicodedata.normalize("NFKC", word).translate(PLAIN_FORMS).casefold()
     return _EDGES.sub("", w) or w
 
 
@@ -233,6 +234,10 @@ def align(vlm_lines: Sequence[str], tess: Sequence[TessWord]) -> Alignment:
         anchor[i] = tess[js[0]].line
     for i, (js, _) in matched.items():
         anchor[i] = tess[js[0]].line
+    # a VLM line none of whose words matched is not placed at all: misaligned pairs alone (noise,
+    # another reading) must not cut it at Tesseract's line breaks; it stays whole, without a box
+    placed_lines = {words[i].vlm_line for i in matched}
+    anchor = [k if words[i].vlm_line in placed_lines else None for i, k in enumerate(anchor)]
     _fill_from_neighbours(words, anchor)
     for i, w in enumerate(words):
         if i in matched:

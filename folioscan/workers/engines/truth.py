@@ -3,47 +3,34 @@ text given for each page, the way a text-only engine (a VLM) returns its reading
 boxes, confidence 1. With `boxes: tesseract` it measures and tests the word-box alignment without a
 GPU (bench/vlm_boxes.py, tests/test_vlm_boxes.py).
 
-Pages are found by the hints the OCR stage passes (the book's file or folder name, page_index,
-side) in a CSV manifest: `source` (or `pdf`, as old_books/manifest.csv has it), `page_index` (from
-0), `gt` (a UTF-8 text file, relative to the manifest), optional `side`. A page the manifest does
-not list is that page's error, never an empty reading.
+Pages are found by the hints the OCR stage passes (the book's name, page_index, side) in ground
+truth given as `folioscan eval --truth` takes it (folioscan/groundtruth.py: a CSV such as
+old_books/manifest.csv, or a folder of per-page files). A page the truth does not list is that
+page's error, never an empty reading.
 """
 from __future__ import annotations
 
-import csv
-import os
-import posixpath
 from typing import Optional, Sequence
 
 import numpy as np
 
-from folioscan.records import OcrLine, OcrResult
+from folioscan.groundtruth import Key, TruthError, load_truth
+from folioscan.records import OcrLine, OcrResult, book_stem, page_label
 from folioscan.workers.engines.base import ImageHints
 
 
-def _name(uri: str) -> str:
-    return posixpath.basename(uri.rstrip("/").replace("\\", "/"))
-
-
-def load_manifest(path: str) -> dict[tuple[str, int, str], str]:
-    """(book name, page_index, side or "") -> text file. EngineError (exit 2) when unusable."""
+def load_manifest(path: str) -> dict[Key, str]:
+    """The ground truth, read as `folioscan eval` reads it (folioscan/groundtruth.py); EngineError
+    (exit 2) when unusable."""
     from folioscan.workers.engines.registry import EngineError
 
     if not path:
-        raise EngineError("--engine truth needs --truth: a CSV manifest of ground-truth files (source,page_index,gt)")
+        raise EngineError("--engine truth needs --truth: ground truth as `folioscan eval --truth` takes it "
+                          "(a CSV such as old_books/manifest.csv, or TRUTH/<book>/<page>.txt)")
     try:
-        with open(path, newline="", encoding="utf-8") as f:
-            rows = list(csv.DictReader(f))
-    except OSError as e:
-        raise EngineError(f"--truth {path}: cannot be read: {e}") from None
-    if not rows or "gt" not in rows[0] or "page_index" not in rows[0] or not ({"source", "pdf"} & set(rows[0])):
-        raise EngineError(f"--truth {path}: needs the columns source (or pdf), page_index and gt")
-    folder = os.path.dirname(os.path.abspath(path))
-    out = {}
-    for r in rows:
-        key = (_name(r.get("source") or r["pdf"]), int(r["page_index"]), r.get("side") or "")
-        out[key] = os.path.join(folder, r["gt"])
-    return out
+        return load_truth(path)
+    except (TruthError, OSError, UnicodeDecodeError) as e:
+        raise EngineError(f"--truth {path}: {e}") from None
 
 
 class TruthEngine:
@@ -57,15 +44,10 @@ class TruthEngine:
         return [self._one(h) for h in (hints or [ImageHints()] * len(images))]
 
     def _one(self, hint: ImageHints) -> OcrResult:
-        key = (_name(hint.source_uri), hint.page_index, hint.side or "")
-        path = self.pages.get(key)
-        if path is None:
-            return OcrResult("", [], None, error=f"truth: no ground truth for {key[0]} page_index {key[1]}"
-                                                 + (f" ({key[2]})" if key[2] else ""))
-        try:
-            with open(path, encoding="utf-8") as f:
-                text = f.read().strip()
-        except OSError as e:
-            return OcrResult("", [], None, error=f"truth: {path}: {e}")
+        key = Key(book_stem(hint.source_uri or ""), hint.page_index, hint.side or None)
+        text = self.pages.get(key)
+        if text is None:
+            return OcrResult("", [], None, error=f"truth: no ground truth for {key.book} {page_label(key.page_index, key.side)}")
+        text = text.strip()
         lines = [OcrLine(t.strip(), 1.0, ()) for t in text.split("\n") if t.strip()]
         return OcrResult(text, lines, 1.0 if lines else None, confidence_min=1.0 if lines else None)
