@@ -214,6 +214,31 @@ def test_recovery_never_deletes_a_live_runs_uncommitted_part(tmp_path, small_pag
     assert summary.orphans_removed == 1 and not os.path.exists(in_flight)
 
 
+def test_a_killed_drivers_liveness_record_is_removed_by_the_next_run_once_expired(tmp_path, small_pages):
+    """`_live/<run>.json` of a driver killed before it could delete it: gone after the next run once it
+    has been expired for longer than the TTL; a live run's record and one only just expired stay."""
+    src = make_source(tmp_path / "src", small_pages, books=1)
+    out = str(tmp_path / "out")
+    live_dir = os.path.join(out, "_live")
+    killed = Leases(LocalStore(), out, "killed", ttl_s=120)
+    killed.renew()  # announced, then killed: the record stays behind, never renewed
+    record = json.load(open(os.path.join(live_dir, "killed.json")))
+    record["expires_at"] = time.time() - 3600  # killed an hour ago
+    LocalStore().write(os.path.join(live_dir, "killed.json"), json.dumps(record).encode())
+    late = {**record, "run_id": "late", "expires_at": time.time() - 5}  # a heartbeat just late: within the margin
+    LocalStore().write(os.path.join(live_dir, "late.json"), json.dumps(late).encode())
+    other = Leases(LocalStore(), out, "otherrun", ttl_s=60).start()  # another driver, live
+    try:
+        summary = run_job(JobConfig(source=str(src), output=out, executor="local", progress=False, run_id="rerun"))
+        assert summary.status == "finished" and summary.documents == 1
+        assert summary.stale_live_removed == 1
+        assert sorted(os.listdir(live_dir)) == ["late.json", "otherrun.json"]
+        run_record = json.load(open(os.path.join(out, "_runs", "rerun.json")))
+        assert run_record["summary"]["stale_live_removed"] == 1
+    finally:
+        other.stop()
+
+
 def _mark_committed_failure(out, name, kind):
     """Rewrite the output as an earlier run that failed on `name` would have left it."""
     for table_name in ("documents", "pages"):

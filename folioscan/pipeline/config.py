@@ -41,6 +41,10 @@ class JobConfig(BaseModel):
     num_cpus: Optional[int] = Field(None, ge=1)  # local Ray only
     object_store_mb: int = Field(512, ge=100)  # local Ray only: pages in flight are bounded, so is the store
     ocr_workers: Optional[int] = Field(None, ge=1)  # engine actors (default: one per CPU, or per GPU for VLMs)
+    actor_replacements: Optional[int] = Field(None, ge=0, description=(
+        "Ray executor: OCR actors lost (their process or node died) that are replaced by a new one in a run, "
+        "so the pool keeps its size; past this the run goes on with fewer (the last actor is always "
+        "replaced). Default: the pool size. The summary counts `actors_lost` and `actors_replaced`"))
     shard_docs: int = Field(16, ge=1)  # documents per committed Parquet file pair
     shards_in_flight: int = Field(4, ge=1)  # shards open at once (books handed out, not yet committed)
     max_pages_per_book: Optional[int] = Field(None, ge=1)  # pages past this are not read; the book says so

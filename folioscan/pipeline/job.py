@@ -378,6 +378,7 @@ def _executor_stats(executor, summary: JobSummary, ask: bool) -> None:
 def _process(cfg: JobConfig, summary: JobSummary, listing: Iterator[SourceDocument], out_store,
              writer: DatasetWriter, leases: Leases, executor, stop: Stop, relist=None) -> None:
     summary.orphans_removed = writer.recover(leases.is_live)
+    summary.stale_live_removed = leases.remove_stale()
     index = CommittedIndex(out_store, writer.docs_dir)
     index.refresh()
     summary.documents_superseded += writer.supersede(index.take_stale(), leases)  # left by an interrupted run

@@ -9,7 +9,8 @@ the same generation, one wins. A claim is held while its run is live; a claim wh
 renewing (crashed, killed) is taken over by creating the next generation. Expiry compares the
 driver's clock with `expires_at`, so drivers' clocks must agree to well within the TTL. A run
 recorded on this very host whose process is gone is dead at once: a restart on the same machine
-need not wait out the TTL.
+need not wait out the TTL. A record whose run was killed before it could delete it is removed by a
+later run once it has been expired for a further TTL (`remove_stale`).
 """
 from __future__ import annotations
 
@@ -90,6 +91,27 @@ class Leases:
             live = False  # no record: the run ended, or never announced itself
         self._live_cache[run_id] = (time.monotonic(), live)
         return live
+
+    def remove_stale(self) -> int:
+        """Delete other runs' liveness records expired for more than this run's TTL (left by a driver
+        killed before it could delete its own); returns how many. The margin keeps a record whose run is
+        merely late with its heartbeat (or whose host's clock is a little behind): a run that late has
+        lost its claims already (`still_held` checks them in the store), and its next beat writes the
+        record again. Unreadable records are left alone."""
+        removed, now = 0, time.time()
+        for name in self.store.ls(self.live_dir):
+            if not name.endswith(".json") or name == f"{self.run_id}.json":
+                continue
+            uri = join(self.live_dir, name)
+            try:
+                expires_at = float(json.loads(self.store.read(uri))["expires_at"])
+            except (StorageError, ValueError, KeyError, TypeError):
+                continue
+            if expires_at + self.ttl < now:
+                self.store.delete(uri)
+                removed += 1
+                log.info("removed the liveness record of run %s, expired %.0f s ago", name[:-5], now - expires_at)
+        return removed
 
     # -- claims -------------------------------------------------------------------------
     def _generations(self, key: str) -> list[str]:

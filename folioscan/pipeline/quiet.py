@@ -3,7 +3,9 @@
 One place decides what reaches the terminal. The CLI calls `configure()` first thing and runs the
 job inside `native_stderr()`; the Ray executor takes its `ray.init` arguments from
 `ray_init_kwargs()`. Nothing is thrown away: Ray's C++ log lines of the driver process go to a
-file whose path is logged, and Ray's own per-process logs stay in its session folder as usual.
+file whose path is logged, and Ray's own per-process logs stay in its session folder as usual. The
+raylet's error notices ("A worker died or was killed ...", several lines each), which Ray's driver
+prints to stdout whatever `log_to_driver` says, go to that file too (`_route_raylet_notices`).
 Log lines spell control characters out (`VisibleFormatter`): a file name that holds an escape
 sequence is shown, never obeyed, by the terminal.
 """
@@ -71,9 +73,44 @@ def ray_init_kwargs() -> dict:
     when verbose (failures become error rows either way). Called after `import ray`, which sets
     up Ray's own loggers, so their levels are set again here."""
     _library_log_levels()
+    _route_raylet_notices()
     loud = verbose()
     return dict(include_dashboard=False, log_to_driver=loud, configure_logging=loud,
                 **({"logging_level": logging.INFO} if loud else {}))
+
+
+_raylet_notices = 0  # routed off stdout in this process
+
+
+def _route_raylet_notices() -> None:
+    """Ray's driver has a thread that prints every error notice the raylet publishes (a worker or actor
+    process died, ...) to stdout through `ray._private.worker.print_to_stdstream`, with `log_to_driver`
+    off too. Unless verbose, those notices (`pid` "raylet") are written to fd 2 instead: inside
+    `native_stderr()` that is the native driver log, whose path is logged at the end. The executor
+    logs its own one-line account of a lost actor."""
+    try:
+        import ray._private.worker as ray_worker
+
+        original = ray_worker.print_to_stdstream
+    except (ImportError, AttributeError) as e:  # another Ray layout: its notices print as Ray prints them
+        log.debug("Ray's notices not routed: %s", e)
+        return
+    if getattr(original, "folioscan_routed", False):
+        return
+
+    def print_to_stdstream(data, ignore_prefix, *args, **kwargs):
+        global _raylet_notices
+        if verbose() or not isinstance(data, dict) or data.get("pid") != "raylet":
+            return original(data, ignore_prefix, *args, **kwargs)
+        _raylet_notices += 1
+        text = "".join(f"(raylet) {line}\n" for notice in data.get("lines") or [] for line in str(notice).splitlines())
+        try:
+            os.write(2, text.encode("utf-8", "backslashreplace"))
+        except OSError:
+            pass
+
+    print_to_stdstream.folioscan_routed = True
+    ray_worker.print_to_stdstream = print_to_stdstream
 
 
 @contextmanager
@@ -84,6 +121,7 @@ def native_stderr() -> Iterator[None]:
     reach the user. The file is kept only when something was written to it. A Ray started inside
     is shut down inside, so its exit chatter is caught too."""
     ray_was_up = _ray_up()
+    notices_before = _raylet_notices
     if verbose():
         try:
             yield
@@ -118,7 +156,10 @@ def native_stderr() -> Iterator[None]:
                 handler.setStream(old_stderr)
         sys.stderr.close()
         sys.stderr = old_stderr
-        if os.path.getsize(path):
+        if _raylet_notices > notices_before:
+            log.info("%d notice(s) of Ray's raylet (a worker died, ...) are in its native driver log: %s",
+                     _raylet_notices - notices_before, path)
+        elif os.path.getsize(path):
             log.debug("Ray's native driver log: %s", path)
         else:
             os.remove(path)

@@ -52,14 +52,16 @@ class JobSummary:
     export_errors: list[str] = field(default_factory=list)  # --also: books a format could not be written for
     export_warnings: list[str] = field(default_factory=list)  # --also: books written not whole (a METS pointing at files not there)
     shards: list[str] = field(default_factory=list)
-    ocr_actors: int = 0
+    ocr_actors: int = 0  # the pool's size: OCR workers the run keeps (replacements of lost ones not counted)
     engine_loads: int = 0  # engines really built, in every OCR worker: one per worker unless one was rebuilt
     oom_backoffs: int = 0  # VLM generate batches halved after running out of memory, over all workers
     # the generate batch size that fitted after out-of-memory back-off (smallest over workers);
     # None when no back-off happened
     vlm_batch_size: Optional[int] = None
     book_retries: int = 0  # books re-run from their first page after a worker or node was lost
-    actors_lost: int = 0
+    actors_lost: int = 0  # OCR actors whose process or node died
+    actors_replaced: int = 0  # of those, replaced by a new actor (up to the config's actor_replacements)
+    stale_live_removed: int = 0  # other runs' `_live/<run>.json` records left expired (a killed driver), removed
     # worker seconds and pages per stage (load, clean, ocr from the page rows; write on the driver)
     stages: dict[str, dict] = field(default_factory=lambda: {k: {"seconds": 0.0, "pages": 0} for k in STAGES})
     _in_flight: int = field(default=0, repr=False)  # books handed to the executor and not yet committed

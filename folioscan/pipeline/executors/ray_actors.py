@@ -9,7 +9,9 @@ pages ahead of the driver, the driver queues at most `queue_pages` page refs, an
 at most two batches in flight (one running, one waiting, so it never idles between calls).
 A loader or actor lost to a dead worker or node fails only the books it was carrying; each is
 retried from its first page (results of the failed attempt are dropped) up to `BOOK_ATTEMPTS`
-times, then becomes a transient book-level error. An engine that cannot be built in an actor is
+times, then becomes a transient book-level error. A lost actor is replaced at once, so the pool
+keeps its size, up to `actor_replacements` (config) times per run; past that the run goes on with
+the actors it has left (the last one is always replaced, so the run never stalls). An engine that cannot be built in an actor is
 none of that: the run stops with a one-line EngineError (exit 2), no book retried or written.
 
 Engine counters (engine loads, out-of-memory back-offs, the batch size that fitted) are each
@@ -133,6 +135,7 @@ class RayExecutor:
         self.gpu = _wants_gpu(stages.engine) and (resources.get("GPU", 0) >= 1 or bool(cfg.ray_address))
         default = max(1, int(resources.get("GPU", 0))) if self.gpu else max(1, int(resources.get("CPU", 1)))
         self.n_actors = cfg.ocr_workers or default
+        self.max_replacements = self.n_actors if cfg.actor_replacements is None else cfg.actor_replacements
         self.actor_options = dict(num_gpus=1, num_cpus=1) if self.gpu else dict(num_cpus=1 - LOADER_CPUS)
         if getattr(stages.engine, "kind", "") in VLM_KINDS:
             # a VLM actor runs its two calls at once: one prepares its pool's images while the other
@@ -162,6 +165,7 @@ class RayExecutor:
         self.book_retries = 0
         self.actors_lost = 0
         self.on_pages = self.on_restart = None  # progress (executors/__init__.py)
+        self.actors_replaced = 0
 
     def _add_actor(self) -> None:
         i, self._next_actor = self._next_actor, self._next_actor + 1
@@ -249,11 +253,7 @@ class RayExecutor:
             if (build_error := _engine_error(e)) is not None:
                 raise build_error from None
             if isinstance(e, (ray.exceptions.RayActorError, ray.exceptions.ActorDiedError)) and i in self.actors:
-                log.warning("OCR actor %d lost (%s); %d left", i, type(e).__name__, len(self.actors) - 1)
-                del self.actors[i]
-                self.actors_lost += 1
-                if not self.actors:
-                    self._add_actor()
+                self._lost(i, e)
             for doc_id, attempt in dict.fromkeys(owners):
                 self._fail(doc_id, attempt, e)
             return
@@ -267,6 +267,22 @@ class RayExecutor:
         if self.on_pages is not None:
             for doc_id, rs in got.items():
                 self.on_pages(doc_id, rs)
+
+    def _lost(self, i: int, e: BaseException) -> None:
+        """Actor `i` died: replace it while replacements are left (or when it was the last one)."""
+        del self.actors[i]
+        self.actors_lost += 1
+        within = self.actors_replaced < self.max_replacements
+        if within or not self.actors:
+            self._add_actor()
+            self.actors_replaced += 1
+            log.warning("OCR actor %d lost (%s); replaced (%s)", i, type(e).__name__,
+                        f"replacement {self.actors_replaced} of at most {self.max_replacements} this run" if within
+                        else "it was the last one, past the limit of replacements (actor_replacements)")
+        else:
+            log.warning("OCR actor %d lost (%s); the run's %d replacements are used up (actor_replacements): "
+                        "going on with %d of %d actors", i, type(e).__name__, self.max_replacements,
+                        len(self.actors), self.n_actors)
 
     def _current(self, doc_id: str, attempt: int) -> bool:
         book = self.books.get(doc_id)
@@ -302,8 +318,9 @@ class RayExecutor:
                 self.accounts[i] = (next(self._call_no), ray.get(actor.stats.remote(), timeout=30))
             except Exception as e:
                 log.warning("OCR actor %d did not report its engine loads: %s", i, type(e).__name__)
-        return {"ocr_actors": len(self.accounts), **counters.combine(a for _, a in self.accounts.values()),
-                "book_retries": self.book_retries, "actors_lost": self.actors_lost}
+        return {"ocr_actors": self.n_actors, **counters.combine(a for _, a in self.accounts.values()),
+                "book_retries": self.book_retries, "actors_lost": self.actors_lost,
+                "actors_replaced": self.actors_replaced}
 
     def close(self) -> None:
         for gen in self.loaders:
