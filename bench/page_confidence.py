@@ -1,7 +1,8 @@
 """Page confidence that flags bad pages: data, fit and report. Prints one JSON object.
 
     python bench/page_confidence.py collect [--workers 2] [--tessdata standard]  # OCR -> bench/results/confidence_pages[_standard].jsonl
-    python bench/page_confidence.py fit [--tessdata standard] [--l2 1.0]         # held-out AUROC, reliability, coefficients
+    python bench/page_confidence.py collect-rendered [--workers 2]              # rendered pages -> bench/results/confidence_rendered.jsonl
+    python bench/page_confidence.py fit [--tessdata standard] [--l2 1.0] [--no-rendered]  # held-out AUROC, reliability, coefficients
 
 `collect` reads every old_books page as it is, once more under one random degradation
 (bench/degrade.py: curl, low resolution, blur, noise, JPEG, faded ink, bleed-through; seeded) and
@@ -13,7 +14,10 @@ degraded copies too), and reports the held-out AUROC of the engine's raw confide
 model (on everything, on the scans alone, and on the scans without the pages whose ground truth
 differs from the print, bench/gt_audit.json), Brier score, a reliability table of the held-out
 predictions, the low-resolution pages called good while bad, and the coefficients fitted on all
-pages (to paste into the module).
+pages (to paste into the module). `collect-rendered` reads clean pages unlike old_books (numbers,
+symbols, German; serif, sans, monospace; 8-14 pt at 300 dpi), each also at low resolution and
+blurred; `fit` holds them out as one more book and lists their held-out predictions apart (every
+other figure is on old_books alone).
 """
 from __future__ import annotations
 
