@@ -1,7 +1,8 @@
 """Page confidence that flags bad pages: data, fit and report. Prints one JSON object.
 
     python bench/page_confidence.py collect [--workers 2] [--tessdata standard]  # OCR -> bench/results/confidence_pages[_standard].jsonl
-    python bench/page_confidence.py fit [--tessdata standard] [--l2 1.0]         # held-out AUROC, reliability, coefficients
+    python bench/page_confidence.py collect-rendered [--workers 2]              # rendered pages -> bench/results/confidence_rendered.jsonl
+    python bench/page_confidence.py fit [--tessdata standard] [--l2 1.0] [--no-rendered]  # held-out AUROC, reliability, coefficients
 
 `collect` reads every old_books page as it is, once more under one random degradation
 (bench/degrade.py: curl, low resolution, blur, noise, JPEG, faded ink, bleed-through; seeded) and
@@ -13,7 +14,10 @@ degraded copies too), and reports the held-out AUROC of the engine's raw confide
 model (on everything, on the scans alone, and on the scans without the pages whose ground truth
 differs from the print, bench/gt_audit.json), Brier score, a reliability table of the held-out
 predictions, the low-resolution pages called good while bad, and the coefficients fitted on all
-pages (to paste into the module).
+pages (to paste into the module). `collect-rendered` reads clean pages unlike old_books (numbers,
+symbols, German; serif, sans, monospace; 8-14 pt at 300 dpi), each also at low resolution and
+blurred; `fit` holds them out as one more book and lists their held-out predictions apart (every
+other figure is on old_books alone).
 """
 from __future__ import annotations
 
@@ -30,12 +34,20 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(__file__))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # tests.helpers renders the unfamiliar pages
 import degrade  # noqa: E402
 from evalset import OLD_BOOKS, cer, manifest  # noqa: E402
 
 from folioscan.workers import page_confidence as pc  # noqa: E402
 
 DATA = os.path.join(os.path.dirname(__file__), "results", "confidence_pages.jsonl")
+# clean pages unlike old_books (tests/helpers.unfamiliar_page: numbers, symbols, German, prose in
+# serif, sans and monospace, 8-14 pt at 300 dpi), each again under one seeded degradation; one more
+# "book" of the leave-one-book-out fit (issue 19 item 4)
+RENDERED = os.path.join(os.path.dirname(__file__), "results", "confidence_rendered.jsonl")
+RENDERED_KINDS = ("prose", "numbers", "symbols", "german")
+RENDERED_FONTS = ("serif", "sans", "mono")
+RENDERED_PT = (8, 11, 14)
 AUDIT = os.path.join(os.path.dirname(__file__), "gt_audit.json")
 GOOD_CER = 0.03
 _stage = None
@@ -77,6 +89,42 @@ def _read(job) -> list[dict]:
     return out
 
 
+def _read_rendered(job) -> list[dict]:
+    global _stage
+    from folioscan.records import PageWork
+    from folioscan.workers.engines.registry import TesseractOptions
+    from folioscan.workers.ocr_stage import OcrStage
+    from folioscan.workers.prep import PrepOptions, prepare_page
+    from tests.helpers import unfamiliar_page
+
+    if _stage is None:
+        _stage = OcrStage(TesseractOptions(variant=_VARIANT), calibrate=False)
+    kind, font, pt, seed = job
+    img, truth = unfamiliar_page(kind, font, pt, seed=seed)
+    rng = np.random.default_rng(seed)
+    low = (degrade.lowres(img, int(rng.choice([40, 45, 50, 60]))), "lowres")
+    blurred = (degrade.blur(img, float(rng.uniform(2.0, 4.0))), "blur")
+    out = []
+    for image, label in [(img, "clean"), low, blurred]:
+        results = _stage(prepare_page(PageWork("d", "u", 0, 1, image=image), PrepOptions()))
+        text = "\n".join(r.ocr.text for r in results if r.ocr)
+        r = results[0]
+        out.append({"book": "rendered", "page": f"{kind}-{font}-{pt}-{seed}", "degradation": label, "truth": truth,
+                    "cer": cer(text, truth), "status": r.status, "engine_version": _stage.engine.version,
+                    **pc.raw_inputs(r.ocr, r.work.prep)})
+    return out
+
+
+def collect_rendered(args) -> None:
+    jobs = [(k, f, pt, 100 + i) for i, (k, f, pt) in enumerate((k, f, pt) for k in RENDERED_KINDS for f in RENDERED_FONTS
+                                                               for pt in RENDERED_PT)]
+    with Pool(args.workers, initializer=_init, initargs=(args.tessdata,)) as pool, open(RENDERED, "w") as f:
+        for recs in pool.imap_unordered(_read_rendered, jobs):
+            for rec in recs:
+                f.write(json.dumps(rec) + "\n")
+    print(json.dumps({"collected": sum(1 for _ in open(RENDERED)), "data": RENDERED}))
+
+
 def collect(args) -> None:
     rows = manifest()
     paths = [os.path.join(OLD_BOOKS, "pages", r["page_name"] + ".png") for r in rows]
@@ -93,11 +141,19 @@ def collect(args) -> None:
 
 def auroc(scores: np.ndarray, good: np.ndarray) -> float:
     """P(a random good page scores above a random bad page), ties counted half."""
-    from scipy.stats import rankdata
-
-    r = rankdata(scores)
+    r = _ranks(np.asarray(scores, dtype=np.float64))
     n_good, n_bad = good.sum(), (~good).sum()
     return float((r[good].sum() - n_good * (n_good + 1) / 2) / (n_good * n_bad))
+
+
+def _ranks(x: np.ndarray) -> np.ndarray:
+    """1-based ranks, ties given their average rank (scipy's rankdata without scipy)."""
+    order = np.argsort(x, kind="mergesort")
+    ranks = np.empty(len(x))
+    ranks[order] = np.arange(1, len(x) + 1)
+    _, inverse, counts = np.unique(x, return_inverse=True, return_counts=True)
+    sums = np.bincount(inverse, weights=ranks)
+    return (sums / counts)[inverse]
 
 
 def reliability(p: np.ndarray, good: np.ndarray, bins: int = 10) -> list[dict]:
@@ -127,9 +183,10 @@ def _load(path: str, truth: dict) -> tuple[list[dict], np.ndarray, np.ndarray]:
     recs = [json.loads(line) for line in open(path)]
     recs = [r for r in recs if r["status"] != "blank"]
     for r in recs:
-        r["cer"] = cer(r["text"], truth[r["page"]])
-        r["cer_fold_case"] = cer(r["text"], truth[r["page"]], fold_case=True)
-        r["cer_unpaired_quotes"] = cer(r["text"], truth[r["page"]], pair_quotes=False)
+        t = r.get("truth") or truth[r["page"]]  # rendered pages carry their text
+        r["cer"] = cer(r["text"], t)
+        r["cer_fold_case"] = cer(r["text"], t, fold_case=True)
+        r["cer_unpaired_quotes"] = cer(r["text"], t, pair_quotes=False)
     X = np.array([pc.feature_vector(pc.features_from_inputs(r)) for r in recs])
     return recs, X, np.array([r["cer"] <= GOOD_CER for r in recs])
 
@@ -154,14 +211,31 @@ def fit(args) -> None:
     truth = {r["page_name"]: r["truth"] for r in manifest()}
     audit = json.load(open(AUDIT))["pages"]
     recs, X, good = _load(args.data, truth)
+    rendered = None
+    if args.rendered and os.path.exists(RENDERED):
+        # the rendered pages are one more held-out "book"; every figure below is on old_books alone,
+        # the rendered pages' own held-out predictions are listed apart
+        r_recs, r_X, r_good = _load(RENDERED, truth)
+        all_X, all_good = np.vstack([X, r_X]), np.concatenate([good, r_good])
+        all_books = np.array([r["book"] for r in recs + r_recs])
+        all_held = _held_out(all_X, all_good, all_books, args.l2)
+        model_all = pc.fit_logistic(all_X, all_good, l2=args.l2)
+        in_code_r = pc.predict(pc.MODEL, r_X) if len(pc.MODEL["coef"]) == r_X.shape[1] else None
+        rendered = {"pages": len(r_recs), "bad": int((~r_good).sum()),
+                    "auroc_leave_out": _auroc_or_none(all_held[len(recs):], r_good),
+                    "clean_pages": [[r["page"], round(r["cer"], 4), round(float(p), 3)] + ([round(float(q), 3)] if in_code_r is not None else [])
+                                    for r, p, q in zip(r_recs, all_held[len(recs):], in_code_r if in_code_r is not None else all_held[len(recs):])
+                                    if r["degradation"] == "clean"],
+                    "degraded_over_5pct_cer_at_least_0.5": [[r["page"], r["degradation"], round(r["cer"], 4), round(float(p), 3)]
+                                                           for r, p in zip(r_recs, all_held[len(recs):]) if r["degradation"] != "clean" and r["cer"] > 0.05 and p >= 0.5]}
     good_fold = np.array([r["cer_fold_case"] <= GOOD_CER for r in recs])
     good_unpaired = np.array([r["cer_unpaired_quotes"] <= GOOD_CER for r in recs])
     raw = np.array([r["confidence_raw"] if r["confidence_raw"] is not None else 0.0 for r in recs])
     books = np.array([r["book"] for r in recs])
     clean = np.array([r["degradation"] == "clean" for r in recs])
     mismatch = clean & np.array([audit.get(r["page"], {}).get("use") == "exclude" for r in recs])
-    held = _held_out(X, good, books, args.l2)
-    model = pc.fit_logistic(X, good, l2=args.l2)
+    held = _held_out(X, good, books, args.l2) if rendered is None else all_held[:len(recs)]
+    model = pc.fit_logistic(X, good, l2=args.l2) if rendered is None else model_all
     kept = clean & ~mismatch
     in_code = pc.predict(pc.MODEL, X) if len(pc.MODEL["coef"]) == X.shape[1] else None  # None: features changed, refit
 
@@ -194,6 +268,7 @@ def fit(args) -> None:
                                            "scans": round(float(np.mean((held[clean] - good[clean]) ** 2)), 4)},
               "reliability_leave_one_book_out": reliability(held, good),
               "fast_data_model_leave_one_book_out": _fitted_elsewhere(args, truth, X, good, books, clean) if args.data != DATA else None,
+              "rendered_pages_leave_out": rendered,
               "per_book_auroc": {b: _auroc_or_none(held[books == b], good[books == b]) for b in sorted(set(books))},
               "lowres_leave_one_book_out": dict(sorted(lowres.items())),
               "bad_scans": sorted([[r["page"], round(r["cer"], 4), round(float(p), 3), audit.get(r["page"], {}).get("verdict")]
@@ -205,15 +280,17 @@ def fit(args) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("action", choices=["collect", "fit"])
+    ap.add_argument("action", choices=["collect", "collect-rendered", "fit"])
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--data", default=None, help=f"default {DATA} (fast data), confidence_pages_standard.jsonl for standard")
     ap.add_argument("--tessdata", choices=["fast", "standard"], default="fast", help="Tesseract language data variant read with")
     ap.add_argument("--lowres-copies", type=int, default=2, help="collect: low-resolution copies of each page (dpi from LOWRES_DPI)")
     ap.add_argument("--l2", type=float, default=1.0)
+    ap.add_argument("--no-rendered", dest="rendered", action="store_false",
+                    help=f"fit: leave out the rendered pages ({os.path.basename(RENDERED)}, from collect-rendered)")
     args = ap.parse_args()
     args.data = args.data or (DATA if args.tessdata == "fast" else DATA.replace(".jsonl", f"_{args.tessdata}.jsonl"))
-    collect(args) if args.action == "collect" else fit(args)
+    {"collect": collect, "collect-rendered": collect_rendered, "fit": fit}[args.action](args)
 
 
 if __name__ == "__main__":

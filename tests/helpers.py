@@ -180,3 +180,97 @@ def words_on_ink(extracted, row: dict, to_shown) -> tuple[int, int, int]:
             covered += best_cover >= 0.5
             iou += best_iou >= 0.5
     return n, covered, iou
+
+
+# Clean pages unlike old_books' (issue 19 item 4): the page confidence must not collapse on them.
+# Base-14 fonts of MuPDF (always there): serif, sans, monospace.
+UNFAMILIAR_FONTS = {"serif": "tiro", "sans": "helv", "mono": "cour"}
+
+
+def numbers_text(rng) -> str:
+    """A register of numbers run on (entry, date, quantity, amount, ...): set out in aligned columns,
+    Tesseract reads it column by column (70% CER against the rows), which no confidence can mend."""
+    return " ".join(f"No. {i} {int(rng.integers(1, 29)):02d}.{int(rng.integers(1, 13)):02d}.{int(rng.integers(1850, 1910))}"
+                     f" {int(rng.integers(1, 999))} {rng.integers(1, 99999) / 100:.2f} {int(rng.integers(1, 99))} {int(rng.integers(100, 9999))}" for i in range(1, 41))
+
+
+def symbols_text(rng) -> str:
+    """Prose full of markup and symbols: tags, ampersands, quotes, brackets, percentages."""
+    parts = ['The <script> tag & the "quoted" value;', "Smith & Sons (est. 1851) paid 12% [sic];",
+             "a < b and c > d, so 'x' = {y};", "#4 @ $3.50 each, 2 + 2 = 4;", "see p. 7 / note * & \"ibid.\";"]
+    return " ".join(parts[int(i)] for i in rng.integers(0, len(parts), 40))
+
+
+GERMAN = ("Es war einmal ein alter Müller, der hatte drei Söhne. Als er gestorben war, teilten die "
+          "Söhne das Erbe unter sich: der älteste bekam die Mühle, der zweite den Esel, und der jüngste "
+          "erhielt nur den Kater. Darüber war er sehr traurig und sprach zu sich selbst: mir ist es doch "
+          "am allerschlimmsten ergangen. ")
+
+
+def unfamiliar_page(kind: str, font: str = "serif", pt: float = 11, dpi: int = 300, seed: int = 0) -> tuple[np.ndarray, str]:
+    """(page image, its text): `kind` one of prose, numbers, symbols, german."""
+    rng = np.random.default_rng(seed)
+    text = {"prose": " ".join(PARAGRAPHS * 3), "numbers": numbers_text(rng), "symbols": symbols_text(rng),
+            "german": GERMAN * 4}[kind]
+    import pymupdf
+
+    doc = pymupdf.open()
+    page = doc.new_page(width=612, height=792)
+    page.insert_textbox(pymupdf.Rect(60, 60, 552, 732), text, fontsize=pt, fontname=UNFAMILIAR_FONTS[font])
+    # the text that fits on the page is what is printed
+    printed = page.get_text().strip()
+    pix = page.get_pixmap(dpi=dpi, colorspace=pymupdf.csGRAY)
+    return np.frombuffer(pix.samples, np.uint8).reshape(pix.height, pix.stride)[:, : pix.width].copy(), printed
+
+
+def picture(kind: str, h: int, w: int, seed: int = 0) -> np.ndarray:
+    """A picture `h` x `w`: "photo" (smooth grey tones at three scales), "engraving" (the same tones
+    as vertical hatching, an engraving's way), "drawing" (lines and circles on white)."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    tone = np.zeros((h, w))
+    for s in (64, 16, 4):
+        tone += cv2.resize(rng.normal(size=(max(2, h // s), max(2, w // s))), (w, h), interpolation=cv2.INTER_CUBIC) * s / 16
+    tone = (tone - tone.min()) / (tone.max() - tone.min())
+    if kind == "photo":
+        return (40 + 200 * tone).astype(np.uint8)
+    if kind == "engraving":
+        return np.where(np.arange(w)[None, :] % 10 < (1 - tone) * 10, 0, 255).astype(np.uint8)
+    img = np.full((h, w), 255, np.uint8)
+    for _ in range(60):
+        p, q = rng.integers(0, [w, h], size=2), rng.integers(0, [w, h], size=2)
+        cv2.line(img, (int(p[0]), int(p[1])), (int(q[0]), int(q[1])), 0, 2)
+    for _ in range(15):
+        c = rng.integers(0, [w, h], size=2)
+        cv2.circle(img, (int(c[0]), int(c[1])), int(rng.integers(20, min(w, h) // 4)), 0, 2)
+    return img
+
+
+FIGURE_LAYOUTS = {  # page size (points) and the pictures' rectangles
+    "portrait": ((612, 792), [(70, 80, 542, 700)]),
+    "portrait-two-stacked": ((612, 792), [(70, 80, 542, 380), (70, 410, 542, 700)]),
+    "plate": ((612, 792), [(110, 120, 502, 640)]),  # framed, wide margins
+    "landscape": ((792, 612), [(70, 80, 722, 510)]),
+    "landscape-two-side-by-side": ((792, 612), [(70, 80, 380, 510), (412, 80, 722, 510)]),
+}
+
+
+def figure_page(kind: str, layout: str, seed: int = 0, dpi: int = 150) -> np.ndarray:
+    """One page scanned upright: a running head, one or two large pictures (`picture`), a one-line
+    caption; a "plate" has a frame round its picture."""
+    import pymupdf
+
+    (W, H), rects = FIGURE_LAYOUTS[layout]
+    doc = pymupdf.open()
+    page = doc.new_page(width=W, height=H)
+    page.insert_textbox(pymupdf.Rect(60, 40, W - 60, 60), "THE HISTORY OF THE TOWN", fontsize=10, fontname="tiro", align=1)
+    for i, r in enumerate(rects):
+        r = pymupdf.Rect(*r)
+        page.insert_image(r, stream=png_bytes(picture(kind, int(r.height * 3), int(r.width * 3), seed + 10 * i)))
+        if layout == "plate":
+            page.draw_rect(r + (-8, -8, 8, 8), color=(0, 0, 0), width=1.5)
+    page.insert_textbox(pymupdf.Rect(60, H - 90, W - 60, H - 60), "Fig. 3. The reading room, seen from the gallery.",
+                        fontsize=11, fontname="tiro", align=1)
+    pix = page.get_pixmap(dpi=dpi, colorspace=pymupdf.csGRAY)
+    return np.frombuffer(pix.samples, np.uint8).reshape(pix.height, pix.stride)[:, : pix.width].copy()

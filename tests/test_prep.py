@@ -336,3 +336,21 @@ def test_an_unknown_step_name_is_an_error_not_ignored():
 
     with pytest.raises(ValidationError, match=r"unknown cleaning step\(s\).*dewrap"):
         PrepOptions(skip=["dewrap"])
+
+
+@pytest.mark.parametrize("kind,layout,seed", [
+    # split by the previous pipeline (issue 19 item 3): two engravings stacked, turned a quarter and
+    # cut between them; an engraving's hatching, a photo, two photos side by side cut in two
+    ("engraving", "portrait-two-stacked", 0), ("engraving", "landscape", 0),
+    ("photo", "landscape", 2), ("photo", "landscape-two-side-by-side", 0), ("engraving", "landscape-two-side-by-side", 2),
+    # never split, kept so: a full-page photo, a line drawing, a framed plate
+    ("photo", "portrait", 0), ("drawing", "portrait", 0), ("drawing", "landscape", 0), ("photo", "plate", 0),
+    ("engraving", "plate", 1),
+])
+def test_a_page_with_a_large_picture_is_not_taken_for_a_spread(kind, layout, seed):
+    """A running head, a large picture (or two) and a one-line caption, scanned upright: one page.
+    The old pipeline cut the first five in two (a gutter found in or between the pictures)."""
+    from tests.helpers import figure_page
+
+    parts = prepare_page(PageWork("d", "u", 0, 1, image=figure_page(kind, layout, seed)), PrepOptions())
+    assert len(parts) == 1 and parts[0].side is None

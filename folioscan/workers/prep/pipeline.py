@@ -27,7 +27,7 @@ from folioscan.workers.prep.orientation import detect_orientation, line_axes
 from folioscan.workers.prep.resolution import enlarge, upscale_factor
 from folioscan.workers.prep.segment import segment
 from folioscan.workers.prep import transform
-from folioscan.workers.prep.spread import gutter_band
+from folioscan.workers.prep.spread import gutter_band, text_like
 
 # a tall sheet is searched for a sideways gutter when its lines pile up running down it at least this
 # sharply relative to running across: on a sideways spread the two pages' lines need not line up
@@ -85,8 +85,16 @@ def prepare_page(work: PageWork, opts: PrepOptions) -> list[PageWork]:
         h, w = gray.shape
         turn = 0
         sheet, sheet_small, tilt, band = _find_spread(gray, small, opts)
-        if band is not None:
-            halves = _halves(sheet, sheet_small, scale, band)
+        pages = _halves(sheet, sheet_small, scale, band) if band is not None else None
+        if pages and all(text_like(ink.mask) for _, _, ink, _ in pages):
+            found = [_orientation(page, ink) for _, page, ink, _ in pages] if opts.on("orientation") else None
+            if found and _all_sideways(found, opts.min_orientation_confidence):
+                # a picture or a page printed sideways cut in two: no page's lines run across
+                found, tilt = None, 0.0
+            else:
+                halves = pages
+        elif pages:  # a picture cut in two
+            tilt = 0.0
         elif opts.on("orientation") and h >= 1.15 * w:
             turn, tilt, halves, found, measured = _sideways(gray, halves[0][2], scale, opts)
         if turn:
@@ -170,11 +178,20 @@ def _sideways(gray: np.ndarray, ink: Ink, scale: float, opts: PrepOptions):
     if band is None:
         return one_page
     halves = _halves(sheet, sheet_small, scale, band)
+    if not all(text_like(page_ink.mask) for _, _, page_ink, _ in halves):
+        return one_page  # a picture cut in two (an engraving's hatching turned a quarter runs across)
     found = [_orientation(page, page_ink) for _, page, page_ink, _ in halves]
     sure = [t for t, c in found if c >= opts.min_orientation_confidence]
     if not sure or any(t in (90, 270) for t in sure):
         return one_page
     return turn, tilt, halves, found, None
+
+
+def _all_sideways(found: list[tuple[int, float]], min_conf: float) -> bool:
+    """A landscape sheet's would-be pages: each whose orientation is sure has its lines running down
+    (at least one is sure). A spread keeps a page printed sideways beside one upright."""
+    sure = [t for t, c in found if c >= min_conf]
+    return bool(sure) and all(t in (90, 270) for t in sure)
 
 
 def _same_way_up(found: list[tuple[int, float]], min_conf: float) -> tuple[list[tuple[int, float]], bool]:

@@ -2,7 +2,10 @@
 
 Two kinds of evidence, either enough: the gutter's shadow (a narrow band darker than the paper
 beside it down most of the sheet: found even when one page is nearly blank, as a copyright page
-is), or an empty band between two pages that both carry text.
+is), or an empty band between two pages that both carry text. Either is refused when a line of
+text runs across the would-be gutter (a caption or running head centred on one page with a large
+figure: no line crosses the gutter of a spread), and `text_like` refuses halves whose ink is
+mostly long strokes or solid areas (a picture: hatching turned a quarter looks like lines).
 """
 from __future__ import annotations
 
@@ -28,7 +31,56 @@ def gutter_band(small: np.ndarray, min_aspect: float = 1.15) -> tuple[int, int] 
     h, w = small.shape
     if w < min_aspect * h or h < MIN_SPREAD_PX:  # a strip a few pixels high is no spread to measure
         return None
-    return _shadow(small) or _empty_band(small)
+    band = _shadow(small) or _empty_band(small)
+    if band is None or crossed(small, band):
+        return None
+    return band
+
+
+LINE_REACH = 0.03  # of the width: the stretch either side of the gutter's middle where a crossing line is looked for
+
+
+def crossed(small: np.ndarray, band: tuple[int, int]) -> bool:
+    """Whether a line of text runs across the gutter band: a band of rows a text line high whose
+    ink, near the band's middle, has no gap wider than two line heights around it (a space between
+    words; the gutter of a spread is many line heights wide with the margins beside it)."""
+    h, w = small.shape
+    c = (band[0] + band[1]) // 2
+    reach = max(4, int(LINE_REACH * w))
+    x0 = max(0, c - reach)
+    ink = ink_mask(small)[:, x0: c + reach]
+    mid = c - x0
+    rows = ink.any(axis=1)
+    start = None
+    for y, on in enumerate(np.append(rows, False)):
+        if on and start is None:
+            start = y
+        elif not on and start is not None:
+            height = y - start
+            if 2 <= height <= h / 15:
+                cols = np.nonzero(ink[start:y].any(axis=0))[0]
+                left, right = cols[cols < mid], cols[cols >= mid]
+                if len(left) and len(right) and right[0] - left[-1] <= 2 * height:
+                    return True
+            start = None
+    return False
+
+
+LONG_RUN = 20  # analysis-copy pixels: a run of ink along a row this long is no letter
+MAX_LONG_RUN_SHARE = 0.25  # text halves of old_books spreads: at most 0.19 (a dark-bordered page); hatching 0.95
+
+
+def text_like(ink: np.ndarray) -> bool:
+    """Whether a would-be page's ink is text rather than picture: the share of its ink in runs
+    along a row of LONG_RUN pixels or more stays under MAX_LONG_RUN_SHARE (letters are short
+    runs; an engraving's hatching, a photo's dark areas are long ones)."""
+    m = ink.astype(np.int8)
+    total = int(m.sum())
+    if total == 0:
+        return True  # a blank page is no picture
+    d = np.diff(np.pad(m, ((0, 0), (1, 1))), axis=1)
+    length = np.nonzero(d.ravel() == -1)[0] - np.nonzero(d.ravel() == 1)[0]
+    return float(length[length >= LONG_RUN].sum()) / total < MAX_LONG_RUN_SHARE
 
 
 def _shadow(small: np.ndarray) -> tuple[int, int] | None:
