@@ -3,6 +3,7 @@
     python bench/page_confidence.py collect [--workers 2] [--tessdata standard]  # OCR -> bench/results/confidence_pages[_standard].jsonl
     python bench/page_confidence.py collect-rendered [--workers 2]              # rendered pages -> bench/results/confidence_rendered.jsonl
     python bench/page_confidence.py fit [--tessdata standard] [--l2 1.0] [--no-rendered]  # held-out AUROC, reliability, coefficients
+    python bench/page_confidence.py routing                                      # what routing low-confidence pages to a second engine buys
 
 `collect` reads every old_books page as it is, once more under one random degradation
 (bench/degrade.py: curl, low resolution, blur, noise, JPEG, faded ink, bleed-through; seeded) and
@@ -38,6 +39,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 import degrade  # noqa: E402
 from evalset import OLD_BOOKS, cer, manifest  # noqa: E402
 
+from folioscan.text.accuracy import auroc, reliability  # noqa: E402
 from folioscan.workers import page_confidence as pc  # noqa: E402
 
 DATA = os.path.join(os.path.dirname(__file__), "results", "confidence_pages.jsonl")
@@ -139,34 +141,6 @@ def collect(args) -> None:
     print(json.dumps({"collected": sum(1 for _ in open(args.data)), "data": args.data}))
 
 
-def auroc(scores: np.ndarray, good: np.ndarray) -> float:
-    """P(a random good page scores above a random bad page), ties counted half."""
-    r = _ranks(np.asarray(scores, dtype=np.float64))
-    n_good, n_bad = good.sum(), (~good).sum()
-    return float((r[good].sum() - n_good * (n_good + 1) / 2) / (n_good * n_bad))
-
-
-def _ranks(x: np.ndarray) -> np.ndarray:
-    """1-based ranks, ties given their average rank (scipy's rankdata without scipy)."""
-    order = np.argsort(x, kind="mergesort")
-    ranks = np.empty(len(x))
-    ranks[order] = np.arange(1, len(x) + 1)
-    _, inverse, counts = np.unique(x, return_inverse=True, return_counts=True)
-    sums = np.bincount(inverse, weights=ranks)
-    return (sums / counts)[inverse]
-
-
-def reliability(p: np.ndarray, good: np.ndarray, bins: int = 10) -> list[dict]:
-    edges = np.linspace(0, 1, bins + 1)
-    out = []
-    for lo, hi in zip(edges[:-1], edges[1:]):
-        m = (p >= lo) & ((p < hi) if hi < 1 else (p <= hi))
-        if m.any():
-            out.append({"bin": f"{lo:.1f}-{hi:.1f}", "pages": int(m.sum()), "mean_predicted": round(float(p[m].mean()), 3),
-                        "share_good": round(float(good[m].mean()), 3)})
-    return out
-
-
 def _held_out(X: np.ndarray, good: np.ndarray, books: np.ndarray, l2: float) -> np.ndarray:
     held = np.zeros(len(X))
     for b in sorted(set(books)):
@@ -176,7 +150,8 @@ def _held_out(X: np.ndarray, good: np.ndarray, books: np.ndarray, l2: float) -> 
 
 
 def _auroc_or_none(p: np.ndarray, good: np.ndarray):
-    return round(auroc(p, good), 4) if good.any() and (~good).any() else None
+    value = auroc(p, good)
+    return None if value is None else round(value, 4)
 
 
 def _load(path: str, truth: dict) -> tuple[list[dict], np.ndarray, np.ndarray]:
@@ -278,9 +253,47 @@ def fit(args) -> None:
     print(json.dumps(report, indent=2))
 
 
+THRESHOLDS = (0.1, 0.2, 0.3, 0.5, 0.7, 0.8, 0.9, 0.95, 0.98)
+
+
+def routing(args) -> None:
+    """What routing pages under a confidence threshold to a second engine buys (issue 19): per
+    threshold, the share of pages routed, Tesseract's CER on the pages kept, and the CER of the whole
+    set if the second engine read every routed page perfectly (an oracle: the best routing can reach).
+    Confidence is the model's held-out prediction (each book scored by a model fitted without it,
+    the rendered pages in the fit as one more book, as `fit` does), so no page is scored in-sample."""
+    truth = {r["page_name"]: r["truth"] for r in manifest()}
+    recs, X, good = _load(args.data, truth)
+    books = np.array([r["book"] for r in recs])
+    if args.rendered and os.path.exists(RENDERED):
+        r_recs, r_X, r_good = _load(RENDERED, truth)
+        held = _held_out(np.vstack([X, r_X]), np.concatenate([good, r_good]),
+                         np.concatenate([books, [r["book"] for r in r_recs]]), args.l2)[:len(recs)]
+    else:
+        held = _held_out(X, good, books, args.l2)
+    cer_ = np.array([r["cer"] for r in recs])
+    clean = np.array([r["degradation"] == "clean" for r in recs])
+
+    def curve(m):
+        c, p = cer_[m], held[m]
+        rows = [{"threshold": 0.0, "routed_share": 0.0, "kept_cer_mean": round(float(c.mean()), 5),
+                 "oracle_cer_mean": round(float(c.mean()), 5), "bad_share_kept": round(float((c > GOOD_CER).mean()), 4)}]
+        for t in THRESHOLDS:
+            kept = p >= t
+            rows.append({"threshold": t, "routed_share": round(float(1 - kept.mean()), 4),
+                         "kept_cer_mean": round(float(c[kept].mean()), 5) if kept.any() else None,
+                         "oracle_cer_mean": round(float(np.where(kept, c, 0.0).mean()), 5),
+                         "bad_share_kept": round(float((c[kept] > GOOD_CER).mean()), 4) if kept.any() else None})
+        return {"pages": int(m.sum()), "bad_pages": int((c > GOOD_CER).sum()), "curve": rows}
+
+    print(json.dumps({"benchmark": "routing_cost_quality", "data": os.path.basename(args.data),
+                      "confidence": "held out by book", "good_means_cer_at_most": GOOD_CER,
+                      "scans_and_degradations": curve(np.ones(len(recs), bool)), "scans": curve(clean)}, indent=2))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("action", choices=["collect", "collect-rendered", "fit"])
+    ap.add_argument("action", choices=["collect", "collect-rendered", "fit", "routing"])
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--data", default=None, help=f"default {DATA} (fast data), confidence_pages_standard.jsonl for standard")
     ap.add_argument("--tessdata", choices=["fast", "standard"], default="fast", help="Tesseract language data variant read with")
@@ -290,7 +303,7 @@ def main() -> None:
                     help=f"fit: leave out the rendered pages ({os.path.basename(RENDERED)}, from collect-rendered)")
     args = ap.parse_args()
     args.data = args.data or (DATA if args.tessdata == "fast" else DATA.replace(".jsonl", f"_{args.tessdata}.jsonl"))
-    {"collect": collect, "collect-rendered": collect_rendered, "fit": fit}[args.action](args)
+    {"collect": collect, "collect-rendered": collect_rendered, "fit": fit, "routing": routing}[args.action](args)
 
 
 if __name__ == "__main__":

@@ -61,17 +61,17 @@ def auroc(scores: Sequence[float], good: Sequence[bool]) -> Optional[float]:
     n_good, n_bad = int(g.sum()), int((~g).sum())
     if not n_good or not n_bad:
         return None
-    order = np.argsort(s, kind="mergesort")
-    ranks = np.empty(len(s))
-    sorted_s = s[order]
-    i = 0
-    while i < len(s):  # average ranks over ties
-        j = i
-        while j + 1 < len(s) and sorted_s[j + 1] == sorted_s[i]:
-            j += 1
-        ranks[order[i:j + 1]] = (i + j) / 2 + 1
-        i = j + 1
-    return float((ranks[g].sum() - n_good * (n_good + 1) / 2) / (n_good * n_bad))
+    r = _ranks(s)
+    return float((r[g].sum() - n_good * (n_good + 1) / 2) / (n_good * n_bad))
+
+
+def _ranks(x: np.ndarray) -> np.ndarray:
+    """1-based ranks, ties given their average rank."""
+    order = np.argsort(x, kind="mergesort")
+    ranks = np.empty(len(x))
+    ranks[order] = np.arange(1, len(x) + 1)
+    _, inverse, counts = np.unique(x, return_inverse=True, return_counts=True)
+    return (np.bincount(inverse, weights=ranks) / counts)[inverse]
 
 
 def reliability(p: Sequence[float], good: Sequence[bool], bins: int = 10) -> list[dict]:
