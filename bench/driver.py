@@ -112,6 +112,9 @@ def build_sources(s3, pages: int, books: int, medium_books: int) -> dict[str, st
             "medium": "s3://bench/src/medium/"}
 
 
+DEDUPE = True  # --keep-duplicates: the run without duplicate detection (its S3 requests and driver time)
+
+
 def run(s3, source: str, label: str, executor: str, *, actors: int = 1, delay_s: float = 0.0, prep: bool = False,
         num_cpus: int = 2, profile=None) -> dict:
     from folioscan.pipeline.config import JobConfig
@@ -119,7 +122,7 @@ def run(s3, source: str, label: str, executor: str, *, actors: int = 1, delay_s:
 
     cfg = JobConfig(source=source, output=f"s3://bench/out/{label}/", endpoint_url=s3.endpoint, executor=executor,
                     ocr_workers=actors, num_cpus=num_cpus, progress=False,
-                    engine={"kind": "synthetic", "delay_s": delay_s}, prep={"enabled": prep})
+                    engine={"kind": "synthetic", "delay_s": delay_s}, prep={"enabled": prep}, dedupe=DEDUPE)
     s3.counts(reset=True)
     c0, t0 = cpu_s(), time.perf_counter()
     if profile is not None:
@@ -228,6 +231,7 @@ def main() -> None:
     ap.add_argument("--actors", type=int, nargs="*", default=[1, 2, 4], help="pages/s runs with these numbers of actors (none: no pages/s runs)")
     ap.add_argument("--repeat", type=int, default=1, help="runs of each source per executor; the figures are the medians")
     ap.add_argument("--delay-s", type=float, default=0.04, help="seconds per engine call of the pages/s runs")
+    ap.add_argument("--keep-duplicates", action="store_true", help="runs without duplicate detection (as `run --keep-duplicates`)")
     ap.add_argument("--executors", nargs="+", default=["ray", "local"], choices=["ray", "local"])
     ap.add_argument("--prep", action="store_true", help="clean pages (off by default: the loaders' CPU is not measured)")
     ap.add_argument("--quick", action="store_true", help="60-page book, 30 one-page books, 40 10-page books")
@@ -235,6 +239,8 @@ def main() -> None:
     ap.add_argument("--json", help="write every figure here")
     ap.add_argument("--breakdown", action="store_true", help="only the in-process breakdown of the driver's work per page")
     args = ap.parse_args()
+    global DEDUPE
+    DEDUPE = not args.keep_duplicates
     if args.breakdown:
         print(json.dumps(breakdown(), indent=1))
         return
