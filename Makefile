@@ -23,8 +23,12 @@ demo: install
 	$(Q)$(BIN)/folioscan demo out/demo $(if $(VERBOSE),--verbose)
 	$(Q)$(BIN)/folioscan show out/demo
 
+# The suite on TEST_WORKERS processes (pytest-xdist), one test file per process at a time (a file's
+# module fixtures, finished jobs several tests read, are built once); -v names each test as it passes,
+# with its worker and the suite's percentage; the slowest 15 are listed at the end.
+TEST_WORKERS ?= 2
 test: install-test
-	$(BIN)/python -m pytest -q -m "not gpu" tests
+	$(BIN)/python -m pytest -m "not gpu" -n $(TEST_WORKERS) --dist loadfile -v --durations=15 tests
 
 bench: install-test
 	$(BIN)/python bench/cpu_engines.py
