@@ -5,11 +5,6 @@ import pytest
 
 # fake credentials for the local S3 endpoint, set before Ray starts so its workers inherit them
 os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1")
-# under pytest-xdist (`make test`: -n 2), each worker's OpenMP pool (torch's) gets its share of the
-# cores, not all of them: pools of every core in each worker spin against each other
-_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
-if _WORKERS > 1:
-    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // _WORKERS)))
 
 from tests.helpers import PARAGRAPHS, encrypted_pdf, multipage_tiff, png_bytes, scanned_pdf, text_page_image, text_pdf
 
@@ -38,6 +33,19 @@ def library(tmp_path_factory, page_images):
     (bad / "locked.pdf").write_bytes(encrypted_pdf())
     (root / "notes.txt.md").write_text("ignored: neither PDF nor image")
     return root
+
+
+def pytest_configure(config):
+    """Under pytest-xdist (`make test`: -n 2), torch in each worker gets its share of the cores, not all
+    of them: two pools of every core spin against each other. Only this process's pool: the jobs and
+    benches the tests start as subprocesses run as they always did."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        try:
+            import torch
+        except ImportError:
+            return
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
 
 
 def _free_port() -> int:
