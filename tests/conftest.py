@@ -35,6 +35,19 @@ def library(tmp_path_factory, page_images):
     return root
 
 
+def pytest_configure(config):
+    """Under pytest-xdist (`make test`: -n 2), torch in each worker gets its share of the cores, not all
+    of them: two pools of every core spin against each other. Only this process's pool: the jobs and
+    benches the tests start as subprocesses run as they always did."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        try:
+            import torch
+        except ImportError:
+            return
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

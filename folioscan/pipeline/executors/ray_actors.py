@@ -11,8 +11,10 @@ A loader or actor lost to a dead worker or node fails only the books it was carr
 retried from its first page (results of the failed attempt are dropped) up to `BOOK_ATTEMPTS`
 times, then becomes a transient book-level error. A lost actor is replaced at once, so the pool
 keeps its size, up to `actor_replacements` (config) times per run; past that the run goes on with
-the actors it has left (the last one is always replaced, so the run never stalls). An engine that cannot be built in an actor is
-none of that: the run stops with a one-line EngineError (exit 2), no book retried or written.
+the actors it has left (the last one is always replaced, so the run never stalls). A replacement
+gets batches only once it is up: on a cluster that lost a node it may wait for resources that never
+come back, and the books go on on the actors that are left. An engine that cannot be built in an
+actor is none of that: the run stops with a one-line EngineError (exit 2), no book retried or written.
 
 Engine counters (engine loads, out-of-memory back-offs, the batch size that fitted) are each
 actor's account of its own process (`workers/engines/counters.py`), sent back with every batch
@@ -145,6 +147,7 @@ class RayExecutor:
         # actor -> (number of the call that brought it, its engine counters then); kept after the actor
         # is lost. An actor runs its calls in order, but the driver may collect them out of order.
         self.accounts: dict[int, tuple[int, dict[str, int]]] = {}
+        self.starting: dict = {}  # readiness ref -> replacement actor id: no batches until it is up
         self._call_no = itertools.count()
         self._next_actor = 0
         for _ in range(self.n_actors):
@@ -167,10 +170,22 @@ class RayExecutor:
         self.on_pages = self.on_restart = None  # progress (executors/__init__.py)
         self.actors_replaced = 0
 
-    def _add_actor(self) -> None:
+    def _add_actor(self, replacement: bool = False) -> None:
         i, self._next_actor = self._next_actor, self._next_actor + 1
         self.actors[i] = OcrActor.options(**self.actor_options).remote(self.stages_ref)
         self.accounts[i] = (-1, {})
+        if replacement:
+            self.starting[self.actors[i].__ray_ready__.remote()] = i
+
+    def _started(self, ref) -> None:
+        i = self.starting.pop(ref)
+        try:
+            ray.get(ref)
+        except Exception as e:  # died while starting
+            if (build_error := _engine_error(e)) is not None:
+                raise build_error from None
+            if i in self.actors:
+                self._lost(i, e)
 
     # -- the driver's side -------------------------------------------------------------------
     def submit(self, doc: SourceDocument) -> None:
@@ -187,7 +202,7 @@ class RayExecutor:
     def poll(self) -> list[tuple[SourceDocument, list[PageResult]]]:
         done: list[tuple[SourceDocument, list[PageResult]]] = []
         self._dispatch()
-        waitables = list(self.calls) + (list(self.loaders) if len(self.queue) < self.queue_pages else [])
+        waitables = list(self.calls) + list(self.starting) + (list(self.loaders) if len(self.queue) < self.queue_pages else [])
         if not waitables:
             return self._finished(done)
         ready, rest = ray.wait(waitables, num_returns=1, timeout=1.0, fetch_local=False)
@@ -197,6 +212,8 @@ class RayExecutor:
         for w in ready:
             if w in self.calls:
                 self._collect(w, done)
+            elif w in self.starting:
+                self._started(w)
             elif w in self.loaders and len(self.queue) < self.queue_pages:  # a failed call may have dropped it
                 self._take_page(w, done)
         self._start_loaders()
@@ -236,7 +253,10 @@ class RayExecutor:
 
     def _dispatch(self) -> None:
         """Send batches to actors with a free call slot; a part batch only to an idle actor."""
+        starting = set(self.starting.values())
         for i, actor in list(self.actors.items()):
+            if i in starting:
+                continue
             while self.queue:
                 in_flight = sum(1 for a, *_ in self.calls.values() if a == i)
                 if in_flight >= ACTOR_CALLS or (in_flight and len(self.queue) < self.stages.batch_size):
@@ -274,7 +294,7 @@ class RayExecutor:
         self.actors_lost += 1
         within = self.actors_replaced < self.max_replacements
         if within or not self.actors:
-            self._add_actor()
+            self._add_actor(replacement=True)
             self.actors_replaced += 1
             log.warning("OCR actor %d lost (%s); replaced (%s)", i, type(e).__name__,
                         f"replacement {self.actors_replaced} of at most {self.max_replacements} this run" if within
@@ -313,7 +333,10 @@ class RayExecutor:
 
     def stats(self, ask: bool = True) -> dict:
         """`ask=False` (a stopped run): each actor's last account, without queueing behind its calls."""
+        starting = set(self.starting.values())  # a replacement still waiting for room: nothing to ask
         for i, actor in (self.actors.items() if ask else ()):
+            if i in starting:
+                continue
             try:
                 self.accounts[i] = (next(self._call_no), ray.get(actor.stats.remote(), timeout=30))
             except Exception as e:
