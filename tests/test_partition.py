@@ -89,13 +89,15 @@ def test_with_steal_a_missing_drivers_share_is_done_by_the_others_after_their_ow
     # the driver of share 2/3 never comes: the other two finish its share once theirs are done
     summaries = run_drivers(src, out, tmp_path, {f"part{k}": ["--partition", f"{k}/3", "--steal"] for k in range(2)})
     docs, _ = assert_exactly_once(out, books=9)
-    assert sum(s["documents_stolen"] for s in summaries.values()) == sum(share_of(u, 3) == 2 for u in docs.source_uri)
+    outside = [share_of(d.source_uri, 3) != int(d.run_id[-1]) for _, d in docs.iterrows()]
+    # every book taken outside a driver's share is counted as stolen (the missing share's at least;
+    # a driver that started late may lose unclaimed books of its own share to one that is done)
+    assert sum(s["documents_stolen"] for s in summaries.values()) == sum(outside) >= sum(share_of(u, 3) == 2 for u in docs.source_uri)
     for k in range(2):
         mine = docs[docs.run_id == f"part{k}"]
         own = mine[[share_of(u, 3) == k for u in mine.source_uri]]
         stolen = mine[[share_of(u, 3) != k for u in mine.source_uri]]
-        assert len(own) == sum(share_of(u, 3) == k for u in docs.source_uri)  # its whole share: nobody stole from a live driver's share first
-        if len(stolen):  # committed after every book of its own share
+        if len(stolen) and len(own):  # a driver steals only once its own share is done: committed after it
             assert min(part_seq(out, stolen.doc_id)) > max(part_seq(out, own.doc_id))
     assert set(docs.run_id) <= {"part0", "part1"}
 
