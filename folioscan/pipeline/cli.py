@@ -4,7 +4,7 @@ Exit status: 0 every listed document done; 1 the job finished but some listed do
 in error or partial, this run's or carried over from an earlier run (they are error rows in
 the output); 2 the job could not run (bad arguments or configuration, an engine that cannot be
 built, unreachable source or output, a source that lists no book): one line on stderr, found
-before Ray starts and anything is written where the driver can check it (job._preflight);
+before Ray starts and anything is written where the driver can check it (plan.listing, job._preflight);
 74 (EX_IOERR) the output could not be written during the run (no space left, permission denied,
 a read-only store, S3 refusing a PUT after its retries): one line naming the object, the run
 stopped, its claims released; 143 / 130 stopped by SIGTERM / SIGINT (stop.py): the books in flight
@@ -21,6 +21,8 @@ import sys
 
 from folioscan import __version__
 from folioscan.export import ALL_FORMATS, FORMATS
+from folioscan.pipeline.commands import (EXIT_WRITE_FAILED, eval_output, export_output, fail, formats, report_output,
+                                         show_output, tessdata_command)
 from folioscan.pipeline.storage import StorageError, WriteError
 from folioscan.text.accuracy import BAD_ABOVE
 from folioscan.workers.engines.registry import engine_names
@@ -29,7 +31,6 @@ from folioscan.workers.engines.vlm.models import MODELS
 from folioscan.workers.prep.pipeline import STEPS
 
 DEMO_SAMPLE = os.path.join(os.path.dirname(os.path.dirname(__file__)), "samples", "book")
-EXIT_WRITE_FAILED = 74  # EX_IOERR (sysexits.h): the output could not be written
 
 
 _ENGINE_FLAGS = {"model": "model", "budget": "budget", "backend": "backend", "device": "device",
@@ -224,26 +225,8 @@ def config_from_args(args, environ=None):
     if args.quiet:
         flags["progress"] = False
     if args.also:
-        flags["also"] = _formats([args.also])
+        flags["also"] = formats([args.also])
     return build_config(JobConfig, file_settings, os.environ if environ is None else environ, flags)
-
-
-def _formats(values: list[str]) -> list[str]:
-    return [f.strip() for v in values for f in v.split(",") if f.strip()]
-
-
-def export_output(args) -> int:
-    from folioscan.export import export_dataset
-
-    try:
-        summary = export_dataset(args.output, args.dest, _formats(args.format), args.endpoint_url, args.region,
-                                 args.base_url)
-    except WriteError as e:
-        return fail(e, EXIT_WRITE_FAILED)
-    except (ValueError, StorageError) as e:
-        return fail(e)
-    print(json.dumps(summary.to_dict(), indent=2))
-    return 1 if summary.errors else 0
 
 
 def print_summary(summary, out=None) -> None:
@@ -275,109 +258,6 @@ def print_plan(plan, out=None) -> int:
     return 0
 
 
-def fail(error, code: int = 2) -> int:
-    """A user's mistake or an unusable configuration: one line on stderr, exit 2 (or `code`)."""
-    text = "; ".join(line.strip() for line in str(error).splitlines() if line.strip()) or type(error).__name__
-    print(f"folioscan: {text}", file=sys.stderr)
-    return code
-
-
-_CLEANING = ("orientation", "deskew_angle", "dewarped", "illumination")
-
-
-def cleaning(page: dict) -> str:
-    """What the cleaning did to a page, in a few words (`show`); a spread's split is in its label."""
-    done = []
-    if page["orientation"]:
-        done.append(f"turned {page['orientation']} deg")
-    if page["deskew_angle"] is not None and abs(page["deskew_angle"]) >= 0.5:
-        done.append(f"deskewed {page['deskew_angle']:.1f} deg")
-    if page["dewarped"]:
-        done.append("dewarped")
-    if page["illumination"] == "flattened":
-        done.append("lighting evened")
-    return ", ".join(done)
-
-
-def show_output(output: str) -> int:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from folioscan.records import page_label
-    from folioscan.text.safe import visible  # names and text as escapes, never as terminal commands
-
-    if not os.path.isdir(os.path.join(output, "documents")):
-        return fail(f"{visible(output)}: no folioscan output here (no documents/ folder); `show` reads a local output folder")
-    try:
-        docs = pq.read_table(os.path.join(output, "documents")).to_pylist()
-        pages = pq.read_table(os.path.join(output, "pages"), columns=["doc_id", "page_index", "side", "status", "confidence", "text", *_CLEANING]).to_pylist()
-    except (OSError, pa.ArrowException) as e:
-        return fail(f"{visible(output)}: cannot read the dataset: {e}")
-    for d in docs:
-        conf = f"{d['mean_confidence']:.3f}" if d["mean_confidence"] is not None else "n/a"
-        split = f" from {d['page_count']} in the source" if d["pages_out"] != d["page_count"] else ""
-        print(visible(f"{d['source_uri']}: {d['status']}, {d['pages_ok']}/{d['pages_out']} pages ok{split}, confidence {conf}"
-                      + (f", {d['error']}" if d["error"] else "")))
-        for p in sorted((p for p in pages if p["doc_id"] == d["doc_id"]), key=lambda p: (p["page_index"], p["side"] or "")):
-            text = " ".join((p["text"] or "").split())[:60].rstrip()
-            conf = f"{p['confidence']:.3f}" if p["confidence"] is not None else "  -  "
-            done = cleaning(p)
-            print(visible(f"  {page_label(p['page_index'], p['side'])}: {p['status']:5} {conf}  {text}" + (f"  [{done}]" if done else "")))
-    shown = visible(output.rstrip("/") or output)
-    print(f"\nconfidence: the probability the page reads with at most {BAD_ABOVE:.0%} of characters wrong (docs/hard-pages.md)\n"
-          f"next: folioscan report {shown} --out report.html   (charts, the worst pages beside their scans)\n"
-          f"      folioscan export {shown} {shown}-exports --format pdf,alto,hocr   (searchable PDF, ALTO, hOCR)")
-    return 0
-
-
-def _report(args) -> int:
-    from folioscan.report import write_report
-
-    try:
-        path = write_report(args.output, args.out, endpoint_url=args.endpoint_url, region=args.region,
-                            flag_below=args.flag_below, worst=args.worst)
-    except (StorageError, OSError) as e:
-        return fail(e)
-    print(f"report written to {path}")
-    return 0
-
-
-def _eval(args) -> int:
-    from folioscan.pipeline.evaluate import TruthError, evaluate, print_result
-
-    if not 0 <= args.bad_above <= 1 or not 0 <= args.max_bad_share <= 1:
-        return fail("--bad-above and --max-bad-share are shares between 0 and 1 (0.03 is 3%)")
-    try:
-        result = evaluate(args.output, args.truth, args.bad_above, args.max_bad_share, args.fold_case, args.fold_punctuation,
-                          args.endpoint_url, args.region)
-    except WriteError as e:
-        return fail(e, EXIT_WRITE_FAILED)
-    except (TruthError, StorageError, OSError, UnicodeDecodeError) as e:
-        return fail(e)
-    print_result(result, sys.stdout)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=1)
-    return 0
-
-
-def _tessdata(args) -> int:
-    import subprocess
-
-    from folioscan.workers.engines import tessdata
-
-    if args.action == "list":
-        print(json.dumps(tessdata.available(), indent=2))
-        return 0
-    try:
-        print("\n".join(tessdata.install(args.langs, args.variant)))
-    except ValueError as e:  # a language PyPI does not have
-        return fail(e)
-    except (subprocess.CalledProcessError, OSError) as e:
-        return fail(f"tessdata install failed: {e}")
-    return 0
-
-
 def main(argv=None) -> int:
     try:
         args = build_parser().parse_args(argv)
@@ -389,13 +269,13 @@ def main(argv=None) -> int:
 
     quiet.configure(getattr(args, "verbose", False), getattr(args, "quiet", False))
     if args.command == "report":
-        return _report(args)
+        return report_output(args)
     if args.command == "export":
         return export_output(args)
     if args.command == "tessdata":
-        return _tessdata(args)
+        return tessdata_command(args)
     if args.command == "eval":
-        return _eval(args)
+        return eval_output(args)
     from folioscan.pipeline.settings import ConfigError
 
     try:

@@ -11,11 +11,9 @@ takes it."""
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
-from dataclasses import replace
-from itertools import chain, islice
+from itertools import chain
 from typing import Iterator, Optional
 
 from folioscan import __version__
@@ -26,22 +24,19 @@ from folioscan.pipeline.duplicates import ContentClaims, settle
 from folioscan.pipeline.executors import make_executor
 from folioscan.pipeline.leases import Leases
 from folioscan.pipeline.output import DatasetWriter
-from folioscan.pipeline.partition import Partition, parse_partition, share_of
-from folioscan.pipeline.progress import Progress, count_listing
-from folioscan.pipeline.sources import group_documents, is_manifest, iter_documents, read_manifest
+from folioscan.pipeline import plan
+from folioscan.pipeline.partition import parse_partition, share_of
+from folioscan.pipeline.progress import Progress
+from folioscan.pipeline.sources import iter_documents
 from folioscan.pipeline.stages import Stages
 from folioscan.pipeline.stop import Interrupted, Stop
 from folioscan.pipeline.summary import JobSummary
-from folioscan.pipeline.storage import StorageError, WriteError, is_s3, store_for
-from folioscan.records import PageResult, SourceDocument, SourceObject
+from folioscan.pipeline.storage import WriteError, store_for
+from folioscan.records import PageResult, SourceDocument
 from folioscan.workers import memory
 from folioscan.workers.engines.registry import preflight
 
 log = logging.getLogger(__name__)
-
-class EmptySource(StorageError):
-    """The source lists no book at all: most often a mistyped prefix or path."""
-
 
 class _Shard:
     """Books of one Parquet part, in listing order; committed once closed (full, or the listing
@@ -119,11 +114,6 @@ def _stream(executor, docs: Iterator[SourceDocument], shard_docs: int, open_shar
                 progress.book_back(doc.doc_id, results)
 
 
-def _chunks(docs: Iterator[SourceDocument], size: int) -> Iterator[list[SourceDocument]]:
-    while chunk := list(islice(docs, size)):
-        yield chunk
-
-
 def _shard_exporter(cfg: JobConfig, summary: JobSummary):
     """`--also`: write the export formats of each shard under OUTPUT/<format>/. Called by the commit
     between the pages part and the documents part (the commit point): a book whose exports could not
@@ -159,63 +149,6 @@ class _Exporter:
         return seconds
 
 
-def _planned(docs: Iterator[SourceDocument], index: CommittedIndex, cfg: JobConfig, summary: JobSummary,
-             seen: set[str], count_skips: bool = True) -> Iterator[SourceDocument]:
-    """The listed books this run should process; counts the others (`count_skips=False`: the second
-    listing of `--steal`, whose skipped books are other drivers' business)."""
-    for doc in docs:
-        if doc.doc_id in seen:  # listed twice in this run
-            summary.documents_skipped += count_skips
-            continue
-        seen.add(doc.doc_id)
-        decision = decide(index, doc, cfg.retry_failed)
-        if not decision.process:
-            summary.documents_skipped += count_skips
-            summary.documents_carried_failed += decision.carried_failure and count_skips
-            continue
-        summary.documents_retried += decision.reason.startswith("retry")
-        summary.documents_replaced += decision.reason.startswith("replaced")
-        yield doc
-
-
-def _own_share(docs: Iterator[SourceDocument], part: Optional[Partition], summary: JobSummary) -> Iterator[SourceDocument]:
-    """The books of this driver's share (`--partition K/N`); counts the others."""
-    for doc in docs:
-        if part is None or part.holds(doc.uri):
-            yield doc
-        else:
-            summary.documents_other_shares += 1
-
-
-def _stolen(relist, part: Partition) -> Iterator[SourceDocument]:
-    """`--steal`: after this driver's own share, the books of the other shares, from a fresh listing
-    (only when the first one is used up: nothing is held meanwhile). Claims and the committed index
-    decide which of them are still free."""
-    log.info("share %s listed through: taking other shares' unclaimed books (--steal)", part)
-    for doc in relist():
-        if not part.holds(doc.uri):
-            yield doc
-
-
-def _claimed(docs: Iterator[SourceDocument], leases: Leases, index: CommittedIndex, summary: JobSummary,
-             batch: int, stolen: bool = False) -> Iterator[SourceDocument]:
-    """Claim books a batch at a time; then re-read what was committed meanwhile, so a book another
-    driver finished between our listing and our claim is not done again. `stolen`: books of other
-    shares (`--steal`), counted as such; one claimed elsewhere is theirs, not counted."""
-    for chunk in _chunks(docs, batch):
-        got = [d for d in chunk if leases.claim(d.doc_id)]
-        if not stolen:
-            summary.documents_claimed_elsewhere += len(chunk) - len(got)
-        just_committed = index.refresh()
-        for doc in got:
-            if doc.doc_id in just_committed:
-                leases.release(doc.doc_id)
-                summary.documents_claimed_elsewhere += not stolen
-            else:
-                summary.documents_stolen += stolen
-                yield doc
-
-
 def _commit(writer: DatasetWriter, leases: Leases, index: CommittedIndex, page_rows: list[dict],
             doc_rows: list[dict], summary: JobSummary, export=None, claims: Optional[ContentClaims] = None
             ) -> tuple[list[dict], list[dict]]:
@@ -248,19 +181,6 @@ def _commit(writer: DatasetWriter, leases: Leases, index: CommittedIndex, page_r
     return page_rows, doc_rows
 
 
-def _listing(in_store, cfg: JobConfig, summary: JobSummary) -> Iterator[SourceDocument]:
-    def ignored(_uri: str) -> None:
-        summary.objects_ignored += 1
-
-    listed = 0
-    for doc in iter_documents(in_store, cfg.source, on_skip=ignored):
-        listed += 1
-        yield doc
-    if listed == 0:
-        extra = f" ({summary.objects_ignored} objects that are neither PDF nor page image)" if summary.objects_ignored else ""
-        raise EmptySource(f"{cfg.source}: the source lists no PDF or page image{extra}; is the path or prefix right?")
-
-
 def _preflight(cfg: JobConfig, summary: JobSummary):
     """Every configuration error before any work, and before anything is written or Ray starts: the
     engine (registry.preflight), the source (listed until its first book: a missing folder, bucket or
@@ -268,8 +188,8 @@ def _preflight(cfg: JobConfig, summary: JobSummary):
     created yet). Returns the stores and the listing, its first book already read."""
     preflight(cfg.engine)
     in_store = store_for(cfg.source, cfg.endpoint_url, cfg.region)
-    listing = _listing(in_store, cfg, summary)
-    first = next(listing)  # an empty source raises EmptySource from here
+    listing = plan.listing(in_store, cfg, summary)
+    first = next(listing)  # an empty source raises plan.EmptySource from here
     out_store = store_for(cfg.output, cfg.endpoint_url, cfg.region)
     out_store.check_writable(cfg.output, create=False)
     return in_store, out_store, chain([first], listing)
@@ -386,12 +306,12 @@ def _process(cfg: JobConfig, summary: JobSummary, listing: Iterator[SourceDocume
     part = parse_partition(cfg.partition) if cfg.partition else None
 
     def todo() -> Iterator[SourceDocument]:
-        planned = _planned(_own_share(listing, part, summary), index, cfg, summary, set())
-        own = _claimed(planned, leases, index, summary, cfg.shard_docs)
+        planned = plan.planned(plan.own_share(listing, part, summary), index, cfg, summary, set())
+        own = plan.claimed(planned, leases, index, summary, cfg.shard_docs)
         if not (part and cfg.steal):
             return own
-        others = _planned(_stolen(relist, part), index, cfg, summary, set(), count_skips=False)
-        return chain(own, _claimed(others, leases, index, summary, cfg.shard_docs, stolen=True))
+        others = plan.planned(plan.stolen(relist, part), index, cfg, summary, set(), count_skips=False)
+        return chain(own, plan.claimed(others, leases, index, summary, cfg.shard_docs, stolen=True))
 
     export = _shard_exporter(cfg, summary)
     claims = ContentClaims(out_store, cfg.output, cfg.run_id, cfg.lease_ttl_s) if cfg.dedupe else None  # as the loaders'
@@ -400,46 +320,11 @@ def _process(cfg: JobConfig, summary: JobSummary, listing: Iterator[SourceDocume
     counting = threading.Event()
     try:
         with progress:
-            _count_ahead(cfg, index, progress, counting, None if cfg.steal else part)
+            plan.count_ahead(cfg, index, progress, counting, None if cfg.steal else part)
             _commit_shards(cfg, summary, todo(), writer, leases, index, executor, stop, export, progress, claims)
     finally:
         counting.set()  # the counting pass stops with the run
         summary.progress = {**progress.numbers(), "pages_per_s": round(summary.pages_per_s, 3)}
-
-
-def _count_ahead(cfg: JobConfig, index: CommittedIndex, progress: Progress, stop: threading.Event,
-                 part: Optional[Partition] = None) -> None:
-    """The progress line's total: the books of a second listing this run would process (not committed
-    already, as the output stood at the start; of its own share with `part`), counted in a thread
-    (progress.count_listing)."""
-    if not progress.enabled:
-        return
-    snapshot = CommittedIndex(index.store, index.docs_dir)
-    snapshot.by_id, snapshot.by_uri = dict(index.by_id), dict(index.by_uri)
-    seen: set[str] = set()
-    store = store_for(cfg.source, cfg.endpoint_url, cfg.region)
-    manifest = is_manifest(cfg.source)
-
-    def listing() -> Iterator[SourceDocument]:
-        if not manifest:
-            return iter_documents(store, cfg.source, log_skips=False)
-        # a manifest's listing asks the store about every entry: counting reads the entries alone, so the
-        # run's requests are not doubled; a book is then known by its URI (its content is not looked at)
-        # local entries as the run's own listing names them (absolute), so committed books are found by URI
-        uris = (uri if is_s3(uri) else os.path.abspath(uri) for uri in read_manifest(store, cfg.source))
-        return group_documents((SourceObject(uri, 0, "") for uri in sorted(uris)), log_skips=False)
-
-    def wanted(doc: SourceDocument) -> bool:
-        if part is not None and not part.holds(doc.uri):
-            return False
-        if doc.doc_id in seen:
-            return False
-        seen.add(doc.doc_id)
-        if manifest:  # as committed under its URI, if it is
-            doc = replace(doc, doc_id=snapshot.by_uri.get(doc.uri, doc.doc_id))
-        return decide(snapshot, doc, cfg.retry_failed).process
-
-    count_listing(listing, wanted, progress, stop)
 
 
 def _commit_shards(cfg: JobConfig, summary: JobSummary, todo: Iterator[SourceDocument], writer: DatasetWriter,

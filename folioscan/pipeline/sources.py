@@ -17,6 +17,7 @@ import hashlib
 import io
 import json
 import logging
+import os
 import re
 from typing import Callable, Iterable, Iterator, Optional
 
@@ -89,7 +90,9 @@ _URI_HEADERS = ("uri", "url", "path")
 
 def read_manifest_rows(store: Store, source: str) -> Iterator[tuple[str, dict[str, str]]]:
     """(uri, metadata) per entry: metadata are a CSV manifest's other columns, by their header
-    name, empty values left out ({} for a plain list or a CSV without a header row)."""
+    name, empty values left out ({} for a plain list or a CSV without a header row). A local entry
+    is made absolute (relative to the working folder), as a folder's listing names its files, so a
+    book has one URI whichever way it was listed."""
     text = store.read(source).decode("utf-8")
     lines = [line for line in text.splitlines() if line.strip() and not line.strip().startswith("#")]
     header: list[str] = []
@@ -101,7 +104,7 @@ def read_manifest_rows(store: Store, source: str) -> Iterator[tuple[str, dict[st
             header = [h.strip() for h in row]
             continue
         meta = {name: value.strip() for name, value in zip(header[1:], row[1:]) if name and value.strip()}
-        yield uri, meta
+        yield (uri if is_s3(uri) else os.path.abspath(uri)), meta
 
 
 def _manifest_objects(store: Store, source: str, metadata: dict[str, dict]) -> Iterator[SourceObject]:
