@@ -275,8 +275,9 @@ def test_manifest_renders_in_mirador_with_its_text_annotations(served):
             page.goto(base + "viewer.html", wait_until="load")
             items = page.locator("li[annotationid]")
             items.first.wait_for(timeout=30_000)
-            page.wait_for_function("() => [...document.images].filter(i => i.complete && i.naturalWidth > 0).length >= 3",
-                                   timeout=30_000)
+            # the three thumbnails of the book's pages (not any three images: a loaded machine draws them late)
+            page.wait_for_function("() => [...document.images].filter(i => i.complete && i.naturalWidth > 0"
+                                   " && i.currentSrc.includes('/images/book-')).length >= 3", timeout=30_000)
             thumbs = page.eval_on_selector_all("img", "els => els.map(e => [e.currentSrc, e.naturalWidth, e.naturalHeight])")
             texts = items.all_inner_texts()
             heading = page.get_by_text("Showing", exact=False).first.inner_text()

@@ -122,7 +122,7 @@ class JobSummary:
 
     def to_dict(self) -> dict:
         out = {k: v for k, v in asdict(self).items() if not k.startswith("_")}
-        return {**out, "pages_per_s": round(self.pages_per_s, 3), "pages_seconds": round(self.pages_seconds, 3),
+        return {**out, "pages_per_s": round(self.pages_per_s, 6), "pages_seconds": round(self.pages_seconds, 3),
                 "documents_still_failed": self.still_failed}
 
     def line(self) -> str:
