@@ -46,9 +46,11 @@ class RouteOptions(BaseModel):
         "route a page whose `confidence` (calibrated for Tesseract: P(CER <= 3%)) is under this. 0.8: on "
         "old_books it routes 9.6% of the scans and 44% of scans plus degradations, and a higher threshold "
         "keeps no fewer bad pages (2.8% at 0.8 and 0.9) while routing more (BENCHMARKS.md, routing table)"))
-    repetition_above: Optional[float] = Field(0.2, ge=0, le=1, description=(
+    repetition_above: Optional[float] = Field(0.7, ge=0, le=1, description=(
         "also route a page whose text repeats itself (share of words in a repeated 5-gram, text/signals.py) "
-        "over this: a loop; real pages stay under 0.18. None: off"))
+        "over this, or whose engine says its read looped: a loop is near 1; the old_books pages stay under 0.18, "
+        "but Dickens' 'It was the best of times, it was the worst of times...' paragraph reaches 0.64. "
+        "The reverse guard uses it too. None: off"))
     empty: bool = Field(True, description="also route a page that is not blank but whose first reading has no text")
     lexicon_below: Optional[float] = Field(0.5, ge=0, le=1, description=(
         "also route a page with at least 20 words whose share of words in the language's word list is under "

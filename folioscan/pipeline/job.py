@@ -34,7 +34,7 @@ from folioscan.pipeline.summary import JobSummary
 from folioscan.pipeline.storage import WriteError, store_for
 from folioscan.records import PageResult, SourceDocument
 from folioscan.workers import memory
-from folioscan.workers.engines.registry import preflight
+from folioscan.workers.engines.registry import EngineError, preflight
 
 log = logging.getLogger(__name__)
 
@@ -188,7 +188,10 @@ def _preflight(cfg: JobConfig, summary: JobSummary):
     created yet). Returns the stores and the listing, its first book already read."""
     preflight(cfg.engine)
     if cfg.route.then is not None:
-        preflight(cfg.route.then)
+        try:
+            preflight(cfg.route.then)
+        except EngineError as e:
+            raise EngineError(f"--then {cfg.route.then.kind} (route.then): {e}") from None
     in_store = store_for(cfg.source, cfg.endpoint_url, cfg.region)
     listing = plan.listing(in_store, cfg, summary)
     first = next(listing)  # an empty source raises plan.EmptySource from here

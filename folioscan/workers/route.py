@@ -40,8 +40,11 @@ def route_reason(r: PageResult, route, lang: Optional[str] = "en") -> Optional[s
         return "empty" if route.empty else None
     if r.ocr.confidence is not None and r.ocr.confidence < route.below:
         return f"confidence {r.ocr.confidence:.3g} < {route.below:g}"
-    if route.repetition_above is not None and (rep := repetition_score(text)) > route.repetition_above:
-        return f"repetition {rep:.2f}"
+    if route.repetition_above is not None:
+        if any(a.repetition for a in r.ocr.attempts if a.accepted):  # the engine's own loop check (VLMs)
+            return "repetition"
+        if (rep := repetition_score(text)) > route.repetition_above:
+            return f"repetition {rep:.2f}"
     if route.lexicon_below is not None and lang and len(words(text)) >= MIN_WORDS_FOR_LEXICON:
         lex = lexicon_fraction(text, lang)
         if lex is not None and lex < route.lexicon_below:
