@@ -94,6 +94,11 @@ def test_the_doubtful_page_is_read_by_the_second_engine_on_its_own_pool(books, t
     pool = s["then_pool"]
     assert (pool["ocr_actors"], pool["engine_loads"], pool["pages_routed"], pool["actors_lost"]) == (1, 1, 1, 0)
     assert s["stages"]["ocr"]["pages"] == 5
+    html = tmp_path / "report.html"
+    assert main(["report", str(tmp_path / "out"), "--out", str(html)]) == 0
+    page = html.read_text()
+    assert "<h2>Routing</h2>" in page and "1 of 5 pages (20.0%) routed to the second engine (truth)" in page
+    assert "20.0%</b><span>pages routed (1; 1 kept the second reading)" in page and "routed: confidence" in page
 
 
 @pytest.mark.ray
