@@ -86,8 +86,10 @@ class Stages:
         return OcrStage(self.engine, self.flip_retry_below, retry=self.retry, route=self.route)
 
     def then_stage(self) -> OcrStage:
-        """The second engine's stage (routing), built once per second-pool worker."""
-        return OcrStage(self.then, self.flip_retry_below, retry=self.retry)
+        """The second engine's stage (routing), built once per second-pool worker. It reads the page
+        in the orientation the first engine settled on (its own 180-degree re-read included): no
+        second turned read."""
+        return OcrStage(self.then, None, retry=self.retry)
 
 
 def engine_build_error(engine: Any, exc: BaseException) -> EngineError:

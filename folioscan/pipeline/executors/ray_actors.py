@@ -189,7 +189,7 @@ class RayExecutor:
         then_n = 0
         if stages.then is not None:
             then_n = cfg.route.workers or (max(1, int(resources.get("GPU", 0))) if then_gpu else 1)
-        cpus = max(1, int(resources.get("CPU", 1)) - (0 if then_gpu else then_n))  # a CPU second pool takes its cores
+        cpus = max(1, int(resources.get("CPU", 1)) - then_n)  # the second pool's actors take a core each (GPU ones too)
         default = max(1, int(resources.get("GPU", 0))) if self.gpu else cpus
         self.n_actors = cfg.ocr_workers or default
         self.pools = [self._pool("first", False, stages.engine, self.n_actors, self.gpu, stages.batch_size, cfg)]
