@@ -140,7 +140,7 @@ class _Routed:
 class _Pool:
     """One pool of OCR actors: the first engine's, or the second's (routing)."""
 
-    name: str  # "first" | "then", in log lines
+    name: str  # "OCR" (the first engine's) | "second-engine": how log lines name its actors
     second: bool
     n_actors: int
     max_replacements: int
@@ -192,9 +192,9 @@ class RayExecutor:
         cpus = max(1, int(resources.get("CPU", 1)) - then_n)  # the second pool's actors take a core each (GPU ones too)
         default = max(1, int(resources.get("GPU", 0))) if self.gpu else cpus
         self.n_actors = cfg.ocr_workers or default
-        self.pools = [self._pool("first", False, stages.engine, self.n_actors, self.gpu, stages.batch_size, cfg)]
+        self.pools = [self._pool("OCR", False, stages.engine, self.n_actors, self.gpu, stages.batch_size, cfg)]
         if stages.then is not None:
-            self.pools.append(self._pool("then", True, stages.then, then_n, then_gpu, stages.then_batch_size, cfg))
+            self.pools.append(self._pool("second-engine", True, stages.then, then_n, then_gpu, stages.then_batch_size, cfg))
         self.first = self.pools[0]
         self.then = self.pools[1] if len(self.pools) > 1 else None
         # routed pages waiting for the second pool before the first pool stops taking batches
@@ -362,16 +362,15 @@ class RayExecutor:
         del pool.actors[i]
         pool.actors_lost += 1
         within = pool.actors_replaced < pool.max_replacements
-        which = "OCR actor" if pool is self.first else "second-engine actor"
         if within or not pool.actors:
             self._add_actor(pool, replacement=True)
             pool.actors_replaced += 1
-            log.warning("%s %d lost (%s); replaced (%s)", which, i, type(e).__name__,
+            log.warning("%s actor %d lost (%s); replaced (%s)", pool.name, i, type(e).__name__,
                         f"replacement {pool.actors_replaced} of at most {pool.max_replacements} this run" if within
                         else "it was the last one, past the limit of replacements (actor_replacements)")
         else:
-            log.warning("%s %d lost (%s); the run's %d replacements are used up (actor_replacements): "
-                        "going on with %d of %d actors", which, i, type(e).__name__, pool.max_replacements,
+            log.warning("%s actor %d lost (%s); the run's %d replacements are used up (actor_replacements): "
+                        "going on with %d of %d actors", pool.name, i, type(e).__name__, pool.max_replacements,
                         len(pool.actors), pool.n_actors)
 
     def _current(self, doc_id: str, attempt: int) -> bool:
@@ -418,7 +417,7 @@ class RayExecutor:
             try:
                 pool.accounts[i] = (next(self._call_no), ray.get(actor.stats.remote(), timeout=30))
             except Exception as e:
-                log.warning("OCR actor %d did not report its engine loads: %s", i, type(e).__name__)
+                log.warning("%s actor %d did not report its engine loads: %s", pool.name, i, type(e).__name__)
         return {"ocr_actors": pool.n_actors, **counters.combine(a for _, a in pool.accounts.values()),
                 "actors_lost": pool.actors_lost, "actors_replaced": pool.actors_replaced}
 
