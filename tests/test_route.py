@@ -71,7 +71,7 @@ def by_page(rows):
 
 
 @pytest.mark.ray
-def test_the_doubtful_page_is_read_by_the_second_engine_on_its_own_pool(books, tmp_path, ray_local):
+def test_the_doubtful_page_is_read_by_the_second_engine_on_its_own_pool(books, tmp_path, ray_local, capsys):
     """Ray, default threshold: only the out-of-focus page goes to the second engine (the truth engine
     playing a perfect one) and keeps its reading; the first reading is kept beside it."""
     code, s, rows = run(books, tmp_path / "out", "--executor", "ray", "--then", "truth", "--then-truth", str(books / "truth"))
@@ -94,6 +94,10 @@ def test_the_doubtful_page_is_read_by_the_second_engine_on_its_own_pool(books, t
     pool = s["then_pool"]
     assert (pool["ocr_actors"], pool["engine_loads"], pool["pages_routed"], pool["actors_lost"]) == (1, 1, 1, 0)
     assert s["stages"]["ocr"]["pages"] == 5
+    capsys.readouterr()
+    assert main(["show", str(tmp_path / "out")]) == 0
+    shown = [line for line in capsys.readouterr().out.splitlines() if "routed" in line]
+    assert len(shown) == 1 and shown[0].startswith("  page 2: ok    1.000") and "truth's reading kept" in shown[0]
     html = tmp_path / "report.html"
     assert main(["report", str(tmp_path / "out"), "--out", str(html)]) == 0
     page = html.read_text()
