@@ -233,6 +233,14 @@ def test_what_routes_a_page_and_what_makes_the_second_reading_fall_back():
     assert kept.work.image is None
 
 
+@pytest.mark.ray
+def test_pools_that_cannot_both_fit_on_this_machines_ray_are_refused_before_any_work(books, tmp_path, ray_local, capsys):
+    out = tmp_path / "out"
+    assert main(["run", str(books / "src"), str(out), "--executor", "ray", "--ocr-workers", "2", "--then", "synthetic",
+                 "--quiet"]) == 2
+    assert "lower --ocr-workers or --then-workers" in capsys.readouterr().err and not out.exists()
+
+
 def test_routing_options_without_a_second_engine_are_a_configuration_error(books, tmp_path, capsys):
     out = tmp_path / "out"
     assert main(["run", str(books / "src"), str(out), "--executor", "local", "--route-below", "0.5", "--quiet"]) == 2

@@ -156,6 +156,19 @@ class _Pool:
     actors_replaced: int = 0
 
 
+def _check_fits(pools: list[_Pool], resources: dict) -> None:
+    """A local Ray with routing: both pools and a loader must fit on this machine, else the second
+    pool would wait for room for ever (and the first with it, once enough routed pages queue up).
+    EngineError (exit 2) before any work."""
+    for unit, key, extra in (("CPU", "num_cpus", LOADER_CPUS), ("GPU", "num_gpus", 0)):
+        asked = {p.name: p.n_actors * p.options.get(key, 0) for p in pools}
+        have = resources.get(unit, 0)
+        if sum(asked.values()) + extra > have + 1e-9:
+            raise EngineError(f"routing on this machine's Ray: the OCR pool asks {asked[pools[0].name]:g} {unit}s and the "
+                              f"second-engine pool {asked[pools[1].name]:g}, with {extra:g} for a loader; it has {have:g}: "
+                              f"lower --ocr-workers or --then-workers")
+
+
 @dataclass
 class _Book:
     doc: SourceDocument
@@ -199,6 +212,8 @@ class RayExecutor:
         self.then = self.pools[1] if len(self.pools) > 1 else None
         # routed pages waiting for the second pool before the first pool stops taking batches
         self.routed_pages = then_n * stages.then_batch_size * ACTOR_CALLS * 2
+        if self.then is not None and not cfg.ray_address:
+            _check_fits(self.pools, resources)
         self.starting: dict = {}  # readiness ref -> (pool, replacement actor id): no batches until it is up
         self._call_no = itertools.count()
         self._next_actor = 0
