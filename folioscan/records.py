@@ -193,6 +193,21 @@ class OcrResult:
 
 
 @dataclass
+class Reading:
+    """One engine's reading of a routed page (pipeline/config.py RouteOptions, workers/route.py):
+    the page row keeps both, the chosen one as its own text."""
+
+    engine: str
+    engine_version: str
+    status: str  # "ok" | "error"
+    confidence: Optional[float] = None
+    confidence_raw: Optional[float] = None
+    chars: int = 0  # of its text
+    chosen: bool = False
+    reason: Optional[str] = None  # the second reading: why the page fell back to the first (None: kept)
+
+
+@dataclass
 class PageResult:
     """A finished page: the work item plus what the engine read."""
 
@@ -205,3 +220,8 @@ class PageResult:
     error: Optional[str] = None
     error_kind: Optional[str] = None  # failures.TRANSIENT | PERMANENT
     completed_at: float = field(default_factory=time.time)  # epoch seconds, the worker's clock: when the result was made
+    # routing to a second engine (workers/route.py): why the first engine's reading sends the page on
+    # (None: it stays); the page keeps its cleaned image (`work.image`) until the second engine has read it
+    route_reason: Optional[str] = None
+    readings: list[Reading] = field(default_factory=list)  # both readings once a routed page is settled
+    unchosen_text: Optional[str] = None  # the text of the reading not kept

@@ -274,3 +274,31 @@ def figure_page(kind: str, layout: str, seed: int = 0, dpi: int = 150) -> np.nda
                         fontsize=11, fontname="tiro", align=1)
     pix = page.get_pixmap(dpi=dpi, colorspace=pymupdf.csGRAY)
     return np.frombuffer(pix.samples, np.uint8).reshape(pix.height, pix.stride)[:, : pix.width].copy()
+
+
+@dataclass
+class SecondEngineDiesOnce(Stages):
+    """Stages whose second-engine worker (routing) dies, process and all, on its first call of the
+    run (`marker` is written first, so the replacement reads on): a lost second-pool actor. Here, not
+    in a test module, so Ray workers import it."""
+
+    marker: str = ""
+
+    def then_stage(self):
+        return _DiesOnce(super().then_stage(), self.marker)
+
+
+class _DiesOnce:
+    def __init__(self, stage, marker: str):
+        self.stage, self.marker = stage, marker
+
+    def __getattr__(self, name):
+        return getattr(self.stage, name)
+
+    def __call__(self, works):
+        import os
+
+        if not os.path.exists(self.marker):
+            open(self.marker, "w").close()
+            os._exit(1)
+        return self.stage(works)

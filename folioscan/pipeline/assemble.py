@@ -47,6 +47,8 @@ def page_row(r: PageResult, run_id: str) -> dict:
         "output_tokens": final.output_tokens if final else None,
         "compression_ratio": (final.output_tokens / final.vision_tokens) if final and final.vision_tokens else None,
         "attempts": [a.__dict__ for a in attempts],
+        "routed": bool(r.readings), "route_reason": r.route_reason if r.readings else None,
+        "readings": [x.__dict__ for x in r.readings] or None, "unchosen_text": r.unchosen_text,
         "load_ms": w.load_ms, "prep_ms": p.prep_ms, "ocr_ms": r.ocr_ms,
         "completed_at": datetime.fromtimestamp(r.completed_at, timezone.utc), "run_id": run_id,
     }

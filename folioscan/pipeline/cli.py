@@ -36,6 +36,9 @@ DEMO_SAMPLE = os.path.join(os.path.dirname(os.path.dirname(__file__)), "samples"
 _ENGINE_FLAGS = {"model": "model", "budget": "budget", "backend": "backend", "device": "device",
                  "vlm_batch_size": "batch_size", "vision_batch": "vision_batch", "max_new_tokens": "max_new_tokens", "max_attempts": "max_attempts",
                  "lang": "lang", "boxes": "boxes", "truth": "manifest"}
+# the second engine's own flags (routing, docs/routing.md): --then-model, --then-device, ...
+_THEN_FLAGS = ("model", "budget", "backend", "device", "vlm_batch_size", "vision_batch", "max_new_tokens", "max_attempts",
+               "lang", "boxes", "truth")
 _PLAIN_FLAGS = ("executor", "ray_address", "num_cpus", "ocr_workers", "endpoint_url", "region",
                 "batch_size", "shard_docs", "max_pages_per_book", "dpi", "max_page_megapixels", "lease_ttl_s", "grace_s", "base_url",
                 "progress_every_s", "partition")
@@ -51,6 +54,9 @@ def _flag_settings(args) -> dict:
         engine["variant" if args.tessdata in ("fast", "standard") else "tessdata"] = args.tessdata
     if engine:
         out["engine"] = engine
+    route = _route_settings(args)
+    if route:
+        out["route"] = route
     if args.no_embedded:
         out["prefer_embedded"] = False
     if args.retry_failed:
@@ -60,6 +66,33 @@ def _flag_settings(args) -> dict:
     if args.keep_duplicates:
         out["dedupe"] = False
     return out
+
+
+def _route_settings(args) -> dict:
+    then = {_ENGINE_FLAGS[f]: getattr(args, "then_" + f) for f in _THEN_FLAGS if getattr(args, "then_" + f, None) is not None}
+    if getattr(args, "then", None) is not None:
+        then["kind"] = args.then
+    route = {key: getattr(args, flag) for flag, key in (("route_below", "below"), ("then_workers", "workers"),
+                                                        ("then_batch_size", "batch_size"))
+             if getattr(args, flag, None) is not None}
+    if then:
+        route["then"] = then
+    return route
+
+
+def _then_flags(sp) -> None:
+    """--then ENGINE, the routing options, and --then-<flag> for each engine flag of the second engine."""
+    sp.add_argument("--then", choices=engine_names(), help="route doubtful pages to this second engine on a second pool "
+                                                           "of workers (GPU when there is one); docs/routing.md")
+    sp.add_argument("--route-below", type=float, help="with --then: route pages whose confidence is under this (default 0.8)")
+    sp.add_argument("--then-workers", type=int, help="with --then: second-engine actors (default: one per GPU, else 1)")
+    sp.add_argument("--then-batch-size", type=int, help="with --then: pages per second-engine call")
+    for action in list(sp._actions):
+        if action.dest in _THEN_FLAGS and action.option_strings:
+            flag = action.option_strings[0]
+            sp.add_argument("--then-" + flag[2:], dest="then_" + action.dest, type=action.type, choices=action.choices,
+                            metavar=action.metavar or (action.dest.upper() if not action.choices else None),
+                            help=f"the second engine's {flag}")
 
 
 def _did_you_mean(word: str, candidates) -> str:
@@ -156,6 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                                         "engine's words on Tesseract's word boxes (docs/vlm.md)")
         sp.add_argument("--truth", help="--engine truth (test and benchmark use): CSV manifest of ground-truth text files")
         sp.add_argument("--batch-size", type=int, help="pages per engine call")
+        _then_flags(sp)
         sp.add_argument("--shard-docs", type=int, help="documents per committed Parquet part")
         sp.add_argument("--max-pages-per-book", type=int, help="read at most this many pages of a book; the book row says so")
         sp.add_argument("--dpi", type=float, help="render DPI for pages that are not a single scan image")
@@ -237,6 +271,8 @@ def print_summary(summary, out=None) -> None:
           f"{s.documents_retried} retried, {s.documents_duplicate} duplicates, {s.documents_skipped} already done, {s.documents_claimed_elsewhere} taken by "
           f"another driver), {s.pages} pages ({s.pages_failed} failed, {s.pages_blank} blank), "
           f"{s.pages_per_s:.2f} pages/s, mean confidence {conf}", file=out)
+    if (routing := s.routing_line()) is not None:
+        print(routing, file=out)
     if s.still_failed:
         print(f"{s.still_failed} books still in error or partial ({s.documents_carried_failed} from earlier runs; "
               f"--retry-failed retries them)", file=out)

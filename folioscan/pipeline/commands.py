@@ -42,6 +42,28 @@ def export_output(args) -> int:
 _CLEANING = ("orientation", "deskew_angle", "dewarped", "illumination")
 
 
+_ROUTING = ("routed", "route_reason", "engine")
+
+
+def routed(page: dict) -> str:
+    """A routed page's route in a few words (`show`, docs/routing.md); "" when not routed."""
+    if not page.get("routed"):
+        return ""
+    return f"routed: {page['route_reason']}; {page['engine']}'s reading kept"
+
+
+def _page_rows(folder: str, columns: list[str]) -> list[dict]:
+    """The columns of every pages part that has them (parts of schema versions before routing lack its columns)."""
+    import pyarrow.parquet as pq
+
+    rows = []
+    for name in sorted(os.listdir(folder)):
+        if name.endswith(".parquet") and not name.startswith(("_", ".")):
+            f = pq.ParquetFile(os.path.join(folder, name))
+            rows += f.read(columns=[c for c in columns if c in f.schema_arrow.names]).to_pylist()
+    return rows
+
+
 def cleaning(page: dict) -> str:
     """What the cleaning did to a page, in a few words (`show`); a spread's split is in its label."""
     done = []
@@ -67,7 +89,8 @@ def show_output(output: str) -> int:
         return fail(f"{visible(output)}: no folioscan output here (no documents/ folder); `show` reads a local output folder")
     try:
         docs = pq.read_table(os.path.join(output, "documents")).to_pylist()
-        pages = pq.read_table(os.path.join(output, "pages"), columns=["doc_id", "page_index", "side", "status", "confidence", "text", *_CLEANING]).to_pylist()
+        pages = _page_rows(os.path.join(output, "pages"), ["doc_id", "page_index", "side", "status", "confidence", "text",
+                                                          *_CLEANING, *_ROUTING])
     except (OSError, pa.ArrowException) as e:
         return fail(f"{visible(output)}: cannot read the dataset: {e}")
     for d in docs:
@@ -78,7 +101,7 @@ def show_output(output: str) -> int:
         for p in sorted((p for p in pages if p["doc_id"] == d["doc_id"]), key=lambda p: (p["page_index"], p["side"] or "")):
             text = " ".join((p["text"] or "").split())[:60].rstrip()
             conf = f"{p['confidence']:.3f}" if p["confidence"] is not None else "  -  "
-            done = cleaning(p)
+            done = "; ".join(x for x in (cleaning(p), routed(p)) if x)
             print(visible(f"  {page_label(p['page_index'], p['side'])}: {p['status']:5} {conf}  {text}" + (f"  [{done}]" if done else "")))
     shown = visible(output.rstrip("/") or output)
     print(f"\nconfidence: the probability the page reads with at most {BAD_ABOVE:.0%} of characters wrong (docs/hard-pages.md)\n"

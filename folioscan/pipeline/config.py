@@ -15,6 +15,11 @@ from folioscan.workers.load import LoadOptions
 from folioscan.workers.prep import PrepOptions
 
 
+def _pages_per_call(engine) -> int:
+    vlm_batch = getattr(engine, "batch_size", None)
+    return vlm_batch * POOL_BATCHES if vlm_batch else 4
+
+
 def new_run_id() -> str:
     return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
 
@@ -27,6 +32,39 @@ class RetryOptions(BaseModel):
     attempts: int = Field(4, ge=1, description="tries per unit of work, the first included")
     base_delay_s: float = Field(0.5, ge=0, description="first backoff; doubles per retry")
     max_delay_s: float = Field(30.0, ge=0)
+
+
+class RouteOptions(BaseModel):
+    """Per-page routing to a second engine (docs/routing.md, workers/route.py): every page is read by
+    `engine`; a page whose reading is doubtful is read again by `then` on a second pool of workers
+    (GPU workers when the cluster has GPUs), and the page row keeps both readings."""
+
+    model_config = ConfigDict(extra="forbid")
+    then: Optional[EngineOptions] = Field(None, description=(
+        "the second engine, a block like `engine` (kind and its options); None: no routing"))
+    below: float = Field(0.8, ge=0, le=1, description=(
+        "route a page whose `confidence` (calibrated for Tesseract: P(CER <= 3%)) is under this. 0.8: on "
+        "old_books it routes 9.6% of the scans and 44% of scans plus degradations, and a higher threshold "
+        "keeps no fewer bad pages (2.8% at 0.8 and 0.9) while routing more (BENCHMARKS.md, routing table)"))
+    repetition_above: Optional[float] = Field(0.7, ge=0, le=1, description=(
+        "also route a page whose text repeats itself (share of words in a repeated 5-gram, text/signals.py) "
+        "over this, or whose engine says its read looped: a loop is near 1; the old_books pages stay under 0.18, "
+        "but Dickens' 'It was the best of times, it was the worst of times...' paragraph reaches 0.64. "
+        "The reverse guard uses it too. None: off"))
+    empty: bool = Field(True, description="also route a page that is not blank but whose first reading has no text")
+    lexicon_below: Optional[float] = Field(0.5, ge=0, le=1, description=(
+        "also route a page with at least 20 words whose share of words in the language's word list is under "
+        "this fixed floor (the 178 old_books truth pages: 0.87 and up). Per page, not against the book's share: "
+        "that one is known only at the book's end, after its pages have left the workers. None: off"))
+    errors: bool = Field(True, description="also route a page the first engine failed on (its image was cleaned)")
+    min_chars_share: float = Field(0.25, ge=0, le=1, description=(
+        "reverse guard: a second reading with fewer characters than this share of the segmentation's "
+        "estimate (`est_chars`) falls back to the first reading (old_books truth: 0.39 to 1.53 of the estimate); "
+        "so do second readings that loop, hit their token cap, or fail"))
+    workers: Optional[int] = Field(None, ge=1, description=(
+        "second-engine actors (Ray): default one per GPU when it runs on GPUs, else 1 (taken from the first pool's default)"))
+    batch_size: Optional[int] = Field(None, ge=1, description=(
+        "pages per second-engine call; default 4, or POOL_BATCHES VLM batches"))
 
 
 class JobConfig(BaseModel):
@@ -72,6 +110,7 @@ class JobConfig(BaseModel):
         "run stops without them (their claims released, the run record written, exit 143 or 130); 25 s "
         "fits inside Kubernetes' default 30 s terminationGracePeriodSeconds (deploy/ sets it to 30)"))
     engine: EngineOptions = Field(default_factory=TesseractOptions)
+    route: RouteOptions = Field(default_factory=RouteOptions)
     prep: PrepOptions = Field(default_factory=PrepOptions)
     run_id: str = Field(default_factory=new_run_id, pattern=r"^[A-Za-z0-9_.-]+$")
     also: list[str] = []  # export formats written next to the Parquet as each shard commits (OUTPUT/<format>/)
@@ -112,12 +151,20 @@ class JobConfig(BaseModel):
             raise ValueError("steal takes other shares' books once this driver's share is done: it needs --partition K/N")
         return self
 
+    @model_validator(mode="after")
+    def _route_needs_then(self) -> "JobConfig":
+        given = self.route.model_fields_set - {"then"}
+        if self.route.then is None and given:
+            raise ValueError(f"route: {', '.join(sorted(given))} given without a second engine: --then ENGINE (route.then)")
+        return self
+
     @property
     def pages_per_call(self) -> int:
-        if self.batch_size:
-            return self.batch_size
-        vlm_batch = getattr(self.engine, "batch_size", None)
-        return vlm_batch * POOL_BATCHES if vlm_batch else 4
+        return self.batch_size or _pages_per_call(self.engine)
+
+    @property
+    def then_pages_per_call(self) -> int:
+        return self.route.batch_size or _pages_per_call(self.route.then)
 
     def load_options(self) -> LoadOptions:
         return LoadOptions(dpi=self.dpi, max_megapixels=self.max_page_megapixels,

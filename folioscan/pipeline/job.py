@@ -34,7 +34,7 @@ from folioscan.pipeline.summary import JobSummary
 from folioscan.pipeline.storage import WriteError, store_for
 from folioscan.records import PageResult, SourceDocument
 from folioscan.workers import memory
-from folioscan.workers.engines.registry import preflight
+from folioscan.workers.engines.registry import EngineError, preflight
 
 log = logging.getLogger(__name__)
 
@@ -187,6 +187,11 @@ def _preflight(cfg: JobConfig, summary: JobSummary):
     manifest, or a source that lists no book, fails here) and the output (usable, or creatable; not
     created yet). Returns the stores and the listing, its first book already read."""
     preflight(cfg.engine)
+    if cfg.route.then is not None:
+        try:
+            preflight(cfg.route.then)
+        except EngineError as e:
+            raise EngineError(f"--then {cfg.route.then.kind} (route.then): {e}") from None
     in_store = store_for(cfg.source, cfg.endpoint_url, cfg.region)
     listing = plan.listing(in_store, cfg, summary)
     first = next(listing)  # an empty source raises plan.EmptySource from here
@@ -227,7 +232,9 @@ def run_job(cfg: JobConfig, stop: Optional[Stop] = None) -> JobSummary:
         in_store, out_store, listing = _preflight(cfg, summary)
         claims = ContentClaims(out_store, cfg.output, cfg.run_id, cfg.lease_ttl_s) if cfg.dedupe else None
         stages = Stages(in_store, cfg.load_options(), cfg.prep, cfg.engine, cfg.pages_per_call, cfg.flip_retry_below,
-                        retry=cfg.retry_policy(), max_pages_per_book=cfg.max_pages_per_book, content=claims)
+                        retry=cfg.retry_policy(), max_pages_per_book=cfg.max_pages_per_book, content=claims,
+                        route=cfg.route if cfg.route.then is not None else None,
+                        then_batch_size=cfg.then_pages_per_call if cfg.route.then is not None else 4)
         # the local executor builds its engine here, so an engine that cannot be built (EngineError) leaves
         # nothing written; Ray's actors build theirs while the driver recovers and lists
         executor = make_executor(cfg, stages)

@@ -5,7 +5,9 @@
 3. the environment: `FOLIOSCAN_<FIELD>` for every top-level scalar field of `JobConfig`
    (e.g. `FOLIOSCAN_SHARD_DOCS=8`, `FOLIOSCAN_EXECUTOR=local`, `FOLIOSCAN_RAY_ADDRESS=auto`),
    and `FOLIOSCAN_ENGINE` for the engine kind;
-4. the flags actually given on the command line (a flag left out never overrides anything).
+4. the flags actually given on the command line (a flag left out never overrides anything);
+   `--then ENGINE` and `--then-<engine flag>` (`--then-model DIR`) set `route.then` as `--engine`
+   and its flags set `engine`.
 
 Unknown fields at any depth are errors that list the valid names.
 """
@@ -18,7 +20,7 @@ from typing import Any, Mapping
 from pydantic import BaseModel, ValidationError
 
 ENV_PREFIX = "FOLIOSCAN_"
-NESTED = ("engine", "prep", "retry")  # blocks set as a whole by file, per field by flags
+NESTED = ("engine", "prep", "retry", "route")  # blocks set as a whole by file, per field by flags
 NOT_FROM_ENV = ("source", "output", *NESTED)
 
 
@@ -67,7 +69,7 @@ def merge(base: dict, override: dict) -> dict:
     for key, value in override.items():
         old = out.get(key)
         if isinstance(value, dict) and isinstance(old, dict):
-            if key == "engine" and value.get("kind", old.get("kind")) != old.get("kind", "tesseract"):
+            if key in ("engine", "then") and value.get("kind", old.get("kind")) != old.get("kind", "tesseract"):
                 out[key] = dict(value)
             else:
                 out[key] = merge(old, value)
@@ -80,6 +82,9 @@ def build_config(model: type[BaseModel], file_settings: dict, environ: Mapping[s
     settings = merge(merge(file_settings, env_settings(environ, model)), flags)
     if isinstance(settings.get("engine"), dict) and "kind" not in settings["engine"]:
         settings["engine"] = {"kind": model.model_fields["engine"].default_factory().kind, **settings["engine"]}
+    then = (settings.get("route") or {}).get("then")
+    if isinstance(then, dict) and "kind" not in then:
+        raise ConfigError(f"route.then: {', '.join(sorted(then))} given without the second engine: --then ENGINE (route.then.kind)")
     try:
         return model(**settings)
     except ValidationError as e:

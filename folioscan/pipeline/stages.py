@@ -18,6 +18,7 @@ from folioscan.workers.engines.registry import EngineError
 from folioscan.workers.load import LoadOptions, load_pages
 from folioscan.workers.ocr_stage import OcrStage
 from folioscan.workers.prep import PrepOptions, prepare_page
+from folioscan.workers.route import second_work, settle
 
 
 def doc_error(doc: SourceDocument, error: str, kind: Optional[str] = None, pages_before: int = 0) -> PageWork:
@@ -37,6 +38,13 @@ class Stages:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     max_pages_per_book: Optional[int] = None
     content: Any = None  # pipeline/duplicates.ContentClaims: a book whose bytes were read before is not read again
+    route: Any = None  # pipeline/config.RouteOptions: doubtful pages go on to a second engine (workers/route.py)
+    then_batch_size: int = 4  # pages per second-engine call
+
+    @property
+    def then(self) -> Any:
+        """The second engine's options; None without routing."""
+        return self.route.then if self.route is not None else None
 
     def first_copy(self, doc: SourceDocument):
         """For the loader: doc_id of the first copy of a book's bytes, None when this book is it."""
@@ -75,7 +83,13 @@ class Stages:
 
     def ocr_stage(self) -> OcrStage:
         """Built once per worker: engines are costly to load."""
-        return OcrStage(self.engine, self.flip_retry_below, retry=self.retry)
+        return OcrStage(self.engine, self.flip_retry_below, retry=self.retry, route=self.route)
+
+    def then_stage(self) -> OcrStage:
+        """The second engine's stage (routing), built once per second-pool worker. It reads the page
+        in the orientation the first engine settled on (its own 180-degree re-read included): no
+        second turned read."""
+        return OcrStage(self.then, None, retry=self.retry)
 
 
 def engine_build_error(engine: Any, exc: BaseException) -> EngineError:
@@ -89,6 +103,13 @@ def engine_build_error(engine: Any, exc: BaseException) -> EngineError:
         message = message[:300] + "..."
     kind = getattr(engine, "kind", "?")
     return EngineError(f"the {kind} engine could not be built: {type(exc).__name__}" + (f": {message}" if message else ""))
+
+
+def read_routed(ocr: OcrStage, firsts: Sequence[PageResult], route) -> list[PageResult]:
+    """The second engine over routed pages (their first results, images kept): each page's final
+    result, the second reading or, by the reverse guard, the first (workers/route.py)."""
+    works = [second_work(r, r.work.box_read) for r in firsts]
+    return [settle(first, second, route) for first, second in zip(firsts, read_pages(ocr, works))]
 
 
 def read_pages(ocr: OcrStage, works: Sequence[PageWork]) -> list[PageResult]:

@@ -39,6 +39,11 @@ class JobSummary:
     pages_blank: int = 0
     pages_read_alone: int = 0  # re-read one at a time after their batch failed (attempt reason "batch-failed:...")
     pages_boxes_failed: int = 0  # `boxes: tesseract`: read pages left without word boxes (box_alignment.error)
+    # routing (route.then, docs/routing.md): pages committed that the first engine routed to the second;
+    # of them, kept with the second engine's reading, and fallen back to the first by the reverse guard
+    pages_routed: int = 0
+    pages_routed_kept: int = 0
+    pages_routed_fallback: int = 0
     seconds: float = 0.0  # the whole run, its last commit and clean-up included
     # pages/s is pages / pages_seconds: wall seconds from the run's start (`started_at`, once the executor
     # is up) to the completion of its last page (`last_page_at`, the latest `completed_at` of its page
@@ -61,6 +66,9 @@ class JobSummary:
     book_retries: int = 0  # books re-run from their first page after a worker or node was lost
     actors_lost: int = 0  # OCR actors whose process or node died
     actors_replaced: int = 0  # of those, replaced by a new actor (up to the config's actor_replacements)
+    # routing: the second engine's pool, as the top-level figures are the first's (ocr_actors, engine_loads,
+    # oom_backoffs, vlm_batch_size, actors_lost, actors_replaced; Ray: pages_routed, sent to it this run); {} without
+    then_pool: dict = field(default_factory=dict)
     stale_live_removed: int = 0  # other runs' `_live/<run>.json` records left expired (a killed driver), removed
     # worker seconds and pages per stage (load, clean, ocr from the page rows; write on the driver)
     stages: dict[str, dict] = field(default_factory=lambda: {k: {"seconds": 0.0, "pages": 0} for k in STAGES})
@@ -96,6 +104,11 @@ class JobSummary:
                 if self._started is not None:
                     self.pages_seconds = max((self._last_page - self._started).total_seconds(), 0.0)
             self.pages_boxes_failed += bool((p.get("box_alignment") or {}).get("error"))
+            if p.get("routed"):
+                self.pages_routed += 1
+                kept = any(r["chosen"] for r in (p["readings"] or [])[1:])
+                self.pages_routed_kept += kept
+                self.pages_routed_fallback += not kept
             if p["confidence"] is not None:
                 weight = max(len(p["text"] or ""), 1)
                 self._conf_sum += p["confidence"] * weight
@@ -124,6 +137,14 @@ class JobSummary:
         out = {k: v for k, v in asdict(self).items() if not k.startswith("_")}
         return {**out, "pages_per_s": round(self.pages_per_s, 6), "pages_seconds": round(self.pages_seconds, 3),
                 "documents_still_failed": self.still_failed}
+
+    def routing_line(self) -> Optional[str]:
+        """The routing share, for the summary; None without routing."""
+        if not self.then_pool:
+            return None
+        share = f" ({self.pages_routed / self.pages:.1%})" if self.pages else ""
+        return (f"{self.pages_routed} of {self.pages} pages routed to the second engine{share}: "
+                f"{self.pages_routed_kept} kept the second reading, {self.pages_routed_fallback} fell back to the first (reverse guard)")
 
     def line(self) -> str:
         """How the run ended, in one line (the run record's `message`; the CLI prints it)."""

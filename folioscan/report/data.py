@@ -28,7 +28,8 @@ DEFAULT_FLAG_BELOW = 0.80  # used when neither --flag-below nor the run's engine
 HIST_BINS = 20
 TEXT_CHARS = 1200  # of a worst page's text kept for the report
 PAGE_COLUMNS = ["doc_id", "source_uri", "page_index", "side", "status", "error", "error_kind", "confidence",
-                "budget", "vision_tokens", "attempts", "load_ms", "prep_ms", "ocr_ms", "completed_at", "run_id", "engine"]
+                "budget", "vision_tokens", "attempts", "load_ms", "prep_ms", "ocr_ms", "completed_at", "run_id", "engine",
+                "routed", "route_reason", "readings"]
 DOC_COLUMNS = ["source_uri", "status", "error", "error_kind", "pages_out", "run_id", "processed_at"]
 STAGES = ("load", "clean", "ocr", "write")
 _PAGE_STAGE_COLUMNS = {"load": "load_ms", "clean": "prep_ms", "ocr": "ocr_ms"}  # write: run record only
@@ -157,6 +158,13 @@ class ReportData:
     attempts_per_page: Counter = field(default_factory=Counter)
     escalation_reasons: Counter = field(default_factory=Counter)
     vlm_pages: int = 0
+    # routing (docs/routing.md): pages routed to a second engine, of them kept with its reading; why
+    # they were routed (the reason's first word) and why the ones that fell back did
+    routed: int = 0
+    routed_kept: int = 0
+    route_reasons: Counter = field(default_factory=Counter)
+    fallback_reasons: Counter = field(default_factory=Counter)
+    second_engines: Counter = field(default_factory=Counter)
     runs: dict = field(default_factory=dict)  # run_id -> RunInfo
     worst: list = field(default_factory=list)  # WorstPage, lowest confidence first
     unreadable_parts: list = field(default_factory=list)
@@ -194,7 +202,7 @@ def _error_message(error: str, uri: str) -> str:
 def _fold_pages(table, data: ReportData, worst: list, n_worst: int) -> None:
     n = table.num_rows
     cols = {name: table.column(name).to_pylist() if name in table.column_names else [None] * n
-            for name in PAGE_COLUMNS if name not in ("attempts", "text")}  # older schema versions lack some
+            for name in PAGE_COLUMNS if name not in ("attempts", "text")}  # older schema versions lack some (routing: v8)
     data.pages += n
     attempts = table.column("attempts").to_pylist() if "attempts" in table.column_names else [[]] * n
     conf = np.array([c if c is not None else np.nan for c in cols["confidence"]], dtype=np.float64)
@@ -215,6 +223,8 @@ def _fold_pages(table, data: ReportData, worst: list, n_worst: int) -> None:
             data.stage_pages += 1
             for stage, c in _PAGE_STAGE_COLUMNS.items():
                 data.stage_ms[stage] += cols[c][i]
+        if cols["routed"][i]:
+            _fold_routed(data, cols["route_reason"][i], cols["readings"][i] or [])
         reads = attempts[i] or []
         data.attempts_per_page[len(reads)] += 1
         for a in reads[1:]:  # re-reads: escalations (VLM) or the 180-degree retry (every engine)
@@ -241,6 +251,17 @@ def _fold_pages(table, data: ReportData, worst: list, n_worst: int) -> None:
                              cols["side"][i], (texts[j] or "")[:TEXT_CHARS], cols["engine"][i])
             entry = (item, page)
             heapq.heappush(worst, entry) if len(worst) < n_worst else heapq.heapreplace(worst, entry)
+
+
+def _fold_routed(data: ReportData, reason: Optional[str], readings: list) -> None:
+    data.routed += 1
+    data.route_reasons[(reason or "?").split(" ")[0]] += 1
+    second = readings[1] if len(readings) > 1 else {}
+    data.second_engines[second.get("engine") or "?"] += 1
+    if second.get("chosen"):
+        data.routed_kept += 1
+    else:
+        data.fallback_reasons[(second.get("reason") or "?").split(":")[0].split(" ")[0]] += 1
 
 
 def _run_records(store: Store, output: str, data: ReportData) -> None:

@@ -131,6 +131,21 @@ def _vlm(d: ReportData) -> str:
     return _section(title, body + _rereads(d))
 
 
+def _routing(d: ReportData) -> str:
+    """The routing share (docs/routing.md): pages sent to the second engine, kept or fallen back, and why."""
+    if not d.routed:
+        return ""
+    kept, back = d.routed_kept, d.routed - d.routed_kept
+    engines = ", ".join(escape(str(e)) for e in d.second_engines)
+    body = charts.hbars([("kept the second reading", kept, f"{kept:,} pages"),
+                         ("fell back to the first", back, f"{back:,} pages")], "routed pages by outcome")
+    why = "".join(f"<tr><td>routed: {escape(r)}</td><td>{n:,}</td></tr>" for r, n in d.route_reasons.most_common())
+    why += "".join(f"<tr><td>fell back: {escape(r)}</td><td>{n:,}</td></tr>" for r, n in d.fallback_reasons.most_common())
+    body += f"<table><tr><th>why</th><th>pages</th></tr>{why}</table>"
+    return _section("Routing", body, f"{d.routed:,} of {d.pages:,} pages ({d.routed / max(d.pages, 1):.1%}) routed to "
+                                     f"the second engine ({engines}); the page rows keep both readings (`readings`).")
+
+
 def _errors(d: ReportData) -> str:
     failed = d.page_status.get("error", 0)
     doc_failed = d.doc_status.get("error", 0) + d.doc_status.get("partial", 0)
@@ -203,13 +218,15 @@ def render(d: ReportData) -> str:
         _tile(f"{d.flagged:,}", f"pages under confidence {d.flag_below:.2f}"),
         _tile(f"{len(d.runs):,}", "runs"),
     ]
+    if d.routed:
+        tiles.append(_tile(f"{d.routed / max(d.pages, 1):.1%}", f"pages routed ({d.routed:,}; {d.routed_kept:,} kept the second reading)"))
     summary = (d.runs[latest].record or {}).get("summary") if latest else None
     if summary and summary.get("pages_per_s") is not None:
         tiles.append(_tile(f"{summary['pages_per_s']:.2f}", f"pages/s, run {latest}"))
     generated = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     body = (f'<main><h1>folioscan run report</h1><div class="sub">{escape(d.output)} · generated {generated} by '
             f'folioscan {escape(__version__)}</div><div class="tiles">{"".join(tiles)}</div>'
-            f'<div class="grid">{_accuracy(d)}{_throughput(d)}{_stages(d)}{_confidence(d)}{_errors(d)}{_vlm(d)}</div>'
+            f'<div class="grid">{_accuracy(d)}{_throughput(d)}{_stages(d)}{_confidence(d)}{_errors(d)}{_routing(d)}{_vlm(d)}</div>'
             f'<div style="margin-top:14px">{_worst(d)}</div></main>')
     return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" '
             f'content="width=device-width, initial-scale=1"><title>folioscan report: {escape(d.output)}</title>'

@@ -18,13 +18,14 @@ from typing import Sequence
 import numpy as np
 
 from folioscan.failures import classify
-from folioscan.records import OcrAttempt, PageResult, PageWork
+from folioscan.records import BoxRead, OcrAttempt, PageResult, PageWork
 from folioscan.retry import RetryPolicy, attempts_of, call_with_retry
 from folioscan.workers import page_confidence
 from folioscan.workers.boxes import place_words
 from folioscan.workers.engines.base import ImageHints
 from folioscan.workers.engines.registry import build_engine
 from folioscan.workers.prep.transform import box_to_source, quarter_turn
+from folioscan.workers.route import route_reason
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +34,12 @@ FLIP_MARGIN = 0.1  # the turned read must be this much more confident to replace
 
 class OcrStage:
     def __init__(self, engine_options, flip_retry_below: float | None = 0.6, calibrate: bool = True,
-                 retry: RetryPolicy = RetryPolicy()):
+                 retry: RetryPolicy = RetryPolicy(), route=None):
         self.options = engine_options
+        # routing (workers/route.py): a page this stage's reading routes keeps its image for the second engine
+        self.route = route if route is not None and route.then is not None else None
+        self.lexicon_lang = page_confidence.LEXICON_LANG.get(getattr(engine_options, "lang", "eng").split("+")[0])
+        self.boxes_from_first = self.route is not None and _same_tesseract(engine_options, self.route.then)
         self.engine = build_engine(engine_options)
         self.flip_retry_below = flip_retry_below
         # page confidence as P(page is good) where a model is fitted for the engine (page_confidence.py)
@@ -136,8 +141,21 @@ class OcrStage:
             work.height, work.width = work.image.shape[:2]
         if ocr is not None:
             map_to_source(work, ocr)
-        work.image = work.box_read = None  # the pixels (and a box read) are not needed past this point
-        return PageResult(work, status, ocr, self.engine.name, self.engine.version, ocr_ms=ms, error=error)
+        result = PageResult(work, status, ocr, self.engine.name, self.engine.version, ocr_ms=ms, error=error)
+        result.route_reason = route_reason(result, self.route, self.lexicon_lang)
+        work.box_read = None
+        if result.route_reason is None:
+            work.image = None  # the pixels (and a box read) are not needed past this point
+        elif self.boxes_from_first and ocr is not None and not ocr.error:
+            # the second engine places its words on Tesseract's boxes: this reading is that read already
+            work.box_read = BoxRead(ocr, f"tesseract {self.engine.version}", ms, work.prep.orientation)
+        return result
+
+
+def _same_tesseract(first, then) -> bool:
+    """The second engine wants Tesseract's word boxes (`boxes: tesseract`) read as the first engine reads."""
+    return (getattr(then, "boxes", "none") == "tesseract" and first.kind == "tesseract"
+            and then.boxes_tesseract.model_dump() == first.model_dump())
 
 
 def map_to_source(work: PageWork, ocr) -> None:

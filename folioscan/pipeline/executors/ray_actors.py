@@ -21,6 +21,17 @@ actor's account of its own process (`workers/engines/counters.py`), sent back wi
 and asked for once more at the end; the run's figures combine the last account of every actor
 the run had. An actor lost before it answered counts what it last reported (nothing, if it
 died before its first batch came back).
+
+Routing (`route.then`, docs/routing.md) adds a second pool of actors beside the first, on the same
+cluster (on GPUs when the cluster has them and the second engine wants one): a first-pool actor
+decides per page whether its reading routes the page, puts each routed page (its first reading and
+its cleaned image) into the object store itself and hands the driver only a reference, which the
+driver queues to the second pool; an unrouted page drops its image in the actor. A routed page
+counts as read (`on_pages`, the book's results) once the second pool has settled it. Each pool
+keeps its own size, replacements and counters (`then_pool` in the stats); a routed page lost with
+a first-pool actor (its object) or a second-pool actor fails its book like any lost page. The first
+pool stops taking batches while `routed_pages` routed pages wait, so a slow second pool holds the
+first back rather than filling the object store.
 """
 from __future__ import annotations
 
@@ -33,7 +44,7 @@ from dataclasses import dataclass, field
 import ray
 
 from folioscan.failures import TRANSIENT, describe
-from folioscan.pipeline.stages import doc_error, engine_build_error, read_pages
+from folioscan.pipeline.stages import doc_error, engine_build_error, read_pages, read_routed
 from folioscan.records import PageResult, SourceDocument
 from folioscan.workers import memory
 from folioscan.workers.engines import counters
@@ -62,20 +73,31 @@ def _load(stages, doc):
 
 @ray.remote(max_restarts=0, max_concurrency=1)
 class OcrActor:
-    def __init__(self, stages):
+    def __init__(self, stages, second: bool = False):
         self.start = counters.snapshot()  # before the stage is built: its engine load counts
         self.trim = memory.Every()
+        self.route = stages.route
         # an engine that cannot be built is told to the driver, in one line, by every call
         self.ocr, self.build_error = None, None
         try:
-            self.ocr = stages.ocr_stage()
+            self.ocr = stages.then_stage() if second else stages.ocr_stage()
         except Exception as e:
-            self.build_error = str(engine_build_error(stages.engine, e))
+            self.build_error = str(engine_build_error(stages.then if second else stages.engine, e))
 
-    def read(self, *works) -> tuple[list[PageResult], dict[str, int]]:
+    def read(self, *works) -> tuple[list, dict[str, int]]:
+        """Page results in order; with routing, a routed page's result (image kept) is put into the
+        object store here and its place holds the reference (the driver never carries its pixels)."""
         if self.build_error is not None:
             raise EngineError(self.build_error)
         results = read_pages(self.ocr, works)
+        self.trim.tick(len(results))
+        return [_Routed(ray.put(r)) if r.route_reason is not None else r for r in results], self.stats()
+
+    def read_routed(self, *firsts) -> tuple[list[PageResult], dict[str, int]]:
+        """Second pool: the routed pages' final results (workers/route.py)."""
+        if self.build_error is not None:
+            raise EngineError(self.build_error)
+        results = read_routed(self.ocr, firsts, self.route)
         self.trim.tick(len(results))
         return results, self.stats()
 
@@ -108,6 +130,46 @@ def _wants_gpu(engine) -> bool:
 
 
 @dataclass
+class _Routed:
+    """In a first-pool call's results: a routed page, its first result (with its image) in the object store."""
+
+    ref: object
+
+
+@dataclass
+class _Pool:
+    """One pool of OCR actors: the first engine's, or the second's (routing)."""
+
+    name: str  # "OCR" (the first engine's) | "second-engine": how log lines name its actors
+    second: bool
+    n_actors: int
+    max_replacements: int
+    options: dict  # Ray actor options
+    batch_size: int
+    method: str  # the actor method a batch calls
+    actors: dict = field(default_factory=dict)  # id -> ActorHandle
+    # actor -> (number of the call that brought it, its engine counters then); kept after the actor
+    # is lost. An actor runs its calls in order, but the driver may collect them out of order.
+    accounts: dict = field(default_factory=dict)
+    queue: deque = field(default_factory=deque)  # (doc_id, attempt, page ref)
+    actors_lost: int = 0
+    actors_replaced: int = 0
+
+
+def _check_fits(pools: list[_Pool], resources: dict) -> None:
+    """A local Ray with routing: both pools and a loader must fit on this machine, else the second
+    pool would wait for room for ever (and the first with it, once enough routed pages queue up).
+    EngineError (exit 2) before any work."""
+    for unit, key, extra in (("CPU", "num_cpus", LOADER_CPUS), ("GPU", "num_gpus", 0)):
+        asked = {p.name: p.n_actors * p.options.get(key, 0) for p in pools}
+        have = resources.get(unit, 0)
+        if sum(asked.values()) + extra > have + 1e-9:
+            raise EngineError(f"routing on this machine's Ray: the OCR pool asks {asked[pools[0].name]:g} {unit}s and the "
+                              f"second-engine pool {asked[pools[1].name]:g}, with {extra:g} for a loader; it has {have:g}: "
+                              f"lower --ocr-workers or --then-workers")
+
+
+@dataclass
 class _Book:
     doc: SourceDocument
     attempt: int = 0
@@ -134,24 +196,30 @@ class RayExecutor:
         resources = ray.cluster_resources()
         # on a cluster, GPU workers may only appear once an actor asks for a GPU (an autoscaled group
         # with no replicas yet): there a GPU engine asks whatever the cluster shows at start
-        self.gpu = _wants_gpu(stages.engine) and (resources.get("GPU", 0) >= 1 or bool(cfg.ray_address))
-        default = max(1, int(resources.get("GPU", 0))) if self.gpu else max(1, int(resources.get("CPU", 1)))
+        has_gpu = resources.get("GPU", 0) >= 1 or bool(cfg.ray_address)
+        self.gpu = _wants_gpu(stages.engine) and has_gpu
+        then_gpu = stages.then is not None and _wants_gpu(stages.then) and has_gpu
+        then_n = 0
+        if stages.then is not None:
+            then_n = cfg.route.workers or (max(1, int(resources.get("GPU", 0))) if then_gpu else 1)
+        cpus = max(1, int(resources.get("CPU", 1)) - then_n)  # the second pool's actors take a core each (GPU ones too)
+        default = max(1, int(resources.get("GPU", 0))) if self.gpu else cpus
         self.n_actors = cfg.ocr_workers or default
-        self.max_replacements = self.n_actors if cfg.actor_replacements is None else cfg.actor_replacements
-        self.actor_options = dict(num_gpus=1, num_cpus=1) if self.gpu else dict(num_cpus=1 - LOADER_CPUS)
-        if getattr(stages.engine, "kind", "") in VLM_KINDS:
-            # a VLM actor runs its two calls at once: one prepares its pool's images while the other
-            # holds the accelerator (the engine serialises generation); Tesseract stays one at a time
-            self.actor_options["max_concurrency"] = ACTOR_CALLS
-        self.actors: dict[int, ray.actor.ActorHandle] = {}
-        # actor -> (number of the call that brought it, its engine counters then); kept after the actor
-        # is lost. An actor runs its calls in order, but the driver may collect them out of order.
-        self.accounts: dict[int, tuple[int, dict[str, int]]] = {}
-        self.starting: dict = {}  # readiness ref -> replacement actor id: no batches until it is up
+        self.pools = [self._pool("OCR", False, stages.engine, self.n_actors, self.gpu, stages.batch_size, cfg)]
+        if stages.then is not None:
+            self.pools.append(self._pool("second-engine", True, stages.then, then_n, then_gpu, stages.then_batch_size, cfg))
+        self.first = self.pools[0]
+        self.then = self.pools[1] if len(self.pools) > 1 else None
+        # routed pages waiting for the second pool before the first pool stops taking batches
+        self.routed_pages = then_n * stages.then_batch_size * ACTOR_CALLS * 2
+        if self.then is not None and not cfg.ray_address:
+            _check_fits(self.pools, resources)
+        self.starting: dict = {}  # readiness ref -> (pool, replacement actor id): no batches until it is up
         self._call_no = itertools.count()
         self._next_actor = 0
-        for _ in range(self.n_actors):
-            self._add_actor()
+        for pool in self.pools:
+            for _ in range(pool.n_actors):
+                self._add_actor(pool)
         self.max_loaders = max(2, self.n_actors)
         self.loader_cpus = LOADER_CPUS
         if self.gpu and getattr(stages.engine, "boxes", "none") == "tesseract":
@@ -163,29 +231,37 @@ class RayExecutor:
         self.books: dict[str, _Book] = {}
         self.waiting: deque[str] = deque()  # submitted, loader not started
         self.loaders: dict = {}  # ObjectRefGenerator -> (doc_id, attempt)
-        self.queue: deque = deque()  # (doc_id, attempt, page ref)
-        self.calls: dict = {}  # ObjectRef -> (actor id, [(doc_id, attempt), ...], call number)
+        self.calls: dict = {}  # ObjectRef -> (pool, actor id, [(doc_id, attempt), ...], call number)
         self.book_retries = 0
-        self.actors_lost = 0
         self.on_pages = self.on_restart = None  # progress (executors/__init__.py)
-        self.actors_replaced = 0
+        self.routed = 0  # pages this run sent to the second pool
 
-    def _add_actor(self, replacement: bool = False) -> None:
+    @staticmethod
+    def _pool(name: str, second: bool, engine, n: int, gpu: bool, batch_size: int, cfg) -> _Pool:
+        options = dict(num_gpus=1, num_cpus=1) if gpu else dict(num_cpus=1 - LOADER_CPUS)
+        if getattr(engine, "kind", "") in VLM_KINDS:
+            # a VLM actor runs its two calls at once: one prepares its pool's images while the other
+            # holds the accelerator (the engine serialises generation); Tesseract stays one at a time
+            options["max_concurrency"] = ACTOR_CALLS
+        replacements = n if cfg.actor_replacements is None else cfg.actor_replacements
+        return _Pool(name, second, n, replacements, options, batch_size, "read_routed" if second else "read")
+
+    def _add_actor(self, pool: _Pool, replacement: bool = False) -> None:
         i, self._next_actor = self._next_actor, self._next_actor + 1
-        self.actors[i] = OcrActor.options(**self.actor_options).remote(self.stages_ref)
-        self.accounts[i] = (-1, {})
+        pool.actors[i] = OcrActor.options(**pool.options).remote(self.stages_ref, pool.second)
+        pool.accounts[i] = (-1, {})
         if replacement:
-            self.starting[self.actors[i].__ray_ready__.remote()] = i
+            self.starting[pool.actors[i].__ray_ready__.remote()] = (pool, i)
 
     def _started(self, ref) -> None:
-        i = self.starting.pop(ref)
+        pool, i = self.starting.pop(ref)
         try:
             ray.get(ref)
         except Exception as e:  # died while starting
             if (build_error := _engine_error(e)) is not None:
                 raise build_error from None
-            if i in self.actors:
-                self._lost(i, e)
+            if i in pool.actors:
+                self._lost(pool, i, e)
 
     # -- the driver's side -------------------------------------------------------------------
     def submit(self, doc: SourceDocument) -> None:
@@ -202,7 +278,7 @@ class RayExecutor:
     def poll(self) -> list[tuple[SourceDocument, list[PageResult]]]:
         done: list[tuple[SourceDocument, list[PageResult]]] = []
         self._dispatch()
-        waitables = list(self.calls) + list(self.starting) + (list(self.loaders) if len(self.queue) < self.queue_pages else [])
+        waitables = list(self.calls) + list(self.starting) + (list(self.loaders) if len(self.first.queue) < self.queue_pages else [])
         if not waitables:
             return self._finished(done)
         ready, rest = ray.wait(waitables, num_returns=1, timeout=1.0, fetch_local=False)
@@ -214,7 +290,7 @@ class RayExecutor:
                 self._collect(w, done)
             elif w in self.starting:
                 self._started(w)
-            elif w in self.loaders and len(self.queue) < self.queue_pages:  # a failed call may have dropped it
+            elif w in self.loaders and len(self.first.queue) < self.queue_pages:  # a failed call may have dropped it
                 self._take_page(w, done)
         self._start_loaders()
         self._dispatch()
@@ -249,60 +325,68 @@ class RayExecutor:
             return
         if self._current(doc_id, attempt):
             self.books[doc_id].emitted += 1
-            self.queue.append((doc_id, attempt, ref))
+            self.first.queue.append((doc_id, attempt, ref))
 
     def _dispatch(self) -> None:
-        """Send batches to actors with a free call slot; a part batch only to an idle actor."""
-        starting = set(self.starting.values())
-        for i, actor in list(self.actors.items()):
-            if i in starting:
+        """Send batches to actors with a free call slot; a part batch only to an idle actor. The
+        first pool waits while the second has `routed_pages` routed pages queued."""
+        starting = {i for _, i in self.starting.values()}
+        for pool in self.pools:
+            if pool is self.first and self.then is not None and len(self.then.queue) >= self.routed_pages:
                 continue
-            while self.queue:
-                in_flight = sum(1 for a, *_ in self.calls.values() if a == i)
-                if in_flight >= ACTOR_CALLS or (in_flight and len(self.queue) < self.stages.batch_size):
-                    break
-                batch = [self.queue.popleft() for _ in range(min(self.stages.batch_size, len(self.queue)))]
-                ref = actor.read.remote(*(r for _, _, r in batch))
-                self.calls[ref] = (i, [(d, a) for d, a, _ in batch], next(self._call_no))
+            for i, actor in list(pool.actors.items()):
+                if i in starting:
+                    continue
+                while pool.queue:
+                    in_flight = sum(1 for _, a, *_ in self.calls.values() if a == i)
+                    if in_flight >= ACTOR_CALLS or (in_flight and len(pool.queue) < pool.batch_size):
+                        break
+                    batch = [pool.queue.popleft() for _ in range(min(pool.batch_size, len(pool.queue)))]
+                    ref = getattr(actor, pool.method).remote(*(r for _, _, r in batch))
+                    self.calls[ref] = (pool, i, [(d, a) for d, a, _ in batch], next(self._call_no))
 
     def _collect(self, ref, done) -> None:
-        i, owners, call_no = self.calls.pop(ref)
+        pool, i, owners, call_no = self.calls.pop(ref)
         try:
             results, account = ray.get(ref)
         except Exception as e:  # actor or worker died, or a page object was lost with its node
             if (build_error := _engine_error(e)) is not None:
                 raise build_error from None
-            if isinstance(e, (ray.exceptions.RayActorError, ray.exceptions.ActorDiedError)) and i in self.actors:
-                self._lost(i, e)
+            if isinstance(e, (ray.exceptions.RayActorError, ray.exceptions.ActorDiedError)) and i in pool.actors:
+                self._lost(pool, i, e)
             for doc_id, attempt in dict.fromkeys(owners):
                 self._fail(doc_id, attempt, e)
             return
-        if call_no > self.accounts[i][0]:
-            self.accounts[i] = (call_no, account)
+        if call_no > pool.accounts[i][0]:
+            pool.accounts[i] = (call_no, account)
         got: dict[str, list[PageResult]] = {}
         for (doc_id, attempt), r in zip(owners, results):
             if self._current(doc_id, attempt):
+                if isinstance(r, _Routed):  # final once the second pool has read it
+                    self.then.queue.append((doc_id, attempt, r.ref))
+                    self.routed += 1
+                    continue
                 self.books[doc_id].results.append(r)
                 got.setdefault(doc_id, []).append(r)
         if self.on_pages is not None:
             for doc_id, rs in got.items():
                 self.on_pages(doc_id, rs)
 
-    def _lost(self, i: int, e: BaseException) -> None:
+    def _lost(self, pool: _Pool, i: int, e: BaseException) -> None:
         """Actor `i` died: replace it while replacements are left (or when it was the last one)."""
-        del self.actors[i]
-        self.actors_lost += 1
-        within = self.actors_replaced < self.max_replacements
-        if within or not self.actors:
-            self._add_actor(replacement=True)
-            self.actors_replaced += 1
-            log.warning("OCR actor %d lost (%s); replaced (%s)", i, type(e).__name__,
-                        f"replacement {self.actors_replaced} of at most {self.max_replacements} this run" if within
+        del pool.actors[i]
+        pool.actors_lost += 1
+        within = pool.actors_replaced < pool.max_replacements
+        if within or not pool.actors:
+            self._add_actor(pool, replacement=True)
+            pool.actors_replaced += 1
+            log.warning("%s actor %d lost (%s); replaced (%s)", pool.name, i, type(e).__name__,
+                        f"replacement {pool.actors_replaced} of at most {pool.max_replacements} this run" if within
                         else "it was the last one, past the limit of replacements (actor_replacements)")
         else:
-            log.warning("OCR actor %d lost (%s); the run's %d replacements are used up (actor_replacements): "
-                        "going on with %d of %d actors", i, type(e).__name__, self.max_replacements,
-                        len(self.actors), self.n_actors)
+            log.warning("%s actor %d lost (%s); the run's %d replacements are used up (actor_replacements): "
+                        "going on with %d of %d actors", pool.name, i, type(e).__name__, pool.max_replacements,
+                        len(pool.actors), pool.n_actors)
 
     def _current(self, doc_id: str, attempt: int) -> bool:
         book = self.books.get(doc_id)
@@ -317,7 +401,8 @@ class RayExecutor:
             if owner == (doc_id, attempt):
                 del self.loaders[gen]
                 _cancel(gen)
-        self.queue = deque(q for q in self.queue if q[0] != doc_id)
+        for pool in self.pools:  # its pages waiting for either pool, routed ones too
+            pool.queue = deque(q for q in pool.queue if q[0] != doc_id)
         if self.on_restart is not None:
             self.on_restart(doc_id)
         book.attempt += 1
@@ -332,22 +417,29 @@ class RayExecutor:
         book.emitted, book.loaded = 1, True
 
     def stats(self, ask: bool = True) -> dict:
-        """`ask=False` (a stopped run): each actor's last account, without queueing behind its calls."""
-        starting = set(self.starting.values())  # a replacement still waiting for room: nothing to ask
-        for i, actor in (self.actors.items() if ask else ()):
+        """`ask=False` (a stopped run): each actor's last account, without queueing behind its calls.
+        The first pool's figures at the top level; with routing the second pool's in `then_pool`."""
+        out = {**self._pool_stats(self.first, ask), "book_retries": self.book_retries}
+        if self.then is not None:
+            out["then_pool"] = {**self._pool_stats(self.then, ask), "pages_routed": self.routed}
+        return out
+
+    def _pool_stats(self, pool: _Pool, ask: bool) -> dict:
+        starting = {i for _, i in self.starting.values()}  # a replacement still waiting for room: nothing to ask
+        for i, actor in (pool.actors.items() if ask else ()):
             if i in starting:
                 continue
             try:
-                self.accounts[i] = (next(self._call_no), ray.get(actor.stats.remote(), timeout=30))
+                pool.accounts[i] = (next(self._call_no), ray.get(actor.stats.remote(), timeout=30))
             except Exception as e:
-                log.warning("OCR actor %d did not report its engine loads: %s", i, type(e).__name__)
-        return {"ocr_actors": self.n_actors, **counters.combine(a for _, a in self.accounts.values()),
-                "book_retries": self.book_retries, "actors_lost": self.actors_lost,
-                "actors_replaced": self.actors_replaced}
+                log.warning("%s actor %d did not report its engine loads: %s", pool.name, i, type(e).__name__)
+        return {"ocr_actors": pool.n_actors, **counters.combine(a for _, a in pool.accounts.values()),
+                "actors_lost": pool.actors_lost, "actors_replaced": pool.actors_replaced}
 
     def close(self) -> None:
         for gen in self.loaders:
             _cancel(gen)
-        for actor in self.actors.values():
-            ray.kill(actor)
-        self.actors.clear()
+        for pool in self.pools:
+            for actor in pool.actors.values():
+                ray.kill(actor)
+            pool.actors.clear()
