@@ -53,7 +53,9 @@ class Leases:
         expires = time.time() + self.ttl
         record = {"run_id": self.run_id, "host": socket.gethostname(), "pid": os.getpid(), "expires_at": expires}
         self.store.write(join(self.live_dir, f"{self.run_id}.json"), json.dumps(record).encode())
-        if self._expires_at and not self.fresh():  # renewed late: another run may have taken our claims meanwhile
+        if not self._expires_at:  # announced now: a claim made before, nobody had reason to leave alone
+            self._lapsed_until = time.monotonic()
+        elif not self.fresh():  # renewed late: another run may have taken our claims meanwhile
             self._lapsed_until = time.monotonic() + LIVE_CACHE_S  # (and may still think so, from its cache)
             log.warning("the run's lease heartbeat was late; claims made before now are checked in the store")
         self._expires_at = expires
@@ -157,8 +159,9 @@ class Leases:
                     return False
                 nxt = int(gens[-1]) + 1
             record = json.dumps({"run_id": self.run_id, "claimed_at": time.time()}).encode()
+            asked = time.monotonic()  # before the create: a lapse while it is under way counts against it
             if self.store.create_exclusive(join(self.lease_dir, key, f"{nxt:08d}"), record):
-                self.held[key], self.claimed_at[key] = f"{nxt:08d}", time.monotonic()
+                self.held[key], self.claimed_at[key] = f"{nxt:08d}", asked
                 for old in gens:  # taken over from a dead run: its generations are history
                     self.store.delete(join(self.lease_dir, key, old))
                 return True
