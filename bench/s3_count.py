@@ -9,7 +9,8 @@ POST /__counts/reset sets them to zero. KIND is LIST, GET, HEAD, PUT, PUT-IF-NON
 exclusive create: a claim), DELETE, DELETE-MANY (DeleteObjects, up to 1,000 keys) or another
 method; AREA is the first path element under the bucket's
 top folder, and for keys under `out/<run>/` the element under that (`src`, `out/_leases`, `out/_live`,
-`out/pages`, `out/documents`, `out/_runs`, ...).
+`out/pages`, `out/documents`, `out/_runs`, `out/_content`, ...; the claims on bytes,
+`out/<run>/_leases/content-<sha256>/`, are `out/_leases/content-`).
 """
 from __future__ import annotations
 
@@ -54,6 +55,8 @@ def area_of(environ) -> str:
     parts = [p for p in key.split("/") if p]
     if not parts:
         return "-"
+    if parts[0] == "out" and len(parts) > 3 and parts[2] == "_leases" and parts[3].startswith("content-"):
+        return "out/_leases/content-"  # claims on bytes (pipeline/duplicates.py), apart from the claims on books
     if parts[0] == "out" and len(parts) > 2:
         return "out/" + parts[2]
     return parts[0]

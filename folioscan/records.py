@@ -116,6 +116,7 @@ class PageWork:
     box_read: Optional["BoxRead"] = None  # `boxes: tesseract`: Tesseract's read of the cleaned page (workers/boxes.py)
     content_sha256: Optional[str] = None  # of the book's source bytes, once read (images: on the book's last page)
     duplicate_of: Optional[str] = None  # DOCUMENT_LEVEL only: the book's bytes are those of this doc_id, not read again
+    content_claim: Optional[str] = None  # generation of the claim this run's loader took on the book's bytes (pipeline/duplicates.py)
 
 
 @dataclass

@@ -10,12 +10,12 @@ import pytest
 from folioscan.pipeline.cli import main
 from folioscan.pipeline.committed import CommittedIndex
 from folioscan.pipeline.config import JobConfig
-from folioscan.pipeline.duplicates import ContentClaims, settle
+from folioscan.pipeline.duplicates import ContentClaims, First, settle
 from folioscan.pipeline.job import run_job
 from folioscan.pipeline.leases import Leases
 from folioscan.pipeline.storage import LocalStore, S3Store
 from tests.helpers import png_bytes, scanned_pdf, text_page_image
-from tests.test_durability import driver, table
+from tests.test_durability import _CountingStore, driver, table
 
 
 @pytest.fixture(scope="module")
@@ -147,6 +147,33 @@ def test_at_commit_a_duplicate_whose_first_copy_is_gone_becomes_a_transient_erro
     assert docs[0]["duplicate_of"] is None and "d1" in docs[0]["error"]
 
 
+def test_a_claim_on_bytes_is_not_looked_at_again_at_commit_unless_its_run_stalled(tmp_path):
+    """The generation a loader took travels with the book: while the run has been live without a lapse
+    since it claimed the book, the first copy is settled with no request; a run that stalled past its
+    TTL (and whose claim on the bytes was taken over meanwhile) looks again, and its book is a duplicate."""
+    import time
+
+    store, out, sha = _CountingStore(), str(tmp_path / "out"), "e" * 64
+    index = CommittedIndex(store, os.path.join(out, "documents"))
+    row = {"doc_id": "book1", "source_uri": "s3://b/book1.pdf", "status": "ok", "duplicate_of": None,
+           "content_sha256": sha, "error": None, "error_kind": None}
+    run = Leases(store, out, "run-1", ttl_s=2.0)
+    run.renew()  # announced; no heartbeat
+    mine = ContentClaims(store, out, "run-1", 2.0)
+    assert run.claim("book1") and mine.take(sha, "book1") == (None, "00000000")  # the book, then its loader's claim
+    store.ls_calls = store.reads = 0
+    _, docs, firsts = settle(mine, index, [], [dict(row)], run, {"book1": "00000000"})
+    assert firsts == [First(row, "00000000")] and (store.ls_calls, store.reads) == (0, 0)  # not looked at
+    time.sleep(2.3)  # run-1 looks dead ...
+    other = Leases(store, out, "run-2", ttl_s=30).start()
+    assert ContentClaims(store, out, "run-2", 30).take(sha, "book2") == (None, "00000001")  # ... and loses the bytes
+    run.start()  # its heartbeat comes back: fresh, but not unbroken since it claimed book1
+    pages, docs, firsts = settle(mine, index, [{"doc_id": "book1"}], [dict(row)], run, {"book1": "00000000"})
+    assert firsts == [] and pages == [] and docs[0]["status"] == "duplicate" and docs[0]["duplicate_of"] == "book2"
+    run.stop()
+    other.stop()
+
+
 def test_content_claims_are_exclusive_on_local_and_s3(tmp_path, s3_endpoint):
     import boto3
 
@@ -206,3 +233,91 @@ def test_on_ray_copies_loaded_side_by_side_are_read_once(tmp_path, pdfs, ray_loc
     summary = run_job(cfg(src, out, executor="ray", shard_docs=3))
     check_read_once(out, copies)
     assert (summary.documents_duplicate, summary.stages["ocr"]["pages"]) == (4, 4)
+
+
+@pytest.fixture(scope="module")
+def counting_s3():
+    """moto's S3 server on 127.0.0.1, counting the requests it serves by kind and area (bench/s3_count.py's
+    middleware, in a thread here): a URL and a function returning the counts since the last call."""
+    import importlib.util
+    import threading
+
+    from moto.server import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+    from werkzeug.serving import make_server
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    spec = importlib.util.spec_from_file_location("s3_count", os.path.join(root, "bench", "s3_count.py"))
+    s3_count = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(s3_count)
+    app = s3_count.Counting(DomainDispatcherApplication(create_backend_app))
+    server = make_server("127.0.0.1", 0, app, True, request_handler=MotoRequestHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+
+    def counts() -> dict[str, int]:
+        with app.lock:
+            taken = dict(app.counts)
+            app.counts.clear()
+        return taken
+
+    yield f"http://127.0.0.1:{server.server_port}", counts
+    server.shutdown()
+
+
+def content_requests(counts: dict[str, int]) -> dict[str, int]:
+    """The requests for duplicate detection: first-copy records and claims on bytes."""
+    return {k: n for k, n in counts.items() if k.endswith((" out/_content", " out/_leases/content-"))}
+
+
+def test_a_first_copy_costs_five_requests_for_duplicate_detection_and_a_copy_one(counting_s3, monkeypatch):
+    """S3 requests per book for duplicate detection, counted where moto's server receives them: a first
+    copy needs the loader's look-up, the claim (listing, exclusive create), the look-up again and the
+    record, and its share of one DeleteObjects per shard; no second look at commit (before: about 11
+    a book here, 14 with the Ray executor, whose every loader task probed for conditional writes)."""
+    import boto3
+
+    import numpy as np
+
+    endpoint, counts = counting_s3
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    s3 = boto3.client("s3", endpoint_url=endpoint)
+    s3.create_bucket(Bucket="dedupe")
+    books = 12
+    pages = [np.full((260, 200), 255, np.uint8) for _ in range(books)]
+    for i, page in enumerate(pages):
+        page[20 + 10 * i:26 + 10 * i, 20:180] = 0  # every book's bytes different
+    pdfs = [scanned_pdf([page], dpi=60) for page in pages]
+    for i, data in enumerate(pdfs):
+        s3.put_object(Bucket="dedupe", Key=f"src/book{i:02d}.pdf", Body=data)
+
+    def run(out, **kw):
+        counts()
+        summary = run_job(JobConfig(source="s3://dedupe/src/", output=f"s3://dedupe/out/{out}", endpoint_url=endpoint,
+                                    executor="local", progress=False, engine={"kind": "synthetic"},
+                                    prep={"enabled": False}, **kw))
+        return summary, counts()
+
+    run("warm", dedupe=False)  # the process's S3 client and its probe of conditional writes, once per process
+    summary, kept = run("kept", dedupe=False)
+    assert summary.documents == books and content_requests(kept) == {}
+    summary, seen = run("seen")
+    assert (summary.documents, summary.documents_duplicate, summary.pages) == (books, 0, books)
+    per_kind = content_requests(seen)
+    assert per_kind == {"GET out/_content": 2 * books, "LIST out/_leases/content-": books,
+                        "PUT-IF-NONE-MATCH out/_leases/content-": books, "PUT out/_content": books,
+                        "DELETE-MANY out/_leases/content-": 1}, per_kind
+    assert sum(per_kind.values()) / books <= 5.1
+    assert sum(seen.values()) - sum(kept.values()) == sum(per_kind.values())  # nothing else changed
+    left = s3.list_objects_v2(Bucket="dedupe", Prefix="out/seen/_leases/").get("Contents", [])
+    assert left == []  # every claim released
+    # copies of committed books under new names, in a later run: one look-up each
+    for i in range(4):
+        s3.put_object(Bucket="dedupe", Key=f"src/copy{i}.pdf", Body=pdfs[i])
+    summary, seen = run("seen")
+    assert (summary.documents, summary.documents_duplicate, summary.pages) == (4, 4, 0)
+    assert content_requests(seen) == {"GET out/_content": 4}
+    docs = table("s3://dedupe/out/seen", "documents", s3)
+    assert docs.groupby("content_sha256").status.apply(sorted).map(tuple).value_counts().to_dict() == {
+        ("duplicate", "ok"): 4, ("ok",): books - 4}

@@ -201,6 +201,27 @@ def test_a_fresh_run_releases_its_claims_without_looking_and_a_stalled_one_never
         assert generations(out, "book") == []
 
 
+def test_a_run_whose_heartbeat_was_late_looks_at_its_claims_again_though_fresh_once_more(tmp_path):
+    """A driver that stalled past its TTL (its claims taken over meanwhile) and whose heartbeat then beats
+    again must not trust its earlier claims because it is fresh now: it checks them in the store."""
+    from folioscan.pipeline.leases import LIVE_CACHE_S
+
+    store, out = LocalStore(), str(tmp_path / "out")
+    stalled = Leases(store, out, "run-1", ttl_s=1.0)
+    stalled.renew()  # announced, then no heartbeat for a while
+    assert stalled.claim("book") and stalled.unbroken("book") and stalled.still_held({"book"}) == {"book"}
+    time.sleep(1.3)
+    taker = Leases(store, out, "run-2", ttl_s=30).start()
+    assert taker.claim("book")  # run-1 looked dead
+    stalled.start()  # the heartbeat comes back
+    assert stalled.fresh() and not stalled.unbroken("book")
+    assert stalled.still_held({"book"}) == set()  # looked at in the store: lost
+    time.sleep(LIVE_CACHE_S + 0.2)  # once others can no longer hold run-1 for dead, new claims are trusted again
+    assert stalled.claim("other") and stalled.unbroken("other") and stalled.still_held({"other"}) == {"other"}
+    stalled.stop()
+    taker.stop()
+
+
 def test_recovery_never_deletes_a_live_runs_uncommitted_part(tmp_path, small_pages):
     src = make_source(tmp_path / "src", small_pages, books=1)
     out = str(tmp_path / "out")

@@ -21,6 +21,14 @@ but whose bytes got a first copy meanwhile (a folder of page images, whose hash 
 its last page; a claim taken over from a stalled run) becomes a duplicate, its pages dropped. So
 each content is OCR'd and committed with pages once, whichever driver or run reads it first.
 
+The claim's generation travels with the book's pages (`PageWork.content_claim`), so a first copy whose
+loader took the claim costs no second look at commit while the run has been live without a lapse since
+it claimed the book (`Leases.unbroken`: nobody takes over a live run's claims), and its claim is
+released by deleting that generation, a shard's claims in one request (S3's DeleteObjects). A first
+copy then costs 5 requests: the loader's look-up, the claim's listing and exclusive create, the look-up
+again (a first copy committed and released between the two looks), and the record; plus its share of
+the shard's DeleteObjects. A run whose heartbeat was late looks again, as before.
+
 Lookups go through `first_copy(sha)`: one object read per book, no memory per committed book in the
 driver (a million-book restart holds nothing more than before).
 """
@@ -30,12 +38,17 @@ import json
 import logging
 import os
 import time
-from typing import Optional
+from typing import Iterable, NamedTuple, Optional
 
 from folioscan.pipeline.leases import Leases
 from folioscan.pipeline.storage import LocalStore, StorageError, Store, join
 
 log = logging.getLogger(__name__)
+
+
+class Claim(NamedTuple):
+    first: Optional[str]  # doc_id of the first copy of the bytes; None when the book asking is it
+    generation: Optional[str] = None  # of this run's claim on the bytes for that book, when it holds one
 
 
 class ContentClaims:
@@ -108,9 +121,14 @@ class ContentClaims:
     def claim(self, sha: str, doc_id: str) -> Optional[str]:
         """None when book `doc_id` is the first copy of these bytes (named by the committed record,
         or now holding the claim on them); else the first copy's doc_id, committed or in flight."""
+        return self.take(sha, doc_id).first
+
+    def take(self, sha: str, doc_id: str) -> Claim:
+        """As `claim`, with the generation of the claim this run now holds for book `doc_id` (None when
+        the committed record names the book itself, or the bytes have another first copy)."""
         first = self.first_copy(sha)
         if first is not None:
-            return None if first["doc_id"] == doc_id else first["doc_id"]
+            return Claim(None if first["doc_id"] == doc_id else first["doc_id"])
         key = self._key(sha)
         for _ in range(5):  # a generation can vanish under us while its taker tidies up: look again
             gens = self.leases._generations(key)
@@ -121,9 +139,9 @@ class ContentClaims:
                     continue
                 run, holder = str(record.get("run_id", "")), record.get("doc_id")
                 if run == self.run_id and holder == doc_id:
-                    return None  # ours already: the book's earlier attempt in this run
+                    return Claim(None, gens[-1])  # ours already: the book's earlier attempt in this run
                 if run and self.leases.is_live(run):
-                    return None if holder == doc_id else holder
+                    return Claim(None if holder == doc_id else holder)
                 nxt = int(gens[-1]) + 1  # its run is gone: taken over
             record = json.dumps({"run_id": self.run_id, "doc_id": doc_id, "claimed_at": time.time()}).encode()
             if self.store.create_exclusive(join(self.leases.lease_dir, key, f"{nxt:08d}"), record):
@@ -132,22 +150,56 @@ class ContentClaims:
                 first = self.first_copy(sha)  # committed and released between our two looks
                 if first is not None and first["doc_id"] != doc_id:
                     self.release(sha, doc_id)
-                    return first["doc_id"]
-                return None
+                    return Claim(first["doc_id"])
+                return Claim(None, f"{nxt:08d}")
         raise StorageError(f"{join(self.leases.lease_dir, key)}: the claim on these bytes kept changing hands")
 
     def release(self, sha: str, doc_id: str) -> None:
-        """Remove this run's claim on the bytes for book `doc_id` (another book's claim stays)."""
+        """Remove this run's claim on the bytes for book `doc_id` (another book's claim stays), looking
+        first at whose each generation is."""
         key = self._key(sha)
         for gen in self.leases._generations(key):
             record = self._record(sha, gen)
             if record and record.get("run_id") == self.run_id and record.get("doc_id") == doc_id:
                 self.store.delete(join(self.leases.lease_dir, key, gen))
+        self._remove_empty_folder(sha)
+
+    def release_firsts(self, firsts: Iterable["First"], run: Leases) -> None:
+        """After the commit point (and `register`): the claims of a shard's first copies. A claim whose
+        generation is known and whose book this run has held without a lapse (`run.unbroken`) cannot
+        have been taken over, so that generation is deleted directly, all of them in one request where
+        the store allows; any other is looked at first (`release`). Before `run` releases the books."""
+        direct, looked = [], []
+        for f in firsts:
+            sha, doc_id = f.row["content_sha256"], f.row["doc_id"]
+            if f.generation is not None and run.unbroken(doc_id):
+                direct.append((sha, join(self.leases.lease_dir, self._key(sha), f.generation)))
+            else:
+                looked.append((sha, doc_id))
+        self.store.delete_many([uri for _, uri in direct])
+        for sha, _ in direct:
+            self._remove_empty_folder(sha)
+        for sha, doc_id in looked:
+            self.release(sha, doc_id)
+
+    def _remove_empty_folder(self, sha: str) -> None:
         if isinstance(self.store, LocalStore):  # no empty folder per content left behind
             try:
-                os.rmdir(join(self.leases.lease_dir, key))
+                os.rmdir(join(self.leases.lease_dir, self._key(sha)))
             except OSError:
                 pass
+
+
+class First(NamedTuple):
+    """A first copy settled for commit: its documents row and the generation of this run's claim on its bytes."""
+    row: dict
+    generation: Optional[str]
+
+
+def claims_taken(results) -> dict[str, str]:
+    """doc_id -> the generation of the claim its loader took on the book's bytes, from the book's page
+    results (`PageWork.content_claim`)."""
+    return {r.work.doc_id: r.work.content_claim for r in results if r.work.content_claim}
 
 
 def _standing(claims: ContentClaims, index, sha: str, first: str) -> bool:
@@ -158,13 +210,16 @@ def _standing(claims: ContentClaims, index, sha: str, first: str) -> bool:
     return first in index.by_id or claims.holder(sha) == first
 
 
-def settle(claims: ContentClaims, index, page_rows: list[dict], doc_rows: list[dict]) -> tuple[list[dict], list[dict], list[dict]]:
+def settle(claims: ContentClaims, index, page_rows: list[dict], doc_rows: list[dict], run: Optional[Leases] = None,
+           taken: Optional[dict[str, str]] = None) -> tuple[list[dict], list[dict], list[First]]:
     """Just before a shard's commit: each book's standing as a copy, checked again (module docstring).
     Returns the page rows (a book turned duplicate loses its pages), the documents rows, and the
-    first copies, to `register` once the commit point is passed."""
+    first copies, to `register` once the commit point is passed and then `release_firsts`. `taken`
+    (`claims_taken`): the claims the loaders took; one held by `run` without a lapse since it claimed
+    the book is not looked at again."""
     from folioscan.pipeline.assemble import as_duplicate, first_copy_gone
 
-    firsts = []
+    firsts, taken = [], taken or {}
     for d in doc_rows:
         sha = d["content_sha256"]
         if not sha:
@@ -176,12 +231,16 @@ def settle(claims: ContentClaims, index, page_rows: list[dict], doc_rows: list[d
                 claims.forget(sha, d["duplicate_of"])
                 first_copy_gone(d)
             continue
-        first = claims.claim(sha, d["doc_id"])
+        generation = taken.get(d["doc_id"])
+        if generation is not None and run is not None and run.unbroken(d["doc_id"]):
+            firsts.append(First(d, generation))  # its loader claimed the bytes and nobody can have taken them since
+            continue
+        first, generation = claims.take(sha, d["doc_id"])
         if first is not None and not _standing(claims, index, sha, first):
             claims.forget(sha, first)  # a record naming a book since removed from the output
-            first = claims.claim(sha, d["doc_id"])
+            first, generation = claims.take(sha, d["doc_id"])
         if first is None:
-            firsts.append(d)
+            firsts.append(First(d, generation))
         else:
             log.info("%s: the same bytes as %s, committed first; its pages are dropped", d["source_uri"], first)
             as_duplicate(d, first)

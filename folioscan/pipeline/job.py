@@ -20,7 +20,7 @@ from folioscan import __version__
 from folioscan.pipeline.assemble import assemble_shard
 from folioscan.pipeline.committed import CommittedIndex, decide
 from folioscan.pipeline.config import JobConfig
-from folioscan.pipeline.duplicates import ContentClaims, settle
+from folioscan.pipeline.duplicates import ContentClaims, claims_taken, settle
 from folioscan.pipeline.executors import make_executor
 from folioscan.pipeline.leases import Leases
 from folioscan.pipeline.output import DatasetWriter
@@ -150,11 +150,12 @@ class _Exporter:
 
 
 def _commit(writer: DatasetWriter, leases: Leases, index: CommittedIndex, page_rows: list[dict],
-            doc_rows: list[dict], summary: JobSummary, export=None, claims: Optional[ContentClaims] = None
-            ) -> tuple[list[dict], list[dict]]:
+            doc_rows: list[dict], summary: JobSummary, export=None, claims: Optional[ContentClaims] = None,
+            taken: Optional[dict[str, str]] = None) -> tuple[list[dict], list[dict]]:
     """Commit the books this run still holds (their exports written first, `_shard_exporter`), then
     remove the rows they supersede and free them. With `claims` (dedupe), each book's standing as a
-    copy is settled first and the first copies are recorded after the commit point (duplicates.py)."""
+    copy is settled first (`taken`: the claims on their bytes the loaders took) and the first copies
+    are recorded after the commit point (duplicates.py)."""
     ids = {d["doc_id"] for d in doc_rows}
     mine = leases.still_held(ids)
     if mine != ids:
@@ -166,16 +167,17 @@ def _commit(writer: DatasetWriter, leases: Leases, index: CommittedIndex, page_r
         return page_rows, doc_rows
     firsts = []
     if claims is not None:
-        page_rows, doc_rows, firsts = settle(claims, index, page_rows, doc_rows)
+        page_rows, doc_rows, firsts = settle(claims, index, page_rows, doc_rows, leases, taken)
     for d in doc_rows:  # a retried book counts its runs
         before = index.by_id.get(d["doc_id"])
         d["attempts_made"] = (before.attempts_made + 1) if before else 1
     name = writer.commit(page_rows, doc_rows, before_commit=(lambda: export(page_rows, doc_rows)) if export else None)
     summary.shards.append(name)
     index.record(name, doc_rows)
-    for d in firsts:  # past the commit point: later copies of these bytes are duplicates of these books
-        claims.register(d["content_sha256"], d["doc_id"], d["source_uri"])
-        claims.release(d["content_sha256"], d["doc_id"])
+    for f in firsts:  # past the commit point: later copies of these bytes are duplicates of these books
+        claims.register(f.row["content_sha256"], f.row["doc_id"], f.row["source_uri"])
+    if firsts:
+        claims.release_firsts(firsts, leases)  # while the books are still held (`Leases.unbroken`)
     summary.documents_superseded += writer.supersede(index.take_stale(), leases)
     leases.release_many(mine)  # one request for the shard's books where the store allows
     return page_rows, doc_rows
@@ -339,8 +341,9 @@ def _commit_shards(cfg: JobConfig, summary: JobSummary, todo: Iterator[SourceDoc
                    claims: Optional[ContentClaims] = None) -> None:
     for docs, results in _stream(executor, todo, cfg.shard_docs, cfg.shards_in_flight, stop, summary, progress):
         page_rows, doc_rows = assemble_shard(docs, results, cfg.run_id)
+        taken = claims_taken(results) if claims is not None else None
         t1 = time.perf_counter()
-        page_rows, doc_rows = _commit(writer, leases, index, page_rows, doc_rows, summary, export, claims)
+        page_rows, doc_rows = _commit(writer, leases, index, page_rows, doc_rows, summary, export, claims, taken)
         summary.stage("write", time.perf_counter() - t1 - (export.take_seconds() if export else 0.0), len(page_rows))
         summary.add(page_rows, doc_rows)
         summary._in_flight -= len(docs)

@@ -27,13 +27,17 @@ from folioscan.pipeline.storage import LocalStore, Store, StorageError, join
 
 log = logging.getLogger(__name__)
 
+LIVE_CACHE_S = 1.0  # how long a run's liveness, once read, is believed without reading it again
+
 
 class Leases:
     def __init__(self, store: Store, output: str, run_id: str, ttl_s: float):
         self.store, self.run_id, self.ttl = store, run_id, ttl_s
         self.lease_dir, self.live_dir = join(output, "_leases"), join(output, "_live")
         self.held: dict[str, str] = {}  # key -> the generation this run created for it
+        self.claimed_at: dict[str, float] = {}  # key -> time.monotonic() when this run claimed it
         self._expires_at = 0.0
+        self._lapsed_until = float("-inf")  # monotonic: until then others may have taken this run for dead
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
         self._live_cache: dict[str, tuple[float, bool]] = {}
@@ -49,6 +53,11 @@ class Leases:
         expires = time.time() + self.ttl
         record = {"run_id": self.run_id, "host": socket.gethostname(), "pid": os.getpid(), "expires_at": expires}
         self.store.write(join(self.live_dir, f"{self.run_id}.json"), json.dumps(record).encode())
+        if not self._expires_at:  # announced now: a claim made before, nobody had reason to leave alone
+            self._lapsed_until = time.monotonic()
+        elif not self.fresh():  # renewed late: another run may have taken our claims meanwhile
+            self._lapsed_until = time.monotonic() + LIVE_CACHE_S  # (and may still think so, from its cache)
+            log.warning("the run's lease heartbeat was late; claims made before now are checked in the store")
         self._expires_at = expires
 
     def _heartbeat(self) -> None:
@@ -61,6 +70,13 @@ class Leases:
     def fresh(self) -> bool:
         """Our claims are safe to commit under: well inside the time others would wait before taking them."""
         return time.time() < self._expires_at - self.ttl / 3
+
+    def unbroken(self, key: str) -> bool:
+        """This run claimed `key` and has been live without a lapse since (`fresh` now, and no late
+        heartbeat after the claim): nobody can have taken it over, nor anything claimed for it after it
+        (a book's claim on its bytes, duplicates.py)."""
+        since = self.claimed_at.get(key)
+        return since is not None and key in self.held and since > self._lapsed_until and self.fresh()
 
     def stop(self) -> None:
         self._stop.set()
@@ -82,7 +98,7 @@ class Leases:
         if run_id == self.run_id:
             return True
         cached = self._live_cache.get(run_id)
-        if cached and time.monotonic() - cached[0] < 1.0:
+        if cached and time.monotonic() - cached[0] < LIVE_CACHE_S:
             return cached[1]
         try:
             record = json.loads(self.store.read(join(self.live_dir, f"{run_id}.json")))
@@ -143,8 +159,9 @@ class Leases:
                     return False
                 nxt = int(gens[-1]) + 1
             record = json.dumps({"run_id": self.run_id, "claimed_at": time.time()}).encode()
+            asked = time.monotonic()  # before the create: a lapse while it is under way counts against it
             if self.store.create_exclusive(join(self.lease_dir, key, f"{nxt:08d}"), record):
-                self.held[key] = f"{nxt:08d}"
+                self.held[key], self.claimed_at[key] = f"{nxt:08d}", asked
                 for old in gens:  # taken over from a dead run: its generations are history
                     self.store.delete(join(self.lease_dir, key, old))
                 return True
@@ -161,22 +178,25 @@ class Leases:
         return True
 
     def still_held(self, keys: Iterable[str]) -> set[str]:
-        """Of `keys`, those this run still holds. Cheap while the heartbeat is fresh: nobody takes the
-        claims of a live run; otherwise each claim is checked in the store."""
+        """Of `keys`, those this run still holds. Cheap while the heartbeat is fresh and was not late since
+        the claims were made (`unbroken`): nobody takes the claims of a live run; otherwise each claim is
+        checked in the store."""
         keys = set(keys) & self.held.keys()
-        if self.fresh():
+        if all(self.unbroken(k) for k in keys):
             return keys
-        try:
-            self.renew()
-        except StorageError as e:
-            log.warning("lease renewal failed before a commit: %s", e)
-        mine = set()
-        for key in keys:
+        if not self.fresh():
+            try:
+                self.renew()
+            except StorageError as e:
+                log.warning("lease renewal failed before a commit: %s", e)
+        mine = {k for k in keys if self.unbroken(k)}
+        for key in keys - mine:
             gens = self._generations(key)
             if gens and self._owner(key, gens[-1]) == self.run_id:
                 mine.add(key)
             else:
                 self.held.pop(key, None)
+                self.claimed_at.pop(key, None)
         return mine
 
     def release(self, key: str) -> None:
@@ -187,10 +207,12 @@ class Leases:
         (as in `still_held`), so the generations this run created are deleted at once, in one request
         where the store allows (S3's DeleteObjects); otherwise each key's generations are read and
         only this run's are deleted."""
-        fresh, direct, done = self.fresh(), [], []
+        direct, done = [], []
         for key in keys:
+            unbroken = self.unbroken(key)
             mine = self.held.pop(key, None)
-            if mine is not None and fresh:
+            self.claimed_at.pop(key, None)
+            if mine is not None and unbroken:
                 direct.append(join(self.lease_dir, key, mine))
                 done.append(key)
             else:

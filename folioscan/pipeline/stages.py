@@ -47,10 +47,11 @@ class Stages:
         return self.route.then if self.route is not None else None
 
     def first_copy(self, doc: SourceDocument):
-        """For the loader: doc_id of the first copy of a book's bytes, None when this book is it."""
+        """For the loader: (doc_id of the first copy of a book's bytes, None when this book is it; the
+        generation of the claim it took on them), duplicates.ContentClaims.take."""
         if self.content is None:
             return None
-        return lambda sha: self.content.claim(sha, doc.doc_id)
+        return lambda sha: self.content.take(sha, doc.doc_id)
 
     def pages(self, doc: SourceDocument) -> Iterator[PageWork]:
         """Load and clean a book's pages one at a time (CPU work). A book over the page cap ends

@@ -274,7 +274,10 @@ class S3Store:
 
         bucket, key = split_s3(uri)
         if self._conditional_writes is None:
-            self._conditional_writes = self._probe_conditional_writes(bucket, key)
+            probed = (os.getpid(), self.endpoint_url or os.environ.get("AWS_ENDPOINT_URL") or None, self.region, bucket)
+            if probed not in _honours_if_none_match:  # once per process and bucket: a loader task unpickles its store afresh
+                _honours_if_none_match[probed] = self._probe_conditional_writes(bucket, key)
+            self._conditional_writes = _honours_if_none_match[probed]
         if not self._conditional_writes:
             return self._create_by_read_back(uri, data)
         from botocore.exceptions import BotoCoreError
@@ -344,6 +347,7 @@ class S3Store:
         self._call("bucket check", f"s3://{bucket}", self.client.head_bucket, Bucket=bucket)
 
 
+_honours_if_none_match: dict = {}  # (pid, endpoint, region, bucket) -> whether the store honours If-None-Match (probed once)
 _clients: dict = {}  # (pid, endpoint, region, key id, profile) -> boto3 client: one per process, shared by its stores
 _clients_lock = threading.Lock()
 

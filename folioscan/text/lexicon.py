@@ -41,3 +41,43 @@ def zipf(word: str, lang: str) -> float:
 
 def known(word: str, lang: str, min_zipf: float = 1.0) -> bool:
     return zipf(word, lang) >= min_zipf
+
+
+@lru_cache(maxsize=None)
+def _floor(lang: str, min_zipf: float) -> float:
+    """The least frequency whose Zipf value is at least `min_zipf` (log10 is monotonic, so a word is
+    `known` exactly when its frequency is at least this): wordfreq's frequencies take a few hundred
+    distinct values, each taken to the log once."""
+    return min((f for f in set(_frequencies(lang).values()) if f and math.log10(f) + 9 >= min_zipf), default=math.inf)
+
+
+_MEMO_WORDS = 200_000  # words remembered per language (a few tens of MB); forgotten all at once beyond
+
+
+@lru_cache(maxsize=None)
+def _memo(lang: str, min_zipf: float) -> dict:
+    return {}
+
+
+def count_known(ws: list[str], lang: str, min_zipf: float = 1.0) -> int:
+    """How many of the words `ws` are `known` (the same answer word by word), each distinct word looked
+    up once per process: the book text and its signals look up every word of every page, twice
+    (bench/driver.py --breakdown), and a text's words are mostly the same few thousand."""
+    freqs = _frequencies(lang)
+    if not freqs:  # no word list: every word's Zipf value is 0
+        return len(ws) if min_zipf <= 0.0 else 0
+    memo = _memo(lang, min_zipf)
+    try:
+        return sum(map(memo.__getitem__, ws))
+    except KeyError:
+        pass
+    if len(memo) > _MEMO_WORDS:
+        memo.clear()
+    if min_zipf <= 0.0:  # unlisted words count too: by Zipf value
+        for w in set(ws).difference(memo):
+            memo[w] = known(w, lang, min_zipf)
+    else:
+        floor, get = _floor(lang, min_zipf), freqs.get
+        for w in set(ws).difference(memo):
+            memo[w] = (get(w.lower().replace("\u2019", "'")) or 0.0) >= floor
+    return sum(map(memo.__getitem__, ws))

@@ -34,8 +34,12 @@ class TextPage:
         Lines with boxes are used when they spell the page text; otherwise the text's own lines
         (VLM output has no boxes). Blank lines in the text mark `break_before` either way.
         """
-        raw = [(l if isinstance(l, dict) else {"text": l.text, "box": l.box}) for l in (lines or [])]
-        boxed = [(r["text"].strip(), _box(r.get("box"))) for r in raw if r["text"].strip()]
+        boxed = []
+        for l in lines or ():
+            t, box = (l["text"], l.get("box")) if isinstance(l, dict) else (l.text, l.box)
+            t = t.strip()
+            if t:
+                boxed.append((t, _box(box)))
         out, blank, i = [], False, 0
         for t in (text or "").split("\n"):
             t = t.strip()
@@ -52,4 +56,4 @@ class TextPage:
 
 def _box(box) -> Optional[Box]:
     """A line's box, or None where the engine gave none (VLM lines carry an empty one)."""
-    return tuple(int(v) for v in box) if box is not None and len(box) == 4 else None
+    return tuple(map(int, box)) if box is not None and len(box) == 4 else None

