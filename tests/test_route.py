@@ -233,6 +233,36 @@ def test_what_routes_a_page_and_what_makes_the_second_reading_fall_back():
     assert kept.work.image is None
 
 
+def test_the_guard_never_falls_back_to_a_first_reading_that_is_worse_by_its_own_measure():
+    """A page routed because its first reading is empty or failed keeps a second reading that the
+    guard finds short, capped or looping (falling back would leave the row with no text at all), and
+    `short` does not fall back to a first reading with even fewer characters; the guard's finding is
+    recorded on the second reading all the same. A first reading with more text still wins."""
+    route = RouteOptions(then=SyntheticOptions())
+    prose = " ".join(PARAGRAPHS)
+    est = 5 * len(prose)  # the second reading has under a quarter of the estimate: `short`
+    cases = [(_result("", 0.0), "empty"),  # routed `empty`
+             (_result("", status="error"), "error"),  # routed `error`
+             (_result(prose[:60], 0.2), "confidence 0.2 < 0.8")]  # fewer characters than the second reading
+    for first, why in cases:
+        first.route_reason = why
+        kept = settle(first, _result(prose, 0.7, est=est, engine="vlm"), route)
+        assert kept.engine == "vlm" and kept.status == "ok" and kept.ocr.text == prose, why
+        assert [(x.engine, x.chosen) for x in kept.readings] == [("tesseract", False), ("vlm", True)], why
+        assert kept.readings[1].reason == f"short: {len(prose)} chars of ~{est} estimated", why
+    capped = _result(prose, 0.7, attempt=OcrAttempt("base", hit_token_cap=True), engine="vlm")
+    failed = _result("", status="error")
+    failed.route_reason = "error"
+    kept = settle(failed, capped, route)
+    assert kept.engine == "vlm" and kept.status == "ok" and kept.readings[1].reason == "token-cap"
+    # a first reading with more text than the short second one: the page falls back
+    first = _result(prose, 0.5)
+    first.route_reason = "confidence 0.5 < 0.8"
+    back = settle(first, _result(PARAGRAPHS[1][:100], 0.7, est=len(prose), engine="vlm"), route)
+    assert back is first and [x.chosen for x in back.readings] == [True, False]
+    assert back.readings[1].reason == f"short: 100 chars of ~{len(prose)} estimated"
+
+
 @pytest.mark.ray
 def test_pools_that_cannot_both_fit_on_this_machines_ray_are_refused_before_any_work(books, tmp_path, ray_local, capsys):
     out = tmp_path / "out"

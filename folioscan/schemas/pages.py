@@ -104,9 +104,11 @@ PAGES = Table("pages", version=8, columns=[
                                      "`lexicon 0.31 < 0.5`, `error`; null when not routed"),
     col("readings", pa.list_(READING),
         "routed pages: the first engine's reading, then the second's: engine, engine_version, status, confidence, "
-        "confidence_raw, chars, chosen (the one the row keeps), reason (the second reading's: why the row fell back to "
-        "the first, e.g. `repetition`, `token-cap`, `error: ...`, `short: 40 chars of ~2000 estimated`; null when "
-        "kept, and always null on the first reading, whose reason is `route_reason`); null when not routed"),
+        "confidence_raw, chars, chosen (the one the row keeps), reason (the second reading's: the reverse guard's "
+        "finding, e.g. `repetition`, `token-cap`, `error: ...`, `short: 40 chars of ~2000 estimated`, which sent the "
+        "row back to the first reading unless the first is worse by that measure (failed, empty, or shorter): then "
+        "the second stays chosen with its reason; null when the guard found nothing, and always null on the first "
+        "reading, whose reason is `route_reason`); null when not routed"),
     col("unchosen_text", pa.string(), "routed pages: the text of the reading not kept; null when not routed"),
     # timings, milliseconds
     col("load_ms", pa.float32(), "reading, decoding or rendering the page (ms)"),
