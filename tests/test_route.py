@@ -142,6 +142,32 @@ def test_the_local_executor_routes_in_process(books, tiny_model, tmp_path):
     assert s["then_pool"]["engine_loads"] == 1 and s["engine_loads"] == 1
 
 
+def test_the_local_executor_holds_no_more_routed_pages_than_a_second_engine_call(tmp_path):
+    """Every page routed, the first engine reading 4 pages a call and the second 2: the routed pages
+    (with their images) waiting in the driver stay under one second-engine call, however long the
+    book, and every page comes back once."""
+    from folioscan.pipeline.stages import Stages
+
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "long.pdf").write_bytes(scanned_pdf([text_page_image(PARAGRAPHS[k % 3]) for k in range(12)]))
+    cfg = JobConfig(source=str(src), output=str(tmp_path / "out"), executor="local", engine=SyntheticOptions(),
+                    route=RouteOptions(then=SyntheticOptions(seed=1), below=1.0, batch_size=2))
+    store = store_for(cfg.source)
+    stages = Stages(store, cfg.load_options(), cfg.prep, cfg.engine, 4, route=cfg.route, then_batch_size=2)
+    ex = make_executor(cfg, stages)
+    [doc] = list(iter_documents(store, cfg.source))
+    ex.submit(doc)
+    done, waiting = [], []
+    while ex.busy():
+        done += ex.poll()
+        waiting.append(len(ex.routed))
+    [(_, results)] = done
+    assert sorted(r.work.page_index for r in results) == list(range(12))
+    assert all(r.readings and r.work.image is None for r in results)
+    assert max(waiting) < 2, waiting
+
+
 def test_without_a_second_engine_the_rows_are_those_of_a_run_that_routes_nothing(books, tmp_path):
     """The CPU-only path: no --then gives the same rows as a run with a second engine that nothing is
     routed to (threshold 0, no flag fires on these pages), the routing columns at their defaults,
