@@ -19,7 +19,8 @@ from folioscan.records import OcrAttempt, OcrResult, PageResult, PageWork
 from folioscan.schemas import PAGES
 from folioscan.workers.engines.registry import SyntheticOptions
 from folioscan.workers.route import fallback_reason, route_reason, settle
-from tests.helpers import PARAGRAPHS, SecondEngineDiesOnce, cer, scanned_pdf, text_page_image
+from tests.helpers import (PARAGRAPHS, FirstEngineDiesAfterRouting, SecondEngineDiesOnce, cer, scanned_pdf,
+                           text_page_image)
 
 TEXT = " ".join(PARAGRAPHS)
 NEW_COLUMNS = {"routed", "route_reason", "readings", "unchosen_text"}
@@ -220,6 +221,43 @@ def test_a_lost_second_engine_actor_restarts_its_books_and_every_page_lands_once
     # the lost actor died before its first call came back: it never reported its engine load
     assert (pool["actors_lost"], pool["actors_replaced"], pool["engine_loads"]) == (1, 1, 1)
     assert stats["book_retries"] >= 1 and stats["actors_lost"] == 0
+
+
+@pytest.mark.ray
+def test_a_book_restarted_while_its_routed_page_is_with_the_second_pool_lands_once(books, tmp_path, ray_local):
+    """The first pool's actor routes a page, then dies on its next call while the second pool is still
+    reading that page (the routed page's object was the dead actor's): the book is read again from
+    its first page, the second pool's answer for the failed attempt is dropped, and every page of
+    both books is final once, with both readings; progress hears of each page once per attempt."""
+    cfg = JobConfig(source=str(books / "src"), output=str(tmp_path / "out"), executor="ray", ocr_workers=1, progress=False,
+                    engine=SyntheticOptions(), route=RouteOptions(then=SyntheticOptions(seed=1, delay_s=2.0), below=1.0,
+                                                                  workers=1, batch_size=1))
+    store = store_for(cfg.source)
+    stages = FirstEngineDiesAfterRouting(store, cfg.load_options(), cfg.prep, cfg.engine, 1, route=cfg.route,
+                                         then_batch_size=1, marker=str(tmp_path / "died"))
+    ex = make_executor(cfg, stages)
+    heard: dict[str, list] = {}
+    ex.on_pages = lambda doc_id, results: heard.setdefault(doc_id, []).extend((r.work.page_index for r in results))
+    ex.on_restart = lambda doc_id: heard.pop(doc_id, None)
+    try:
+        for doc in iter_documents(store, cfg.source):
+            ex.submit(doc)
+        done = []
+        while ex.busy():
+            done += ex.poll()
+        stats = ex.stats()
+    finally:
+        ex.close()
+    assert os.path.exists(tmp_path / "died")
+    assert sorted(len(results) for _, results in done) == [2, 3]
+    for doc, results in done:
+        assert sorted(r.work.page_index for r in results) == list(range(len(results)))
+        assert sorted(heard[doc.doc_id]) == list(range(len(results)))
+        assert all(r.status == "ok" and len(r.readings) == 2 and r.readings[1].chosen and r.work.image is None
+                   for r in results)
+    assert (stats["actors_lost"], stats["actors_replaced"], stats["then_pool"]["actors_lost"]) == (1, 1, 0)
+    assert stats["book_retries"] >= 1
+    assert stats["then_pool"]["pages_routed"] > 5  # the failed attempt's routed page had reached the second pool
 
 
 def _result(text, confidence=0.9, est=0, status="ok", attempt=None, engine="tesseract"):
