@@ -335,3 +335,30 @@ class _DiesOnSecondCall:
             time.sleep(self.after_s)
             os._exit(1)
         return self.stage(works)
+
+
+@dataclass
+class SecondEngineDiesOnPage(Stages):
+    """Stages whose second-engine worker (routing) dies, process and all, on every call that holds
+    page `page` of a book whose URI ends with `book`: a page that kills the second engine."""
+
+    book: str = ""
+    page: int = 0
+
+    def then_stage(self):
+        return _DiesOnPage(super().then_stage(), self.book, self.page)
+
+
+class _DiesOnPage:
+    def __init__(self, stage, book: str, page: int):
+        self.stage, self.book, self.page = stage, book, page
+
+    def __getattr__(self, name):
+        return getattr(self.stage, name)
+
+    def __call__(self, works):
+        import os
+
+        if any(w.source_uri.endswith(self.book) and w.page_index == self.page for w in works):
+            os._exit(1)
+        return self.stage(works)

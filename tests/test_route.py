@@ -19,8 +19,8 @@ from folioscan.records import OcrAttempt, OcrResult, PageResult, PageWork
 from folioscan.schemas import PAGES
 from folioscan.workers.engines.registry import SyntheticOptions
 from folioscan.workers.route import fallback_reason, route_reason, settle
-from tests.helpers import (PARAGRAPHS, FirstEngineDiesAfterRouting, SecondEngineDiesOnce, cer, scanned_pdf,
-                           text_page_image)
+from tests.helpers import (PARAGRAPHS, FirstEngineDiesAfterRouting, SecondEngineDiesOnce, SecondEngineDiesOnPage, cer,
+                           scanned_pdf, text_page_image)
 
 TEXT = " ".join(PARAGRAPHS)
 NEW_COLUMNS = {"routed", "route_reason", "readings", "unchosen_text"}
@@ -188,9 +188,9 @@ def test_without_a_second_engine_the_rows_are_those_of_a_run_that_routes_nothing
 
 @pytest.mark.ray
 def test_a_lost_second_engine_actor_restarts_its_books_and_every_page_lands_once(books, tmp_path, ray_local):
-    """The second pool's actor dies (its process exits) on its first call: it is replaced, the books
-    it carried are read again from their first page (routed pages in flight dropped with them), and
-    each book's pages are final once; progress hears of each page once per attempt."""
+    """The second pool's actor dies (its process exits) on its first call: it is replaced, and the
+    routed pages of its calls are read again by the replacement (their objects are the first pool's):
+    no book is read again, each book's pages are final once, and progress hears of each page once."""
     cfg = JobConfig(source=str(books / "src"), output=str(tmp_path / "out"), executor="ray", ocr_workers=1, progress=False,
                     route=RouteOptions(then=SyntheticOptions(), below=1.0, workers=1, batch_size=2))
     store = store_for(cfg.source)
@@ -220,7 +220,41 @@ def test_a_lost_second_engine_actor_restarts_its_books_and_every_page_lands_once
     pool = stats["then_pool"]
     # the lost actor died before its first call came back: it never reported its engine load
     assert (pool["actors_lost"], pool["actors_replaced"], pool["engine_loads"]) == (1, 1, 1)
-    assert stats["book_retries"] >= 1 and stats["actors_lost"] == 0
+    assert stats["book_retries"] == 0 and stats["actors_lost"] == 0
+    assert pool["pages_routed"] == 5  # each page sent to the second pool once; the lost calls' pages resent, not re-routed
+
+
+@pytest.mark.ray
+def test_a_page_that_kills_the_second_engine_falls_back_to_its_first_reading(books, tmp_path, ray_local):
+    """The second engine's worker dies on every call holding one page: the pages of the lost call are
+    read again one at a time, and the page that kills its worker alone keeps Tesseract's reading, the
+    reason recorded; its book's other pages keep the second reading and no book is read again."""
+    cfg = JobConfig(source=str(books / "src"), output=str(tmp_path / "out"), executor="ray", ocr_workers=1, progress=False,
+                    route=RouteOptions(then=SyntheticOptions(), below=1.0, workers=1, batch_size=2))
+    store = store_for(cfg.source)
+    stages = SecondEngineDiesOnPage(store, cfg.load_options(), cfg.prep, cfg.engine, route=cfg.route, then_batch_size=2,
+                                    book="mixed.pdf", page=1)
+    ex = make_executor(cfg, stages)
+    heard: dict[str, list] = {}
+    ex.on_pages = lambda doc_id, results: heard.setdefault(doc_id, []).extend((r.work.page_index for r in results))
+    try:
+        for doc in iter_documents(store, cfg.source):
+            ex.submit(doc)
+        done = []
+        while ex.busy():
+            done += ex.poll()
+        stats = ex.stats()
+    finally:
+        ex.close()
+    pages = {(doc.uri.rsplit("/", 1)[-1], r.work.page_index): r for doc, results in done for r in results}
+    assert sorted(pages) == [("clean.pdf", 0), ("clean.pdf", 1), ("mixed.pdf", 0), ("mixed.pdf", 1), ("mixed.pdf", 2)]
+    assert {doc.doc_id: sorted(heard[doc.doc_id]) for doc, _ in done} == {doc.doc_id: list(range(len(rs))) for doc, rs in done}
+    killer = pages.pop(("mixed.pdf", 1))
+    assert killer.status == "ok" and killer.engine == "tesseract" and killer.ocr.text.strip()
+    assert [(x.engine, x.chosen) for x in killer.readings] == [("tesseract", True), ("synthetic", False)]
+    assert killer.readings[1].reason.startswith("error: the second-engine worker died reading this page alone")
+    assert all(r.status == "ok" and r.engine == "synthetic" and r.readings[1].chosen for r in pages.values())
+    assert stats["book_retries"] == 0 and stats["then_pool"]["actors_lost"] == 2
 
 
 @pytest.mark.ray
