@@ -302,3 +302,63 @@ class _DiesOnce:
             open(self.marker, "w").close()
             os._exit(1)
         return self.stage(works)
+
+
+@dataclass
+class FirstEngineDiesAfterRouting(Stages):
+    """Stages whose first-engine worker (routing) dies, process and all, on its second call of the
+    run, `die_after_s` into it (`marker` written first, so its replacement reads on): by then the
+    page of its first call has been routed and sits with the second pool, which holds it for the
+    second engine's `delay_s`. Here, not in a test module, so Ray workers import it."""
+
+    marker: str = ""
+    die_after_s: float = 1.5
+
+    def ocr_stage(self):
+        return _DiesOnSecondCall(super().ocr_stage(), self.marker, self.die_after_s)
+
+
+class _DiesOnSecondCall:
+    def __init__(self, stage, marker: str, after_s: float):
+        self.stage, self.marker, self.after_s, self.calls = stage, marker, after_s, 0
+
+    def __getattr__(self, name):
+        return getattr(self.stage, name)
+
+    def __call__(self, works):
+        import os
+        import time
+
+        self.calls += 1
+        if self.calls == 2 and not os.path.exists(self.marker):
+            open(self.marker, "w").close()
+            time.sleep(self.after_s)
+            os._exit(1)
+        return self.stage(works)
+
+
+@dataclass
+class SecondEngineDiesOnPage(Stages):
+    """Stages whose second-engine worker (routing) dies, process and all, on every call that holds
+    page `page` of a book whose URI ends with `book`: a page that kills the second engine."""
+
+    book: str = ""
+    page: int = 0
+
+    def then_stage(self):
+        return _DiesOnPage(super().then_stage(), self.book, self.page)
+
+
+class _DiesOnPage:
+    def __init__(self, stage, book: str, page: int):
+        self.stage, self.book, self.page = stage, book, page
+
+    def __getattr__(self, name):
+        return getattr(self.stage, name)
+
+    def __call__(self, works):
+        import os
+
+        if any(w.source_uri.endswith(self.book) and w.page_index == self.page for w in works):
+            os._exit(1)
+        return self.stage(works)

@@ -19,7 +19,8 @@ from folioscan.records import OcrAttempt, OcrResult, PageResult, PageWork
 from folioscan.schemas import PAGES
 from folioscan.workers.engines.registry import SyntheticOptions
 from folioscan.workers.route import fallback_reason, route_reason, settle
-from tests.helpers import PARAGRAPHS, SecondEngineDiesOnce, cer, scanned_pdf, text_page_image
+from tests.helpers import (PARAGRAPHS, FirstEngineDiesAfterRouting, SecondEngineDiesOnce, SecondEngineDiesOnPage, cer,
+                           scanned_pdf, text_page_image)
 
 TEXT = " ".join(PARAGRAPHS)
 NEW_COLUMNS = {"routed", "route_reason", "readings", "unchosen_text"}
@@ -118,8 +119,8 @@ def test_tesseract_then_the_tiny_vlm_on_ray_falls_back_by_the_reverse_guard(book
         first, second = row["readings"]
         assert row["routed"] and row["route_reason"].startswith("confidence ")
         assert row["engine"] == "tesseract" and first["chosen"] and not second["chosen"]
-        assert second["engine"] == "deepseek-ocr-2" and second["reason"] in ("token-cap", "repetition") \
-            or second["reason"].startswith(("short:", "repetition "))
+        assert second["engine"] == "deepseek-ocr-2" and second["reason"] is not None
+        assert second["reason"] in ("token-cap", "repetition") or second["reason"].startswith(("short:", "repetition "))
         assert row["unchosen_text"] is not None and second["chars"] == len(row["unchosen_text"].strip())
         assert not any(a["budget"] for a in row["attempts"])  # Tesseract's reads (if any recorded), none of the VLM's
     clean = by_page(rows)[("clean", 0)]
@@ -142,6 +143,32 @@ def test_the_local_executor_routes_in_process(books, tiny_model, tmp_path):
     assert s["then_pool"]["engine_loads"] == 1 and s["engine_loads"] == 1
 
 
+def test_the_local_executor_holds_no_more_routed_pages_than_a_second_engine_call(tmp_path):
+    """Every page routed, the first engine reading 4 pages a call and the second 2: the routed pages
+    (with their images) waiting in the driver stay under one second-engine call, however long the
+    book, and every page comes back once."""
+    from folioscan.pipeline.stages import Stages
+
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "long.pdf").write_bytes(scanned_pdf([text_page_image(PARAGRAPHS[k % 3]) for k in range(12)]))
+    cfg = JobConfig(source=str(src), output=str(tmp_path / "out"), executor="local", engine=SyntheticOptions(),
+                    route=RouteOptions(then=SyntheticOptions(seed=1), below=1.0, batch_size=2))
+    store = store_for(cfg.source)
+    stages = Stages(store, cfg.load_options(), cfg.prep, cfg.engine, 4, route=cfg.route, then_batch_size=2)
+    ex = make_executor(cfg, stages)
+    [doc] = list(iter_documents(store, cfg.source))
+    ex.submit(doc)
+    done, waiting = [], []
+    while ex.busy():
+        done += ex.poll()
+        waiting.append(len(ex.routed))
+    [(_, results)] = done
+    assert sorted(r.work.page_index for r in results) == list(range(12))
+    assert all(r.readings and r.work.image is None for r in results)
+    assert max(waiting) < 2, waiting
+
+
 def test_without_a_second_engine_the_rows_are_those_of_a_run_that_routes_nothing(books, tmp_path):
     """The CPU-only path: no --then gives the same rows as a run with a second engine that nothing is
     routed to (threshold 0, no flag fires on these pages), the routing columns at their defaults,
@@ -161,9 +188,9 @@ def test_without_a_second_engine_the_rows_are_those_of_a_run_that_routes_nothing
 
 @pytest.mark.ray
 def test_a_lost_second_engine_actor_restarts_its_books_and_every_page_lands_once(books, tmp_path, ray_local):
-    """The second pool's actor dies (its process exits) on its first call: it is replaced, the books
-    it carried are read again from their first page (routed pages in flight dropped with them), and
-    each book's pages are final once; progress hears of each page once per attempt."""
+    """The second pool's actor dies (its process exits) on its first call: it is replaced, and the
+    routed pages of its calls are read again by the replacement (their objects are the first pool's):
+    no book is read again, each book's pages are final once, and progress hears of each page once."""
     cfg = JobConfig(source=str(books / "src"), output=str(tmp_path / "out"), executor="ray", ocr_workers=1, progress=False,
                     route=RouteOptions(then=SyntheticOptions(), below=1.0, workers=1, batch_size=2))
     store = store_for(cfg.source)
@@ -193,7 +220,78 @@ def test_a_lost_second_engine_actor_restarts_its_books_and_every_page_lands_once
     pool = stats["then_pool"]
     # the lost actor died before its first call came back: it never reported its engine load
     assert (pool["actors_lost"], pool["actors_replaced"], pool["engine_loads"]) == (1, 1, 1)
-    assert stats["book_retries"] >= 1 and stats["actors_lost"] == 0
+    assert stats["book_retries"] == 0 and stats["actors_lost"] == 0
+    assert pool["pages_routed"] == 5  # each page sent to the second pool once; the lost calls' pages resent, not re-routed
+
+
+@pytest.mark.ray
+def test_a_page_that_kills_the_second_engine_falls_back_to_its_first_reading(books, tmp_path, ray_local):
+    """The second engine's worker dies on every call holding one page: the pages of the lost call are
+    read again one at a time, and the page that kills its worker alone keeps Tesseract's reading, the
+    reason recorded; its book's other pages keep the second reading and no book is read again."""
+    cfg = JobConfig(source=str(books / "src"), output=str(tmp_path / "out"), executor="ray", ocr_workers=1, progress=False,
+                    route=RouteOptions(then=SyntheticOptions(), below=1.0, workers=1, batch_size=2))
+    store = store_for(cfg.source)
+    stages = SecondEngineDiesOnPage(store, cfg.load_options(), cfg.prep, cfg.engine, route=cfg.route, then_batch_size=2,
+                                    book="mixed.pdf", page=1)
+    ex = make_executor(cfg, stages)
+    heard: dict[str, list] = {}
+    ex.on_pages = lambda doc_id, results: heard.setdefault(doc_id, []).extend((r.work.page_index for r in results))
+    try:
+        for doc in iter_documents(store, cfg.source):
+            ex.submit(doc)
+        done = []
+        while ex.busy():
+            done += ex.poll()
+        stats = ex.stats()
+    finally:
+        ex.close()
+    pages = {(doc.uri.rsplit("/", 1)[-1], r.work.page_index): r for doc, results in done for r in results}
+    assert sorted(pages) == [("clean.pdf", 0), ("clean.pdf", 1), ("mixed.pdf", 0), ("mixed.pdf", 1), ("mixed.pdf", 2)]
+    assert {doc.doc_id: sorted(heard[doc.doc_id]) for doc, _ in done} == {doc.doc_id: list(range(len(rs))) for doc, rs in done}
+    killer = pages.pop(("mixed.pdf", 1))
+    assert killer.status == "ok" and killer.engine == "tesseract" and killer.ocr.text.strip()
+    assert [(x.engine, x.chosen) for x in killer.readings] == [("tesseract", True), ("synthetic", False)]
+    assert killer.readings[1].reason.startswith("error: the second-engine worker died reading this page alone")
+    assert all(r.status == "ok" and r.engine == "synthetic" and r.readings[1].chosen for r in pages.values())
+    assert stats["book_retries"] == 0 and stats["then_pool"]["actors_lost"] == 2
+
+
+@pytest.mark.ray
+def test_a_book_restarted_while_its_routed_page_is_with_the_second_pool_lands_once(books, tmp_path, ray_local):
+    """The first pool's actor routes a page, then dies on its next call while the second pool is still
+    reading that page (the routed page's object was the dead actor's): the book is read again from
+    its first page, the second pool's answer for the failed attempt is dropped, and every page of
+    both books is final once, with both readings; progress hears of each page once per attempt."""
+    cfg = JobConfig(source=str(books / "src"), output=str(tmp_path / "out"), executor="ray", ocr_workers=1, progress=False,
+                    engine=SyntheticOptions(), route=RouteOptions(then=SyntheticOptions(seed=1, delay_s=2.0), below=1.0,
+                                                                  workers=1, batch_size=1))
+    store = store_for(cfg.source)
+    stages = FirstEngineDiesAfterRouting(store, cfg.load_options(), cfg.prep, cfg.engine, 1, route=cfg.route,
+                                         then_batch_size=1, marker=str(tmp_path / "died"))
+    ex = make_executor(cfg, stages)
+    heard: dict[str, list] = {}
+    ex.on_pages = lambda doc_id, results: heard.setdefault(doc_id, []).extend((r.work.page_index for r in results))
+    ex.on_restart = lambda doc_id: heard.pop(doc_id, None)
+    try:
+        for doc in iter_documents(store, cfg.source):
+            ex.submit(doc)
+        done = []
+        while ex.busy():
+            done += ex.poll()
+        stats = ex.stats()
+    finally:
+        ex.close()
+    assert os.path.exists(tmp_path / "died")
+    assert sorted(len(results) for _, results in done) == [2, 3]
+    for doc, results in done:
+        assert sorted(r.work.page_index for r in results) == list(range(len(results)))
+        assert sorted(heard[doc.doc_id]) == list(range(len(results)))
+        assert all(r.status == "ok" and len(r.readings) == 2 and r.readings[1].chosen and r.work.image is None
+                   for r in results)
+    assert (stats["actors_lost"], stats["actors_replaced"], stats["then_pool"]["actors_lost"]) == (1, 1, 0)
+    assert stats["book_retries"] >= 1
+    assert stats["then_pool"]["pages_routed"] > 5  # the failed attempt's routed page had reached the second pool
 
 
 def _result(text, confidence=0.9, est=0, status="ok", attempt=None, engine="tesseract"):
@@ -231,6 +329,36 @@ def test_what_routes_a_page_and_what_makes_the_second_reading_fall_back():
     assert kept is second and kept.unchosen_text == prose and kept.route_reason == first.route_reason
     assert [(x.engine, x.chosen, x.reason) for x in kept.readings] == [("tesseract", False, None), ("vlm", True, None)]
     assert kept.work.image is None
+
+
+def test_the_guard_never_falls_back_to_a_first_reading_that_is_worse_by_its_own_measure():
+    """A page routed because its first reading is empty or failed keeps a second reading that the
+    guard finds short, capped or looping (falling back would leave the row with no text at all), and
+    `short` does not fall back to a first reading with even fewer characters; the guard's finding is
+    recorded on the second reading all the same. A first reading with more text still wins."""
+    route = RouteOptions(then=SyntheticOptions())
+    prose = " ".join(PARAGRAPHS)
+    est = 5 * len(prose)  # the second reading has under a quarter of the estimate: `short`
+    cases = [(_result("", 0.0), "empty"),  # routed `empty`
+             (_result("", status="error"), "error"),  # routed `error`
+             (_result(prose[:60], 0.2), "confidence 0.2 < 0.8")]  # fewer characters than the second reading
+    for first, why in cases:
+        first.route_reason = why
+        kept = settle(first, _result(prose, 0.7, est=est, engine="vlm"), route)
+        assert kept.engine == "vlm" and kept.status == "ok" and kept.ocr.text == prose, why
+        assert [(x.engine, x.chosen) for x in kept.readings] == [("tesseract", False), ("vlm", True)], why
+        assert kept.readings[1].reason == f"short: {len(prose)} chars of ~{est} estimated", why
+    capped = _result(prose, 0.7, attempt=OcrAttempt("base", hit_token_cap=True), engine="vlm")
+    failed = _result("", status="error")
+    failed.route_reason = "error"
+    kept = settle(failed, capped, route)
+    assert kept.engine == "vlm" and kept.status == "ok" and kept.readings[1].reason == "token-cap"
+    # a first reading with more text than the short second one: the page falls back
+    first = _result(prose, 0.5)
+    first.route_reason = "confidence 0.5 < 0.8"
+    back = settle(first, _result(PARAGRAPHS[1][:100], 0.7, est=len(prose), engine="vlm"), route)
+    assert back is first and [x.chosen for x in back.readings] == [True, False]
+    assert back.readings[1].reason == f"short: 100 chars of ~{len(prose)} estimated"
 
 
 @pytest.mark.ray

@@ -7,7 +7,8 @@ Two halves, on the two pools of OCR workers:
   image (`work.image`) so the second pool can read it; every other page drops it there.
 - `settle`, on the second engine's worker: the reverse guard. The second reading is kept unless it
   failed, loops, hit its token cap, or has far fewer characters than segmentation estimated; then
-  the page falls back to the first reading, with the reason. The result carries both readings
+  the page falls back to the first reading, with the reason, unless the first is worse by the same
+  measure (failed, empty, or shorter still: `falls_back`). The result carries both readings
   (`PageResult.readings`) and the text of the one not kept.
 
 The book-level lexicon share is known only at the book's end, long after its pages have left the
@@ -84,6 +85,24 @@ def fallback_reason(second: PageResult, route) -> Optional[str]:
     return None
 
 
+def _chars(r: PageResult) -> int:
+    return len((r.ocr.text or "").strip()) if r.status == "ok" and r.ocr is not None else 0
+
+
+def falls_back(first: PageResult, second: PageResult, why: Optional[str]) -> bool:
+    """Whether the guard's finding `why` sends the page back to the first reading: only to one that
+    is better by the finding's own measure. A first reading that failed or read nothing is never
+    preferred to a second with text (the row would keep no text at all), and `short` never falls
+    back to a first reading with fewer characters still."""
+    if why is None:
+        return False
+    if second.status != "ok" or not _chars(second):
+        return True
+    if first.status != "ok" or not _chars(first):
+        return False
+    return not why.startswith("short:") or _chars(first) > _chars(second)
+
+
 def _reading(r: PageResult, chosen: bool, reason: Optional[str] = None) -> Reading:
     ocr = r.ocr
     return Reading(r.engine, r.engine_version, r.status, ocr.confidence if ocr else None,
@@ -91,10 +110,11 @@ def _reading(r: PageResult, chosen: bool, reason: Optional[str] = None) -> Readi
 
 
 def settle(first: PageResult, second: PageResult, route) -> PageResult:
-    """The page's final result: the second reading, or the first when the guard says so; both
-    readings recorded, the OCR time of both counted."""
+    """The page's final result: the second reading, or the first when the guard says so (and the
+    first is better by its measure: `falls_back`); both readings recorded, with the guard's finding
+    on the second even when it was kept, the OCR time of both counted."""
     why = fallback_reason(second, route)
-    keep, other = (first, second) if why else (second, first)
+    keep, other = (first, second) if falls_back(first, second, why) else (second, first)
     keep.route_reason = first.route_reason
     keep.readings = [_reading(first, keep is first), _reading(second, keep is second, why)]
     keep.unchosen_text = other.ocr.text if other.ocr is not None and other.status == "ok" else None

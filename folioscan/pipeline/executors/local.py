@@ -3,8 +3,8 @@
 Pages stream from the loader to the engine one batch at a time, so memory does not grow
 with a book's length; a batch may span the end of one book and the start of the next.
 With routing (`route.then`), a second OcrStage reads the pages the first one routes, a batch at a
-time (sooner when no more pages are loaded), and a book is handed back once its routed pages are
-settled too.
+time (sooner when no more pages are loaded): fewer than one second-engine batch of routed pages
+waits at a time. A book is handed back once its routed pages are settled too.
 """
 from __future__ import annotations
 
@@ -77,7 +77,9 @@ class LocalExecutor:
                 continue
             book.results.append(result)
             got.setdefault(book.doc.doc_id, []).append(result)
-        if self.routed and (len(self.routed) >= self.stages.then_batch_size or not batch):
+        # every full second-engine call the routed pages make, so that no more than one call's worth
+        # of them (images and all) waits here, whatever the share routed; all of them once none is loaded
+        while self.routed and (len(self.routed) >= self.stages.then_batch_size or not batch):
             self._read_routed(got)
         if self.on_pages is not None:
             for doc_id, results in got.items():

@@ -29,7 +29,11 @@ its cleaned image) into the object store itself and hands the driver only a refe
 driver queues to the second pool; an unrouted page drops its image in the actor. A routed page
 counts as read (`on_pages`, the book's results) once the second pool has settled it. Each pool
 keeps its own size, replacements and counters (`then_pool` in the stats); a routed page lost with
-a first-pool actor (its object) or a second-pool actor fails its book like any lost page. The first
+a first-pool actor (its object) fails its book like any lost page. A second-pool actor lost mid-call
+does not: the routed pages of its calls go back to the second pool's queue (their objects are the
+first pool's), each then read alone on an idle actor; a page whose actor dies while reading it alone
+falls back to its first reading (`readings[1].reason` says so), so one page that kills the second
+engine costs neither its book's other pages nor a re-read of the book. The first
 pool stops taking batches while `routed_pages` routed pages wait, so a slow second pool holds the
 first back rather than filling the object store.
 """
@@ -46,6 +50,7 @@ import ray
 from folioscan.failures import TRANSIENT, describe
 from folioscan.pipeline.stages import doc_error, engine_build_error, read_pages, read_routed
 from folioscan.records import PageResult, SourceDocument
+from folioscan.workers.route import second_work, settle
 from folioscan.workers import memory
 from folioscan.workers.engines import counters
 from folioscan.workers.engines.registry import VLM_KINDS, EngineError
@@ -232,6 +237,8 @@ class RayExecutor:
         self.waiting: deque[str] = deque()  # submitted, loader not started
         self.loaders: dict = {}  # ObjectRefGenerator -> (doc_id, attempt)
         self.calls: dict = {}  # ObjectRef -> (pool, actor id, [(doc_id, attempt), ...], call number)
+        self.sent: dict = {}  # a second-pool call's ObjectRef -> its [(doc_id, attempt, page ref)]
+        self.suspects: set = set()  # routed page refs whose second-pool actor was lost mid-call: read alone next
         self.book_retries = 0
         self.on_pages = self.on_restart = None  # progress (executors/__init__.py)
         self.routed = 0  # pages this run sent to the second pool
@@ -338,25 +345,44 @@ class RayExecutor:
                 if i in starting:
                     continue
                 while pool.queue:
-                    in_flight = sum(1 for _, a, *_ in self.calls.values() if a == i)
-                    if in_flight >= ACTOR_CALLS or (in_flight and len(pool.queue) < pool.batch_size):
+                    mine = [c for c, (_, a, *_) in self.calls.items() if a == i]
+                    if pool.second and (pool.queue[0][2] in self.suspects or self._alone(mine)):
+                        # a page whose actor was lost mid-call is read alone, on an actor with nothing else
+                        if mine:
+                            break
+                        batch = [pool.queue.popleft()]
+                    elif len(mine) >= ACTOR_CALLS or (mine and len(pool.queue) < pool.batch_size):
                         break
-                    batch = [pool.queue.popleft() for _ in range(min(pool.batch_size, len(pool.queue)))]
+                    else:
+                        batch = [pool.queue.popleft() for _ in range(min(pool.batch_size, len(pool.queue)))]
                     ref = getattr(actor, pool.method).remote(*(r for _, _, r in batch))
                     self.calls[ref] = (pool, i, [(d, a) for d, a, _ in batch], next(self._call_no))
+                    if pool.second:
+                        self.sent[ref] = batch
+
+    def _alone(self, calls) -> bool:
+        """One of these second-pool calls reads a suspect page alone."""
+        return any(len(self.sent[c]) == 1 and self.sent[c][0][2] in self.suspects for c in calls if c in self.sent)
 
     def _collect(self, ref, done) -> None:
         pool, i, owners, call_no = self.calls.pop(ref)
+        sent = self.sent.pop(ref, None)
         try:
             results, account = ray.get(ref)
         except Exception as e:  # actor or worker died, or a page object was lost with its node
             if (build_error := _engine_error(e)) is not None:
                 raise build_error from None
-            if isinstance(e, (ray.exceptions.RayActorError, ray.exceptions.ActorDiedError)) and i in pool.actors:
+            lost = isinstance(e, (ray.exceptions.RayActorError, ray.exceptions.ActorDiedError))
+            if lost and i in pool.actors:
                 self._lost(pool, i, e)
+            if lost and sent is not None:  # the routed pages are still the first pool's: read them again
+                self._second_lost(sent, e)
+                return
+            self.suspects.difference_update(r for _, _, r in sent or ())
             for doc_id, attempt in dict.fromkeys(owners):
                 self._fail(doc_id, attempt, e)
             return
+        self.suspects.difference_update(r for _, _, r in sent or ())
         if call_no > pool.accounts[i][0]:
             pool.accounts[i] = (call_no, account)
         got: dict[str, list[PageResult]] = {}
@@ -371,6 +397,38 @@ class RayExecutor:
         if self.on_pages is not None:
             for doc_id, rs in got.items():
                 self.on_pages(doc_id, rs)
+
+    def _second_lost(self, sent: list, e: BaseException) -> None:
+        """A second-pool actor died in a call: its routed pages go back to the queue's front to be read
+        alone; a page it was reading alone falls back to its first reading."""
+        alone = len(sent) == 1 and sent[0][2] in self.suspects
+        again = []
+        for doc_id, attempt, ref in sent:
+            if not self._current(doc_id, attempt):
+                self.suspects.discard(ref)
+            elif alone:
+                self.suspects.discard(ref)
+                self._fall_back(doc_id, attempt, ref, e)
+            else:
+                self.suspects.add(ref)
+                again.append((doc_id, attempt, ref))
+        self.then.queue.extendleft(reversed(again))
+
+    def _fall_back(self, doc_id: str, attempt: int, ref, e: BaseException) -> None:
+        """The page's first reading, kept by the reverse guard: the second engine's worker died reading it alone."""
+        try:
+            first = ray.get(ref)  # one page's result and image, on the driver
+        except Exception as lost:  # its object went with the first pool's actor
+            self._fail(doc_id, attempt, lost)
+            return
+        why = f"the {self.then.name} worker died reading this page alone ({type(e).__name__})"
+        second = PageResult(second_work(first), "error", None, getattr(self.stages.then, "kind", ""), "",
+                            error=why, error_kind=TRANSIENT)
+        result = settle(first, second, self.stages.route)
+        log.warning("%s page %d: %s; its first reading kept", first.work.source_uri, first.work.page_index, why)
+        self.books[doc_id].results.append(result)
+        if self.on_pages is not None:
+            self.on_pages(doc_id, [result])
 
     def _lost(self, pool: _Pool, i: int, e: BaseException) -> None:
         """Actor `i` died: replace it while replacements are left (or when it was the last one)."""
@@ -402,6 +460,7 @@ class RayExecutor:
                 del self.loaders[gen]
                 _cancel(gen)
         for pool in self.pools:  # its pages waiting for either pool, routed ones too
+            self.suspects.difference_update(q[2] for q in pool.queue if q[0] == doc_id)
             pool.queue = deque(q for q in pool.queue if q[0] != doc_id)
         if self.on_restart is not None:
             self.on_restart(doc_id)
