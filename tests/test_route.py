@@ -17,6 +17,7 @@ from folioscan.pipeline.sources import iter_documents
 from folioscan.pipeline.storage import store_for
 from folioscan.records import OcrAttempt, OcrResult, PageResult, PageWork
 from folioscan.schemas import PAGES
+from folioscan.text.signals import repetition_score
 from folioscan.workers.engines.registry import SyntheticOptions
 from folioscan.workers.route import fallback_reason, route_reason, settle
 from tests.helpers import (PARAGRAPHS, FirstEngineDiesAfterRouting, SecondEngineDiesOnce, SecondEngineDiesOnPage, cer,
@@ -310,6 +311,10 @@ def test_what_routes_a_page_and_what_makes_the_second_reading_fall_back():
     assert route_reason(_result(prose, 0.42), route) == "confidence 0.42 < 0.8"
     assert route_reason(_result("", 0.95), route) == "empty"
     assert route_reason(_result("the same words over again " * 20, 0.95), route).startswith("repetition ")
+    # a short page of rhetoric repeats its n-grams (0.71 on the first 100 characters here) without looping
+    assert repetition_score(prose[:100]) > route.repetition_above
+    assert route_reason(_result(prose[:100], 0.95), route) is None
+    assert fallback_reason(_result(prose[:100], est=100), route) is None
     rng = random.Random(0)
     gibberish = " ".join("".join(rng.choice("bcdfghjklmnpqrstvwxz") for _ in range(5)) for _ in range(30))
     assert route_reason(_result(gibberish + " " + prose[:40], 0.95), route).startswith("lexicon ")

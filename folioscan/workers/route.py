@@ -25,6 +25,17 @@ from folioscan.text.lexicon import words
 from folioscan.text.signals import lexicon_fraction, repetition_score
 
 MIN_WORDS_FOR_LEXICON = 20  # fewer words say too little of a page's share in the word list
+# the n-gram repetition score on fewer words reads rhetoric as a loop ("it was the best of times, it was
+# the worst of times" scores 0.71 on its first 100 characters); the engine's own loop flag still counts
+MIN_WORDS_FOR_REPETITION = 40
+
+
+def _repeats(text: str, above: float) -> Optional[float]:
+    """The text's repetition score when it is over `above` on a text long enough to tell, else None."""
+    if len(words(text)) < MIN_WORDS_FOR_REPETITION:
+        return None
+    rep = repetition_score(text)
+    return rep if rep > above else None
 
 
 def route_reason(r: PageResult, route, lang: Optional[str] = "en") -> Optional[str]:
@@ -44,7 +55,7 @@ def route_reason(r: PageResult, route, lang: Optional[str] = "en") -> Optional[s
     if route.repetition_above is not None:
         if any(a.repetition for a in r.ocr.attempts if a.accepted):  # the engine's own loop check (VLMs)
             return "repetition"
-        if (rep := repetition_score(text)) > route.repetition_above:
+        if (rep := _repeats(text, route.repetition_above)) is not None:
             return f"repetition {rep:.2f}"
     if route.lexicon_below is not None and lang and len(words(text)) >= MIN_WORDS_FOR_LEXICON:
         lex = lexicon_fraction(text, lang)
@@ -72,8 +83,7 @@ def fallback_reason(second: PageResult, route) -> Optional[str]:
     accepted = next((a for a in ocr.attempts if a.accepted), ocr.attempts[-1] if ocr.attempts else None)
     if accepted is not None and accepted.repetition:
         return "repetition"
-    rep = repetition_score(ocr.text)
-    if route.repetition_above is not None and rep > route.repetition_above:
+    if route.repetition_above is not None and (rep := _repeats(ocr.text or "", route.repetition_above)) is not None:
         return f"repetition {rep:.2f}"
     if accepted is not None and accepted.hit_token_cap:
         return "token-cap"
