@@ -158,11 +158,11 @@ def _standing(claims: ContentClaims, index, sha: str, first: str) -> bool:
     return first in index.by_id or claims.holder(sha) == first
 
 
-def settle(claims: ContentClaims, index, page_rows: list[dict], doc_rows: list[dict]) -> tuple[list[dict], list[dict], list[dict]]:
+def settle(claims: ContentClaims, index, page_rows, doc_rows: list[dict]) -> tuple[list, list[dict], list[dict]]:
     """Just before a shard's commit: each book's standing as a copy, checked again (module docstring).
     Returns the page rows (a book turned duplicate loses its pages), the documents rows, and the
     first copies, to `register` once the commit point is passed."""
-    from folioscan.pipeline.assemble import as_duplicate, first_copy_gone
+    from folioscan.pipeline.assemble import as_duplicate, drop_books, first_copy_gone
 
     firsts = []
     for d in doc_rows:
@@ -186,4 +186,4 @@ def settle(claims: ContentClaims, index, page_rows: list[dict], doc_rows: list[d
             log.info("%s: the same bytes as %s, committed first; its pages are dropped", d["source_uri"], first)
             as_duplicate(d, first)
     dropped = {d["doc_id"] for d in doc_rows if d["status"] == "duplicate"}
-    return [p for p in page_rows if p["doc_id"] not in dropped], doc_rows, firsts
+    return drop_books(page_rows, dropped), doc_rows, firsts

@@ -6,8 +6,8 @@ with a book's length; a batch may span the end of one book and the start of the 
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass, field
-from typing import Iterator
+from dataclasses import dataclass
+from typing import Iterator, MutableSequence
 
 from folioscan.pipeline.stages import engine_build_error, read_pages
 from folioscan.records import PageResult, PageWork, SourceDocument
@@ -18,7 +18,7 @@ from folioscan.workers.engines import counters
 class _Book:
     doc: SourceDocument
     pages: Iterator[PageWork]
-    results: list[PageResult] = field(default_factory=list)
+    results: MutableSequence[PageResult]  # executors/__init__.py: book_results
     loaded: bool = False
 
 
@@ -33,9 +33,10 @@ class LocalExecutor:
             raise engine_build_error(stages.engine, e) from e
         self.books: deque[_Book] = deque()
         self.on_pages = self.on_restart = None  # progress (executors/__init__.py)
+        self.book_results = lambda doc: []
 
     def submit(self, doc: SourceDocument) -> None:
-        self.books.append(_Book(doc, self.stages.pages(doc)))
+        self.books.append(_Book(doc, self.stages.pages(doc), self.book_results(doc)))
 
     def has_room(self) -> bool:
         return len(self.books) < 2
@@ -43,7 +44,7 @@ class LocalExecutor:
     def busy(self) -> bool:
         return bool(self.books)
 
-    def poll(self) -> list[tuple[SourceDocument, list[PageResult]]]:
+    def poll(self) -> list[tuple[SourceDocument, MutableSequence[PageResult]]]:
         batch: list[PageWork] = []
         owners: list[_Book] = []
         for book in self.books:

@@ -28,7 +28,8 @@ import itertools
 import logging
 import os
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import MutableSequence
 
 import ray
 
@@ -110,10 +111,10 @@ def _wants_gpu(engine) -> bool:
 @dataclass
 class _Book:
     doc: SourceDocument
+    results: MutableSequence[PageResult]  # executors/__init__.py: book_results
     attempt: int = 0
     emitted: int = 0  # page works the loader yielded in this attempt
     loaded: bool = False
-    results: list[PageResult] = field(default_factory=list)
 
 
 class RayExecutor:
@@ -168,6 +169,7 @@ class RayExecutor:
         self.book_retries = 0
         self.actors_lost = 0
         self.on_pages = self.on_restart = None  # progress (executors/__init__.py)
+        self.book_results = lambda doc: []
         self.actors_replaced = 0
 
     def _add_actor(self, replacement: bool = False) -> None:
@@ -189,7 +191,7 @@ class RayExecutor:
 
     # -- the driver's side -------------------------------------------------------------------
     def submit(self, doc: SourceDocument) -> None:
-        self.books[doc.doc_id] = _Book(doc)
+        self.books[doc.doc_id] = _Book(doc, self.book_results(doc))
         self.waiting.append(doc.doc_id)
         self._start_loaders()
 
@@ -199,8 +201,8 @@ class RayExecutor:
     def busy(self) -> bool:
         return bool(self.books)
 
-    def poll(self) -> list[tuple[SourceDocument, list[PageResult]]]:
-        done: list[tuple[SourceDocument, list[PageResult]]] = []
+    def poll(self) -> list[tuple[SourceDocument, MutableSequence[PageResult]]]:
+        done: list[tuple[SourceDocument, MutableSequence[PageResult]]] = []
         self._dispatch()
         waitables = list(self.calls) + list(self.starting) + (list(self.loaders) if len(self.queue) < self.queue_pages else [])
         if not waitables:
@@ -321,14 +323,14 @@ class RayExecutor:
         if self.on_restart is not None:
             self.on_restart(doc_id)
         book.attempt += 1
-        book.emitted, book.loaded, book.results = 0, False, []
+        book.emitted, book.loaded, book.results = 0, False, self.book_results(book.doc)  # the attempt's results dropped
         if book.attempt < BOOK_ATTEMPTS:
             log.warning("%s: attempt %d failed (%s); retrying the book", book.doc.uri, attempt + 1, type(exc).__name__)
             self.book_retries += 1
             self.waiting.appendleft(doc_id)
             return
         error = doc_error(book.doc, f"{book.doc.uri}: gave up after {BOOK_ATTEMPTS} attempts: {describe(exc)}", TRANSIENT)
-        book.results = [PageResult(error, "error", None, "", "", error=error.error, error_kind=TRANSIENT)]
+        book.results.append(PageResult(error, "error", None, "", "", error=error.error, error_kind=TRANSIENT))
         book.emitted, book.loaded = 1, True
 
     def stats(self, ask: bool = True) -> dict:
