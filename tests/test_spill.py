@@ -20,7 +20,8 @@ from folioscan.pipeline.spill import PREFIX, Spill, remove_dead
 from folioscan.pipeline.progress import Progress
 from folioscan.records import PageResult, PageWork, SourceDocument
 from folioscan.schemas import PAGES
-from folioscan.text.book import PageText
+from folioscan.text.book import PageText, book_text
+from folioscan.text.page import TextPage
 from folioscan.workers.engines.synthetic import SyntheticEngine
 from tests.helpers import png_bytes, text_page_image
 
@@ -122,6 +123,12 @@ def test_spilled_rows_come_back_in_reading_order_with_book_text_as_assembled_in_
         assert [(p["page_index"], p["side"]) for p in spilled] == [(i, None) for i in range(10)] + [
             (10, "left"), (10, "right"), (11, None)]
         assert spilled == in_memory and doc_rows[0]["text"] == mem_docs[0]["text"]
+        # the book text made from the facts kept is the one made from the whole results
+        ordered = sorted(results, key=lambda r: (r.work.page_index, r.work.side == "right"))
+        whole = book_text([TextPage.from_engine(r.ocr.text, r.ocr.lines, r.ocr.confidence, width=r.work.width,
+                                                height=r.work.height) for r in ordered])
+        assert doc_rows[0]["text"] == whole.text and doc_rows[0]["page_spans"] == whole.page_spans
+        assert [p["header"] for p in spilled] == [t.header for t in whole.pages]
         part = pq.read_table(io.BytesIO(page_rows.parquet_bytes()))  # the pages part, as the commit writes it
         assert part.equals(pq.read_table(io.BytesIO(PAGES.to_parquet_bytes(in_memory))), check_metadata=True)
         page_rows.discard()

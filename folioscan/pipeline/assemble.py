@@ -8,6 +8,7 @@ complete `assemble_books` makes each book's text from the facts and hands the pa
 from __future__ import annotations
 
 import io
+from array import array
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -201,7 +202,7 @@ def _in_order(table: Table, *parts: dict) -> dict:
 
 
 def _book_text(pages: list["PageFacts"]) -> BookText:
-    return book_text([TextPage.from_engine(f.text, [{"text": t, "box": b} for t, b in f.lines], f.confidence,
+    return book_text([TextPage.from_engine(f.text, f.lines, f.confidence,
                                            ok=f.status == "ok", width=f.width, height=f.height) for f in pages])
 
 
@@ -227,6 +228,7 @@ PAGE_TEXT = ("header", "footer", "printed_page_number", "language", "language_sh
              "repetition", "ocr_quality", "matter")  # the columns `_page_text_columns` fills at book end
 PAGE_ROW = Table("pages (as spilled, before book text)", PAGES.version, [c for c in PAGES.columns if c.name not in PAGE_TEXT])
 CHUNK_ROWS = 64  # pages rows read back and written at a time (a Parquet row group each)
+_NO_BOX = (-1, -1, -1, -1)
 
 
 @dataclass(slots=True)
@@ -244,7 +246,8 @@ class PageFacts:
     engine: Optional[str]
     text: Optional[str]
     confidence: Optional[float]
-    lines: tuple  # ((text, box), ...) of the engine's lines
+    line_texts: str  # the engine's lines' texts, "\n" between
+    line_boxes: array  # their boxes, 4 ints each; -1s for a line without one
     width: int
     height: int
     content_sha256: Optional[str]
@@ -254,10 +257,20 @@ class PageFacts:
     @classmethod
     def of(cls, r: PageResult) -> "PageFacts":
         w, ocr = r.work, r.ocr
+        lines = ocr.lines if ocr else []
+        boxes = array("i", (v for l in lines for v in (l.box if l.box is not None and len(l.box) == 4 else _NO_BOX)))
         return cls(w.page_index, w.side, w.parts, w.page_count, r.status, r.error, _error_kind(r), r.engine,
                    ocr.text if ocr else None, ocr.confidence if ocr else None,
-                   tuple((l.text, l.box) for l in ocr.lines) if ocr else (), w.width, w.height,
-                   w.content_sha256, w.duplicate_of)
+                   "\n".join(l.text.replace("\n", " ") for l in lines), boxes, w.width, w.height, w.content_sha256, w.duplicate_of)
+
+    @property
+    def lines(self) -> list[dict]:
+        """The engine's lines as TextPage.from_engine reads them: text and box."""
+        if not self.line_boxes:
+            return []
+        b = self.line_boxes
+        return [{"text": t, "box": None if b[4 * i] == -1 else tuple(b[4 * i:4 * i + 4])}
+                for i, t in enumerate(self.line_texts.split("\n"))]
 
 
 class BookPages:
