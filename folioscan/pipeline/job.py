@@ -39,6 +39,7 @@ from folioscan.workers.engines.registry import preflight
 
 log = logging.getLogger(__name__)
 
+
 class _BookSink:
     """What an executor appends a book's page results to (`executor.book_results`): a BookPages whose
     rows go to the run's spill folder. A book started again from its first page (a lost worker) gets a
