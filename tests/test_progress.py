@@ -170,7 +170,7 @@ def test_totals_estimates_eta_and_restarts():
         clock.now = 100.0  # the window is the last minute: the pages at 10 s are out of it
         p.pages_read("a", [_page("a", k, 10) for k in range(10)])
         assert p.numbers()["pages_per_s_last_minute"] == pytest.approx(10 / 60, abs=1e-3)
-        p.book_back("a", [_page("a", k, 10) for k in range(10)])
+        p.book_back("a", 10)
         p.committed([{"status": "ok"}])
         p.listing_done(1)  # the run's own listing ended after one book (the others were taken elsewhere)
         n = p.numbers()

@@ -85,6 +85,10 @@ class JobConfig(BaseModel):
         "replaced). Default: the pool size. The summary counts `actors_lost` and `actors_replaced`"))
     shard_docs: int = Field(16, ge=1)  # documents per committed Parquet file pair
     shards_in_flight: int = Field(4, ge=1)  # shards open at once (books handed out, not yet committed)
+    spill_dir: Optional[str] = Field(None, description=(
+        "local folder for the page rows of the books in flight (one Arrow file per book, deleted once the book "
+        "is committed; pipeline/spill.py), so the driver's memory does not grow with a book's length. "
+        "None: the system's temporary folder. Give a disk, not a memory-backed tmpfs"))
     max_pages_per_book: Optional[int] = Field(None, ge=1)  # pages past this are not read; the book says so
     batch_size: Optional[int] = Field(None, ge=1)  # pages per engine call; default 4, or POOL_BATCHES VLM batches (sorted by length)
     dpi: float = Field(300.0, gt=0)

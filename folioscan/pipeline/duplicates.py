@@ -196,10 +196,10 @@ class First(NamedTuple):
     generation: Optional[str]
 
 
-def claims_taken(results) -> dict[str, str]:
-    """doc_id -> the generation of the claim its loader took on the book's bytes, from the book's page
-    results (`PageWork.content_claim`)."""
-    return {r.work.doc_id: r.work.content_claim for r in results if r.work.content_claim}
+def claims_taken(books) -> dict[str, str]:
+    """doc_id -> the generation of the claim its loader took on the book's bytes, from the facts kept of
+    the book's page results (`PageWork.content_claim`); `books`: doc_id -> assemble.BookPages."""
+    return {doc_id: f.content_claim for doc_id, book in books.items() for f in book.facts if f.content_claim}
 
 
 def _standing(claims: ContentClaims, index, sha: str, first: str) -> bool:
@@ -210,14 +210,14 @@ def _standing(claims: ContentClaims, index, sha: str, first: str) -> bool:
     return first in index.by_id or claims.holder(sha) == first
 
 
-def settle(claims: ContentClaims, index, page_rows: list[dict], doc_rows: list[dict], run: Optional[Leases] = None,
-           taken: Optional[dict[str, str]] = None) -> tuple[list[dict], list[dict], list[First]]:
+def settle(claims: ContentClaims, index, page_rows, doc_rows: list[dict], run: Optional[Leases] = None,
+           taken: Optional[dict[str, str]] = None) -> tuple[list, list[dict], list[First]]:
     """Just before a shard's commit: each book's standing as a copy, checked again (module docstring).
     Returns the page rows (a book turned duplicate loses its pages), the documents rows, and the
     first copies, to `register` once the commit point is passed and then `release_firsts`. `taken`
     (`claims_taken`): the claims the loaders took; one held by `run` without a lapse since it claimed
     the book is not looked at again."""
-    from folioscan.pipeline.assemble import as_duplicate, first_copy_gone
+    from folioscan.pipeline.assemble import as_duplicate, drop_books, first_copy_gone
 
     firsts, taken = [], taken or {}
     for d in doc_rows:
@@ -245,4 +245,4 @@ def settle(claims: ContentClaims, index, page_rows: list[dict], doc_rows: list[d
             log.info("%s: the same bytes as %s, committed first; its pages are dropped", d["source_uri"], first)
             as_duplicate(d, first)
     dropped = {d["doc_id"] for d in doc_rows if d["status"] == "duplicate"}
-    return [p for p in page_rows if p["doc_id"] not in dropped], doc_rows, firsts
+    return drop_books(page_rows, dropped), doc_rows, firsts

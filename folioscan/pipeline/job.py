@@ -17,7 +17,7 @@ from itertools import chain
 from typing import Iterator, Optional
 
 from folioscan import __version__
-from folioscan.pipeline.assemble import assemble_shard
+from folioscan.pipeline.assemble import PAGE_ROW, BookPages, PageRows, assemble_books, drop_books
 from folioscan.pipeline.committed import CommittedIndex, decide
 from folioscan.pipeline.config import JobConfig
 from folioscan.pipeline.duplicates import ContentClaims, claims_taken, settle
@@ -27,16 +27,39 @@ from folioscan.pipeline.output import DatasetWriter
 from folioscan.pipeline import plan
 from folioscan.pipeline.partition import parse_partition, share_of
 from folioscan.pipeline.progress import Progress
+from folioscan.pipeline.spill import Spill
 from folioscan.pipeline.sources import iter_documents
 from folioscan.pipeline.stages import Stages
 from folioscan.pipeline.stop import Interrupted, Stop
-from folioscan.pipeline.summary import JobSummary
-from folioscan.pipeline.storage import WriteError, store_for
-from folioscan.records import PageResult, SourceDocument
+from folioscan.pipeline.summary import PAGE_COLUMNS, JobSummary
+from folioscan.pipeline.storage import StorageError, WriteError, store_for
+from folioscan.records import SourceDocument
 from folioscan.workers import memory
 from folioscan.workers.engines.registry import EngineError, preflight
 
 log = logging.getLogger(__name__)
+
+
+class _BookSink:
+    """What an executor appends a book's page results to (`executor.book_results`): a BookPages whose
+    rows go to the run's spill folder. A book started again from its first page (a lost worker) gets a
+    new one, and what it had spilled is dropped."""
+
+    def __init__(self, spill: Spill, run_id: str):
+        self.spill, self.run_id = spill, run_id
+        self.held: dict[str, BookPages] = {}  # books handed out and not yet committed or dropped
+
+    def __call__(self, doc: SourceDocument) -> BookPages:
+        old = self.held.pop(doc.doc_id, None)
+        if old is not None:
+            old.discard()
+        self.held[doc.doc_id] = pages = BookPages(self.spill.file(PAGE_ROW.schema), self.run_id)
+        return pages
+
+    def done(self, doc_ids) -> None:
+        for doc_id in doc_ids:
+            self.held.pop(doc_id, None)
+
 
 class _Shard:
     """Books of one Parquet part, in listing order; committed once closed (full, or the listing
@@ -44,7 +67,7 @@ class _Shard:
 
     def __init__(self):
         self.docs: list[SourceDocument] = []
-        self.results: dict[str, list[PageResult]] = {}
+        self.results: dict[str, BookPages] = {}
         self.closed = False
 
     @property
@@ -54,7 +77,7 @@ class _Shard:
 
 def _stream(executor, docs: Iterator[SourceDocument], shard_docs: int, open_shards: int,
             stop: Optional[Stop] = None, summary: Optional[JobSummary] = None, progress: Optional[Progress] = None
-            ) -> Iterator[tuple[list[SourceDocument], list[PageResult]]]:
+            ) -> Iterator[tuple[list[SourceDocument], dict[str, BookPages]]]:
     """Feed books to the executor as it has room (the listing is read lazily) and yield each
     shard as soon as its books are complete. At most `open_shards` shards are open at once, so
     a long book holds back only the results of its own shard's neighbours.
@@ -99,7 +122,7 @@ def _stream(executor, docs: Iterator[SourceDocument], shard_docs: int, open_shar
                 summary._in_flight += 1
         for shard in [s for s in shards if s.complete]:
             shards.remove(shard)
-            yield shard.docs, [r for d in shard.docs for r in shard.results[d.doc_id]]
+            yield shard.docs, shard.results
         if stopping and stop.expired():  # the books still in flight are given up
             return
         if not executor.busy():
@@ -111,7 +134,7 @@ def _stream(executor, docs: Iterator[SourceDocument], shard_docs: int, open_shar
         for doc, results in executor.poll():
             shard_of.pop(doc.doc_id).results[doc.doc_id] = results
             if progress is not None:
-                progress.book_back(doc.doc_id, results)
+                progress.book_back(doc.doc_id, results.pages)
 
 
 def _shard_exporter(cfg: JobConfig, summary: JobSummary):
@@ -134,13 +157,14 @@ class _Exporter:
         self.fns, self.output, self.ctx, self.done = fns, output, ctx, done
         self.seconds = 0.0  # since the last take_seconds(): kept out of the "write" stage's time
 
-    def __call__(self, page_rows: list[dict], doc_rows: list[dict]) -> None:
+    def __call__(self, page_rows: PageRows, doc_rows: list[dict]) -> None:
         from folioscan.export import export_books
-        from folioscan.export.dataset import books_from_rows
+        from folioscan.export.dataset import Book
 
         t0 = time.perf_counter()
-        try:
-            export_books(books_from_rows(page_rows, doc_rows), self.fns, self.output, self.ctx, self.done)
+        try:  # a book's rows are read back from the spill as its turn comes
+            books = (Book(d, page_rows.book_rows(d["doc_id"])) for d in doc_rows)
+            export_books(books, self.fns, self.output, self.ctx, self.done)
         finally:
             self.seconds += time.perf_counter() - t0
 
@@ -149,9 +173,9 @@ class _Exporter:
         return seconds
 
 
-def _commit(writer: DatasetWriter, leases: Leases, index: CommittedIndex, page_rows: list[dict],
+def _commit(writer: DatasetWriter, leases: Leases, index: CommittedIndex, page_rows: PageRows,
             doc_rows: list[dict], summary: JobSummary, export=None, claims: Optional[ContentClaims] = None,
-            taken: Optional[dict[str, str]] = None) -> tuple[list[dict], list[dict]]:
+            taken: Optional[dict[str, str]] = None) -> tuple[PageRows, list[dict]]:
     """Commit the books this run still holds (their exports written first, `_shard_exporter`), then
     remove the rows they supersede and free them. With `claims` (dedupe), each book's standing as a
     copy is settled first (`taken`: the claims on their bytes the loaders took) and the first copies
@@ -161,7 +185,7 @@ def _commit(writer: DatasetWriter, leases: Leases, index: CommittedIndex, page_r
     if mine != ids:
         log.warning("%d book(s) were taken over by another driver while this run stalled; not committed", len(ids - mine))
         summary.documents_claimed_elsewhere += len(ids - mine)
-        page_rows = [p for p in page_rows if p["doc_id"] in mine]
+        page_rows = drop_books(page_rows, ids - mine)
         doc_rows = [d for d in doc_rows if d["doc_id"] in mine]
     if not doc_rows:
         return page_rows, doc_rows
@@ -233,13 +257,22 @@ def run_job(cfg: JobConfig, stop: Optional[Stop] = None) -> JobSummary:
     with stop.handling():
         in_store, out_store, listing = _preflight(cfg, summary)
         claims = ContentClaims(out_store, cfg.output, cfg.run_id, cfg.lease_ttl_s) if cfg.dedupe else None
+        try:
+            spill = Spill(cfg.spill_dir)
+        except OSError as e:
+            raise StorageError(f"spill_dir {cfg.spill_dir!r} cannot be used for the books' page rows in flight: {e}") from e
         stages = Stages(in_store, cfg.load_options(), cfg.prep, cfg.engine, cfg.pages_per_call, cfg.flip_retry_below,
                         retry=cfg.retry_policy(), max_pages_per_book=cfg.max_pages_per_book, content=claims,
                         route=cfg.route if cfg.route.then is not None else None,
                         then_batch_size=cfg.then_pages_per_call if cfg.route.then is not None else 4)
         # the local executor builds its engine here, so an engine that cannot be built (EngineError) leaves
         # nothing written; Ray's actors build theirs while the driver recovers and lists
-        executor = make_executor(cfg, stages)
+        try:
+            executor = make_executor(cfg, stages)
+        except BaseException:
+            spill.close()
+            raise
+        executor.book_results = _BookSink(spill, cfg.run_id)
         stop.install()  # again: ray.init put its own SIGTERM handler in
         try:
             if stop.requested:  # stopped while Ray started: nothing written, nothing to record
@@ -253,6 +286,7 @@ def run_job(cfg: JobConfig, stop: Optional[Stop] = None) -> JobSummary:
         finally:
             stop.shield()
             executor.close()
+            spill.close()
 
 
 def _run_claimed(cfg: JobConfig, summary: JobSummary, listing: Iterator[SourceDocument], out_store,
@@ -339,14 +373,18 @@ def _process(cfg: JobConfig, summary: JobSummary, listing: Iterator[SourceDocume
 def _commit_shards(cfg: JobConfig, summary: JobSummary, todo: Iterator[SourceDocument], writer: DatasetWriter,
                    leases: Leases, index: CommittedIndex, executor, stop: Stop, export, progress: Progress,
                    claims: Optional[ContentClaims] = None) -> None:
-    for docs, results in _stream(executor, todo, cfg.shard_docs, cfg.shards_in_flight, stop, summary, progress):
-        page_rows, doc_rows = assemble_shard(docs, results, cfg.run_id)
-        taken = claims_taken(results) if claims is not None else None
+    for docs, books in _stream(executor, todo, cfg.shard_docs, cfg.shards_in_flight, stop, summary, progress):
+        page_rows, doc_rows = assemble_books(docs, books, cfg.run_id)
+        taken = claims_taken(books) if claims is not None else None
         t1 = time.perf_counter()
-        page_rows, doc_rows = _commit(writer, leases, index, page_rows, doc_rows, summary, export, claims, taken)
-        summary.stage("write", time.perf_counter() - t1 - (export.take_seconds() if export else 0.0), len(page_rows))
-        summary.add(page_rows, doc_rows)
+        try:
+            page_rows, doc_rows = _commit(writer, leases, index, page_rows, doc_rows, summary, export, claims, taken)
+            summary.stage("write", time.perf_counter() - t1 - (export.take_seconds() if export else 0.0), len(page_rows))
+            summary.add(page_rows.rows(PAGE_COLUMNS), doc_rows)
+        finally:  # committed, or not to be: the shard's spill files go
+            page_rows.discard()
+            executor.book_results.done(books)
         summary._in_flight -= len(docs)
         progress.committed(doc_rows)
-        del docs, results, page_rows, doc_rows
+        del docs, books, page_rows, doc_rows
         memory.release()  # a long book's rows are freed: give the heap back before the next shard

@@ -52,8 +52,8 @@ class DatasetWriter:
                 ids.update(table.column("doc_id").to_pylist())
         return ids
 
-    def commit(self, page_rows: list[dict], doc_rows: list[dict], before_commit=None) -> str:
-        """Write the shard's pages part, then `before_commit()` (the `--also` exports), then its
+    def commit(self, page_rows, doc_rows: list[dict], before_commit=None) -> str:
+        """Write the shard's pages part (`page_rows`: dicts, or the driver's PageRows read back from its spill), then `before_commit()` (the `--also` exports), then its
         documents part, the commit point. When anything before the commit point fails (an output
         that cannot be written), the pages part just written is removed again (recovery would
         remove it on the next start otherwise) and nothing of the shard counts as done."""
@@ -62,7 +62,7 @@ class DatasetWriter:
             self._seq = 1 + max((int(n.removesuffix(".parquet").rsplit("-", 1)[1]) for n in taken), default=-1)
         name = f"part-{self.run_id}-{self._seq:05d}.parquet"
         self._seq += 1
-        pages = PAGES.to_parquet_bytes(page_rows)
+        pages = page_rows.parquet_bytes() if hasattr(page_rows, "parquet_bytes") else PAGES.to_parquet_bytes(page_rows)
         docs = DOCUMENTS.to_parquet_bytes(doc_rows)
         self.store.write(join(self.pages_dir, name), pages)
         try:

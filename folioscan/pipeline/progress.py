@@ -144,10 +144,10 @@ class Progress:
         with self.lock:
             self.pages_done -= self._pages_of.pop(doc_id, 0)
 
-    def book_back(self, doc_id: str, results: Sequence[PageResult]) -> None:
-        """Every page of the book is back: its page count is exact now."""
+    def book_back(self, doc_id: str, pages: int) -> None:
+        """Every page of the book is back (`pages` of them): its page count is exact now."""
         with self.lock:
-            self._expected[doc_id] = sum(1 for r in results if r.work.page_index != DOCUMENT_LEVEL)
+            self._expected[doc_id] = pages
             self._pages_of.pop(doc_id, None)
 
     def committed(self, doc_rows: Sequence[dict]) -> None:

@@ -6,11 +6,14 @@ from __future__ import annotations
 import logging
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
-from typing import Optional
+from typing import Iterable, Optional
 
 log = logging.getLogger("folioscan.pipeline.job")  # the run's own log: the summary's warnings read as the job's
 
 STAGES = ("load", "clean", "ocr", "write")
+# the pages columns `JobSummary.add` reads (the driver reads only these back from its spill)
+PAGE_COLUMNS = ("load_ms", "prep_ms", "ocr_ms", "status", "attempts", "completed_at", "box_alignment", "confidence", "text",
+                "routed", "readings")
 
 
 @dataclass
@@ -82,7 +85,8 @@ class JobSummary:
         self._started = datetime.now(timezone.utc)
         self.started_at = self._started.isoformat()
 
-    def add(self, page_rows: list[dict], doc_rows: list[dict]) -> None:
+    def add(self, page_rows: Iterable[dict], doc_rows: list[dict]) -> None:
+        """Count a committed shard: its documents rows and its pages rows (only PAGE_COLUMNS are read)."""
         for d in doc_rows:
             self.documents += 1
             self.documents_failed += d["status"] == "error"

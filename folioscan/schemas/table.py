@@ -53,9 +53,13 @@ class Table:
             raise RowError(f"{self.name} row: missing columns {missing}, unknown columns {extra}")
         return row
 
+    @property
+    def tagged_schema(self) -> pa.Schema:
+        """The Arrow schema as written to Parquet: with the table's name and version in its metadata."""
+        return self.schema.with_metadata({METADATA_KEY: self.tag})
+
     def to_arrow(self, rows: Iterable[dict]) -> pa.Table:
-        arrow = pa.Table.from_pylist([self.check(r) for r in rows], schema=self.schema)
-        return arrow.replace_schema_metadata({METADATA_KEY: self.tag})
+        return pa.Table.from_pylist([self.check(r) for r in rows], schema=self.tagged_schema)
 
     def to_parquet_bytes(self, rows: Iterable[dict]) -> bytes:
         buf = io.BytesIO()

@@ -9,8 +9,8 @@ waits at a time. A book is handed back once its routed pages are settled too.
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass, field
-from typing import Iterator
+from dataclasses import dataclass
+from typing import Iterator, MutableSequence
 
 from folioscan.pipeline.stages import engine_build_error, read_pages, read_routed
 from folioscan.records import PageResult, PageWork, SourceDocument
@@ -21,7 +21,7 @@ from folioscan.workers.engines import counters
 class _Book:
     doc: SourceDocument
     pages: Iterator[PageWork]
-    results: list[PageResult] = field(default_factory=list)
+    results: MutableSequence[PageResult]  # executors/__init__.py: book_results
     loaded: bool = False
     routing: int = 0  # pages with the second engine
 
@@ -46,9 +46,10 @@ class LocalExecutor:
         self.routed: list[tuple[_Book, PageResult]] = []  # first results waiting for the second engine
         self.books: deque[_Book] = deque()
         self.on_pages = self.on_restart = None  # progress (executors/__init__.py)
+        self.book_results = lambda doc: []
 
     def submit(self, doc: SourceDocument) -> None:
-        self.books.append(_Book(doc, self.stages.pages(doc)))
+        self.books.append(_Book(doc, self.stages.pages(doc), self.book_results(doc)))
 
     def has_room(self) -> bool:
         return len(self.books) < 2
@@ -56,7 +57,7 @@ class LocalExecutor:
     def busy(self) -> bool:
         return bool(self.books)
 
-    def poll(self) -> list[tuple[SourceDocument, list[PageResult]]]:
+    def poll(self) -> list[tuple[SourceDocument, MutableSequence[PageResult]]]:
         batch: list[PageWork] = []
         owners: list[_Book] = []
         for book in self.books:

@@ -44,6 +44,7 @@ import logging
 import os
 from collections import deque
 from dataclasses import dataclass, field
+from typing import MutableSequence
 
 import ray
 
@@ -177,10 +178,10 @@ def _check_fits(pools: list[_Pool], resources: dict) -> None:
 @dataclass
 class _Book:
     doc: SourceDocument
+    results: MutableSequence[PageResult]  # executors/__init__.py: book_results
     attempt: int = 0
     emitted: int = 0  # page works the loader yielded in this attempt
     loaded: bool = False
-    results: list[PageResult] = field(default_factory=list)
 
 
 class RayExecutor:
@@ -242,6 +243,7 @@ class RayExecutor:
         self.book_retries = 0
         self.on_pages = self.on_restart = None  # progress (executors/__init__.py)
         self.routed = 0  # pages this run sent to the second pool
+        self.book_results = lambda doc: []
 
     @staticmethod
     def _pool(name: str, second: bool, engine, n: int, gpu: bool, batch_size: int, cfg) -> _Pool:
@@ -272,7 +274,7 @@ class RayExecutor:
 
     # -- the driver's side -------------------------------------------------------------------
     def submit(self, doc: SourceDocument) -> None:
-        self.books[doc.doc_id] = _Book(doc)
+        self.books[doc.doc_id] = _Book(doc, self.book_results(doc))
         self.waiting.append(doc.doc_id)
         self._start_loaders()
 
@@ -282,8 +284,8 @@ class RayExecutor:
     def busy(self) -> bool:
         return bool(self.books)
 
-    def poll(self) -> list[tuple[SourceDocument, list[PageResult]]]:
-        done: list[tuple[SourceDocument, list[PageResult]]] = []
+    def poll(self) -> list[tuple[SourceDocument, MutableSequence[PageResult]]]:
+        done: list[tuple[SourceDocument, MutableSequence[PageResult]]] = []
         self._dispatch()
         waitables = list(self.calls) + list(self.starting) + (list(self.loaders) if len(self.first.queue) < self.queue_pages else [])
         if not waitables:
@@ -465,14 +467,14 @@ class RayExecutor:
         if self.on_restart is not None:
             self.on_restart(doc_id)
         book.attempt += 1
-        book.emitted, book.loaded, book.results = 0, False, []
+        book.emitted, book.loaded, book.results = 0, False, self.book_results(book.doc)  # the attempt's results dropped
         if book.attempt < BOOK_ATTEMPTS:
             log.warning("%s: attempt %d failed (%s); retrying the book", book.doc.uri, attempt + 1, type(exc).__name__)
             self.book_retries += 1
             self.waiting.appendleft(doc_id)
             return
         error = doc_error(book.doc, f"{book.doc.uri}: gave up after {BOOK_ATTEMPTS} attempts: {describe(exc)}", TRANSIENT)
-        book.results = [PageResult(error, "error", None, "", "", error=error.error, error_kind=TRANSIENT)]
+        book.results.append(PageResult(error, "error", None, "", "", error=error.error, error_kind=TRANSIENT))
         book.emitted, book.loaded = 1, True
 
     def stats(self, ask: bool = True) -> dict:

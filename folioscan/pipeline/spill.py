@@ -1,0 +1,155 @@
+"""Page rows of the books in flight, kept on local disk instead of in the driver's memory.
+
+Each book in flight has one spill file, an Arrow IPC file (LZ4-compressed record batches) in a
+folder of the run, `<spill_dir or $TMPDIR>/folioscan-spill-<pid>-*`. Rows are buffered a few at a
+time and written as one record batch; once the book is complete the file is closed and read back
+by record batch, in any order (`take`), a chunk of rows at a time. A file is deleted once its book
+is committed (or dropped), or when the book is read again from its first page (a lost worker);
+the folder when the run ends. A folder left by a killed driver is removed by the next run on the
+same machine once its process is gone.
+
+Nothing here is in the output: the output is still written by the commit, pages part then
+documents part (pipeline/output.py), so exactly-once and resume are those of the commit.
+"""
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import shutil
+import tempfile
+from bisect import bisect_right
+from typing import Optional, Sequence
+
+import pyarrow as pa
+
+log = logging.getLogger(__name__)
+
+PREFIX = "folioscan-spill-"
+BUFFER_ROWS = 16  # rows held per book before they are written as one record batch
+_OPTIONS = pa.ipc.IpcWriteOptions(compression="lz4")
+
+
+class Spill:
+    """The run's spill folder: one `SpillFile` per book in flight."""
+
+    def __init__(self, root: Optional[str] = None):
+        root = root or tempfile.gettempdir()
+        os.makedirs(root, exist_ok=True)
+        remove_dead(root)
+        self.dir = tempfile.mkdtemp(prefix=f"{PREFIX}{os.getpid()}-", dir=root)
+        self._n = itertools.count()
+
+    def file(self, schema: pa.Schema) -> "SpillFile":
+        return SpillFile(os.path.join(self.dir, f"{next(self._n)}.arrow"), schema)
+
+    def close(self) -> None:
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def remove_dead(root: str) -> int:
+    """Remove spill folders left in `root` by drivers whose process is gone (a kill -9). Returns how many."""
+    removed = 0
+    for name in os.listdir(root):
+        if not name.startswith(PREFIX):
+            continue
+        pid = name[len(PREFIX):].split("-", 1)[0]
+        if not pid.isdigit() or _alive(int(pid)):
+            continue
+        shutil.rmtree(os.path.join(root, name), ignore_errors=True)
+        log.info("removed spill folder %s left by a driver that is gone", name)
+        removed += 1
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+class SpillFile:
+    """Rows of one schema appended to a local Arrow IPC file, read back by row position once closed."""
+
+    def __init__(self, path: Optional[str], schema: pa.Schema):
+        self.path, self.schema = path, schema  # path None: record batches kept in memory (assemble_shard's lists)
+        self._buffer: list[dict] = []
+        self._writer = None
+        self._kept: list[pa.RecordBatch] = []
+        self._starts: list[int] = []  # first row position of each record batch
+        self._file = self._reader = None
+        self._cache: dict[int, pa.RecordBatch] = {}
+        self.rows = 0
+
+    def append(self, row: dict) -> int:
+        """Add a row; returns its position."""
+        self._buffer.append(row)
+        self.rows += 1
+        if len(self._buffer) >= BUFFER_ROWS:
+            self._flush()
+        return self.rows - 1
+
+    def _flush(self) -> None:
+        if not self._buffer:
+            return
+        batch = pa.RecordBatch.from_pylist(self._buffer, schema=self.schema)
+        self._starts.append(self.rows - len(self._buffer))
+        self._buffer = []
+        if self.path is None:
+            self._kept.append(batch)
+            return
+        if self._writer is None:
+            self._writer = pa.ipc.new_file(self.path, self.schema, options=_OPTIONS)
+        self._writer.write_batch(batch)
+
+    def close(self) -> None:
+        """No more rows: write what is buffered and the file's footer."""
+        self._flush()
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+    def take(self, positions: Sequence[int]) -> pa.Table:
+        """The rows at `positions`, in that order, reading only the record batches that hold them."""
+        self.close()
+        need = sorted({bisect_right(self._starts, p) - 1 for p in positions})
+        batches, base, offset = [], {}, 0
+        for b in need:
+            batch = self._batch(b)
+            batches.append(batch)
+            base[b], offset = offset, offset + batch.num_rows
+        self._cache = dict(zip(need, batches))  # a chunk's last batches are usually the next chunk's first
+        local = [base[b] + p - self._starts[b] for p in positions for b in (bisect_right(self._starts, p) - 1,)]
+        return pa.Table.from_batches(batches, schema=self.schema).take(pa.array(local, pa.int64()))
+
+    def _batch(self, b: int) -> pa.RecordBatch:
+        if b in self._cache:
+            return self._cache[b]
+        if self.path is None:
+            return self._kept[b]
+        if self._reader is None:
+            self._file = pa.OSFile(self.path, "rb")
+            self._reader = pa.ipc.open_file(self._file)
+        return self._reader.get_batch(b)
+
+    def delete(self) -> None:
+        """Forget the rows and remove the file."""
+        if self._writer is not None:
+            try:
+                self._writer.close()
+            except (OSError, pa.ArrowException):
+                pass
+            self._writer = None
+        if self._file is not None:
+            self._file.close()
+        self._file = self._reader = None
+        self._cache, self._kept, self._buffer = {}, [], []
+        if self.path is not None:
+            try:
+                os.remove(self.path)
+            except FileNotFoundError:
+                pass

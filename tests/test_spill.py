@@ -1,0 +1,208 @@
+"""The driver's memory is bounded by pages in flight, not by a book's length: page results leave it as
+they arrive (their rows spilled to a local file per book, pipeline/spill.py), a book read again from
+its first page drops what it spilled, and a driver killed mid-book leaves exactly-once intact."""
+import io
+import os
+import signal
+import subprocess
+import sys
+import time
+import weakref
+
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from folioscan.pipeline.assemble import PAGE_TEXT, PageRows, _page_text_columns, assemble_books, assemble_shard
+from folioscan.pipeline.config import JobConfig
+from folioscan.pipeline.job import _BookSink, run_job
+from folioscan.pipeline.spill import PREFIX, Spill, remove_dead
+from folioscan.pipeline.progress import Progress
+from folioscan.records import PageResult, PageWork, SourceDocument
+from folioscan.schemas import PAGES
+from folioscan.text.book import PageText, book_text
+from folioscan.text.page import TextPage
+from folioscan.workers.engines.synthetic import SyntheticEngine
+from tests.helpers import png_bytes, text_page_image
+
+WORDS = 300  # the synthetic engine's words per page
+
+
+def long_pdf(path, pages: int) -> None:
+    """A scanned-style PDF of `pages` pages, all showing one small page image (stored once)."""
+    import pymupdf
+
+    img = text_page_image("A page of a long book, read by the synthetic engine.", dpi=40)
+    doc = pymupdf.open()
+    xref = 0
+    for _ in range(pages):
+        page = doc.new_page(width=img.shape[1] * 72 / 40, height=img.shape[0] * 72 / 40)
+        xref = page.insert_image(page.rect, stream=png_bytes(img) if not xref else None, xref=xref)
+    doc.save(str(path))
+
+
+class HeldResults:
+    """How many PageResult objects are alive in the driver at most: each result that reaches the driver is
+    seen as it arrives (the executor's `on_pages`, whose real handler, the progress line's, runs as
+    well) and tracked by a weak reference; the live ones are counted at every arrival."""
+
+    def __init__(self):
+        self.refs: list[weakref.ref] = []
+        self.peak = self.seen = 0
+
+    def install(self, monkeypatch) -> None:
+        pages_read = Progress.pages_read
+
+        def observed(progress, doc_id, results):
+            pages_read(progress, doc_id, results)
+            self.seen += len(results)
+            self.refs = [r for r in self.refs if r() is not None] + [weakref.ref(r) for r in results]
+            self.peak = max(self.peak, len(self.refs))
+
+        monkeypatch.setattr(Progress, "pages_read", observed)
+
+
+def read(out, name):
+    folder = os.path.join(out, name)
+    return pd.concat([pq.read_table(os.path.join(folder, n)).to_pandas() for n in sorted(os.listdir(folder))
+                      if n.endswith(".parquet")])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("executor", ["local", "ray"])
+def test_a_300_page_books_results_are_not_held_by_the_driver(tmp_path, executor, request, monkeypatch):
+    if executor == "ray":
+        request.getfixturevalue("ray_local")
+    src, spill = tmp_path / "src", tmp_path / "spill"
+    src.mkdir()
+    long_pdf(src / "long.pdf", 300)
+    cfg = JobConfig(source=str(src), output=str(tmp_path / "out"), executor=executor, ocr_workers=1,
+                    engine={"kind": "synthetic", "words": WORDS}, prep={"enabled": False}, progress=False,
+                    spill_dir=str(spill))
+    held = HeldResults()
+    held.install(monkeypatch)
+    summary = run_job(cfg)
+    assert summary.status == "finished" and summary.pages == 300 and summary.documents == 1 and held.seen == 300
+    # the driver used to hold every page's result (300 words with boxes each) until the book committed:
+    # all 300 at the last page; now only the batch that just arrived (4 pages a call) is alive
+    assert held.peak <= 8, f"{held.peak} PageResult objects alive in the driver at the peak"
+    assert os.listdir(spill) == []  # the run's spill folder is gone with the run
+    pages, docs = read(cfg.output, "pages"), read(cfg.output, "documents")
+    assert list(pages.page_index) == list(range(300)) and docs.pages_ok.item() == 300
+    assert pages.lines.map(lambda ls: sum(len(l["words"]) for l in ls)).eq(WORDS).all()  # every word written
+    assert docs.text.item() and pages.language.notna().all()  # book text and the page text columns
+
+
+def _result(doc_id: str, i: int, engine: SyntheticEngine, image, side=None, parts=1) -> PageResult:
+    [ocr] = engine.predict_batch([image])
+    h, w = image.shape
+    work = PageWork(doc_id, f"/src/{doc_id}.pdf", i, 12, width=w, height=h, side=side, parts=parts)
+    return PageResult(work, "ok", ocr, "synthetic", engine.version)
+
+
+def test_spilled_rows_come_back_in_reading_order_with_book_text_as_assembled_in_memory(tmp_path):
+    """Results arriving out of order (two actors) are written in reading order; the rows read back from the
+    spill are the rows assembled from the results in memory."""
+    engine = SyntheticEngine(words=40)
+    images = [text_page_image(f"page {i}", dpi=20) for i in range(3)]
+    doc = SourceDocument("d1", "/src/d1.pdf", "pdf", (), "sha256:x")
+    results = [_result("d1", i, engine, images[i % 3]) for i in range(10)]
+    results += [_result("d1", 10, engine, images[0], "left", 2), _result("d1", 10, engine, images[1], "right", 2),
+                _result("d1", 11, engine, images[2])]
+    arrived = results[8:] + results[4:8] + results[:4]
+    spill = Spill(str(tmp_path))
+    try:
+        sink = _BookSink(spill, "run")
+        pages = sink(doc)
+        for r in arrived:
+            pages.append(r)
+        page_rows, doc_rows = assemble_books([doc], {"d1": pages}, "run")
+        assert isinstance(page_rows, PageRows) and len(page_rows) == 13
+        spilled = list(page_rows.rows())
+        in_memory, mem_docs = assemble_shard([doc], results, "run")
+        assert [(p["page_index"], p["side"]) for p in spilled] == [(i, None) for i in range(10)] + [
+            (10, "left"), (10, "right"), (11, None)]
+        assert spilled == in_memory and doc_rows[0]["text"] == mem_docs[0]["text"]
+        # the book text made from the facts kept is the one made from the whole results
+        ordered = sorted(results, key=lambda r: (r.work.page_index, r.work.side == "right"))
+        whole = book_text([TextPage.from_engine(r.ocr.text, r.ocr.lines, r.ocr.confidence, width=r.work.width,
+                                                height=r.work.height) for r in ordered])
+        assert doc_rows[0]["text"] == whole.text and doc_rows[0]["page_spans"] == whole.page_spans
+        assert [p["header"] for p in spilled] == [t.header for t in whole.pages]
+        part = pq.read_table(io.BytesIO(page_rows.parquet_bytes()))  # the pages part, as the commit writes it
+        assert part.equals(pq.read_table(io.BytesIO(PAGES.to_parquet_bytes(in_memory))), check_metadata=True)
+        page_rows.discard()
+        assert os.listdir(spill.dir) == []
+    finally:
+        spill.close()
+    assert not os.path.exists(spill.dir)
+
+
+def test_the_page_text_columns_are_those_book_text_fills():
+    names = set(_page_text_columns(PageText()))
+    assert names == set(PAGE_TEXT) and names <= set(PAGES.names)
+
+
+def test_a_book_started_again_from_its_first_page_drops_what_it_spilled(tmp_path):
+    engine = SyntheticEngine(words=40)
+    image = text_page_image("page", dpi=20)
+    doc = SourceDocument("d1", "/src/d1.pdf", "pdf", (), "sha256:x")
+    spill = Spill(str(tmp_path))
+    try:
+        sink = _BookSink(spill, "run")
+        first = sink(doc)
+        for i in range(40):  # more than one record batch written to the file
+            first.append(_result("d1", i, engine, image))
+        assert first.rows.path and os.path.getsize(first.rows.path) > 0
+        second = sink(doc)  # the executor's retry of the book from page 1
+        assert not os.path.exists(first.rows.path) and len(first) == 0 and len(second) == 0
+        second.append(_result("d1", 0, engine, image))
+        assert [f.page_index for f in second.facts] == [0]
+    finally:
+        spill.close()
+
+
+def test_a_spill_folder_left_by_a_killed_driver_is_removed_and_a_live_ones_kept(tmp_path):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (tmp_path / f"{PREFIX}{dead.pid}-abc").mkdir()
+    (tmp_path / f"{PREFIX}{dead.pid}-abc" / "0.arrow").write_bytes(b"x")
+    (tmp_path / f"{PREFIX}{os.getpid()}-def").mkdir()
+    (tmp_path / "unrelated").mkdir()
+    assert remove_dead(str(tmp_path)) == 1
+    assert sorted(os.listdir(tmp_path)) == sorted([f"{PREFIX}{os.getpid()}-def", "unrelated"])
+
+
+@pytest.mark.slow
+def test_a_driver_killed_mid_book_then_rerun_writes_every_page_once(tmp_path):
+    """kill -9 while a long book's rows are spilled and not committed: the rerun reads the book again,
+    writes each page once, and removes the dead driver's spill folder."""
+    src, out, spill = tmp_path / "src", tmp_path / "out", tmp_path / "spill"
+    src.mkdir()
+    long_pdf(src / "a_short.pdf", 3)
+    long_pdf(src / "b_long.pdf", 200)
+    cmd = [sys.executable, "-m", "folioscan", "run", str(src), str(out), "--executor", "local", "--shard-docs", "1",
+           "--quiet", "--no-prep", "--engine", "synthetic"]
+    env = {**os.environ, "FOLIOSCAN_SPILL_DIR": str(spill), "PYTHONPATH": os.getcwd()}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+    def spilled() -> int:
+        return sum(os.path.getsize(os.path.join(r, f)) for r, _, fs in os.walk(spill) for f in fs) if spill.exists() else 0
+
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        committed = len(os.listdir(out / "documents")) if (out / "documents").exists() else 0
+        if committed == 1 and spilled() > 200_000:  # the short book committed, the long one part-way
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run ended before it could be killed mid-book"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert len(os.listdir(out / "documents")) == 1 and spilled() > 0  # killed mid-book, its rows on disk
+    rerun = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    pages, docs = read(out, "pages"), read(out, "documents")
+    assert len(docs) == 2 and docs.doc_id.is_unique and (docs.status == "ok").all()
+    assert len(pages) == 203 and not pages.duplicated(["doc_id", "page_index"]).any()
+    assert sorted(pages.groupby("doc_id").size()) == [3, 200]
+    assert os.listdir(spill) == []  # the killed driver's folder removed, the rerun's own gone with it
