@@ -1,6 +1,7 @@
 """A quiet terminal: `folioscan run` prints the progress and the summary, not Ray's or pip's chatter;
 `--verbose` brings it back. Real CLI in a subprocess, real local Ray with one CPU, on the demo
-sample's first page (a real scan; the whole 4-page sample took three times as long, to the same end)."""
+sample's first page (a real scan), not its four: the chatter checked here comes from Ray and the
+libraries starting, not from the number of pages read."""
 import os
 import re
 import subprocess
