@@ -24,12 +24,14 @@ demo: install
 	$(Q)$(BIN)/folioscan show out/demo
 
 # The suite on TEST_WORKERS processes (pytest-xdist), one test file per process at a time (a file's
-# module fixtures, finished jobs several tests read, are built once); -v names each test as it passes,
-# with its worker and the suite's percentage; the slowest 15 are listed at the end.
+# module fixtures, finished jobs several tests read, are built once), the longest files first
+# (tests/conftest.py HEAVY_FIRST; --no-loadscope-reorder keeps that order, where xdist would start
+# the files with the most tests first and leave the few long ones for the end); -v names each test
+# as it passes, with its worker and the suite's percentage; the slowest 15 are listed at the end.
 TEST_WORKERS ?= 2
 test: install-test
 	$(Q)$(MAKE) --no-print-directory mirador || echo "Mirador could not be fetched from npm: the IIIF viewer test will skip"
-	$(BIN)/python -m pytest -m "not gpu" -n $(TEST_WORKERS) --dist loadfile -v --durations=15 tests
+	$(BIN)/python -m pytest -m "not gpu" -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder -v --durations=15 tests
 
 # Mirador 4 for the IIIF viewer test (tests/test_iiif.py): the npm package, unpacked once into an
 # ignored cache; the test loads its browser bundle from there, offline, and skips saying why when it is missing

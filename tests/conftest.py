@@ -48,6 +48,21 @@ def pytest_configure(config):
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
 
 
+# The longest test files, longest first (per-file sums of `--durations=0` on the 2-core machine,
+# BENCHMARKS.md "Test suite time, second pass"). With `--dist loadfile --no-loadscope-reorder`
+# (make test) pytest-xdist hands files out in collection order, one to each idle worker: started
+# first, the long ones do not end up alone at the end while the other workers wait (xdist's own
+# order, most tests first, started the 1-test multinode file last). Every other file keeps its place after them.
+HEAVY_FIRST = ("test_actor_kill.py", "test_multinode.py", "test_vlm_memory.py", "test_quiet.py", "test_vlm_bench.py",
+               "test_stop.py", "test_job.py", "test_vlm.py", "test_s3.py", "test_durability.py", "test_executor.py",
+               "test_prep.py", "test_page_confidence.py")
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: k for k, name in enumerate(HEAVY_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: a file's tests keep their order
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

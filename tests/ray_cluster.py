@@ -10,13 +10,30 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 
 import psutil
 
 from tests.helpers import pythonpath_with_repo
 
 RAY = os.path.join(os.path.dirname(sys.executable), "ray")
+
+# Prints how many nodes the GCS at `address` lists as alive, once at least `n` are or `timeout`
+# seconds have passed (n=0: at once); 0 while the GCS does not answer yet.
+_WAIT = """
+from ray._raylet import GcsClient
+from ray.core.generated import gcs_pb2
+deadline, alive, client = time.time() + {timeout}, 0, None
+while True:
+    try:
+        client = client or GcsClient(address={address!r})
+        alive = sum(i.state == gcs_pb2.GcsNodeInfo.ALIVE for i in client.get_all_node_info(timeout=5).values())
+    except Exception:
+        client, alive = None, 0
+    if alive >= {n} or time.time() >= deadline:
+        break
+    time.sleep(0.2)
+print(alive)
+"""
 
 
 def _free_port() -> int:
@@ -56,18 +73,19 @@ class LocalCluster:
         return proc
 
     def alive_nodes(self) -> int:
-        code = f"import ray; ray.init(address={self.address!r}, log_to_driver=False); print(sum(n['Alive'] for n in ray.nodes()))"
+        code = _WAIT.format(address=self.address, n=0, timeout=0)
         out = subprocess.run([sys.executable, "-c", code], env=self.env, capture_output=True, text=True, timeout=120)
         return int(out.stdout.strip().splitlines()[-1]) if out.returncode == 0 and out.stdout.strip() else 0
 
     def wait_for_nodes(self, n: int, timeout: float = 120) -> None:
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            if self.alive_nodes() >= n:
-                return
-            time.sleep(1)
+        """Until `n` nodes are alive in the GCS's node table (what `ray.nodes()` reads): one process
+        asks the GCS every 0.2 s (a driver started per look took 3 s or more of each second)."""
+        code = _WAIT.format(address=self.address, n=n, timeout=timeout)
+        out = subprocess.run([sys.executable, "-c", code], env=self.env, capture_output=True, text=True, timeout=timeout + 60)
+        if out.returncode == 0 and int(out.stdout.strip().splitlines()[-1]) >= n:
+            return
         logs = "".join(open(os.path.join(self.temp_dir, f)).read()[-1500:] for f in sorted(os.listdir(self.temp_dir)) if f.endswith(".log"))
-        raise RuntimeError(f"Ray cluster did not reach {n} nodes:\n{logs}")
+        raise RuntimeError(f"Ray cluster did not reach {n} nodes:\n{out.stderr[-1500:]}{logs}")
 
     def raylet_pid(self, node: subprocess.Popen) -> int:
         for child in psutil.Process(node.pid).children(recursive=True):
