@@ -53,8 +53,8 @@ def pytest_configure(config):
 # (make test) pytest-xdist hands files out in collection order, one to each idle worker: started
 # first, the long ones do not end up alone at the end while the other workers wait (xdist's own
 # order, most tests first, started the 1-test multinode file last). Every other file keeps its place after them.
-HEAVY_FIRST = ("test_actor_kill.py", "test_multinode.py", "test_vlm_memory.py", "test_quiet.py", "test_vlm_bench.py",
-               "test_stop.py", "test_job.py", "test_vlm.py", "test_s3.py", "test_durability.py", "test_executor.py",
+HEAVY_FIRST = ("test_actor_kill.py", "test_multinode.py", "test_vlm_memory.py", "test_quiet.py", "test_route.py", "test_vlm_bench.py",
+               "test_stop.py", "test_job.py", "test_vlm.py", "test_s3.py", "test_durability.py", "test_spill.py", "test_executor.py",
                "test_prep.py", "test_page_confidence.py")
 
 
