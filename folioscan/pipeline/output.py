@@ -17,6 +17,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+from typing import Optional
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -83,13 +84,16 @@ class DatasetWriter:
         except StorageError as e:
             log.warning("uncommitted part %s left for the next run's recovery: %s", name, e)
 
-    def supersede(self, stale: dict[str, set[str]], leases) -> int:
-        """Remove the rows of `stale` {part: doc_ids} from their parts. Returns the books removed."""
+    def supersede(self, stale: dict[str, set[str]], leases, left: Optional[dict] = None) -> int:
+        """Remove the rows of `stale` {part: doc_ids} from their parts. Returns the books removed; the
+        parts left as they were (another run rewriting them) go into `left`."""
         removed = 0
         for part, doc_ids in sorted(stale.items()):
             key = f"part-{part.removesuffix('.parquet')}"
             if not leases.claim_waiting(key, timeout_s=60):
                 log.warning("part %s is being rewritten by another run; its stale rows go on the next run", part)
+                if left is not None:
+                    left[part] = doc_ids
                 continue
             try:
                 removed += self._remove_rows(part, doc_ids)

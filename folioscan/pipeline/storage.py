@@ -363,7 +363,9 @@ def _client_for(endpoint_url: Optional[str], region: Optional[str]):
                 import boto3
                 from botocore.config import Config
 
-                cfg = Config(retries={"max_attempts": 5, "mode": "adaptive"}, connect_timeout=10, read_timeout=120)
+                # a pool as large as compacted.READ_THREADS: the committed index is read by that many GETs at once
+                cfg = Config(retries={"max_attempts": 5, "mode": "adaptive"}, connect_timeout=10, read_timeout=120,
+                             max_pool_connections=32)
                 client = boto3.session.Session().client("s3", endpoint_url=endpoint_url, region_name=region, config=cfg)
                 _clients[key] = client
     return client

@@ -61,6 +61,9 @@ class JobSummary:
     book_retries: int = 0  # books re-run from their first page after a worker or node was lost
     actors_lost: int = 0  # OCR actors whose process or node died
     actors_replaced: int = 0  # of those, replaced by a new actor (up to the config's actor_replacements)
+    # how the committed state was read at the start and written (pipeline/compacted.py): the base, deltas,
+    # parts read directly, seconds, and any index object found damaged (read from the parts instead)
+    committed_index: dict = field(default_factory=dict)
     stale_live_removed: int = 0  # other runs' `_live/<run>.json` records left expired (a killed driver), removed
     # worker seconds and pages per stage (load, clean, ocr from the page rows; write on the driver)
     stages: dict[str, dict] = field(default_factory=lambda: {k: {"seconds": 0.0, "pages": 0} for k in STAGES})
