@@ -11,7 +11,7 @@ stdin closes. What it holds, in two buckets:
 - `s3://bench-out/out/documents/`: one real documents part per `--shard-docs` committed books, in
   the DOCUMENTS schema, named as DatasetWriter names them; their rows are one real shard's rows
   (assemble_shard) with each book's doc_id, source_uri and fingerprint, as the real listing makes them.
-  No pages parts (a restart lists them, never reads them).
+  Pages parts are placeholders of the same names (a restart lists them, never reads them).
 - `--layout compacted`: `out/_index/` holds a base (pipeline/compacted.py, the real encoder) covering
   every documents part but the last `--legacy-parts`, which stay uncovered (read directly, like parts a
   killed run left without a delta). `--layout legacy`: no index (today's layout).
@@ -77,6 +77,7 @@ def fill(backend, books: int, new: int, shard_docs: int, layout: str, legacy_par
         pq.write_table(t, buf, compression="zstd")
         name = f"part-{RUN}-{len(parts):05d}.parquet"
         backend.put_object("bench-out", f"out/documents/{name}", buf.getvalue())
+        backend.put_object("bench-out", f"out/pages/{name}", b"PAR1 placeholder")  # listed by recovery, never read
         parts.append(name)
     out = {"books": books, "new": new, "parts": len(parts), "layout": layout}
     if layout == "compacted":

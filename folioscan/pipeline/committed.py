@@ -101,6 +101,7 @@ class CommittedIndex:
         self._deltas = 0
         self._direct_canonical = 0
         self._present: set[str] = set()
+        self._runs_seen: set[str] = set()  # runs with a liveness record at the last refresh
         self.report: dict = {}  # how the index was loaded and written: the run record's `committed_index`
         self.by_id, self.by_uri = _ById(self), _ByUri(self)
 
@@ -164,13 +165,14 @@ class CommittedIndex:
                 return name, None
         return compacted.parallel(one, names)
 
-    def refresh(self):
+    def refresh(self, listed: Optional[list[str]] = None):
         """Read parts committed since the last refresh; returns the doc_ids found in them (the first
-        refresh, the load: a membership test over everything committed)."""
-        names = [n for n in self.store.ls(self.docs_dir) if n.endswith(".parquet")]
+        refresh, the load: a membership test over everything committed). `listed`: documents/ as just
+        listed (by DatasetWriter.recover), not listed again."""
         if self._loaded is None:
-            self._load(names)
+            self._load([n for n in (self.store.ls(self.docs_dir) if listed is None else listed) if n.endswith(".parquet")])
             return _Known(self)
+        names = [n for n in self._listing_since_load() if n.endswith(".parquet")]
         new_ids: set[str] = set()
         fresh = [n for n in names if n not in self._parts]
         self._parts.update(fresh)
@@ -179,6 +181,18 @@ class CommittedIndex:
                 self.add(name, row)
                 new_ids.add(row["doc_id"])
         return new_ids
+
+    def _listing_since_load(self) -> list[str]:
+        """The documents parts that can have been committed since the load: those of the runs with a
+        liveness record now or at the previous refresh (a part is written by a live run; a run that ended
+        meanwhile was seen live before), one LIST by name prefix each, not the whole folder (at a million
+        books, 63 LISTs a refresh, and a run refreshes every claim batch)."""
+        now = {n.removesuffix(".json") for n in self.store.ls(self._live_dir()) if n.endswith(".json")}
+        runs, self._runs_seen = (now | self._runs_seen) - {self.run_id}, now
+        return [n for run in sorted(runs) for n in self.store.ls(self.docs_dir, f"part-{run}-")]
+
+    def _live_dir(self) -> str:
+        return join(self.docs_dir.rstrip("/").rsplit("/", 1)[0], "_live")
 
     def _load(self, names: list[str]) -> None:
         t0 = time.perf_counter()
@@ -203,6 +217,7 @@ class CommittedIndex:
         for part, ids in stale.items():
             self.stale.setdefault(part, set()).update(ids)
         self._parts, self._present = set(names), present
+        self._runs_seen = {n.removesuffix(".json") for n in self.store.ls(self._live_dir()) if n.endswith(".json")}
         for name, rows in odd:
             for row in rows:
                 self.add(name, row)
@@ -302,6 +317,16 @@ class CommittedIndex:
         copy._loaded, copy._parts = self._loaded, set(self._parts)
         copy._over, copy._over_uri, copy._gone = dict(self._over), dict(self._over_uri), set(self._gone)
         return copy
+
+
+def runs_to_recover(store: Store, output: str, is_live) -> Optional[list[str]]:
+    """The runs whose orphan pages parts DatasetWriter.recover looks for: those with a liveness record that
+    are not live (a killed driver's record outlives it). None (look at every part) on an output with no
+    committed index yet, which older versions may have left orphans in."""
+    if "HEAD.json" not in store.ls(join(output, "_index")):
+        return None
+    return sorted(run for run in (n.removesuffix(".json") for n in store.ls(join(output, "_live")) if n.endswith(".json"))
+                  if not is_live(run))
 
 
 def _prune_parts(chunk: Chunk, present: set[str]) -> Chunk:

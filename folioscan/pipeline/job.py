@@ -18,7 +18,7 @@ from typing import Iterator, Optional
 
 from folioscan import __version__
 from folioscan.pipeline.assemble import assemble_shard
-from folioscan.pipeline.committed import CommittedIndex, decide
+from folioscan.pipeline.committed import CommittedIndex, decide, runs_to_recover
 from folioscan.pipeline.config import JobConfig
 from folioscan.pipeline.duplicates import ContentClaims, settle
 from folioscan.pipeline.executors import make_executor
@@ -297,10 +297,10 @@ def _executor_stats(executor, summary: JobSummary, ask: bool) -> None:
 
 def _process(cfg: JobConfig, summary: JobSummary, listing: Iterator[SourceDocument], out_store,
              writer: DatasetWriter, leases: Leases, executor, stop: Stop, relist=None) -> None:
-    summary.orphans_removed = writer.recover(leases.is_live)
+    summary.orphans_removed = writer.recover(leases.is_live, runs_to_recover(out_store, cfg.output, leases.is_live))
     summary.stale_live_removed = leases.remove_stale()
     index = CommittedIndex(out_store, writer.docs_dir, cfg.run_id)
-    index.refresh()  # compacted.py: the index objects and the parts they do not cover, in parallel
+    index.refresh(writer.listed_documents)  # compacted.py: the index objects and the parts they do not cover, in parallel
     left: dict = {}
     summary.documents_superseded += writer.supersede(index.take_stale(), leases, left)  # left by an interrupted run
     if not left:  # a merged base keeps only the newest rows: merge once the stale ones are gone from the parts

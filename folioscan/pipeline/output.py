@@ -34,12 +34,22 @@ class DatasetWriter:
         self.store, self.output, self.run_id = store, output.rstrip("/"), run_id
         self.pages_dir, self.docs_dir = join(self.output, "pages"), join(self.output, "documents")
         self._seq = 0
+        self.listed_documents: Optional[list[str]] = None  # documents/ as `recover` listed it
 
-    def recover(self, is_live=lambda run_id: False) -> int:
-        """Delete pages parts whose shard never committed and whose run is not live. Returns how many."""
-        committed = set(self.store.ls(self.docs_dir))
-        orphans = [n for n in self.store.ls(self.pages_dir)
-                   if n.endswith(".parquet") and n not in committed and not is_live(run_of_part(n))]
+    def recover(self, is_live=lambda run_id: False, runs: Optional[list[str]] = None) -> int:
+        """Delete pages parts whose shard never committed and whose run is not live. Returns how many.
+        `runs`: look only at these runs' parts (the runs that left a liveness record and are no longer
+        live: only a driver killed between a shard's pages part and its documents part leaves an orphan,
+        and its record outlives it), two LISTs by name prefix a run instead of two whole folders."""
+        if runs is None:
+            self.listed_documents = self.store.ls(self.docs_dir)  # the committed index's load reuses this listing
+            committed, pages = set(self.listed_documents), self.store.ls(self.pages_dir)
+        else:
+            committed, pages = set(), []
+            for run in runs:
+                committed.update(self.store.ls(self.docs_dir, f"part-{run}-"))
+                pages += self.store.ls(self.pages_dir, f"part-{run}-")
+        orphans = [n for n in pages if n.endswith(".parquet") and n not in committed and not is_live(run_of_part(n))]
         for name in orphans:
             log.warning("removing uncommitted part %s left by an interrupted run", name)
             self.store.delete(join(self.pages_dir, name))
