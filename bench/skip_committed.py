@@ -32,6 +32,8 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+if "--code" in sys.argv:  # another checkout's folioscan (the code before the compacted index, to compare)
+    sys.path.insert(0, os.path.abspath(sys.argv[sys.argv.index("--code") + 1]))
 
 from bench.synthetic import committed_output  # noqa: E402
 
@@ -90,7 +92,7 @@ def timed_rerun(cfg, full: bool) -> dict:
     return {"first_new_book_seconds": round(seen["first"] - t0, 2) if seen else None, "first_new_book": seen.get("uri"),
             "driver_peak_rss_mb_at_first_new_book": seen.get("rss"), "rerun_seconds": round(seconds, 2),
             "rerun_status": summary.status, "rerun_documents_skipped": summary.documents_skipped,
-            "rerun_documents_processed": summary.documents, "committed_index": summary.committed_index}
+            "rerun_documents_processed": summary.documents, "committed_index": getattr(summary, "committed_index", None)}
 
 
 def main() -> None:
@@ -102,6 +104,7 @@ def main() -> None:
     ap.add_argument("--layout", choices=("compacted", "legacy"), default="compacted", help="--s3: the output's layout")
     ap.add_argument("--legacy-parts", type=int, default=100, help="--s3 compacted: parts left uncovered by the index")
     ap.add_argument("--full", action="store_true", help="run the whole rerun, not just until the first new book")
+    ap.add_argument("--code", help="a checkout whose folioscan runs the rerun (e.g. the main branch before the index)")
     args = ap.parse_args()
     from folioscan.pipeline.config import JobConfig
     from folioscan.pipeline.storage import LocalStore
@@ -136,6 +139,7 @@ def main() -> None:
                 proc.wait(timeout=60)
     print(json.dumps({
         "store": "s3 (moto in its own process, 127.0.0.1)" if args.s3 else "local", "layout": args.layout if args.s3 else "real writer",
+        "code": os.path.dirname(os.path.dirname(__import__("folioscan").__file__)),
         "books": args.books, "new_books": args.new, "fixture": info, "driver_peak_rss_mb_before_rerun": rss_before,
         **rerun, "driver_peak_rss_mb": peak_rss_mb(),
     }, indent=1))

@@ -69,7 +69,8 @@ class DatasetWriter:
         that cannot be written), the pages part just written is removed again (recovery would
         remove it on the next start otherwise) and nothing of the shard counts as done."""
         if self._seq == 0:  # a run id used before (a config object reused) must not overwrite its parts
-            taken = [n for n in self.store.ls(self.pages_dir) + self.store.ls(self.docs_dir) if run_of_part(n) == self.run_id]
+            mine = f"part-{self.run_id}-"  # listed by name prefix: not the whole folders
+            taken = [n for n in self.store.ls(self.pages_dir, mine) + self.store.ls(self.docs_dir, mine) if run_of_part(n) == self.run_id]
             self._seq = 1 + max((int(n.removesuffix(".parquet").rsplit("-", 1)[1]) for n in taken), default=-1)
         name = f"part-{self.run_id}-{self._seq:05d}.parquet"
         self._seq += 1
