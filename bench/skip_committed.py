@@ -17,7 +17,8 @@ network latency: a lower bound for a real store). `--layout compacted`: the comm
 Then `run_job` (local executor: no Ray start-up in the figure) from its call until the first new book
 is handed to the executor (`first_new_book_seconds`); without --full the run is then stopped as
 SIGTERM stops it. `driver_peak_rss_mb`: this process's peak RSS (ru_maxrss) at that moment and at the
-end; the moto server's memory is not in it. Prints one JSON object.
+end; the moto server's memory is not in it. The driver's CPU seconds to the first new book and the
+machine's load average are printed beside the wall time (this machine is shared). Prints one JSON object.
 """
 from __future__ import annotations
 
@@ -49,6 +50,11 @@ def peak_rss_mb() -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # KiB on Linux
 
 
+def cpu_seconds() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
 def moto_fixture(args) -> tuple[subprocess.Popen, dict]:
     here = os.path.dirname(os.path.abspath(__file__))
     proc = subprocess.Popen([sys.executable, os.path.join(here, "moto_fixture.py"), "--books", str(args.books),
@@ -75,6 +81,7 @@ def timed_rerun(cfg, full: bool) -> dict:
         def first_submit(doc):
             if "first" not in seen:
                 seen["first"], seen["rss"], seen["uri"] = time.perf_counter(), peak_rss_mb(), doc.uri
+                seen["cpu"], seen["load"] = cpu_seconds() - cpu0, os.getloadavg()[0]
                 if not full:
                     os.kill(os.getpid(), signal.SIGTERM)
             return submit(doc)
@@ -83,6 +90,7 @@ def timed_rerun(cfg, full: bool) -> dict:
         return executor
 
     job.make_executor = make_executor
+    cpu0 = cpu_seconds()
     try:
         t0 = time.perf_counter()
         summary = job.run_job(cfg)
@@ -90,7 +98,9 @@ def timed_rerun(cfg, full: bool) -> dict:
     finally:
         job.make_executor = make
     return {"first_new_book_seconds": round(seen["first"] - t0, 2) if seen else None, "first_new_book": seen.get("uri"),
-            "driver_peak_rss_mb_at_first_new_book": seen.get("rss"), "rerun_seconds": round(seconds, 2),
+            "driver_peak_rss_mb_at_first_new_book": seen.get("rss"),
+            "driver_cpu_seconds_at_first_new_book": round(seen["cpu"], 2) if seen else None,
+            "machine_load_average_at_first_new_book": seen.get("load"), "rerun_seconds": round(seconds, 2),
             "rerun_status": summary.status, "rerun_documents_skipped": summary.documents_skipped,
             "rerun_documents_processed": summary.documents, "committed_index": getattr(summary, "committed_index", None)}
 

@@ -198,6 +198,7 @@ class CommittedIndex:
         t0 = time.perf_counter()
         present = set(names)
         loaded = self._loaded = compacted.load(self.store, self.index_dir, present)
+        t_index = time.perf_counter()
         for problem in loaded.problems:
             log.warning("committed index: %s; the parts it covered are read directly", problem)
         uncovered = [n for n in names if n not in loaded.covered]
@@ -212,7 +213,12 @@ class CommittedIndex:
             else:
                 chunks.append(chunk)
                 self._direct_canonical += 1
-        resolved, stale = compacted.resolve(compacted.concat(chunks))
+        t_parts = time.perf_counter()
+        merged = compacted.concat(chunks)
+        del chunks  # the objects' bytes go as soon as their rows are copied: one copy of the index at a time
+        loaded.chunks = []
+        resolved, stale = compacted.resolve(merged)
+        del merged
         self._set_frozen(resolved)
         for part, ids in stale.items():
             self.stale.setdefault(part, set()).update(ids)
@@ -224,7 +230,8 @@ class CommittedIndex:
         self.report = {"base": loaded.head.get("base") if not any(p.startswith("base") for p in loaded.problems) else None,
                        "books": len(resolved) + len(self._over), "parts": len(names), "parts_covered": len(loaded.covered),
                        "deltas_read": len(loaded.deltas), "parts_read_directly": len(uncovered),
-                       "load_seconds": round(time.perf_counter() - t0, 3), "problems": list(loaded.problems),
+                       "load_seconds": round(time.perf_counter() - t0, 3), "index_objects_seconds": round(t_index - t0, 3),
+                       "parts_seconds": round(t_parts - t_index, 3), "problems": list(loaded.problems),
                        "deltas_written": 0, "base_written": None}
         log.info("committed index: %d books from %s, %d delta(s), %d part(s) read directly, in %.1f s",
                  self.report["books"], self.report["base"] or "no base", len(loaded.deltas), len(uncovered),
@@ -242,9 +249,10 @@ class CommittedIndex:
         if not (len(loaded.deltas) >= compacted.MERGE_DELTAS or self._direct_canonical >= compacted.MERGE_PARTS
                 or (damaged and len(self._frozen))):
             return None
+        t0 = time.perf_counter()
         base = _prune_parts(self._frozen, self._present)  # the parts read, or covered, at the load
         name = compacted.write_base(self.store, self.index_dir, self.run_id, base, loaded)
-        self.report["base_written"] = name
+        self.report["base_written"], self.report["base_write_seconds"] = name, round(time.perf_counter() - t0, 3)
         log.info("committed index: merged %d books of %d parts into %s", len(base), len(base.parts), name)
         return name
 

@@ -189,23 +189,26 @@ def only_parts(chunk: Chunk, present: set[str]) -> Chunk:
 
 
 # -- objects -----------------------------------------------------------------------------------
-def encode(chunk: Chunk) -> bytes:
+def encode(chunk: Chunk) -> bytearray:
+    """One buffer, filled in place (a million books: 65 MB, not three copies of it)."""
     header = json.dumps({"rows": len(chunk), "fields": FIELDS, "parts": chunk.parts, "statuses": chunk.statuses,
                          "kinds": chunk.kinds, "absorbed": chunk.absorbed}).encode()
-    body = b"".join(np.ascontiguousarray(chunk.cols[name], dtype).tobytes() for name, dtype in FIELDS)
-    blob = MAGIC + len(header).to_bytes(8, "big") + header + body
-    return blob + hashlib.sha256(blob).digest()
+    blob = bytearray(MAGIC + len(header).to_bytes(8, "big") + header)
+    for name, dtype in FIELDS:
+        blob += memoryview(np.ascontiguousarray(chunk.cols[name], dtype)).cast("B")
+    blob += hashlib.sha256(blob).digest()
+    return blob
 
 
 def decode(data: bytes) -> Chunk:
     if len(data) < len(MAGIC) + 40 or not data.startswith(MAGIC):
         raise IndexObjectError("not a folioscan index object (or cut short)")
-    blob, digest = data[:-32], data[-32:]
+    blob, digest = memoryview(data)[:-32], data[-32:]  # a view: no copy of the object's bytes
     if hashlib.sha256(blob).digest() != digest:
         raise IndexObjectError("checksum mismatch: truncated or damaged")
     at = len(MAGIC)
-    size = int.from_bytes(blob[at:at + 8], "big")
-    header = json.loads(blob[at + 8:at + 8 + size])
+    size = int.from_bytes(bytes(blob[at:at + 8]), "big")
+    header = json.loads(bytes(blob[at + 8:at + 8 + size]))
     if [tuple(f) for f in header["fields"]] != list(FIELDS):
         raise IndexObjectError("another layout of the index")
     n, offset, cols = header["rows"], at + 8 + size, {}
@@ -282,7 +285,7 @@ def write_base(store: Store, index_dir: str, run_id: str, resolved: Chunk, loade
     name = f"base-{run_id}-{uuid.uuid4().hex[:8]}.fsix"
     resolved.absorbed = list(loaded.deltas)
     data = encode(resolved)
-    store.write(join(index_dir, name), data)
+    store.write(join(index_dir, name), data)  # a bytearray: botocore and files take it as it is
     now = time.time()
     retired = {r["name"]: r["at"] for r in loaded.head.get("retired", []) if isinstance(r, dict) and "name" in r}
     for old in loaded.names:  # older bases (ours and concurrent drivers') and the deltas now absorbed
