@@ -228,3 +228,23 @@ def test_the_index_object_format_checks_itself():
         with pytest.raises(compacted.IndexObjectError):
             compacted.decode(bad)
     assert compacted.chunk_from_rows([("p", [{"doc_id": "d1", "source_uri": "u", "status": "ok"}])]) is None
+
+
+def test_with_an_index_recovery_finds_a_killed_runs_orphan_pages_by_its_liveness_record(tmp_path, monkeypatch):
+    """Recovery lists only the parts of runs that left a liveness record and are not live (not the whole
+    folders), and still removes a killed driver's pages part that never got its documents part."""
+    src, out = tmp_path / "src", str(tmp_path / "out")
+    src.mkdir()
+    (src / "b0.pdf").write_bytes(text_pdf(["book 0"]))
+    monkeypatch.setattr(compacted, "MERGE_DELTAS", 1)
+    run(str(src), out, None)
+    assert run(str(src), out, None).committed_index["base_written"]  # the output has an index now
+    pages = os.path.join(out, "pages")
+    orphan = os.path.join(pages, "part-20260101T000000Z-dead-00000.parquet")
+    open(orphan, "wb").write(open(os.path.join(pages, os.listdir(pages)[0]), "rb").read())
+    os.makedirs(os.path.join(out, "_live"), exist_ok=True)
+    with open(os.path.join(out, "_live", "20260101T000000Z-dead.json"), "w") as f:  # killed: its record expired
+        json.dump({"run_id": "20260101T000000Z-dead", "host": "elsewhere", "pid": 1, "expires_at": 1.0}, f)
+    summary = run(str(src), out, None)
+    assert summary.orphans_removed == 1 and not os.path.exists(orphan)
+    assert (summary.documents, summary.documents_skipped) == (0, 1)
