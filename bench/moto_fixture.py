@@ -40,7 +40,6 @@ def new_positions(books: int, new: int) -> list[int]:
 
 
 def fill(backend, books: int, new: int, shard_docs: int, layout: str, legacy_parts: int) -> dict:
-    import numpy as np
     import pyarrow as pa
     import pyarrow.parquet as pq
 
