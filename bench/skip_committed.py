@@ -144,9 +144,9 @@ def main() -> None:
             rerun = timed_rerun(JobConfig(source=src, output=out, executor="local", progress=False, grace_s=30,
                                           shard_docs=args.shard_docs, endpoint_url=endpoint), args.full)
         finally:
-            if proc is not None:
-                proc.stdin.close()
-                proc.wait(timeout=60)
+            if proc is not None:  # a million objects take moto minutes to free: ended, not waited for
+                proc.kill()
+                proc.wait()
     print(json.dumps({
         "store": "s3 (moto in its own process, 127.0.0.1)" if args.s3 else "local", "layout": args.layout if args.s3 else "real writer",
         "code": os.path.dirname(os.path.dirname(__import__("folioscan").__file__)),
