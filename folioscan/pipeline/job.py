@@ -18,7 +18,7 @@ from typing import Iterator, Optional
 
 from folioscan import __version__
 from folioscan.pipeline.assemble import PAGE_ROW, BookPages, PageRows, assemble_books, drop_books
-from folioscan.pipeline.committed import CommittedIndex, decide
+from folioscan.pipeline.committed import CommittedIndex, decide, runs_to_recover
 from folioscan.pipeline.config import JobConfig
 from folioscan.pipeline.duplicates import ContentClaims, claims_taken, settle
 from folioscan.pipeline.executors import make_executor
@@ -340,11 +340,15 @@ def _executor_stats(executor, summary: JobSummary, ask: bool) -> None:
 
 def _process(cfg: JobConfig, summary: JobSummary, listing: Iterator[SourceDocument], out_store,
              writer: DatasetWriter, leases: Leases, executor, stop: Stop, relist=None) -> None:
-    summary.orphans_removed = writer.recover(leases.is_live)
+    summary.orphans_removed = writer.recover(leases.is_live, runs_to_recover(out_store, cfg.output, leases.is_live))
     summary.stale_live_removed = leases.remove_stale()
-    index = CommittedIndex(out_store, writer.docs_dir)
-    index.refresh()
-    summary.documents_superseded += writer.supersede(index.take_stale(), leases)  # left by an interrupted run
+    index = CommittedIndex(out_store, writer.docs_dir, cfg.run_id)
+    index.refresh(writer.listed_documents)  # compacted.py: the index objects and the parts they do not cover, in parallel
+    left: dict = {}
+    summary.documents_superseded += writer.supersede(index.take_stale(), leases, left)  # left by an interrupted run
+    if not left:  # a merged base keeps only the newest rows: merge once the stale ones are gone from the parts
+        index.compact()
+    summary.committed_index = index.report
 
     part = parse_partition(cfg.partition) if cfg.partition else None
 
@@ -367,7 +371,19 @@ def _process(cfg: JobConfig, summary: JobSummary, listing: Iterator[SourceDocume
             _commit_shards(cfg, summary, todo(), writer, leases, index, executor, stop, export, progress, claims)
     finally:
         counting.set()  # the counting pass stops with the run
+        _flush_index(index, summary)
         summary.progress = {**progress.numbers(), "pages_per_s": round(summary.pages_per_s, 3)}
+
+
+def _flush_index(index: CommittedIndex, summary: JobSummary) -> None:
+    """The run's last delta of the committed index (compacted.py). Not written (the output refusing
+    writes): its parts are read directly by the next run, as the run record says."""
+    try:
+        index.flush()
+    except Exception as e:
+        index.report.setdefault("problems", []).append(f"last delta not written: {e}")
+        log.warning("committed index: last delta not written (%s); the next run reads those parts directly", e)
+    summary.committed_index = index.report
 
 
 def _commit_shards(cfg: JobConfig, summary: JobSummary, todo: Iterator[SourceDocument], writer: DatasetWriter,

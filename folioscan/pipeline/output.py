@@ -17,6 +17,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+from typing import Optional
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -33,12 +34,22 @@ class DatasetWriter:
         self.store, self.output, self.run_id = store, output.rstrip("/"), run_id
         self.pages_dir, self.docs_dir = join(self.output, "pages"), join(self.output, "documents")
         self._seq = 0
+        self.listed_documents: Optional[list[str]] = None  # documents/ as `recover` listed it
 
-    def recover(self, is_live=lambda run_id: False) -> int:
-        """Delete pages parts whose shard never committed and whose run is not live. Returns how many."""
-        committed = set(self.store.ls(self.docs_dir))
-        orphans = [n for n in self.store.ls(self.pages_dir)
-                   if n.endswith(".parquet") and n not in committed and not is_live(run_of_part(n))]
+    def recover(self, is_live=lambda run_id: False, runs: Optional[list[str]] = None) -> int:
+        """Delete pages parts whose shard never committed and whose run is not live. Returns how many.
+        `runs`: look only at these runs' parts (the runs that left a liveness record and are no longer
+        live: only a driver killed between a shard's pages part and its documents part leaves an orphan,
+        and its record outlives it), two LISTs by name prefix a run instead of two whole folders."""
+        if runs is None:
+            self.listed_documents = self.store.ls(self.docs_dir)  # the committed index's load reuses this listing
+            committed, pages = set(self.listed_documents), self.store.ls(self.pages_dir)
+        else:
+            committed, pages = set(), []
+            for run in runs:
+                committed.update(self.store.ls(self.docs_dir, f"part-{run}-"))
+                pages += self.store.ls(self.pages_dir, f"part-{run}-")
+        orphans = [n for n in pages if n.endswith(".parquet") and n not in committed and not is_live(run_of_part(n))]
         for name in orphans:
             log.warning("removing uncommitted part %s left by an interrupted run", name)
             self.store.delete(join(self.pages_dir, name))
@@ -58,7 +69,8 @@ class DatasetWriter:
         that cannot be written), the pages part just written is removed again (recovery would
         remove it on the next start otherwise) and nothing of the shard counts as done."""
         if self._seq == 0:  # a run id used before (a config object reused) must not overwrite its parts
-            taken = [n for n in self.store.ls(self.pages_dir) + self.store.ls(self.docs_dir) if run_of_part(n) == self.run_id]
+            mine = f"part-{self.run_id}-"  # listed by name prefix: not the whole folders
+            taken = [n for n in self.store.ls(self.pages_dir, mine) + self.store.ls(self.docs_dir, mine) if run_of_part(n) == self.run_id]
             self._seq = 1 + max((int(n.removesuffix(".parquet").rsplit("-", 1)[1]) for n in taken), default=-1)
         name = f"part-{self.run_id}-{self._seq:05d}.parquet"
         self._seq += 1
@@ -83,13 +95,16 @@ class DatasetWriter:
         except StorageError as e:
             log.warning("uncommitted part %s left for the next run's recovery: %s", name, e)
 
-    def supersede(self, stale: dict[str, set[str]], leases) -> int:
-        """Remove the rows of `stale` {part: doc_ids} from their parts. Returns the books removed."""
+    def supersede(self, stale: dict[str, set[str]], leases, left: Optional[dict] = None) -> int:
+        """Remove the rows of `stale` {part: doc_ids} from their parts. Returns the books removed; the
+        parts left as they were (another run rewriting them) go into `left`."""
         removed = 0
         for part, doc_ids in sorted(stale.items()):
             key = f"part-{part.removesuffix('.parquet')}"
             if not leases.claim_waiting(key, timeout_s=60):
                 log.warning("part %s is being rewritten by another run; its stale rows go on the next run", part)
+                if left is not None:
+                    left[part] = doc_ids
                 continue
             try:
                 removed += self._remove_rows(part, doc_ids)

@@ -27,9 +27,14 @@ class EmptySource(StorageError):
     """The source lists no book at all: most often a mistyped prefix or path."""
 
 
-def chunks(docs: Iterator[SourceDocument], size: int) -> Iterator[list[SourceDocument]]:
-    while chunk := list(islice(docs, size)):
+def chunks(docs: Iterator[SourceDocument], size: int, first: int = 1) -> Iterator[list[SourceDocument]]:
+    """Batches of `size`, the first ones smaller (`first`, then doubling): a rerun over a library whose
+    new books are few and far apart in the listing starts its first new book as soon as it is listed,
+    not once `size` of them are found (bench/skip_committed.py)."""
+    n = max(1, min(first, size))
+    while chunk := list(islice(docs, n)):
         yield chunk
+        n = min(size, n * 2)
 
 
 def planned(docs: Iterator[SourceDocument], index: CommittedIndex, cfg: JobConfig, summary: JobSummary,
@@ -109,8 +114,7 @@ def count_ahead(cfg: JobConfig, index: CommittedIndex, progress: Progress, stop:
     (progress.count_listing)."""
     if not progress.enabled:
         return
-    snapshot = CommittedIndex(index.store, index.docs_dir)
-    snapshot.by_id, snapshot.by_uri = dict(index.by_id), dict(index.by_uri)
+    snapshot = index.snapshot()
     seen: set[str] = set()
     store = store_for(cfg.source, cfg.endpoint_url, cfg.region)
     manifest = is_manifest(cfg.source)

@@ -72,6 +72,9 @@ class JobSummary:
     # routing: the second engine's pool, as the top-level figures are the first's (ocr_actors, engine_loads,
     # oom_backoffs, vlm_batch_size, actors_lost, actors_replaced; Ray: pages_routed, sent to it this run); {} without
     then_pool: dict = field(default_factory=dict)
+    # how the committed state was read at the start and written (pipeline/compacted.py): the base, deltas,
+    # parts read directly, seconds, and any index object found damaged (read from the parts instead)
+    committed_index: dict = field(default_factory=dict)
     stale_live_removed: int = 0  # other runs' `_live/<run>.json` records left expired (a killed driver), removed
     # worker seconds and pages per stage (load, clean, ocr from the page rows; write on the driver)
     stages: dict[str, dict] = field(default_factory=lambda: {k: {"seconds": 0.0, "pages": 0} for k in STAGES})
