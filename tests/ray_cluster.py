@@ -20,6 +20,7 @@ RAY = os.path.join(os.path.dirname(sys.executable), "ray")
 # Prints how many nodes the GCS at `address` lists as alive, once at least `n` are or `timeout`
 # seconds have passed (n=0: at once); 0 while the GCS does not answer yet.
 _WAIT = """
+import time
 from ray._raylet import GcsClient
 from ray.core.generated import gcs_pb2
 deadline, alive, client = time.time() + {timeout}, 0, None

@@ -233,7 +233,7 @@ class CommittedIndex:
                        "load_seconds": round(time.perf_counter() - t0, 3), "index_objects_seconds": round(t_index - t0, 3),
                        "parts_seconds": round(t_parts - t_index, 3), "problems": list(loaded.problems),
                        "deltas_written": 0, "base_written": None}
-        log.info("committed index: %d books from %s, %d delta(s), %d part(s) read directly, in %.1f s",
+        log.debug("committed index: %d books from %s, %d delta(s), %d part(s) read directly, in %.1f s",
                  self.report["books"], self.report["base"] or "no base", len(loaded.deltas), len(uncovered),
                  self.report["load_seconds"])
 
@@ -253,7 +253,7 @@ class CommittedIndex:
         base = _prune_parts(self._frozen, self._present)  # the parts read, or covered, at the load
         name = compacted.write_base(self.store, self.index_dir, self.run_id, base, loaded)
         self.report["base_written"], self.report["base_write_seconds"] = name, round(time.perf_counter() - t0, 3)
-        log.info("committed index: merged %d books of %d parts into %s", len(base), len(base.parts), name)
+        log.debug("committed index: merged %d books of %d parts into %s", len(base), len(base.parts), name)
         return name
 
     # -- changes -------------------------------------------------------------------------------------
