@@ -197,20 +197,7 @@ def test_a_lost_second_engine_actor_restarts_its_books_and_every_page_lands_once
     store = store_for(cfg.source)
     stages = SecondEngineDiesOnce(store, cfg.load_options(), cfg.prep, cfg.engine, route=cfg.route, then_batch_size=2,
                                   marker=str(tmp_path / "died"))
-    ex = make_executor(cfg, stages)
-    heard: dict[str, list] = {}
-    ex.on_pages = lambda doc_id, results: heard.setdefault(doc_id, []).extend((r.work.page_index for r in results))
-    ex.on_restart = lambda doc_id: heard.pop(doc_id, None)
-    try:
-        docs = list(iter_documents(store, cfg.source))
-        for doc in docs:
-            ex.submit(doc)
-        done = []
-        while ex.busy():
-            done += ex.poll()
-        stats = ex.stats()
-    finally:
-        ex.close()
+    done, heard, stats = drain(make_executor(cfg, stages), iter_documents(store, cfg.source))
     assert os.path.exists(tmp_path / "died")
     assert sorted(len(results) for _, results in done) == [2, 3]
     for doc, results in done:
@@ -235,18 +222,7 @@ def test_a_page_that_kills_the_second_engine_falls_back_to_its_first_reading(boo
     store = store_for(cfg.source)
     stages = SecondEngineDiesOnPage(store, cfg.load_options(), cfg.prep, cfg.engine, route=cfg.route, then_batch_size=2,
                                     book="mixed.pdf", page=1)
-    ex = make_executor(cfg, stages)
-    heard: dict[str, list] = {}
-    ex.on_pages = lambda doc_id, results: heard.setdefault(doc_id, []).extend((r.work.page_index for r in results))
-    try:
-        for doc in iter_documents(store, cfg.source):
-            ex.submit(doc)
-        done = []
-        while ex.busy():
-            done += ex.poll()
-        stats = ex.stats()
-    finally:
-        ex.close()
+    done, heard, stats = drain(make_executor(cfg, stages), iter_documents(store, cfg.source))
     pages = {(doc.uri.rsplit("/", 1)[-1], r.work.page_index): r for doc, results in done for r in results}
     assert sorted(pages) == [("clean.pdf", 0), ("clean.pdf", 1), ("mixed.pdf", 0), ("mixed.pdf", 1), ("mixed.pdf", 2)]
     assert {doc.doc_id: sorted(heard[doc.doc_id]) for doc, _ in done} == {doc.doc_id: list(range(len(rs))) for doc, rs in done}
@@ -270,19 +246,7 @@ def test_a_book_restarted_while_its_routed_page_is_with_the_second_pool_lands_on
     store = store_for(cfg.source)
     stages = FirstEngineDiesAfterRouting(store, cfg.load_options(), cfg.prep, cfg.engine, 1, route=cfg.route,
                                          then_batch_size=1, marker=str(tmp_path / "died"))
-    ex = make_executor(cfg, stages)
-    heard: dict[str, list] = {}
-    ex.on_pages = lambda doc_id, results: heard.setdefault(doc_id, []).extend((r.work.page_index for r in results))
-    ex.on_restart = lambda doc_id: heard.pop(doc_id, None)
-    try:
-        for doc in iter_documents(store, cfg.source):
-            ex.submit(doc)
-        done = []
-        while ex.busy():
-            done += ex.poll()
-        stats = ex.stats()
-    finally:
-        ex.close()
+    done, heard, stats = drain(make_executor(cfg, stages), iter_documents(store, cfg.source))
     assert os.path.exists(tmp_path / "died")
     assert sorted(len(results) for _, results in done) == [2, 3]
     for doc, results in done:
@@ -293,6 +257,23 @@ def test_a_book_restarted_while_its_routed_page_is_with_the_second_pool_lands_on
     assert (stats["actors_lost"], stats["actors_replaced"], stats["then_pool"]["actors_lost"]) == (1, 1, 0)
     assert stats["book_retries"] >= 1
     assert stats["then_pool"]["pages_routed"] > 5  # the failed attempt's routed page had reached the second pool
+
+
+def drain(ex, docs):
+    """Run `docs` through executor `ex` to the end: the books handed back, the page indexes progress heard
+    of per book (a restarted book's forgotten), and the executor's stats."""
+    heard: dict[str, list] = {}
+    ex.on_pages = lambda doc_id, results: heard.setdefault(doc_id, []).extend((r.work.page_index for r in results))
+    ex.on_restart = lambda doc_id: heard.pop(doc_id, None)
+    try:
+        for doc in docs:
+            ex.submit(doc)
+        done = []
+        while ex.busy():
+            done += ex.poll()
+        return done, heard, ex.stats()
+    finally:
+        ex.close()
 
 
 def _result(text, confidence=0.9, est=0, status="ok", attempt=None, engine="tesseract"):
