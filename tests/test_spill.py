@@ -16,7 +16,7 @@ import pytest
 from folioscan.pipeline.assemble import PAGE_TEXT, PageRows, _page_text_columns, assemble_books, assemble_shard
 from folioscan.pipeline.config import JobConfig
 from folioscan.pipeline.job import _BookSink, run_job
-from folioscan.pipeline.spill import PREFIX, Spill, remove_dead
+from folioscan.pipeline.spill import LOCK, PREFIX, Spill, remove_dead
 from folioscan.pipeline.progress import Progress
 from folioscan.records import PageResult, PageWork, SourceDocument
 from folioscan.schemas import PAGES
@@ -132,7 +132,7 @@ def test_spilled_rows_come_back_in_reading_order_with_book_text_as_assembled_in_
         part = pq.read_table(io.BytesIO(page_rows.parquet_bytes()))  # the pages part, as the commit writes it
         assert part.equals(pq.read_table(io.BytesIO(PAGES.to_parquet_bytes(in_memory))), check_metadata=True)
         page_rows.discard()
-        assert os.listdir(spill.dir) == []
+        assert os.listdir(spill.dir) == [LOCK]  # the run's lock, held while it lives
     finally:
         spill.close()
     assert not os.path.exists(spill.dir)
@@ -206,3 +206,45 @@ def test_a_driver_killed_mid_book_then_rerun_writes_every_page_once(tmp_path):
     assert len(pages) == 203 and not pages.duplicated(["doc_id", "page_index"]).any()
     assert sorted(pages.groupby("doc_id").size()) == [3, 200]
     assert os.listdir(spill) == []  # the killed driver's folder removed, the rerun's own gone with it
+
+
+_HOLD_A_SPILL = """
+import sys, time
+from folioscan.pipeline.spill import Spill
+spill = Spill(sys.argv[1])
+print(spill.dir, flush=True)
+time.sleep(120)
+"""
+
+
+def _driver_holding_a_spill(root) -> tuple[subprocess.Popen, str]:
+    """A real process with a Spill open in `root` (as a driver's run has): it prints its folder."""
+    proc = subprocess.Popen([sys.executable, "-c", _HOLD_A_SPILL, str(root)], stdout=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": os.getcwd()})
+    return proc, proc.stdout.readline().strip()
+
+
+def test_a_live_drivers_spill_folder_is_kept_whatever_pid_its_name_shows(tmp_path):
+    """A driver's pid is not a test of its life for another process: a driver in another PID namespace (a
+    container sharing the spill folder's volume) or on another host (a shared disk) shows a pid that does
+    not exist here, and a killed driver's pid may since belong to another process. Here a live driver's
+    folder is given a pid that exists nowhere (a finished process's) and must be kept, and a killed
+    driver's folder is given a live pid (this process's) and must be removed."""
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    live, live_dir = _driver_holding_a_spill(tmp_path)
+    killed, killed_dir = _driver_holding_a_spill(tmp_path)
+    try:
+        assert live_dir and killed_dir and os.path.isdir(live_dir) and os.path.isdir(killed_dir)
+        killed.send_signal(signal.SIGKILL)
+        killed.wait()
+        as_elsewhere = tmp_path / f"{PREFIX}{gone.pid}-elsewhere"  # pid as another namespace or host shows it
+        os.rename(live_dir, as_elsewhere)
+        reused = tmp_path / f"{PREFIX}{os.getpid()}-reused"  # the killed driver's pid now someone else's
+        os.rename(killed_dir, reused)
+        assert remove_dead(str(tmp_path)) == 1
+        assert os.listdir(tmp_path) == [as_elsewhere.name]
+        assert live.poll() is None  # still running, its folder still there
+    finally:
+        live.kill()
+        live.wait()
