@@ -248,3 +248,40 @@ def test_a_live_drivers_spill_folder_is_kept_whatever_pid_its_name_shows(tmp_pat
     finally:
         live.kill()
         live.wait()
+
+
+_SMALL_FILES = """
+import resource, signal, sys
+from folioscan.text.signals import language
+language("the language model is loaded (a temporary file of 65 MB) before the limit " * 20)
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails (EFBIG) instead of killing the process
+resource.setrlimit(resource.RLIMIT_FSIZE, (int(sys.argv[1]), int(sys.argv[1])))
+from folioscan.pipeline.cli import main
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+@pytest.mark.slow
+def test_a_spill_that_cannot_be_written_stops_the_run_as_a_failed_write_with_its_record(tmp_path):
+    """The spill's disk refusing a write mid-run (here a file-size limit the long book's spill passes, as a
+    full disk would) is the run's failure to write: exit 74, one line naming the spill, the run record
+    written with status failed and the short book committed, not a traceback and no record."""
+    import json
+
+    src, out, spill = tmp_path / "src", tmp_path / "out", tmp_path / "spill"
+    src.mkdir()
+    long_pdf(src / "a_short.pdf", 2)
+    long_pdf(src / "b_long.pdf", 120)
+    cmd = [sys.executable, "-c", _SMALL_FILES, "200000", "run", str(src), str(out), "--executor", "local",
+           "--shard-docs", "1", "--quiet", "--no-prep", "--engine", "synthetic"]
+    env = {**os.environ, "FOLIOSCAN_SPILL_DIR": str(spill), "PYTHONPATH": os.getcwd()}
+    run = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 74, run.stderr[-2000:]
+    assert "Traceback" not in run.stderr and "spill" in run.stderr.splitlines()[-1], run.stderr[-2000:]
+    records = os.listdir(out / "_runs")
+    assert len(records) == 1
+    record = json.loads((out / "_runs" / records[0]).read_text())
+    assert record["status"] == "failed" and "spill" in record["summary"]["error"]
+    docs = read(out, "documents")
+    assert [os.path.basename(u) for u in docs.source_uri] == ["a_short.pdf"]  # committed before the spill failed
+    assert os.listdir(spill) == []

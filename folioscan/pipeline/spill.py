@@ -28,6 +28,8 @@ from typing import Optional, Sequence
 
 import pyarrow as pa
 
+from folioscan.pipeline.storage import WriteError
+
 log = logging.getLogger(__name__)
 
 PREFIX = "folioscan-spill-"
@@ -143,15 +145,26 @@ class SpillFile:
         if self.path is None:
             self._kept.append(batch)
             return
-        if self._writer is None:
-            self._writer = pa.ipc.new_file(self.path, self.schema, options=_OPTIONS)
-        self._writer.write_batch(batch)
+        try:
+            if self._writer is None:
+                self._writer = pa.ipc.new_file(self.path, self.schema, options=_OPTIONS)
+            self._writer.write_batch(batch)
+        except OSError as e:
+            raise self._failed(e) from e
+
+    def _failed(self, e: OSError) -> WriteError:
+        """The spill's disk refused (full, a quota): the run cannot go on, and stops as a failed write
+        (its record written, exit 74) rather than with a traceback."""
+        return WriteError(self.path, str(e), "write the page rows of a book in flight (spill_dir)")
 
     def close(self) -> None:
         """No more rows: write what is buffered and the file's footer."""
         self._flush()
         if self._writer is not None:
-            self._writer.close()
+            try:
+                self._writer.close()
+            except OSError as e:
+                raise self._failed(e) from e
             self._writer = None
 
     def take(self, positions: Sequence[int]) -> pa.Table:
