@@ -375,3 +375,22 @@ def test_backoff_grows_exponentially_with_full_jitter_up_to_the_cap():
     with pytest.raises(ValueError) as e:
         call_with_retry(permanent, RetryPolicy(attempts=4, base_delay_s=0.0))
     assert len(calls) == 1 and e.value.attempts_made == 1
+
+
+def test_a_live_runs_claim_is_not_taken_when_its_liveness_record_cannot_be_read(tmp_path):
+    """Only a liveness record that does not exist (or has expired) makes a run dead. One that exists and
+    cannot be read (here a folder where the file is, as S3's AccessDenied or a 5xx after retries would be)
+    made another driver take the live run's claim, while the live run, fresh and unbroken, trusted its
+    claim without looking: both would read and commit the book."""
+    store, out = LocalStore(), str(tmp_path / "out")
+    owner = Leases(store, out, "run-1", ttl_s=30)
+    owner.renew()
+    assert owner.claim("book")
+    record = os.path.join(out, "_live", "run-1.json")
+    os.remove(record)
+    os.mkdir(record)  # it exists, and reading it fails
+    other = Leases(store, out, "run-2", ttl_s=30)
+    assert not other.is_live("run-2x")  # a run with no record at all is dead
+    assert not other.claim("book")  # run-1 may well be live: its claim stands
+    assert owner.still_held({"book"}) == {"book"}
+    assert os.listdir(os.path.join(out, "_leases", "book")) == [owner.held["book"]]

@@ -6,7 +6,9 @@ every `ttl/4` seconds by a heartbeat thread and deleted when the run ends. A cla
 book's doc_id, or a Parquet part being rewritten) is an object `_leases/<key>/<generation>` made
 by exclusive create (`If-None-Match: *` on S3, a hard link locally): of several drivers that try
 the same generation, one wins. A claim is held while its run is live; a claim whose run stopped
-renewing (crashed, killed) is taken over by creating the next generation. Expiry compares the
+renewing (crashed, killed) is taken over by creating the next generation; a liveness record that
+exists and cannot be read (access denied, a store failing) is taken for a live run's, never for an
+ended one's. Expiry compares the
 driver's clock with `expires_at`, so drivers' clocks must agree to well within the TTL. A run
 recorded on this very host whose process is gone is dead at once: a restart on the same machine
 need not wait out the TTL. A record whose run was killed before it could delete it is removed by a
@@ -23,7 +25,7 @@ import threading
 import time
 from typing import Iterable, Optional
 
-from folioscan.pipeline.storage import LocalStore, Store, StorageError, join
+from folioscan.pipeline.storage import LocalStore, NotFound, Store, StorageError, join
 
 log = logging.getLogger(__name__)
 
@@ -100,11 +102,17 @@ class Leases:
         cached = self._live_cache.get(run_id)
         if cached and time.monotonic() - cached[0] < LIVE_CACHE_S:
             return cached[1]
+        uri = join(self.live_dir, f"{run_id}.json")
         try:
-            record = json.loads(self.store.read(join(self.live_dir, f"{run_id}.json")))
+            record = json.loads(self.store.read(uri))
             live = float(record["expires_at"]) > time.time() and not _gone_here(record)
-        except (StorageError, ValueError, KeyError):
+        except NotFound:
             live = False  # no record: the run ended, or never announced itself
+        except StorageError as e:  # it exists and cannot be read now: the run may well be live, its claims stand
+            log.warning("%s: cannot be read (%s); run %s taken for live", uri, e, run_id)
+            live = True
+        except (ValueError, KeyError, TypeError):
+            live = False  # not a liveness record
         self._live_cache[run_id] = (time.monotonic(), live)
         return live
 
