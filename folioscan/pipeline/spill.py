@@ -23,6 +23,7 @@ import logging
 import os
 import shutil
 import tempfile
+import time
 from bisect import bisect_right
 from typing import Optional, Sequence
 
@@ -84,6 +85,8 @@ def remove_dead(root: str) -> int:
             continue
         folder = os.path.join(root, name)
         lock = os.path.join(folder, LOCK)
+        if name.startswith(_NEW) and not _older_than(folder, 60):  # being made: its lock may not be taken yet
+            continue
         if os.path.exists(lock):
             try:
                 fd = _hold(lock)
@@ -103,6 +106,13 @@ def remove_dead(root: str) -> int:
         log.info("removed spill folder %s left by a driver that is gone", name)
         removed += 1
     return removed
+
+
+def _older_than(path: str, seconds: float) -> bool:
+    try:
+        return time.time() - os.stat(path).st_mtime > seconds
+    except OSError:
+        return False
 
 
 def _alive(pid: int) -> bool:
