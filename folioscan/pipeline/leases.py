@@ -8,11 +8,11 @@ by exclusive create (`If-None-Match: *` on S3, a hard link locally): of several 
 the same generation, one wins. A claim is held while its run is live; a claim whose run stopped
 renewing (crashed, killed) is taken over by creating the next generation; a liveness record that
 exists and cannot be read (access denied, a store failing) is taken for a live run's, never for an
-ended one's. Expiry compares the
-driver's clock with `expires_at`, so drivers' clocks must agree to well within the TTL. A run
-recorded on this very host whose process is gone is dead at once: a restart on the same machine
-need not wait out the TTL. A record whose run was killed before it could delete it is removed by a
-later run once it has been expired for a further TTL (`remove_stale`).
+ended one's. Expiry compares the driver's clock with `expires_at`, so drivers' clocks must agree to
+well within the TTL. A run recorded on this very host and PID namespace (`pid_ns`) whose process is
+gone is dead at once: a restart on the same machine need not wait out the TTL; a pid from another
+namespace (a container sharing the host's name) says nothing here. A record whose run was killed
+before it could delete it is removed by a later run once it has been expired for a further TTL (`remove_stale`).
 """
 from __future__ import annotations
 
@@ -53,7 +53,8 @@ class Leases:
 
     def renew(self) -> None:
         expires = time.time() + self.ttl
-        record = {"run_id": self.run_id, "host": socket.gethostname(), "pid": os.getpid(), "expires_at": expires}
+        record = {"run_id": self.run_id, "host": socket.gethostname(), "pid": os.getpid(), "pid_ns": _PID_NS,
+                  "expires_at": expires}
         self.store.write(join(self.live_dir, f"{self.run_id}.json"), json.dumps(record).encode())
         if not self._expires_at:  # announced now: a claim made before, nobody had reason to leave alone
             self._lapsed_until = time.monotonic()
@@ -243,9 +244,25 @@ class Leases:
                 pass
 
 
+def _pid_namespace() -> Optional[str]:
+    """This process's PID namespace and boot (Linux): two containers may share a host name (the host's
+    network) and not their pids; a reboot reuses the names of namespaces."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            return f"{os.readlink('/proc/self/ns/pid')} {f.read().strip()}"
+    except OSError:
+        return None
+
+
+_PID_NS = _pid_namespace()
+
+
 def _gone_here(record: dict) -> bool:
-    """The run was on this host and its process no longer exists."""
+    """The run was on this host, in this PID namespace, and its process no longer exists. A record
+    without its namespace (an older version's, or a system without /proc) is left to expire."""
     if record.get("host") != socket.gethostname() or not isinstance(record.get("pid"), int):
+        return False
+    if _PID_NS is None or record.get("pid_ns") != _PID_NS:  # its pid means nothing here
         return False
     try:
         os.kill(record["pid"], 0)
