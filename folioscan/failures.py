@@ -11,6 +11,7 @@ _TRANSIENT_NAMES = {  # by class name, so this module imports neither botocore n
     "ResponseStreamingError", "IncompleteReadError", "ThrottlingException", "SlowDown",
     "RayActorError", "ActorDiedError", "ActorUnavailableError", "WorkerCrashedError", "NodeDiedError",
     "ObjectLostError", "OwnerDiedError", "TaskUnschedulableError", "OutOfMemoryError",
+    "RecordUnreadable",  # pipeline/duplicates.py: the output's record of a first copy, not the book, failed
 }
 _TRANSIENT_CODES = {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "RequestTimeTooSkewed",
                     "InternalError", "ServiceUnavailable", "503", "500", "502", "504"}

@@ -321,3 +321,26 @@ def test_a_first_copy_costs_five_requests_for_duplicate_detection_and_a_copy_one
     docs = table("s3://dedupe/out/seen", "documents", s3)
     assert docs.groupby("content_sha256").status.apply(sorted).map(tuple).value_counts().to_dict() == {
         ("duplicate", "ok"): 4, ("ok",): books - 4}
+
+
+def test_a_first_copys_record_that_cannot_be_read_is_not_taken_for_no_first_copy(tmp_path, pdfs):
+    """Only a record that does not exist means the bytes have no committed first copy. One that exists
+    and cannot be read (here a folder where the record's file is, as S3's AccessDenied or a 5xx after
+    retries would be) made the copy a first copy again: OCR'd, its pages committed beside the first
+    copy's. Now the copy is a transient error row, read again by a later run, and its pages are not
+    committed; the first copy's record is left as it was."""
+    src, out = tmp_path / "src", tmp_path / "out"
+    src.mkdir()
+    (src / "a.pdf").write_bytes(pdfs[0])
+    run_job(cfg(src, out))
+    [record] = os.listdir(out / "_content")
+    (out / "_content" / record).unlink()
+    (out / "_content" / record).mkdir()  # it exists, and reading it fails
+    (src / "b-copy.pdf").write_bytes(pdfs[0])
+    summary = run_job(cfg(src, out))
+    docs, pages = table(out, "documents"), table(out, "pages")
+    b = docs[docs.source_uri.str.endswith("b-copy.pdf")]
+    assert len(b) == 1 and b.status.iloc[0] == "error" and b.error_kind.iloc[0] == "transient", b.to_dict("records")
+    assert "_content" in b.error.iloc[0]
+    assert set(pages.doc_id) == set(docs[docs.source_uri.str.endswith("/a.pdf")].doc_id) and len(pages) == 2
+    assert summary.status == "finished" and (out / "_content" / record).is_dir()

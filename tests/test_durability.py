@@ -379,3 +379,63 @@ def test_backoff_grows_exponentially_with_full_jitter_up_to_the_cap():
     with pytest.raises(ValueError) as e:
         call_with_retry(permanent, RetryPolicy(attempts=4, base_delay_s=0.0))
     assert len(calls) == 1 and e.value.attempts_made == 1
+
+
+def test_a_live_runs_claim_is_not_taken_when_its_liveness_record_cannot_be_read(tmp_path):
+    """Only a liveness record that does not exist (or has expired) makes a run dead. One that exists and
+    cannot be read (here a folder where the file is, as S3's AccessDenied or a 5xx after retries would be)
+    made another driver take the live run's claim, while the live run, fresh and unbroken, trusted its
+    claim without looking: both would read and commit the book."""
+    store, out = LocalStore(), str(tmp_path / "out")
+    owner = Leases(store, out, "run-1", ttl_s=30)
+    owner.renew()
+    assert owner.claim("book")
+    record = os.path.join(out, "_live", "run-1.json")
+    os.remove(record)
+    os.mkdir(record)  # it exists, and reading it fails
+    other = Leases(store, out, "run-2", ttl_s=30)
+    assert not other.is_live("run-2x")  # a run with no record at all is dead
+    assert not other.claim("book")  # run-1 may well be live: its claim stands
+    assert owner.still_held({"book"}) == {"book"}
+    assert os.listdir(os.path.join(out, "_leases", "book")) == [owner.held["book"]]
+
+
+_LIVE_IN_ANOTHER_PID_NAMESPACE = """
+import sys, time
+from folioscan.pipeline.leases import Leases
+from folioscan.pipeline.storage import LocalStore
+run = Leases(LocalStore(), sys.argv[1], "run-elsewhere", ttl_s=60)
+run.renew()
+assert run.claim("book")
+print("claimed", flush=True)
+time.sleep(60)
+"""
+
+
+def test_a_live_run_in_another_pid_namespace_on_this_host_is_not_taken_for_gone(tmp_path):
+    """A run recorded on this host whose pid does not exist here is gone at once, unless it lives in
+    another PID namespace with the same host name (two containers with the host's network, as Kubernetes'
+    hostNetwork or docker's --network host give): there its pid means nothing here. A driver in a new
+    PID namespace (unshare) given a pid that no process here has claims a book; this driver must leave it."""
+    import shutil
+
+    if shutil.which("unshare") is None or os.geteuid() != 0:
+        pytest.skip("needs unshare and root for a PID namespace")
+    probe = subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", "true"], capture_output=True)
+    if probe.returncode != 0:
+        pytest.skip(f"no PID namespace here: {probe.stderr.decode()[:200]}")
+    taken = set(int(p) for p in os.listdir("/proc") if p.isdigit())
+    pid = next(p for p in range(30000, 60000) if p not in taken and p + 1 not in taken)
+    out = str(tmp_path / "out")
+    script = (f"echo {pid} > /proc/sys/kernel/ns_last_pid; {sys.executable} -c '{_LIVE_IN_ANOTHER_PID_NAMESPACE}' {out} & wait")
+    live = subprocess.Popen(["unshare", "--pid", "--fork", "--mount-proc", "--kill-child", "sh", "-c", script], stdout=subprocess.PIPE,
+                            text=True, env={**os.environ, "PYTHONPATH": os.getcwd()})
+    try:
+        assert live.stdout.readline().strip() == "claimed"
+        record = json.loads(open(os.path.join(out, "_live", "run-elsewhere.json")).read())
+        assert record["pid"] == pid + 1 and not os.path.exists(f"/proc/{pid + 1}")  # a pid nobody has here
+        here = Leases(LocalStore(), out, "run-here", ttl_s=60)
+        assert here.is_live("run-elsewhere") and not here.claim("book")
+    finally:
+        live.kill()
+        live.wait()

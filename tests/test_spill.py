@@ -16,7 +16,7 @@ import pytest
 from folioscan.pipeline.assemble import PAGE_TEXT, PageRows, _page_text_columns, assemble_books, assemble_shard
 from folioscan.pipeline.config import JobConfig
 from folioscan.pipeline.job import _BookSink, run_job
-from folioscan.pipeline.spill import PREFIX, Spill, remove_dead
+from folioscan.pipeline.spill import LOCK, PREFIX, Spill, remove_dead
 from folioscan.pipeline.progress import Progress
 from folioscan.records import PageResult, PageWork, SourceDocument
 from folioscan.schemas import PAGES
@@ -132,7 +132,7 @@ def test_spilled_rows_come_back_in_reading_order_with_book_text_as_assembled_in_
         part = pq.read_table(io.BytesIO(page_rows.parquet_bytes()))  # the pages part, as the commit writes it
         assert part.equals(pq.read_table(io.BytesIO(PAGES.to_parquet_bytes(in_memory))), check_metadata=True)
         page_rows.discard()
-        assert os.listdir(spill.dir) == []
+        assert os.listdir(spill.dir) == [LOCK]  # the run's lock, held while it lives
     finally:
         spill.close()
     assert not os.path.exists(spill.dir)
@@ -206,3 +206,126 @@ def test_a_driver_killed_mid_book_then_rerun_writes_every_page_once(tmp_path):
     assert len(pages) == 203 and not pages.duplicated(["doc_id", "page_index"]).any()
     assert sorted(pages.groupby("doc_id").size()) == [3, 200]
     assert os.listdir(spill) == []  # the killed driver's folder removed, the rerun's own gone with it
+
+
+_HOLD_A_SPILL = """
+import sys, time
+from folioscan.pipeline.spill import Spill
+spill = Spill(sys.argv[1])
+print(spill.dir, flush=True)
+time.sleep(120)
+"""
+
+
+def _driver_holding_a_spill(root) -> tuple[subprocess.Popen, str]:
+    """A real process with a Spill open in `root` (as a driver's run has): it prints its folder."""
+    proc = subprocess.Popen([sys.executable, "-c", _HOLD_A_SPILL, str(root)], stdout=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": os.getcwd()})
+    return proc, proc.stdout.readline().strip()
+
+
+def test_a_live_drivers_spill_folder_is_kept_whatever_pid_its_name_shows(tmp_path):
+    """A driver's pid is not a test of its life for another process: a driver in another PID namespace (a
+    container sharing the spill folder's volume) or on another host (a shared disk) shows a pid that does
+    not exist here, and a killed driver's pid may since belong to another process. Here a live driver's
+    folder is given a pid that exists nowhere (a finished process's) and must be kept, and a killed
+    driver's folder is given a live pid (this process's) and must be removed."""
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    live, live_dir = _driver_holding_a_spill(tmp_path)
+    killed, killed_dir = _driver_holding_a_spill(tmp_path)
+    try:
+        assert live_dir and killed_dir and os.path.isdir(live_dir) and os.path.isdir(killed_dir)
+        killed.send_signal(signal.SIGKILL)
+        killed.wait()
+        as_elsewhere = tmp_path / f"{PREFIX}{gone.pid}-elsewhere"  # pid as another namespace or host shows it
+        os.rename(live_dir, as_elsewhere)
+        reused = tmp_path / f"{PREFIX}{os.getpid()}-reused"  # the killed driver's pid now someone else's
+        os.rename(killed_dir, reused)
+        assert remove_dead(str(tmp_path)) == 1
+        assert os.listdir(tmp_path) == [as_elsewhere.name]
+        assert live.poll() is None  # still running, its folder still there
+    finally:
+        live.kill()
+        live.wait()
+
+
+_SMALL_FILES = """
+import resource, signal, sys
+from folioscan.text.signals import language
+language("the language model is loaded (a temporary file of 65 MB) before the limit " * 20)
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails (EFBIG) instead of killing the process
+resource.setrlimit(resource.RLIMIT_FSIZE, (int(sys.argv[1]), int(sys.argv[1])))
+from folioscan.pipeline.cli import main
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+@pytest.mark.slow
+def test_a_spill_that_cannot_be_written_stops_the_run_as_a_failed_write_with_its_record(tmp_path):
+    """The spill's disk refusing a write mid-run (here a file-size limit the long book's spill passes, as a
+    full disk would) is the run's failure to write: exit 74, one line naming the spill, the run record
+    written with status failed and the short book committed, not a traceback and no record."""
+    import json
+
+    src, out, spill = tmp_path / "src", tmp_path / "out", tmp_path / "spill"
+    src.mkdir()
+    long_pdf(src / "a_short.pdf", 2)
+    long_pdf(src / "b_long.pdf", 120)
+    cmd = [sys.executable, "-c", _SMALL_FILES, "200000", "run", str(src), str(out), "--executor", "local",
+           "--shard-docs", "1", "--quiet", "--no-prep", "--engine", "synthetic"]
+    env = {**os.environ, "FOLIOSCAN_SPILL_DIR": str(spill), "PYTHONPATH": os.getcwd()}
+    run = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 74, run.stderr[-2000:]
+    assert "Traceback" not in run.stderr and "spill" in run.stderr.splitlines()[-1], run.stderr[-2000:]
+    records = os.listdir(out / "_runs")
+    assert len(records) == 1
+    record = json.loads((out / "_runs" / records[0]).read_text())
+    assert record["status"] == "failed" and "spill" in record["summary"]["error"]
+    docs = read(out, "documents")
+    assert [os.path.basename(u) for u in docs.source_uri] == ["a_short.pdf"]  # committed before the spill failed
+    assert os.listdir(spill) == []
+
+
+def _export_peak(tmp_path, pages: int) -> int:
+    """Python's peak allocation (tracemalloc) while `--also alto` writes one spilled book of `pages` pages
+    of 300 words with boxes, as the commit calls it."""
+    import tracemalloc
+
+    from folioscan.export import ExportContext, ExportSummary, format_function
+    from folioscan.pipeline.job import _Exporter
+
+    engine, image = SyntheticEngine(words=WORDS), text_page_image("page", dpi=20)
+    doc = SourceDocument("d1", "/src/d1.pdf", "pdf", (), "sha256:x")
+    spill = Spill(str(tmp_path / "spill"))
+    try:
+        book = _BookSink(spill, "run")(doc)
+        for i in range(pages):
+            [ocr] = engine.predict_batch([image])
+            work = PageWork("d1", "/src/d1.pdf", i, pages, width=image.shape[1], height=image.shape[0])
+            book.append(PageResult(work, "ok", ocr, "synthetic", engine.version))
+        page_rows, doc_rows = assemble_books([doc], {"d1": book}, "run")
+        out = str(tmp_path / f"out{pages}")
+        export = _Exporter({"alto": format_function("alto")}, out, ExportContext(out), ExportSummary())
+        tracemalloc.start()
+        try:
+            export(page_rows, doc_rows)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert len(os.listdir(os.path.join(out, "alto", os.listdir(os.path.join(out, "alto"))[0]))) == pages
+        page_rows.discard()
+        return peak
+    finally:
+        spill.close()
+
+
+@pytest.mark.slow
+def test_an_export_reads_a_spilled_book_a_chunk_at_a_time(tmp_path):
+    """With `--also`, the exporter handed the formats a book's every pages row at once (dicts with words
+    and boxes, read back from the spill), so the driver held the whole book again at commit: peak RSS
+    698 MB for 1,500 synthetic pages against 468 MB without the export (BENCHMARKS.md). Now a format
+    iterates the book's rows read from the spill a chunk at a time: exporting 10x the pages must not take
+    anything like 10x the memory."""
+    short, long = _export_peak(tmp_path, 40), _export_peak(tmp_path, 400)
+    assert long < 3 * short, (short, long)

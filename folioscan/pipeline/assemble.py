@@ -325,20 +325,26 @@ class PageRows:
         for book in self.books:
             yield from self._book_tables(book)
 
-    def book_rows(self, doc_id: str) -> list[dict]:
-        """One book's rows as dicts, in reading order (what an export format reads)."""
-        return [r for b in self.books if b[0] == doc_id for t in self._book_tables(b) for r in t.to_pylist()]
+    def book_rows(self, doc_id: str) -> "SpilledPages":
+        """One book's rows as dicts, in reading order (what an export format reads as `Book.pages`), read
+        from the spill a chunk at a time whenever they are iterated: never the whole book at once."""
+        return SpilledPages(next((b for b in self.books if b[0] == doc_id), (doc_id, None, [], [])))
 
     @staticmethod
     def _book_tables(book) -> Iterator[pa.Table]:
+        for start in range(0, len(book[2]), CHUNK_ROWS):
+            yield PageRows._book_table(book, start)
+
+    @staticmethod
+    def _book_table(book, start: int) -> pa.Table:
+        """The book's rows `start` .. `start + CHUNK_ROWS` in reading order."""
         schema = PAGES.tagged_schema
         _, pages, order, text = book
-        for start in range(0, len(order), CHUNK_ROWS):
-            spilled = pages.rows.take(order[start:start + CHUNK_ROWS])
-            added = text[start:start + CHUNK_ROWS]
-            yield pa.Table.from_arrays(
-                [spilled.column(f.name) if f.name not in PAGE_TEXT else pa.array([t[f.name] for t in added], f.type)
-                 for f in schema], schema=schema)
+        spilled = pages.rows.take(order[start:start + CHUNK_ROWS])
+        added = text[start:start + CHUNK_ROWS]
+        return pa.Table.from_arrays(
+            [spilled.column(f.name) if f.name not in PAGE_TEXT else pa.array([t[f.name] for t in added], f.type)
+             for f in schema], schema=schema)
 
     def rows(self, columns: Optional[Sequence[str]] = None) -> Iterator[dict]:
         """Each row as a dict (only `columns`, when given)."""
@@ -361,6 +367,32 @@ class PageRows:
         """Remove the books' spill files (after the commit, or when the shard is not committed)."""
         for _, pages, _, _ in self.books:
             pages.discard()
+
+
+class SpilledPages(Sequence):
+    """A book's pages rows as a read-only sequence of dicts, read back from its spill a chunk
+    (CHUNK_ROWS rows) at a time on each pass: an export format iterates it as often as it needs, and
+    `pages[i]` reads the chunk holding row i. Only the chunk being read is held."""
+
+    def __init__(self, book: tuple):
+        self._book = book  # (doc_id, BookPages, row positions in reading order, page text columns per page)
+
+    def __len__(self) -> int:
+        return len(self._book[2])
+
+    def __iter__(self) -> Iterator[dict]:
+        for table in PageRows._book_tables(self._book):
+            yield from table.to_pylist()
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        if i < 0:
+            i += len(self)
+        if not 0 <= i < len(self):
+            raise IndexError(i)
+        start = i - i % CHUNK_ROWS
+        return PageRows._book_table(self._book, start).slice(i - start, 1).to_pylist()[0]
 
 
 def drop_books(page_rows, doc_ids) -> list[dict] | PageRows:

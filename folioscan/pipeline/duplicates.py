@@ -41,9 +41,13 @@ import time
 from typing import Iterable, NamedTuple, Optional
 
 from folioscan.pipeline.leases import Leases
-from folioscan.pipeline.storage import LocalStore, StorageError, Store, join
+from folioscan.pipeline.storage import LocalStore, NotFound, StorageError, Store, join
 
 log = logging.getLogger(__name__)
+
+
+class RecordUnreadable(StorageError):
+    """A first copy's record exists and cannot be read: the book's error is transient (failures.py), not its own."""
 
 
 class Claim(NamedTuple):
@@ -75,14 +79,25 @@ class ContentClaims:
 
     # -- committed first copies ------------------------------------------------------------
     def first_copy(self, sha: str) -> Optional[dict]:
-        """{doc_id, source_uri, run_id} of the committed first copy of these bytes, or None."""
+        """{doc_id, source_uri, run_id} of the committed first copy of these bytes, or None when there is
+        none. A record that exists and cannot be read (access denied, the store failing after its
+        retries) raises StorageError: taken for none, the book would be read and committed again beside
+        its first copy (a loader's error becomes the book's transient error row)."""
+        uri = join(self.dir, f"{sha}.json")
         try:
-            record = json.loads(self.store.read(join(self.dir, f"{sha}.json")))
-            return record if isinstance(record, dict) and record.get("doc_id") else None
-        except StorageError:
+            raw = self.store.read(uri)
+        except NotFound:
             return None
+        except StorageError as e:
+            raise RecordUnreadable(f"{e} (the record of a first copy of the book's bytes)") from e
+        try:
+            record = json.loads(raw)
         except ValueError:
-            return None
+            record = None
+        if isinstance(record, dict) and record.get("doc_id"):
+            return record
+        log.warning("%s: not a first copy's record; taken for none", uri)
+        return None
 
     def register(self, sha: str, doc_id: str, source_uri: str) -> None:
         """After the commit point of the first copy: every later copy is its duplicate."""

@@ -6,11 +6,13 @@ every `ttl/4` seconds by a heartbeat thread and deleted when the run ends. A cla
 book's doc_id, or a Parquet part being rewritten) is an object `_leases/<key>/<generation>` made
 by exclusive create (`If-None-Match: *` on S3, a hard link locally): of several drivers that try
 the same generation, one wins. A claim is held while its run is live; a claim whose run stopped
-renewing (crashed, killed) is taken over by creating the next generation. Expiry compares the
-driver's clock with `expires_at`, so drivers' clocks must agree to well within the TTL. A run
-recorded on this very host whose process is gone is dead at once: a restart on the same machine
-need not wait out the TTL. A record whose run was killed before it could delete it is removed by a
-later run once it has been expired for a further TTL (`remove_stale`).
+renewing (crashed, killed) is taken over by creating the next generation; a liveness record that
+exists and cannot be read (access denied, a store failing) is taken for a live run's, never for an
+ended one's. Expiry compares the driver's clock with `expires_at`, so drivers' clocks must agree to
+well within the TTL. A run recorded on this very host and PID namespace (`pid_ns`) whose process is
+gone is dead at once: a restart on the same machine need not wait out the TTL; a pid from another
+namespace (a container sharing the host's name) says nothing here. A record whose run was killed
+before it could delete it is removed by a later run once it has been expired for a further TTL (`remove_stale`).
 """
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ import threading
 import time
 from typing import Iterable, Optional
 
-from folioscan.pipeline.storage import LocalStore, Store, StorageError, join
+from folioscan.pipeline.storage import LocalStore, NotFound, Store, StorageError, join
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +53,8 @@ class Leases:
 
     def renew(self) -> None:
         expires = time.time() + self.ttl
-        record = {"run_id": self.run_id, "host": socket.gethostname(), "pid": os.getpid(), "expires_at": expires}
+        record = {"run_id": self.run_id, "host": socket.gethostname(), "pid": os.getpid(), "pid_ns": _PID_NS,
+                  "expires_at": expires}
         self.store.write(join(self.live_dir, f"{self.run_id}.json"), json.dumps(record).encode())
         if not self._expires_at:  # announced now: a claim made before, nobody had reason to leave alone
             self._lapsed_until = time.monotonic()
@@ -100,11 +103,17 @@ class Leases:
         cached = self._live_cache.get(run_id)
         if cached and time.monotonic() - cached[0] < LIVE_CACHE_S:
             return cached[1]
+        uri = join(self.live_dir, f"{run_id}.json")
         try:
-            record = json.loads(self.store.read(join(self.live_dir, f"{run_id}.json")))
+            record = json.loads(self.store.read(uri))
             live = float(record["expires_at"]) > time.time() and not _gone_here(record)
-        except (StorageError, ValueError, KeyError):
+        except NotFound:
             live = False  # no record: the run ended, or never announced itself
+        except StorageError as e:  # it exists and cannot be read now: the run may well be live, its claims stand
+            log.warning("%s: cannot be read (%s); run %s taken for live", uri, e, run_id)
+            live = True
+        except (ValueError, KeyError, TypeError):
+            live = False  # not a liveness record
         self._live_cache[run_id] = (time.monotonic(), live)
         return live
 
@@ -235,9 +244,25 @@ class Leases:
                 pass
 
 
+def _pid_namespace() -> Optional[str]:
+    """This process's PID namespace and boot (Linux): two containers may share a host name (the host's
+    network) and not their pids; a reboot reuses the names of namespaces."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            return f"{os.readlink('/proc/self/ns/pid')} {f.read().strip()}"
+    except OSError:
+        return None
+
+
+_PID_NS = _pid_namespace()
+
+
 def _gone_here(record: dict) -> bool:
-    """The run was on this host and its process no longer exists."""
+    """The run was on this host, in this PID namespace, and its process no longer exists. A record
+    without its namespace (an older version's, or a system without /proc) is left to expire."""
     if record.get("host") != socket.gethostname() or not isinstance(record.get("pid"), int):
+        return False
+    if _PID_NS is None or record.get("pid_ns") != _PID_NS:  # its pid means nothing here
         return False
     try:
         os.kill(record["pid"], 0)

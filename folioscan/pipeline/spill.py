@@ -5,27 +5,37 @@ folder of the run, `<spill_dir or $TMPDIR>/folioscan-spill-<pid>-*`. Rows are bu
 time and written as one record batch; once the book is complete the file is closed and read back
 by record batch, in any order (`take`), a chunk of rows at a time. A file is deleted once its book
 is committed (or dropped), or when the book is read again from its first page (a lost worker);
-the folder when the run ends. A folder left by a killed driver is removed by the next run on the
-same machine once its process is gone.
+the folder when the run ends. A folder left by a killed driver is removed by a later run using the
+same spill folder: its run holds an exclusive lock (flock) on the folder's `.lock` file while it
+lives, and the kernel drops the lock with the process, so a folder whose lock can be taken is a dead
+run's. The pid in the folder's name is not asked: a driver in another PID namespace (a container
+sharing the volume) or on another host shows a pid that means nothing here, and a killed driver's
+pid can be reused. (A folder without a `.lock`, left by an older version, is judged by its pid.)
 
 Nothing here is in the output: the output is still written by the commit, pages part then
 documents part (pipeline/output.py), so exactly-once and resume are those of the commit.
 """
 from __future__ import annotations
 
+import fcntl
 import itertools
 import logging
 import os
 import shutil
 import tempfile
+import time
 from bisect import bisect_right
 from typing import Optional, Sequence
 
 import pyarrow as pa
 
+from folioscan.pipeline.storage import WriteError
+
 log = logging.getLogger(__name__)
 
 PREFIX = "folioscan-spill-"
+_NEW = ".folioscan-spill-new-"  # a folder being made: renamed to PREFIX... once its lock is held
+LOCK = ".lock"
 BUFFER_ROWS = 16  # rows held per book before they are written as one record batch
 _OPTIONS = pa.ipc.IpcWriteOptions(compression="lz4")
 
@@ -37,7 +47,12 @@ class Spill:
         root = root or tempfile.gettempdir()
         os.makedirs(root, exist_ok=True)
         remove_dead(root)
-        self.dir = tempfile.mkdtemp(prefix=f"{PREFIX}{os.getpid()}-", dir=root)
+        new = tempfile.mkdtemp(prefix=_NEW, dir=root)
+        self._lock = _hold(os.path.join(new, LOCK))
+        if self._lock is None:
+            raise OSError(f"{new}: could not lock the spill folder")
+        self.dir = os.path.join(root, f"{PREFIX}{os.getpid()}-{os.path.basename(new)[len(_NEW):]}")
+        os.rename(new, self.dir)  # seen under PREFIX only once locked: never taken for a dead run's
         self._n = itertools.count()
 
     def file(self, schema: pa.Schema) -> "SpillFile":
@@ -45,21 +60,59 @@ class Spill:
 
     def close(self) -> None:
         shutil.rmtree(self.dir, ignore_errors=True)
+        if self._lock is not None:
+            os.close(self._lock)
+            self._lock = None
+
+
+def _hold(path: str) -> Optional[int]:
+    """An fd holding the exclusive lock on `path` (created if need be), or None when a live process holds it."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
 
 
 def remove_dead(root: str) -> int:
-    """Remove spill folders left in `root` by drivers whose process is gone (a kill -9). Returns how many."""
+    """Remove spill folders left in `root` by drivers that are gone (a kill -9): those whose lock nobody
+    holds (module docstring). Returns how many."""
     removed = 0
     for name in os.listdir(root):
-        if not name.startswith(PREFIX):
+        if not name.startswith((PREFIX, _NEW)):
             continue
-        pid = name[len(PREFIX):].split("-", 1)[0]
-        if not pid.isdigit() or _alive(int(pid)):
+        folder = os.path.join(root, name)
+        lock = os.path.join(folder, LOCK)
+        if name.startswith(_NEW) and not _older_than(folder, 60):  # being made: its lock may not be taken yet
             continue
-        shutil.rmtree(os.path.join(root, name), ignore_errors=True)
+        if os.path.exists(lock):
+            try:
+                fd = _hold(lock)
+            except OSError:  # removed meanwhile, or not ours to open
+                continue
+            if fd is None:  # its run is live
+                continue
+            try:
+                shutil.rmtree(folder, ignore_errors=True)
+            finally:
+                os.close(fd)
+        else:  # an older version's folder (or one being made): its pid, as before
+            pid = name[len(PREFIX):].split("-", 1)[0] if name.startswith(PREFIX) else ""
+            if not pid.isdigit() or _alive(int(pid)):
+                continue
+            shutil.rmtree(folder, ignore_errors=True)
         log.info("removed spill folder %s left by a driver that is gone", name)
         removed += 1
     return removed
+
+
+def _older_than(path: str, seconds: float) -> bool:
+    try:
+        return time.time() - os.stat(path).st_mtime > seconds
+    except OSError:
+        return False
 
 
 def _alive(pid: int) -> bool:
@@ -102,15 +155,26 @@ class SpillFile:
         if self.path is None:
             self._kept.append(batch)
             return
-        if self._writer is None:
-            self._writer = pa.ipc.new_file(self.path, self.schema, options=_OPTIONS)
-        self._writer.write_batch(batch)
+        try:
+            if self._writer is None:
+                self._writer = pa.ipc.new_file(self.path, self.schema, options=_OPTIONS)
+            self._writer.write_batch(batch)
+        except OSError as e:
+            raise self._failed(e) from e
+
+    def _failed(self, e: OSError) -> WriteError:
+        """The spill's disk refused (full, a quota): the run cannot go on, and stops as a failed write
+        (its record written, exit 74) rather than with a traceback."""
+        return WriteError(self.path, str(e), "write the page rows of a book in flight (spill_dir)")
 
     def close(self) -> None:
         """No more rows: write what is buffered and the file's footer."""
         self._flush()
         if self._writer is not None:
-            self._writer.close()
+            try:
+                self._writer.close()
+            except OSError as e:
+                raise self._failed(e) from e
             self._writer = None
 
     def take(self, positions: Sequence[int]) -> pa.Table:

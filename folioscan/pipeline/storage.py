@@ -25,6 +25,10 @@ class StorageError(RuntimeError):
     """A readable storage failure: names the object and the reason."""
 
 
+class NotFound(StorageError):
+    """A read of an object that does not exist (as against one that exists and cannot be read)."""
+
+
 class WriteError(StorageError):
     """The output cannot be written (no space left, permission denied, a read-only store, S3 refusing a
     PUT or DELETE after its retries): names the object and the reason. A run stops on it (exit 74)."""
@@ -111,6 +115,8 @@ class LocalStore:
         try:
             with open(uri, "rb") as f:
                 return f.read()
+        except FileNotFoundError as e:
+            raise NotFound(f"{uri}: cannot read: {e.strerror or e}") from e
         except OSError as e:
             raise StorageError(f"{uri}: cannot read: {e.strerror or e}") from e
 
@@ -412,7 +418,7 @@ def _client_error(what: str, uri: str, e) -> StorageError:
     }.get(code, code)
     if what in _WRITES:  # S3 refused to store or remove an object of the output, after botocore's retries
         return WriteError(uri, reason, what)
-    return StorageError(f"{uri}: {what} failed: {reason}")
+    return (NotFound if code in ("NoSuchKey", "404") else StorageError)(f"{uri}: {what} failed: {reason}")
 
 
 def store_for(uri: str, endpoint_url: Optional[str] = None, region: Optional[str] = None) -> Store:
