@@ -43,136 +43,23 @@ import itertools
 import logging
 import os
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import MutableSequence
 
 import ray
 
 from folioscan.failures import TRANSIENT, describe
-from folioscan.pipeline.stages import doc_error, engine_build_error, read_pages, read_routed
+from folioscan.pipeline.executors.ray_workers import (ACTOR_CALLS, LOADER_AHEAD, LOADER_CPUS, OcrActor, Pool, Routed, cancel,
+                                                     check_fits, engine_error, load_book, wants_gpu)
+from folioscan.pipeline.stages import doc_error
 from folioscan.records import PageResult, SourceDocument
 from folioscan.workers.route import second_work, settle
-from folioscan.workers import memory
 from folioscan.workers.engines import counters
-from folioscan.workers.engines.registry import VLM_KINDS, EngineError
+from folioscan.workers.engines.registry import VLM_KINDS
 
 log = logging.getLogger(__name__)
 
-LOADER_AHEAD = 4  # pages a loader may hold in the object store before the driver takes them
 BOOK_ATTEMPTS = 3
-ACTOR_CALLS = 2  # batches in flight per actor
-LOADER_CPUS = 0.25  # loading + cleaning is ~5% of CPU OCR; actors take the rest of a core
-
-
-@ray.remote(max_retries=0)
-def _load(stages, doc):
-    import cv2
-
-    # a loader owns LOADER_CPUS of a core: OpenCV's default thread pool (one thread per core) would
-    # run cleaning on every core at once, taking them from the OCR actors
-    cv2.setNumThreads(1)
-    trim = memory.Every()
-    for work in stages.pages(doc):
-        yield work
-        trim.tick()
-
-
-@ray.remote(max_restarts=0, max_concurrency=1)
-class OcrActor:
-    def __init__(self, stages, second: bool = False):
-        self.start = counters.snapshot()  # before the stage is built: its engine load counts
-        self.trim = memory.Every()
-        self.route = stages.route
-        # an engine that cannot be built is told to the driver, in one line, by every call
-        self.ocr, self.build_error = None, None
-        try:
-            self.ocr = stages.then_stage() if second else stages.ocr_stage()
-        except Exception as e:
-            self.build_error = str(engine_build_error(stages.then if second else stages.engine, e))
-
-    def read(self, *works) -> tuple[list, dict[str, int]]:
-        """Page results in order; with routing, a routed page's result (image kept) is put into the
-        object store here and its place holds the reference (the driver never carries its pixels)."""
-        if self.build_error is not None:
-            raise EngineError(self.build_error)
-        results = read_pages(self.ocr, works)
-        self.trim.tick(len(results))
-        return [_Routed(ray.put(r)) if r.route_reason is not None else r for r in results], self.stats()
-
-    def read_routed(self, *firsts) -> tuple[list[PageResult], dict[str, int]]:
-        """Second pool: the routed pages' final results (workers/route.py)."""
-        if self.build_error is not None:
-            raise EngineError(self.build_error)
-        results = read_routed(self.ocr, firsts, self.route)
-        self.trim.tick(len(results))
-        return results, self.stats()
-
-    def stats(self) -> dict[str, int]:
-        """This actor's engine counters since it started."""
-        return counters.since(self.start, counters.snapshot())
-
-
-def _engine_error(e: BaseException):
-    """The run-level error behind a failed call: the engine could not be built in its actor (told by
-    the actor, or its constructor raised), else None."""
-    cause = getattr(e, "cause", None)
-    if isinstance(cause, EngineError):
-        return EngineError(str(cause))
-    if isinstance(e, ray.exceptions.RayActorError) and e.actor_init_failed:
-        lines = [line.strip() for line in str(e).splitlines() if line.strip()]
-        return EngineError(f"an OCR actor could not be started: {lines[-1] if lines else type(e).__name__}")
-    return None
-
-
-def _cancel(gen) -> None:
-    try:
-        ray.cancel(gen)
-    except Exception as e:  # already finished, or its node is gone
-        log.debug("cancel: %s", e)
-
-
-def _wants_gpu(engine) -> bool:
-    return getattr(engine, "kind", "") in VLM_KINDS and getattr(engine, "device", "auto") != "cpu"
-
-
-@dataclass
-class _Routed:
-    """In a first-pool call's results: a routed page, its first result (with its image) in the object store."""
-
-    ref: object
-
-
-@dataclass
-class _Pool:
-    """One pool of OCR actors: the first engine's, or the second's (routing)."""
-
-    name: str  # "OCR" (the first engine's) | "second-engine": how log lines name its actors
-    second: bool
-    n_actors: int
-    max_replacements: int
-    options: dict  # Ray actor options
-    batch_size: int
-    method: str  # the actor method a batch calls
-    actors: dict = field(default_factory=dict)  # id -> ActorHandle
-    # actor -> (number of the call that brought it, its engine counters then); kept after the actor
-    # is lost. An actor runs its calls in order, but the driver may collect them out of order.
-    accounts: dict = field(default_factory=dict)
-    queue: deque = field(default_factory=deque)  # (doc_id, attempt, page ref)
-    actors_lost: int = 0
-    actors_replaced: int = 0
-
-
-def _check_fits(pools: list[_Pool], resources: dict) -> None:
-    """A local Ray with routing: both pools and a loader must fit on this machine, else the second
-    pool would wait for room for ever (and the first with it, once enough routed pages queue up).
-    EngineError (exit 2) before any work."""
-    for unit, key, extra in (("CPU", "num_cpus", LOADER_CPUS), ("GPU", "num_gpus", 0)):
-        asked = {p.name: p.n_actors * p.options.get(key, 0) for p in pools}
-        have = resources.get(unit, 0)
-        if sum(asked.values()) + extra > have + 1e-9:
-            raise EngineError(f"routing on this machine's Ray: the OCR pool asks {asked[pools[0].name]:g} {unit}s and the "
-                              f"second-engine pool {asked[pools[1].name]:g}, with {extra:g} for a loader; it has {have:g}: "
-                              f"lower --ocr-workers or --then-workers")
 
 
 @dataclass
@@ -203,8 +90,8 @@ class RayExecutor:
         # on a cluster, GPU workers may only appear once an actor asks for a GPU (an autoscaled group
         # with no replicas yet): there a GPU engine asks whatever the cluster shows at start
         has_gpu = resources.get("GPU", 0) >= 1 or bool(cfg.ray_address)
-        self.gpu = _wants_gpu(stages.engine) and has_gpu
-        then_gpu = stages.then is not None and _wants_gpu(stages.then) and has_gpu
+        self.gpu = wants_gpu(stages.engine) and has_gpu
+        then_gpu = stages.then is not None and wants_gpu(stages.then) and has_gpu
         then_n = 0
         if stages.then is not None:
             then_n = cfg.route.workers or (max(1, int(resources.get("GPU", 0))) if then_gpu else 1)
@@ -219,7 +106,7 @@ class RayExecutor:
         # routed pages waiting for the second pool before the first pool stops taking batches
         self.routed_pages = then_n * stages.then_batch_size * ACTOR_CALLS * 2
         if self.then is not None and not cfg.ray_address:
-            _check_fits(self.pools, resources)
+            check_fits(self.pools, resources)
         self.starting: dict = {}  # readiness ref -> (pool, replacement actor id): no batches until it is up
         self._call_no = itertools.count()
         self._next_actor = 0
@@ -246,16 +133,16 @@ class RayExecutor:
         self.book_results = lambda doc: []
 
     @staticmethod
-    def _pool(name: str, second: bool, engine, n: int, gpu: bool, batch_size: int, cfg) -> _Pool:
+    def _pool(name: str, second: bool, engine, n: int, gpu: bool, batch_size: int, cfg) -> Pool:
         options = dict(num_gpus=1, num_cpus=1) if gpu else dict(num_cpus=1 - LOADER_CPUS)
         if getattr(engine, "kind", "") in VLM_KINDS:
             # a VLM actor runs its two calls at once: one prepares its pool's images while the other
             # holds the accelerator (the engine serialises generation); Tesseract stays one at a time
             options["max_concurrency"] = ACTOR_CALLS
         replacements = n if cfg.actor_replacements is None else cfg.actor_replacements
-        return _Pool(name, second, n, replacements, options, batch_size, "read_routed" if second else "read")
+        return Pool(name, second, n, replacements, options, batch_size, "read_routed" if second else "read")
 
-    def _add_actor(self, pool: _Pool, replacement: bool = False) -> None:
+    def _add_actor(self, pool: Pool, replacement: bool = False) -> None:
         i, self._next_actor = self._next_actor, self._next_actor + 1
         pool.actors[i] = OcrActor.options(**pool.options).remote(self.stages_ref, pool.second)
         pool.accounts[i] = (-1, {})
@@ -267,7 +154,7 @@ class RayExecutor:
         try:
             ray.get(ref)
         except Exception as e:  # died while starting
-            if (build_error := _engine_error(e)) is not None:
+            if (build_error := engine_error(e)) is not None:
                 raise build_error from None
             if i in pool.actors:
                 self._lost(pool, i, e)
@@ -315,7 +202,7 @@ class RayExecutor:
     def _start_loaders(self) -> None:
         while self.waiting and len(self.loaders) < self.max_loaders:
             book = self.books[self.waiting.popleft()]
-            gen = _load.options(num_returns="streaming", num_cpus=self.loader_cpus,
+            gen = load_book.options(num_returns="streaming", num_cpus=self.loader_cpus,
                                 _generator_backpressure_num_objects=LOADER_AHEAD).remote(self.stages_ref, book.doc)
             self.loaders[gen] = (book.doc.doc_id, book.attempt)
 
@@ -372,7 +259,7 @@ class RayExecutor:
         try:
             results, account = ray.get(ref)
         except Exception as e:  # actor or worker died, or a page object was lost with its node
-            if (build_error := _engine_error(e)) is not None:
+            if (build_error := engine_error(e)) is not None:
                 raise build_error from None
             lost = isinstance(e, (ray.exceptions.RayActorError, ray.exceptions.ActorDiedError))
             if lost and i in pool.actors:
@@ -390,7 +277,7 @@ class RayExecutor:
         got: dict[str, list[PageResult]] = {}
         for (doc_id, attempt), r in zip(owners, results):
             if self._current(doc_id, attempt):
-                if isinstance(r, _Routed):  # final once the second pool has read it
+                if isinstance(r, Routed):  # final once the second pool has read it
                     self.then.queue.append((doc_id, attempt, r.ref))
                     self.routed += 1
                     continue
@@ -432,7 +319,7 @@ class RayExecutor:
         if self.on_pages is not None:
             self.on_pages(doc_id, [result])
 
-    def _lost(self, pool: _Pool, i: int, e: BaseException) -> None:
+    def _lost(self, pool: Pool, i: int, e: BaseException) -> None:
         """Actor `i` died: replace it while replacements are left (or when it was the last one)."""
         del pool.actors[i]
         pool.actors_lost += 1
@@ -460,7 +347,7 @@ class RayExecutor:
         for gen, owner in list(self.loaders.items()):
             if owner == (doc_id, attempt):
                 del self.loaders[gen]
-                _cancel(gen)
+                cancel(gen)
         for pool in self.pools:  # its pages waiting for either pool, routed ones too
             self.suspects.difference_update(q[2] for q in pool.queue if q[0] == doc_id)
             pool.queue = deque(q for q in pool.queue if q[0] != doc_id)
@@ -485,7 +372,7 @@ class RayExecutor:
             out["then_pool"] = {**self._pool_stats(self.then, ask), "pages_routed": self.routed}
         return out
 
-    def _pool_stats(self, pool: _Pool, ask: bool) -> dict:
+    def _pool_stats(self, pool: Pool, ask: bool) -> dict:
         starting = {i for _, i in self.starting.values()}  # a replacement still waiting for room: nothing to ask
         for i, actor in (pool.actors.items() if ask else ()):
             if i in starting:
@@ -499,7 +386,7 @@ class RayExecutor:
 
     def close(self) -> None:
         for gen in self.loaders:
-            _cancel(gen)
+            cancel(gen)
         for pool in self.pools:
             for actor in pool.actors.values():
                 ray.kill(actor)
