@@ -307,20 +307,37 @@ class _DiesOnce:
 @dataclass
 class FirstEngineDiesAfterRouting(Stages):
     """Stages whose first-engine worker (routing) dies, process and all, on its second call of the
-    run, `die_after_s` into it (`marker` written first, so its replacement reads on): by then the
-    page of its first call has been routed and sits with the second pool, which holds it for the
-    second engine's `delay_s`. Here, not in a test module, so Ray workers import it."""
+    run (`marker` written first, so its replacement reads on), once the second engine has started
+    reading the page the first call routed (the second stage writes `marker + ".reading"` as each of
+    its calls starts, and holds the page for its `delay_s`): the routed page is with the second pool
+    when its object's owner dies, whatever the machine's load. Here, not in a test module, so Ray
+    workers import it."""
 
     marker: str = ""
-    die_after_s: float = 1.5
+    wait_s: float = 120.0  # at most, for the second engine to start
 
     def ocr_stage(self):
-        return _DiesOnSecondCall(super().ocr_stage(), self.marker, self.die_after_s)
+        return _DiesOnSecondCall(super().ocr_stage(), self.marker, self.wait_s)
+
+    def then_stage(self):
+        return _SaysItReads(super().then_stage(), self.marker + ".reading")
+
+
+class _SaysItReads:
+    def __init__(self, stage, marker: str):
+        self.stage, self.marker = stage, marker
+
+    def __getattr__(self, name):
+        return getattr(self.stage, name)
+
+    def __call__(self, *args, **kwargs):
+        open(self.marker, "w").close()
+        return self.stage(*args, **kwargs)
 
 
 class _DiesOnSecondCall:
-    def __init__(self, stage, marker: str, after_s: float):
-        self.stage, self.marker, self.after_s, self.calls = stage, marker, after_s, 0
+    def __init__(self, stage, marker: str, wait_s: float):
+        self.stage, self.marker, self.wait_s, self.calls = stage, marker, wait_s, 0
 
     def __getattr__(self, name):
         return getattr(self.stage, name)
@@ -332,7 +349,9 @@ class _DiesOnSecondCall:
         self.calls += 1
         if self.calls == 2 and not os.path.exists(self.marker):
             open(self.marker, "w").close()
-            time.sleep(self.after_s)
+            deadline = time.monotonic() + self.wait_s
+            while not os.path.exists(self.marker + ".reading") and time.monotonic() < deadline:
+                time.sleep(0.05)
             os._exit(1)
         return self.stage(works)
 
