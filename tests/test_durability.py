@@ -134,12 +134,15 @@ def test_a_claim_is_exclusive_and_expires_when_its_run_stops_renewing(tmp_path, 
 
     boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket="leases")
     for store, out in ((LocalStore(), str(tmp_path / "out")), (S3Store(s3_endpoint), "s3://leases/out")):
-        first = Leases(store, out, "run-1", ttl_s=1.0)
+        # the TTL leaves room for the claims below on a loaded machine (at 1 s, moto's round trips under
+        # load let run-1's liveness lapse before run-2 was meant to be refused)
+        first = Leases(store, out, "run-1", ttl_s=3.0)
         first.renew()  # announced, but no heartbeat: as if it hung or its host died
-        second = Leases(store, out, "run-2", ttl_s=1.0).start()
+        renewed = time.monotonic()
+        second = Leases(store, out, "run-2", ttl_s=3.0).start()
         assert first.claim("book") and not second.claim("book")
         assert second.claim("other") and not first.claim("other")
-        time.sleep(1.3)
+        time.sleep(max(0.0, renewed + 3.3 - time.monotonic()))
         assert not first.fresh() and second.claim("book")  # taken over once run-1's liveness expired
         assert first.still_held({"book"}) == set()  # the stalled run learns it lost the book before committing
         second.stop()
