@@ -54,6 +54,7 @@ class Progress:
         self.clock = clock
         self.cap = max_pages_per_book  # a longer book is read this far
         self.lock = threading.RLock()
+        self._final: Optional[dict] = None  # the numbers at the end of the run (`__exit__`)
         self.bar = None
         self.t0 = clock()
         self.pages_done = 0  # page rows back from the workers (a restarted book's are taken off again)
@@ -89,6 +90,9 @@ class Progress:
         if self._ticker is not None:
             self._ticker.join(timeout=5)
         with self.lock:
+            # the run is over: its last line and the run record (`numbers()`, asked later) say the same,
+            # not a last-minute rate that goes on sliding while the driver writes its index and record
+            self._final = self.numbers()
             if self.bar is not None:
                 self._draw()
                 self.bar.close()
@@ -178,6 +182,8 @@ class Progress:
 
     def numbers(self) -> dict:
         """What the line shows; the run record keeps the last of them (`summary.progress`)."""
+        if self._final is not None:
+            return dict(self._final)
         with self.lock:
             total, exact = self.pages_total()
             rate = self.rate()
