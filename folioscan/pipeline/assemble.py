@@ -183,7 +183,7 @@ def _document_row(doc: SourceDocument, pages: list["PageFacts"], error: Optional
     return {
         "doc_id": doc.doc_id, "source_uri": doc.uri, "kind": doc.kind,
         "fingerprint": doc.fingerprint, "metadata": doc.metadata,
-        "content_sha256": None,  # set by assemble_shard from every result of the book
+        "content_sha256": None,  # set by assemble_books from the facts of every result of the book
         "duplicate_of": None,
         "size_bytes": doc.size, "page_count": pages[0].page_count if pages else 0,
         "pages_out": len(pages), "pages_ok": len(ok),
