@@ -23,7 +23,8 @@ from collections import Counter
 sys.path.insert(0, os.path.dirname(__file__))
 from evalset import OLD_BOOKS  # noqa: E402
 
-from folioscan.pipeline.assemble import PageFacts, _book_text  # noqa: E402
+from folioscan.pipeline.assemble import _book_text  # noqa: E402
+from folioscan.pipeline.pagerows import TextFacts  # noqa: E402
 from folioscan.records import PageResult, PageWork  # noqa: E402
 from folioscan.text.signals import repetition_score  # noqa: E402
 from folioscan.workers.engines.synthetic import SyntheticEngine  # noqa: E402
@@ -68,7 +69,7 @@ def main() -> None:
     for i in range(args.pages):
         [ocr] = engine.predict_batch([image[i % 7:]])
         work = PageWork("d", "/src/d.pdf", i, args.pages, width=image.shape[1], height=image.shape[0])
-        facts.append(PageFacts.of(PageResult(work, "ok", ocr, "synthetic", engine.version)))
+        facts.append(TextFacts.of(PageResult(work, "ok", ocr, "synthetic", engine.version)))
     _book_text(facts[:20])  # warm-up
     book, book_mb, book_cpu = peak(lambda: _book_text(facts))
     _, rep_mb, rep_cpu = peak(lambda: repetition_score(book.text))

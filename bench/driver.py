@@ -42,6 +42,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 TARGET_MS_PER_PAGE = 1.0
 TARGET_MS_PER_BOOK = 20.0
+BATCH_SIZE = None  # --batch-size: pages per engine call (the job default when None)
 
 
 def cpu_s() -> float:
@@ -122,7 +123,8 @@ def run(s3, source: str, label: str, executor: str, *, actors: int = 1, delay_s:
 
     cfg = JobConfig(source=source, output=f"s3://bench/out/{label}/", endpoint_url=s3.endpoint, executor=executor,
                     ocr_workers=actors, num_cpus=num_cpus, progress=False,
-                    engine={"kind": "synthetic", "delay_s": delay_s}, prep={"enabled": prep}, dedupe=DEDUPE)
+                    engine={"kind": "synthetic", "delay_s": delay_s}, prep={"enabled": prep}, dedupe=DEDUPE,
+                    batch_size=BATCH_SIZE)
     s3.counts(reset=True)
     c0, t0 = cpu_s(), time.perf_counter()
     if profile is not None:
@@ -180,44 +182,50 @@ def steady_pages_per_s(s3, label: str) -> float:
 
 
 def breakdown(pages: int = 200) -> dict:
-    """CPU ms per page of each part of the driver's work on a shard's results, timed in this process
-    (best of 5): unpickling the results as they come back from an actor, the page rows, the book
-    text and its signals, the Parquet parts. 612 x 792 page images, the synthetic engine's 300 words."""
+    """CPU ms per page of each part of the work on a book's results, timed in this process (best of
+    5), by where it runs since the driver was relieved (issue 18): in the OCR actor (the pages rows,
+    facts and TextFacts: `page_part`), in a task (the book text: `text_columns`), and in the driver
+    (unpickling an actor's answers, appending them to the spill, the documents row, the Parquet parts
+    from the spill, the summary). Calls of 4 pages; 612 x 792 page images, the synthetic engine's 300 words."""
     import pickle
 
     import numpy as np
 
-    from folioscan.pipeline import assemble
+    from folioscan.pipeline import assemble, pagerows
+    from folioscan.pipeline.spill import Spill
+    from folioscan.pipeline.summary import PAGE_COLUMNS, JobSummary
     from folioscan.records import PageWork, SourceDocument, SourceObject
-    from folioscan.schemas import DOCUMENTS, PAGES
+    from folioscan.schemas import DOCUMENTS
     from folioscan.workers.engines.registry import SyntheticOptions
     from folioscan.workers.ocr_stage import OcrStage
 
     stage = OcrStage(SyntheticOptions())
     obj = SourceObject("s3://bench/book.pdf", 1, "etag:1")
     doc = SourceDocument("d" * 32, obj.uri, "pdf", (obj,), obj.fingerprint)
-    results = []
+    calls = []
     for k in range(0, pages, 4):
         works = []
         for i in range(k, min(k + 4, pages)):
             img = np.full((792, 612), 255, np.uint8)
             img[i % 700:i % 700 + 20, 100:300] = 0
             works.append(PageWork(doc.doc_id, doc.uri, i, pages, image=img, source_width=612, source_height=792))
-        results += stage(works)
-    blob = pickle.dumps(results)
-    page_rows, doc_rows = assemble.assemble_shard([doc], results, "bench")
-    facts = [assemble.PageFacts.of(r) for r in results]
+        calls.append(stage(works))
+    parts = [pagerows.page_part(doc.doc_id, rs, "bench") for rs in calls]
+    answers = [pickle.dumps(([p], {})) for p, _ in parts]  # what the driver gets of each call
+    texts = [t for _, ts in parts for t in ts]
+    columns = assemble.text_columns(texts)
 
-    def spilled():  # the driver's own path since issue 18 item 1: rows spilled as results arrive, part written from the spill
-        from folioscan.pipeline.spill import Spill
-
+    def driver():
         spill = Spill()
         try:
-            book = assemble.BookPages(spill.file(assemble.PAGE_ROW.schema), "bench")
-            for r in results:
-                book.append(r)
+            book = pagerows.BookPages(spill.file(pagerows.PAGE_ROW.schema), "bench")
+            for k, blob in enumerate(answers):
+                [part], _ = pickle.loads(blob)
+                book.extend(part, ("ref", k))
+            book.columns = columns
             rows, docs = assemble.assemble_books([doc], {doc.doc_id: book}, "bench")
             rows.parquet_bytes(), DOCUMENTS.to_parquet_bytes(docs)
+            JobSummary("bench").add(rows.tables(PAGE_COLUMNS), docs)
         finally:
             spill.close()
 
@@ -229,14 +237,11 @@ def breakdown(pages: int = 200) -> dict:
             best = min(best, time.process_time() - c0)
         return round(best * 1000 / pages, 3)
 
-    parts = {"unpickle results": ms(lambda: pickle.loads(blob)),
-             "page rows (page_row)": ms(lambda: [assemble.page_row(r, "bench") for r in results]),
-             "page facts kept (PageFacts.of)": ms(lambda: [assemble.PageFacts.of(r) for r in results]),
-             "book text and signals (book_text)": ms(lambda: assemble._book_text(facts)),
-             "whole assemble_shard (in memory, as lists)": ms(lambda: assemble.assemble_shard([doc], results, "bench")),
-             "Parquet parts (from lists)": ms(lambda: (PAGES.to_parquet_bytes(page_rows), DOCUMENTS.to_parquet_bytes(doc_rows))),
-             "the driver's path: spill, assemble_books, Parquet parts from the spill": ms(spilled)}
-    return {"pages": pages, "pickled_bytes_per_page": len(blob) // pages, "cpu_ms_per_page": parts}
+    out = {"in the OCR actor: rows, facts, TextFacts (page_part)": ms(lambda: [pagerows.page_part(doc.doc_id, rs, "bench") for rs in calls]),
+           "in a task: book text and signals (text_columns)": ms(lambda: assemble.text_columns(texts)),
+           "in the driver: unpickling the answers": ms(lambda: [pickle.loads(b) for b in answers]),
+           "in the driver: all of it (answers, spill, documents row, Parquet parts, summary)": ms(driver)}
+    return {"pages": pages, "answer_bytes_per_page": sum(map(len, answers)) // pages, "cpu_ms_per_page": out}
 
 
 def main() -> None:
@@ -247,6 +252,8 @@ def main() -> None:
     ap.add_argument("--actors", type=int, nargs="*", default=[1, 2, 4], help="pages/s runs with these numbers of actors (none: no pages/s runs)")
     ap.add_argument("--repeat", type=int, default=1, help="runs of each source per executor; the figures are the medians")
     ap.add_argument("--delay-s", type=float, default=0.04, help="seconds per engine call of the pages/s runs")
+    ap.add_argument("--batch-size", type=int, default=None,
+                    help="pages per engine call (default: the job's, 4 as for Tesseract; a VLM's default is 32)")
     ap.add_argument("--keep-duplicates", action="store_true", help="runs without duplicate detection (as `run --keep-duplicates`)")
     ap.add_argument("--executors", nargs="+", default=["ray", "local"], choices=["ray", "local"])
     ap.add_argument("--prep", action="store_true", help="clean pages (off by default: the loaders' CPU is not measured)")
@@ -255,8 +262,8 @@ def main() -> None:
     ap.add_argument("--json", help="write every figure here")
     ap.add_argument("--breakdown", action="store_true", help="only the in-process breakdown of the driver's work per page")
     args = ap.parse_args()
-    global DEDUPE
-    DEDUPE = not args.keep_duplicates
+    global DEDUPE, BATCH_SIZE
+    DEDUPE, BATCH_SIZE = not args.keep_duplicates, args.batch_size
     if args.breakdown:
         print(json.dumps(breakdown(), indent=1))
         return

@@ -3,8 +3,9 @@
     python bench/spill_sizes.py [--pages 200] [--words 300]
 
 Per page: its PageResult in memory (what the driver held until the book committed, before issue 18),
-its PageFacts (what it holds now, the result freed), its row in the book's spill file (Arrow IPC,
-LZ4) and in the pages part (Parquet, zstd). Python memory by tracemalloc. The page image is an
+its PageFacts (what the driver holds now), its TextFacts (what book text is made from: in the object
+store with the Ray executor, in the driver with the local one), its row in the book's spill file
+(Arrow IPC, uncompressed) and in the pages part (Parquet, zstd). Python memory by tracemalloc. The page image is an
 old_books scan (book d); the synthetic engine lays `--words` words with boxes over it.
 """
 from __future__ import annotations
@@ -20,7 +21,8 @@ import tracemalloc
 sys.path.insert(0, os.path.dirname(__file__))
 from evalset import OLD_BOOKS  # noqa: E402
 
-from folioscan.pipeline.assemble import PAGE_ROW, BookPages, PageFacts, assemble_books  # noqa: E402
+from folioscan.pipeline.assemble import assemble_books  # noqa: E402
+from folioscan.pipeline.pagerows import PAGE_ROW, BookPages, PageFacts, TextFacts  # noqa: E402
 from folioscan.pipeline.spill import Spill  # noqa: E402
 from folioscan.records import PageResult, PageWork, SourceDocument  # noqa: E402
 from folioscan.workers.engines.synthetic import SyntheticEngine  # noqa: E402
@@ -50,11 +52,14 @@ def main() -> None:
     gc.collect()
     held = tracemalloc.get_traced_memory()[0]
     facts = [PageFacts.of(r) for r in results]
-    del results
     gc.collect()
     kept = tracemalloc.get_traced_memory()[0]
+    texts = [TextFacts.of(r) for r in results]
+    gc.collect()
+    texts_kept = tracemalloc.get_traced_memory()[0]
+    del results
     tracemalloc.stop()
-    del facts
+    del facts, texts
     spill = Spill(tempfile.mkdtemp())
     try:
         book = BookPages(spill.file(PAGE_ROW.schema), "bench")
@@ -68,7 +73,8 @@ def main() -> None:
         spill.close()
     kb = lambda b: round(b / n / 1024, 1)  # noqa: E731
     print(json.dumps({"benchmark": "spill_sizes", "pages": n, "words_per_page": args.words,
-                      "page_result_in_memory_kb": kb(held - before), "page_facts_in_memory_kb": kb(kept - before),
+                      "page_result_in_memory_kb": kb(held - before), "page_facts_in_memory_kb": kb(kept - held),
+                      "text_facts_kb": kb(texts_kept - kept),  # in the object store on Ray, in the driver with the local executor
                       "spill_file_kb": kb(spilled), "pages_part_parquet_kb": kb(part)}, indent=2))
 
 

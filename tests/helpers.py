@@ -381,3 +381,11 @@ class _DiesOnPage:
         if any(w.source_uri.endswith(self.book) and w.page_index == self.page for w in works):
             os._exit(1)
         return self.stage(works)
+
+
+def pages_of(doc, book) -> list[dict]:
+    """A book as an executor hands it back (a BookPages), as its pages rows in reading order."""
+    from folioscan.pipeline.assemble import assemble_books
+
+    rows, _ = assemble_books([doc], {doc.doc_id: book}, "run")
+    return list(rows.rows())

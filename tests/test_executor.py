@@ -18,7 +18,7 @@ from folioscan.pipeline.storage import store_for
 from folioscan.records import PageWork
 from folioscan.workers.load import LoadOptions
 from folioscan.workers.prep import PrepOptions
-from tests.helpers import PARAGRAPHS, EngineBuiltTwice, cer, scanned_pdf
+from tests.helpers import PARAGRAPHS, EngineBuiltTwice, cer, pages_of, scanned_pdf
 
 
 def _encode(img, fmt: str, mode: str | None = None, **kw) -> bytes:
@@ -183,7 +183,8 @@ def test_an_engine_built_again_inside_a_worker_counts_as_a_second_load(tmp_path,
         stats = ex.stats()
     finally:
         ex.close()
-    [(_, [page])] = done
-    assert page.status == "ok" and cer(page.ocr.text, PARAGRAPHS[0]) < 0.05
+    [(doc, book)] = done
+    [page] = pages_of(doc, book)
+    assert page["status"] == "ok" and cer(page["text"], PARAGRAPHS[0]) < 0.05
     assert (stats["ocr_actors"], stats["engine_loads"]) == (1, 2)
     assert stats["oom_backoffs"] == 0 and "vlm_batch_size" not in stats  # no back-off: the run record keeps its None

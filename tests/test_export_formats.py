@@ -7,7 +7,7 @@ import pytest
 
 from folioscan.export import alto, hocr
 from folioscan.export.dataset import Book, ExportContext
-from folioscan.pipeline.assemble import page_row
+from folioscan.pipeline.pagerows import page_row
 from folioscan.records import OcrLine, OcrResult, OcrWord, PageResult, PageWork
 
 

@@ -12,6 +12,7 @@ import sys
 import pytest
 
 from folioscan.pipeline.progress import Progress
+from folioscan.pipeline.pagerows import PageFacts
 from folioscan.records import DOCUMENT_LEVEL, PageResult, PageWork
 from tests.helpers import pythonpath_with_repo, scanned_pdf
 
@@ -138,8 +139,8 @@ def test_the_counting_pass_leaves_out_books_already_committed(tmp_path, page_ima
     assert err.count("progress: ") == 1 and "progress: pages 2/2 (100%), books 2/2, 0 failed, " in err
 
 
-def _page(doc_id: str, index: int, count: int) -> PageResult:
-    return PageResult(PageWork(doc_id, f"/{doc_id}.pdf", index, count), "ok", None, "tesseract", "5")
+def _page(doc_id: str, index: int, count: int) -> PageFacts:
+    return PageFacts.of(PageResult(PageWork(doc_id, f"/{doc_id}.pdf", index, count), "ok", None, "tesseract", "5"))
 
 
 class _Clock:
@@ -182,7 +183,7 @@ def test_totals_estimates_eta_and_restarts():
 
 def test_a_book_level_error_counts_no_page():
     p = Progress(enabled=False)
-    p.pages_read("x", [PageResult(PageWork("x", "/x.pdf", DOCUMENT_LEVEL, 0, error="bad"), "error", None, "", "")])
+    p.pages_read("x", [PageFacts.of(PageResult(PageWork("x", "/x.pdf", DOCUMENT_LEVEL, 0, error="bad"), "error", None, "", ""))])
     assert p.numbers()["pages_done"] == 0
 
 

@@ -10,6 +10,7 @@ import cv2
 import pyarrow.parquet as pq
 import pytest
 
+
 from folioscan.pipeline.cli import main
 from folioscan.pipeline.config import JobConfig, RouteOptions
 from folioscan.pipeline.executors import make_executor
@@ -20,7 +21,7 @@ from folioscan.schemas import PAGES
 from folioscan.text.signals import repetition_score
 from folioscan.workers.engines.registry import SyntheticOptions
 from folioscan.workers.route import fallback_reason, route_reason, settle
-from tests.helpers import (PARAGRAPHS, FirstEngineDiesAfterRouting, SecondEngineDiesOnce, SecondEngineDiesOnPage, cer,
+from tests.helpers import (PARAGRAPHS, FirstEngineDiesAfterRouting, SecondEngineDiesOnce, SecondEngineDiesOnPage, cer, pages_of,
                            scanned_pdf, text_page_image)
 
 TEXT = " ".join(PARAGRAPHS)
@@ -164,9 +165,10 @@ def test_the_local_executor_holds_no_more_routed_pages_than_a_second_engine_call
     while ex.busy():
         done += ex.poll()
         waiting.append(len(ex.routed))
-    [(_, results)] = done
-    assert sorted(r.work.page_index for r in results) == list(range(12))
-    assert all(r.readings and r.work.image is None for r in results)
+    [(_, book)] = done
+    results = pages_of(doc, book)
+    assert sorted(r["page_index"] for r in results) == list(range(12))
+    assert all(r["readings"] for r in results)
     assert max(waiting) < 2, waiting
 
 
@@ -201,10 +203,9 @@ def test_a_lost_second_engine_actor_restarts_its_books_and_every_page_lands_once
     assert os.path.exists(tmp_path / "died")
     assert sorted(len(results) for _, results in done) == [2, 3]
     for doc, results in done:
-        assert sorted(r.work.page_index for r in results) == list(range(len(results)))
+        assert sorted(r["page_index"] for r in results) == list(range(len(results)))
         assert sorted(heard[doc.doc_id]) == list(range(len(results)))  # each final page told once
-        assert all(r.status == "ok" and r.engine == "synthetic" and len(r.readings) == 2 and r.work.image is None
-                   for r in results)
+        assert all(r["status"] == "ok" and r["engine"] == "synthetic" and len(r["readings"]) == 2 for r in results)
     pool = stats["then_pool"]
     # the lost actor died before its first call came back: it never reported its engine load
     assert (pool["actors_lost"], pool["actors_replaced"], pool["engine_loads"]) == (1, 1, 1)
@@ -223,14 +224,14 @@ def test_a_page_that_kills_the_second_engine_falls_back_to_its_first_reading(boo
     stages = SecondEngineDiesOnPage(store, cfg.load_options(), cfg.prep, cfg.engine, route=cfg.route, then_batch_size=2,
                                     book="mixed.pdf", page=1)
     done, heard, stats = drain(make_executor(cfg, stages), iter_documents(store, cfg.source))
-    pages = {(doc.uri.rsplit("/", 1)[-1], r.work.page_index): r for doc, results in done for r in results}
+    pages = {(doc.uri.rsplit("/", 1)[-1], r["page_index"]): r for doc, results in done for r in results}
     assert sorted(pages) == [("clean.pdf", 0), ("clean.pdf", 1), ("mixed.pdf", 0), ("mixed.pdf", 1), ("mixed.pdf", 2)]
     assert {doc.doc_id: sorted(heard[doc.doc_id]) for doc, _ in done} == {doc.doc_id: list(range(len(rs))) for doc, rs in done}
     killer = pages.pop(("mixed.pdf", 1))
-    assert killer.status == "ok" and killer.engine == "tesseract" and killer.ocr.text.strip()
-    assert [(x.engine, x.chosen) for x in killer.readings] == [("tesseract", True), ("synthetic", False)]
-    assert killer.readings[1].reason.startswith("error: the second-engine worker died reading this page alone")
-    assert all(r.status == "ok" and r.engine == "synthetic" and r.readings[1].chosen for r in pages.values())
+    assert killer["status"] == "ok" and killer["engine"] == "tesseract" and killer["text"].strip()
+    assert [(x["engine"], x["chosen"]) for x in killer["readings"]] == [("tesseract", True), ("synthetic", False)]
+    assert killer["readings"][1]["reason"].startswith("error: the second-engine worker died reading this page alone")
+    assert all(r["status"] == "ok" and r["engine"] == "synthetic" and r["readings"][1]["chosen"] for r in pages.values())
     assert stats["book_retries"] == 0 and stats["then_pool"]["actors_lost"] == 2
 
 
@@ -250,10 +251,9 @@ def test_a_book_restarted_while_its_routed_page_is_with_the_second_pool_lands_on
     assert os.path.exists(tmp_path / "died")
     assert sorted(len(results) for _, results in done) == [2, 3]
     for doc, results in done:
-        assert sorted(r.work.page_index for r in results) == list(range(len(results)))
+        assert sorted(r["page_index"] for r in results) == list(range(len(results)))
         assert sorted(heard[doc.doc_id]) == list(range(len(results)))
-        assert all(r.status == "ok" and len(r.readings) == 2 and r.readings[1].chosen and r.work.image is None
-                   for r in results)
+        assert all(r["status"] == "ok" and len(r["readings"]) == 2 and r["readings"][1]["chosen"] for r in results)
     assert (stats["actors_lost"], stats["actors_replaced"], stats["then_pool"]["actors_lost"]) == (1, 1, 0)
     assert stats["book_retries"] >= 1
     assert stats["then_pool"]["pages_routed"] > 5  # the failed attempt's routed page had reached the second pool
@@ -263,7 +263,7 @@ def drain(ex, docs):
     """Run `docs` through executor `ex` to the end: the books handed back, the page indexes progress heard
     of per book (a restarted book's forgotten), and the executor's stats."""
     heard: dict[str, list] = {}
-    ex.on_pages = lambda doc_id, results: heard.setdefault(doc_id, []).extend((r.work.page_index for r in results))
+    ex.on_pages = lambda doc_id, facts: heard.setdefault(doc_id, []).extend((f.page_index for f in facts))
     ex.on_restart = lambda doc_id: heard.pop(doc_id, None)
     try:
         for doc in docs:
@@ -271,7 +271,7 @@ def drain(ex, docs):
         done = []
         while ex.busy():
             done += ex.poll()
-        return done, heard, ex.stats()
+        return [(doc, pages_of(doc, book)) for doc, book in done], heard, ex.stats()
     finally:
         ex.close()
 

@@ -13,11 +13,11 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from folioscan.pipeline.assemble import PAGE_TEXT, PageRows, _page_text_columns, assemble_books, assemble_shard
+from folioscan.pipeline.assemble import _page_text_columns, assemble_books, assemble_shard
+from folioscan.pipeline.pagerows import PAGE_TEXT, BookPages, PageRows
 from folioscan.pipeline.config import JobConfig
 from folioscan.pipeline.job import _BookSink, run_job
 from folioscan.pipeline.spill import LOCK, PREFIX, Spill, remove_dead
-from folioscan.pipeline.progress import Progress
 from folioscan.records import PageResult, PageWork, SourceDocument
 from folioscan.schemas import PAGES
 from folioscan.text.book import PageText, book_text
@@ -42,24 +42,30 @@ def long_pdf(path, pages: int) -> None:
 
 
 class HeldResults:
-    """How many PageResult objects are alive in the driver at most: each result that reaches the driver is
-    seen as it arrives (the executor's `on_pages`, whose real handler, the progress line's, runs as
-    well) and tracked by a weak reference; the live ones are counted at every arrival."""
+    """How many PageResult objects are alive in the driver at most: each result the driver turns into a
+    row (`BookPages.append`: the local executor's, and a Ray driver's own fallback) is tracked by a weak
+    reference and the live ones are counted at every arrival; the pages that arrive already made into
+    rows elsewhere (`BookPages.extend`: a Ray actor's PageParts) are counted apart."""
 
     def __init__(self):
         self.refs: list[weakref.ref] = []
-        self.peak = self.seen = 0
+        self.peak = self.seen = self.made_elsewhere = 0
 
     def install(self, monkeypatch) -> None:
-        pages_read = Progress.pages_read
+        append, extend = BookPages.append, BookPages.extend
 
-        def observed(progress, doc_id, results):
-            pages_read(progress, doc_id, results)
-            self.seen += len(results)
-            self.refs = [r for r in self.refs if r() is not None] + [weakref.ref(r) for r in results]
+        def appended(book, r):
+            self.seen += 1
+            self.refs = [ref for ref in self.refs if ref() is not None] + [weakref.ref(r)]
             self.peak = max(self.peak, len(self.refs))
+            return append(book, r)
 
-        monkeypatch.setattr(Progress, "pages_read", observed)
+        def extended(book, part, texts):
+            self.made_elsewhere += len(part.facts)
+            return extend(book, part, texts)
+
+        monkeypatch.setattr(BookPages, "append", appended)
+        monkeypatch.setattr(BookPages, "extend", extended)
 
 
 def read(out, name):
@@ -82,10 +88,15 @@ def test_a_300_page_books_results_are_not_held_by_the_driver(tmp_path, executor,
     held = HeldResults()
     held.install(monkeypatch)
     summary = run_job(cfg)
-    assert summary.status == "finished" and summary.pages == 300 and summary.documents == 1 and held.seen == 300
+    assert summary.status == "finished" and summary.pages == 300 and summary.documents == 1
     # the driver used to hold every page's result (300 words with boxes each) until the book committed:
-    # all 300 at the last page; now only the batch that just arrived (4 pages a call) is alive
-    assert held.peak <= 8, f"{held.peak} PageResult objects alive in the driver at the peak"
+    # all 300 at the last page; now only the batch that just arrived (4 pages a call) is alive, and
+    # on Ray none reaches the driver: the actors send the rows, made
+    if executor == "local":
+        assert held.seen == 300 and held.made_elsewhere == 0
+        assert held.peak <= 8, f"{held.peak} PageResult objects alive in the driver at the peak"
+    else:
+        assert held.seen == 0 and held.made_elsewhere == 300
     assert os.listdir(spill) == []  # the run's spill folder is gone with the run
     pages, docs = read(cfg.output, "pages"), read(cfg.output, "documents")
     assert list(pages.page_index) == list(range(300)) and docs.pages_ok.item() == 300

@@ -213,7 +213,7 @@ class First(NamedTuple):
 
 def claims_taken(books) -> dict[str, str]:
     """doc_id -> the generation of the claim its loader took on the book's bytes, from the facts kept of
-    the book's page results (`PageWork.content_claim`); `books`: doc_id -> assemble.BookPages."""
+    the book's page results (`PageWork.content_claim`); `books`: doc_id -> pagerows.BookPages."""
     return {doc_id: f.content_claim for doc_id, book in books.items() for f in book.facts if f.content_claim}
 
 
@@ -232,7 +232,8 @@ def settle(claims: ContentClaims, index, page_rows, doc_rows: list[dict], run: O
     first copies, to `register` once the commit point is passed and then `release_firsts`. `taken`
     (`claims_taken`): the claims the loaders took; one held by `run` without a lapse since it claimed
     the book is not looked at again."""
-    from folioscan.pipeline.assemble import as_duplicate, drop_books, first_copy_gone
+    from folioscan.pipeline.assemble import as_duplicate, first_copy_gone
+    from folioscan.pipeline.pagerows import drop_books
 
     firsts, taken = [], taken or {}
     for d in doc_rows:

@@ -17,7 +17,8 @@ from itertools import chain
 from typing import Iterator, Optional
 
 from folioscan import __version__
-from folioscan.pipeline.assemble import PAGE_ROW, BookPages, PageRows, assemble_books, drop_books
+from folioscan.pipeline.assemble import assemble_books
+from folioscan.pipeline.pagerows import PAGE_ROW, BookPages, PageRows, drop_books
 from folioscan.pipeline.committed import CommittedIndex, decide, runs_to_recover
 from folioscan.pipeline.config import JobConfig
 from folioscan.pipeline.duplicates import ContentClaims, claims_taken, settle
@@ -396,7 +397,7 @@ def _commit_shards(cfg: JobConfig, summary: JobSummary, todo: Iterator[SourceDoc
         try:
             page_rows, doc_rows = _commit(writer, leases, index, page_rows, doc_rows, summary, export, claims, taken)
             summary.stage("write", time.perf_counter() - t1 - (export.take_seconds() if export else 0.0), len(page_rows))
-            summary.add(page_rows.rows(PAGE_COLUMNS), doc_rows)
+            summary.add(page_rows.tables(PAGE_COLUMNS), doc_rows)
         finally:  # committed, or not to be: the shard's spill files go
             page_rows.discard()
             executor.book_results.done(books)

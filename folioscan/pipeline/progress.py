@@ -24,9 +24,12 @@ import sys
 import threading
 import time
 from collections import deque
-from typing import Callable, Iterator, Optional, Sequence
+from typing import TYPE_CHECKING, Callable, Iterator, Optional, Sequence
 
-from folioscan.records import DOCUMENT_LEVEL, PageResult
+from folioscan.records import DOCUMENT_LEVEL
+
+if TYPE_CHECKING:
+    from folioscan.pipeline.pagerows import PageFacts
 
 log = logging.getLogger(__name__)
 
@@ -127,14 +130,14 @@ class Progress:
         with self.lock:
             self.books_total = books
 
-    def pages_read(self, doc_id: str, results: Sequence[PageResult]) -> None:
-        """Page results of one book as they reach the driver (a batch at a time)."""
-        n = sum(1 for r in results if r.work.page_index != DOCUMENT_LEVEL)
+    def pages_read(self, doc_id: str, facts: Sequence[PageFacts]) -> None:
+        """Page results of one book as they reach the driver (a batch at a time), as their facts."""
+        n = sum(1 for f in facts if f.page_index != DOCUMENT_LEVEL)
         with self.lock:
             self._pages_of[doc_id] = self._pages_of.get(doc_id, 0) + n
-            for r in results:
-                if r.work.page_index != DOCUMENT_LEVEL:
-                    count = min(r.work.page_count, self.cap) if self.cap else r.work.page_count
+            for f in facts:
+                if f.page_index != DOCUMENT_LEVEL:
+                    count = min(f.page_count, self.cap) if self.cap else f.page_count
                     self._expected[doc_id] = max(self._expected.get(doc_id, 0), count, self._pages_of[doc_id])
                     break
             self.pages_done += n

@@ -8,6 +8,9 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import Iterable, Optional
 
+import pyarrow as pa
+import pyarrow.compute as pc
+
 log = logging.getLogger("folioscan.pipeline.job")  # the run's own log: the summary's warnings read as the job's
 
 STAGES = ("load", "clean", "ocr", "write")
@@ -88,8 +91,9 @@ class JobSummary:
         self._started = datetime.now(timezone.utc)
         self.started_at = self._started.isoformat()
 
-    def add(self, page_rows: Iterable[dict], doc_rows: list[dict]) -> None:
-        """Count a committed shard: its documents rows and its pages rows (only PAGE_COLUMNS are read)."""
+    def add(self, page_tables: Iterable[pa.Table], doc_rows: list[dict]) -> None:
+        """Count a committed shard: its documents rows and its pages rows (Arrow tables of PAGE_COLUMNS
+        at least: counted column by column, not row by row, as one driver counts every page of a run)."""
         for d in doc_rows:
             self.documents += 1
             self.documents_failed += d["status"] == "error"
@@ -97,30 +101,47 @@ class JobSummary:
             self.documents_duplicate += d["status"] == "duplicate"
             if d["status"] not in ("ok", "duplicate"):
                 log.warning("%s: %s: %s", d["source_uri"], d["status"], d["error"])
-        for p in page_rows:
-            for stage, ms in (("load", p["load_ms"]), ("clean", p["prep_ms"]), ("ocr", p["ocr_ms"])):
-                if ms:
-                    self.stage(stage, ms / 1000, 1)
-            self.pages += 1
-            self.pages_failed += p["status"] == "error"
-            self.pages_blank += p["status"] == "blank"
-            self.pages_read_alone += any(a["reason"].startswith("batch-failed:") for a in p["attempts"] or [])
-            if p["completed_at"] is not None and (self._last_page is None or p["completed_at"] > self._last_page):
-                self._last_page = p["completed_at"]
-                self.last_page_at = self._last_page.isoformat()
-                if self._started is not None:
-                    self.pages_seconds = max((self._last_page - self._started).total_seconds(), 0.0)
-            self.pages_boxes_failed += bool((p.get("box_alignment") or {}).get("error"))
-            if p.get("routed"):
-                self.pages_routed += 1
-                kept = any(r["chosen"] for r in (p["readings"] or [])[1:])
-                self.pages_routed_kept += kept
-                self.pages_routed_fallback += not kept
-            if p["confidence"] is not None:
-                weight = max(len(p["text"] or ""), 1)
-                self._conf_sum += p["confidence"] * weight
-                self._conf_weight += weight
+        for t in page_tables:
+            self._add_pages(t)
         self.mean_confidence = self._conf_sum / self._conf_weight if self._conf_weight else None
+
+    def _add_pages(self, t: pa.Table) -> None:
+        if not t.num_rows:
+            return
+        for stage, col in (("load", "load_ms"), ("clean", "prep_ms"), ("ocr", "ocr_ms")):
+            ms = pc.drop_null(t.column(col))
+            ms = ms.filter(pc.not_equal(ms, 0))
+            if len(ms):
+                self.stage(stage, pc.sum(ms).as_py() / 1000, len(ms))
+        status = t.column("status")
+        self.pages += t.num_rows
+        self.pages_failed += _count(pc.equal(status, "error"))
+        self.pages_blank += _count(pc.equal(status, "blank"))
+        attempts = t.column("attempts").combine_chunks()
+        alone = pc.starts_with(pc.struct_field(pc.list_flatten(attempts), "reason"), "batch-failed:")
+        self.pages_read_alone += len(pc.unique(pc.filter(pc.list_parent_indices(attempts), alone)))
+        last = pc.max(t.column("completed_at")).as_py()
+        if last is not None and (self._last_page is None or last > self._last_page):
+            self._last_page = last
+            self.last_page_at = last.isoformat()
+            if self._started is not None:
+                self.pages_seconds = max((last - self._started).total_seconds(), 0.0)
+        boxes_error = pc.struct_field(t.column("box_alignment").combine_chunks(), "error")
+        self.pages_boxes_failed += _count(pc.and_(pc.is_valid(boxes_error), pc.not_equal(boxes_error, "")))
+        routed = t.filter(pc.fill_null(t.column("routed"), False))
+        if routed.num_rows:
+            readings = routed.column("readings").combine_chunks()
+            later = pc.list_slice(readings, 1, None) if len(readings) else readings
+            chosen = pc.fill_null(pc.struct_field(pc.list_flatten(later), "chosen"), False)
+            kept = len(pc.unique(pc.filter(pc.list_parent_indices(later), chosen)))
+            self.pages_routed += routed.num_rows
+            self.pages_routed_kept += kept
+            self.pages_routed_fallback += routed.num_rows - kept
+        conf = t.column("confidence")
+        has = pc.is_valid(conf)
+        weight = pc.max_element_wise(pc.fill_null(pc.utf8_length(t.column("text")), 0), 1).filter(has)
+        self._conf_sum += pc.sum(pc.multiply(pc.cast(weight, pa.float64()), conf.filter(has))).as_py() or 0.0
+        self._conf_weight += pc.sum(weight).as_py() or 0
 
     def stage(self, name: str, seconds: float, pages: int) -> None:
         self.stages[name]["seconds"] = round(self.stages[name]["seconds"] + seconds, 3)
@@ -166,3 +187,7 @@ class JobSummary:
         return f"{self.status}: {done}"
 
 
+
+
+def _count(mask) -> int:
+    return pc.sum(pc.cast(pc.fill_null(mask, False), pa.int64())).as_py() or 0

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
-from typing import Iterator, MutableSequence
+from typing import Iterator
 
+from folioscan.pipeline.pagerows import BookPages, PageFacts
 from folioscan.pipeline.stages import engine_build_error, read_pages, read_routed
 from folioscan.records import PageResult, PageWork, SourceDocument
 from folioscan.workers.engines import counters
@@ -21,7 +22,7 @@ from folioscan.workers.engines import counters
 class _Book:
     doc: SourceDocument
     pages: Iterator[PageWork]
-    results: MutableSequence[PageResult]  # executors/__init__.py: book_results
+    results: BookPages  # executors/__init__.py: book_results
     loaded: bool = False
     routing: int = 0  # pages with the second engine
 
@@ -46,7 +47,7 @@ class LocalExecutor:
         self.routed: list[tuple[_Book, PageResult]] = []  # first results waiting for the second engine
         self.books: deque[_Book] = deque()
         self.on_pages = self.on_restart = None  # progress (executors/__init__.py)
-        self.book_results = lambda doc: []
+        self.book_results = lambda doc: BookPages.in_memory()
 
     def submit(self, doc: SourceDocument) -> None:
         self.books.append(_Book(doc, self.stages.pages(doc), self.book_results(doc)))
@@ -57,7 +58,7 @@ class LocalExecutor:
     def busy(self) -> bool:
         return bool(self.books)
 
-    def poll(self) -> list[tuple[SourceDocument, MutableSequence[PageResult]]]:
+    def poll(self) -> list[tuple[SourceDocument, BookPages]]:
         batch: list[PageWork] = []
         owners: list[_Book] = []
         for book in self.books:
@@ -70,14 +71,13 @@ class LocalExecutor:
                     owners.append(book)
             if len(batch) >= self.stages.batch_size:
                 break
-        got: dict[str, list[PageResult]] = {}
+        got: dict[str, list[PageFacts]] = {}
         for book, result in zip(owners, read_pages(self.ocr, batch)):
             if result.route_reason is not None:  # final once the second engine has read it
                 self.routed.append((book, result))
                 book.routing += 1
                 continue
-            book.results.append(result)
-            got.setdefault(book.doc.doc_id, []).append(result)
+            got.setdefault(book.doc.doc_id, []).append(book.results.append(result))
         # every full second-engine call the routed pages make, so that no more than one call's worth
         # of them (images and all) waits here, whatever the share routed; all of them once none is loaded
         while self.routed and (len(self.routed) >= self.stages.then_batch_size or not batch):
@@ -97,9 +97,8 @@ class LocalExecutor:
         results = read_routed(self.then, [r for _, r in take], self.stages.route)
         self._count_then(before)
         for (book, _), result in zip(take, results):
-            book.results.append(result)
             book.routing -= 1
-            got.setdefault(book.doc.doc_id, []).append(result)
+            got.setdefault(book.doc.doc_id, []).append(book.results.append(result))
 
     def _count_then(self, before: dict) -> None:
         """The second engine's share of this process's counters (totals while it ran; a low it set)."""

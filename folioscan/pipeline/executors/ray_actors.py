@@ -1,12 +1,17 @@
 """Ray executor: one streaming pipeline per run.
 
-    books -> loader tasks (streaming generators: load + clean, one page per object)
-          -> bounded queue of page refs on the driver
-          -> long-lived OCR actors (one engine load each, on a GPU when the engine wants one)
+    books -> loader tasks (streaming generators: the page count, then load + clean, pages 8 to an object)
+          -> bounded queue of object refs on the driver
+          -> long-lived OCR actors (one engine load each, on a GPU when the engine wants one),
+             answering with each book's pages rows and facts (the driver keeps those) and their
+             TextFacts (left in the object store)
+          -> once a book's pages are all back, a book_text task: its text, off the driver
 
 Memory is bounded by counts, never by a book's length: each loader runs at most `LOADER_AHEAD`
-pages ahead of the driver, the driver queues at most `queue_pages` page refs, and each actor has
-at most two batches in flight (one running, one waiting, so it never idles between calls).
+pages (at least one object) ahead of the driver, the driver queues at most `queue_pages` pages, and
+each actor has at most two batches in flight (one running, one waiting, so it never idles between
+calls). The driver's work per page is kept small (docs/executors.md, "Page results leave the
+driver as they arrive"): it never unpickles a page's words nor builds its row.
 A loader or actor lost to a dead worker or node fails only the books it was carrying; each is
 retried from its first page (results of the failed attempt are dropped) up to `BOOK_ATTEMPTS`
 times, then becomes a transient book-level error. A lost actor is replaced at once, so the pool
@@ -44,13 +49,14 @@ import logging
 import os
 from collections import deque
 from dataclasses import dataclass
-from typing import MutableSequence
 
 import ray
 
 from folioscan.failures import TRANSIENT, describe
-from folioscan.pipeline.executors.ray_workers import (ACTOR_CALLS, LOADER_AHEAD, LOADER_CPUS, OcrActor, Pool, Routed, cancel,
-                                                     check_fits, engine_error, load_book, wants_gpu)
+from folioscan.pipeline.executors.ray_workers import (ACTOR_CALLS, LOADER_AHEAD, LOADER_CPUS, PAGES_PER_OBJECT, OcrActor,
+                                                     Pool, book_text, cancel, check_fits, engine_error, load_book,
+                                                     object_sizes, wants_gpu)
+from folioscan.pipeline.pagerows import BookPages, PageFacts
 from folioscan.pipeline.stages import doc_error
 from folioscan.records import PageResult, SourceDocument
 from folioscan.workers.route import second_work, settle
@@ -60,15 +66,20 @@ from folioscan.workers.engines.registry import VLM_KINDS
 log = logging.getLogger(__name__)
 
 BOOK_ATTEMPTS = 3
+TEXT_TASK_PER_ACTORS = 8  # one more book_text task at a time for each so many first-pool actors
 
 
 @dataclass
 class _Book:
     doc: SourceDocument
-    results: MutableSequence[PageResult]  # executors/__init__.py: book_results
+    results: BookPages  # executors/__init__.py: book_results
     attempt: int = 0
-    emitted: int = 0  # page works the loader yielded in this attempt
+    page_count: int = 0  # as its loader first said (0: not yet)
+    emitted: int = 0  # objects of page works the loader yielded in this attempt
+    settled: int = 0  # of them, read (their parts back)
+    routing: int = 0  # routed pages with the second pool
     loaded: bool = False
+    text: object = None  # the book_text task's ref, once every page is back
 
 
 class RayExecutor:
@@ -84,8 +95,10 @@ class RayExecutor:
                 ray.init(num_cpus=cfg.num_cpus, object_store_memory=cfg.object_store_mb * 2**20,
                          runtime_env={"env_vars": env} if env else None, **kwargs)
             drop_colour_reset()  # no ESC[0m after the summary
-        self.stages = stages
+        self.stages, self.run_id = stages, cfg.run_id
         self.stages_ref = ray.put(stages)
+        book_text.remote([])  # a worker for the books' text starts now, beside the actors'
+
         resources = ray.cluster_resources()
         # on a cluster, GPU workers may only appear once an actor asks for a GPU (an autoscaled group
         # with no replicas yet): there a GPU engine asks whatever the cluster shows at start
@@ -121,16 +134,22 @@ class RayExecutor:
             self.loader_cpus = 1
             self.max_loaders = max(2, int(resources.get("CPU", 1)) - self.n_actors)
         self.queue_pages = self.n_actors * stages.batch_size * ACTOR_CALLS
+        self.per_object = max(1, min(PAGES_PER_OBJECT, stages.batch_size))  # pages per loader object
+        self.loader_ahead = max(1, LOADER_AHEAD // self.per_object)  # objects a loader may run ahead
         self.books: dict[str, _Book] = {}
         self.waiting: deque[str] = deque()  # submitted, loader not started
         self.loaders: dict = {}  # ObjectRefGenerator -> (doc_id, attempt)
-        self.calls: dict = {}  # ObjectRef -> (pool, actor id, [(doc_id, attempt), ...], call number)
-        self.sent: dict = {}  # a second-pool call's ObjectRef -> its [(doc_id, attempt, page ref)]
+        self.calls: dict = {}  # ObjectRef -> (pool, actor id, [(doc_id, attempt) per object], call number, TextFacts ref)
+        self.sent: dict = {}  # a second-pool call's ObjectRef -> its [(doc_id, attempt, page ref, 1)]
+        self.texts: dict = {}  # a book_text task's ref -> (doc_id, attempt)
+        self.text_queue: deque[str] = deque()  # books whose pages are all back, waiting for a book_text task
+        # book text runs a few tasks at a time: each task at once would start a worker process each
+        self.text_tasks = 1 + self.n_actors // TEXT_TASK_PER_ACTORS
         self.suspects: set = set()  # routed page refs whose second-pool actor was lost mid-call: read alone next
         self.book_retries = 0
         self.on_pages = self.on_restart = None  # progress (executors/__init__.py)
         self.routed = 0  # pages this run sent to the second pool
-        self.book_results = lambda doc: []
+        self.book_results = lambda doc: BookPages.in_memory(self.run_id)
 
     @staticmethod
     def _pool(name: str, second: bool, engine, n: int, gpu: bool, batch_size: int, cfg) -> Pool:
@@ -144,7 +163,7 @@ class RayExecutor:
 
     def _add_actor(self, pool: Pool, replacement: bool = False) -> None:
         i, self._next_actor = self._next_actor, self._next_actor + 1
-        pool.actors[i] = OcrActor.options(**pool.options).remote(self.stages_ref, pool.second)
+        pool.actors[i] = OcrActor.options(**pool.options).remote(self.stages_ref, self.run_id, pool.second)
         pool.accounts[i] = (-1, {})
         if replacement:
             self.starting[pool.actors[i].__ray_ready__.remote()] = (pool, i)
@@ -171,10 +190,11 @@ class RayExecutor:
     def busy(self) -> bool:
         return bool(self.books)
 
-    def poll(self) -> list[tuple[SourceDocument, MutableSequence[PageResult]]]:
-        done: list[tuple[SourceDocument, MutableSequence[PageResult]]] = []
+    def poll(self) -> list[tuple[SourceDocument, BookPages]]:
+        done: list[tuple[SourceDocument, BookPages]] = []
         self._dispatch()
-        waitables = list(self.calls) + list(self.starting) + (list(self.loaders) if len(self.first.queue) < self.queue_pages else [])
+        loading = self._queued(self.first) < self.queue_pages
+        waitables = list(self.calls) + list(self.starting) + list(self.texts) + (list(self.loaders) if loading else [])
         if not waitables:
             return self._finished(done)
         ready, rest = ray.wait(waitables, num_returns=1, timeout=1.0, fetch_local=False)
@@ -186,24 +206,52 @@ class RayExecutor:
                 self._collect(w, done)
             elif w in self.starting:
                 self._started(w)
-            elif w in self.loaders and len(self.first.queue) < self.queue_pages:  # a failed call may have dropped it
+            elif w in self.texts:
+                self._text_made(w, done)
+            elif w in self.loaders and self._queued(self.first) < self.queue_pages:  # a failed call may have dropped it
                 self._take_page(w, done)
         self._start_loaders()
         self._dispatch()
         return self._finished(done)
 
     def _finished(self, done):
-        for doc_id, book in list(self.books.items()):
-            if book.loaded and len(book.results) == book.emitted:
-                done.append((book.doc, book.results))
-                del self.books[doc_id]
+        """Books whose every page is back get their text made (a task, `text_tasks` at a time); a book
+        is done once its text is made (`_text_made`)."""
+        for doc_id, book in self.books.items():
+            if book.text is None and book.loaded and book.settled == book.emitted and not book.routing:
+                book.text = True  # queued
+                self.text_queue.append(doc_id)
+        while self.text_queue and len(self.texts) < self.text_tasks:
+            doc_id = self.text_queue.popleft()
+            book = self.books.get(doc_id)
+            if book is not None and book.text is True:
+                book.text = book_text.remote(book.results.texts)
+                self.texts[book.text] = (doc_id, book.attempt)
         return done
+
+    def _text_made(self, ref, done) -> None:
+        doc_id, attempt = self.texts.pop(ref)
+        try:
+            columns = ray.get(ref)
+        except Exception as e:  # its worker died past the retries, or an actor's answer was lost with its node
+            self._fail(doc_id, attempt, e)
+            return
+        if self._current(doc_id, attempt):
+            book = self.books.pop(doc_id)
+            book.results.columns = columns
+            done.append((book.doc, book.results))
+
+    @staticmethod
+    def _queued(pool: Pool) -> int:
+        """Pages waiting in the pool's queue (objects sized as the driver guesses)."""
+        return sum(q[3] for q in pool.queue)
 
     def _start_loaders(self) -> None:
         while self.waiting and len(self.loaders) < self.max_loaders:
             book = self.books[self.waiting.popleft()]
             gen = load_book.options(num_returns="streaming", num_cpus=self.loader_cpus,
-                                _generator_backpressure_num_objects=LOADER_AHEAD).remote(self.stages_ref, book.doc)
+                                    _generator_backpressure_num_objects=self.loader_ahead
+                                    ).remote(self.stages_ref, book.doc, self.per_object)
             self.loaders[gen] = (book.doc.doc_id, book.attempt)
 
     def _take_page(self, gen, done) -> None:
@@ -220,8 +268,13 @@ class RayExecutor:
             self._fail(doc_id, attempt, e)
             return
         if self._current(doc_id, attempt):
-            self.books[doc_id].emitted += 1
-            self.first.queue.append((doc_id, attempt, ref))
+            book = self.books[doc_id]
+            if not book.page_count:  # the loader's first answer: the book's page count
+                book.page_count = ray.get(ref)
+                return
+            size = object_sizes(book.page_count, self.per_object, book.emitted)
+            book.emitted += 1
+            self.first.queue.append((doc_id, attempt, ref, size))
 
     def _dispatch(self) -> None:
         """Send batches to actors with a free call slot; a part batch only to an idle actor. The
@@ -240,12 +293,15 @@ class RayExecutor:
                         if mine:
                             break
                         batch = [pool.queue.popleft()]
-                    elif len(mine) >= ACTOR_CALLS or (mine and len(pool.queue) < pool.batch_size):
+                    elif len(mine) >= ACTOR_CALLS or (mine and self._queued(pool) < pool.batch_size):
                         break
                     else:
-                        batch = [pool.queue.popleft() for _ in range(min(pool.batch_size, len(pool.queue)))]
-                    ref = getattr(actor, pool.method).remote(*(r for _, _, r in batch))
-                    self.calls[ref] = (pool, i, [(d, a) for d, a, _ in batch], next(self._call_no))
+                        batch, n = [], 0
+                        while pool.queue and n < pool.batch_size:
+                            batch.append(pool.queue.popleft())
+                            n += batch[-1][3]
+                    ref, texts = getattr(actor, pool.method).remote(*(r for _, _, r, _ in batch))
+                    self.calls[ref] = (pool, i, [(d, a) for d, a, _, _ in batch], next(self._call_no), texts)
                     if pool.second:
                         self.sent[ref] = batch
 
@@ -254,10 +310,10 @@ class RayExecutor:
         return any(len(self.sent[c]) == 1 and self.sent[c][0][2] in self.suspects for c in calls if c in self.sent)
 
     def _collect(self, ref, done) -> None:
-        pool, i, owners, call_no = self.calls.pop(ref)
+        pool, i, owners, call_no, texts = self.calls.pop(ref)
         sent = self.sent.pop(ref, None)
         try:
-            results, account = ray.get(ref)
+            parts, account = ray.get(ref)
         except Exception as e:  # actor or worker died, or a page object was lost with its node
             if (build_error := engine_error(e)) is not None:
                 raise build_error from None
@@ -267,32 +323,40 @@ class RayExecutor:
             if lost and sent is not None:  # the routed pages are still the first pool's: read them again
                 self._second_lost(sent, e)
                 return
-            self.suspects.difference_update(r for _, _, r in sent or ())
+            self.suspects.difference_update(r for _, _, r, _ in sent or ())
             for doc_id, attempt in dict.fromkeys(owners):
                 self._fail(doc_id, attempt, e)
             return
-        self.suspects.difference_update(r for _, _, r in sent or ())
+        self.suspects.difference_update(r for _, _, r, _ in sent or ())
         if call_no > pool.accounts[i][0]:
             pool.accounts[i] = (call_no, account)
-        got: dict[str, list[PageResult]] = {}
-        for (doc_id, attempt), r in zip(owners, results):
-            if self._current(doc_id, attempt):
-                if isinstance(r, Routed):  # final once the second pool has read it
-                    self.then.queue.append((doc_id, attempt, r.ref))
-                    self.routed += 1
-                    continue
-                self.books[doc_id].results.append(r)
-                got.setdefault(doc_id, []).append(r)
+        got: dict[str, list[PageFacts]] = {}
+        for k, ((doc_id, attempt), part) in enumerate(zip(owners, parts)):
+            if not self._current(doc_id, attempt):
+                continue
+            book = self.books[doc_id]
+            if pool.second:
+                book.routing -= 1
+            else:
+                book.settled += 1
+            for routed in part.routed:  # final once the second pool has read it
+                self.then.queue.append((doc_id, attempt, routed, 1))
+                book.routing += 1
+                self.routed += 1
+            part.routed = []
+            if part.facts:
+                book.results.extend(part, (texts, k))
+                got.setdefault(doc_id, []).extend(part.facts)
         if self.on_pages is not None:
-            for doc_id, rs in got.items():
-                self.on_pages(doc_id, rs)
+            for doc_id, facts in got.items():
+                self.on_pages(doc_id, facts)
 
     def _second_lost(self, sent: list, e: BaseException) -> None:
         """A second-pool actor died in a call: its routed pages go back to the queue's front to be read
         alone; a page it was reading alone falls back to its first reading."""
         alone = len(sent) == 1 and sent[0][2] in self.suspects
         again = []
-        for doc_id, attempt, ref in sent:
+        for doc_id, attempt, ref, _ in sent:
             if not self._current(doc_id, attempt):
                 self.suspects.discard(ref)
             elif alone:
@@ -300,7 +364,7 @@ class RayExecutor:
                 self._fall_back(doc_id, attempt, ref, e)
             else:
                 self.suspects.add(ref)
-                again.append((doc_id, attempt, ref))
+                again.append((doc_id, attempt, ref, 1))
         self.then.queue.extendleft(reversed(again))
 
     def _fall_back(self, doc_id: str, attempt: int, ref, e: BaseException) -> None:
@@ -315,9 +379,11 @@ class RayExecutor:
                             error=why, error_kind=TRANSIENT)
         result = settle(first, second, self.stages.route)
         log.warning("%s page %d: %s; its first reading kept", first.work.source_uri, first.work.page_index, why)
-        self.books[doc_id].results.append(result)
+        book = self.books[doc_id]
+        book.routing -= 1
+        facts = book.results.append(result)
         if self.on_pages is not None:
-            self.on_pages(doc_id, [result])
+            self.on_pages(doc_id, [facts])
 
     def _lost(self, pool: Pool, i: int, e: BaseException) -> None:
         """Actor `i` died: replace it while replacements are left (or when it was the last one)."""
@@ -351,10 +417,13 @@ class RayExecutor:
         for pool in self.pools:  # its pages waiting for either pool, routed ones too
             self.suspects.difference_update(q[2] for q in pool.queue if q[0] == doc_id)
             pool.queue = deque(q for q in pool.queue if q[0] != doc_id)
+        self.texts = {r: owner for r, owner in self.texts.items() if owner != (doc_id, attempt)}
         if self.on_restart is not None:
             self.on_restart(doc_id)
         book.attempt += 1
-        book.emitted, book.loaded, book.results = 0, False, self.book_results(book.doc)  # the attempt's results dropped
+        book.results = self.book_results(book.doc)  # the attempt's results dropped
+        book.page_count = book.emitted = book.settled = book.routing = 0
+        book.loaded, book.text = False, None
         if book.attempt < BOOK_ATTEMPTS:
             log.warning("%s: attempt %d failed (%s); retrying the book", book.doc.uri, attempt + 1, type(exc).__name__)
             self.book_retries += 1
@@ -362,7 +431,7 @@ class RayExecutor:
             return
         error = doc_error(book.doc, f"{book.doc.uri}: gave up after {BOOK_ATTEMPTS} attempts: {describe(exc)}", TRANSIENT)
         book.results.append(PageResult(error, "error", None, "", "", error=error.error, error_kind=TRANSIENT))
-        book.emitted, book.loaded = 1, True
+        book.loaded = True  # no object to wait for: its text (none) is made next
 
     def stats(self, ask: bool = True) -> dict:
         """`ask=False` (a stopped run): each actor's last account, without queueing behind its calls.

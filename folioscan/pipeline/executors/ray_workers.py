@@ -1,6 +1,13 @@
 """The Ray executor's workers (pipeline/executors/ray_actors.py drives them): the loader task that
 streams a book's cleaned pages, the OCR actor that reads batches with its pool's engine (the first
-engine's, or the second's when routing), and the pools' bookkeeping."""
+engine's, or the second's when routing), the task that makes a book's text, and the pools'
+bookkeeping.
+
+What crosses to the driver is kept small, because one driver feeds many workers: a loader yields
+its book's page count, then its pages `PAGES_PER_OBJECT` to an object (Ray's cost is per object);
+an actor answers each object with a `PagePart` (the pages' facts and their rows as one Arrow
+record batch, made here: pipeline/pagerows.py) and leaves their TextFacts in a second object the
+driver never reads; `book_text` makes the book's text from those, off the driver."""
 from __future__ import annotations
 
 import logging
@@ -9,38 +16,68 @@ from dataclasses import dataclass, field
 
 import ray
 
+from folioscan.pipeline.pagerows import page_part
 from folioscan.pipeline.stages import engine_build_error, read_pages, read_routed
-from folioscan.records import PageResult
 from folioscan.workers import memory
 from folioscan.workers.engines import counters
 from folioscan.workers.engines.registry import VLM_KINDS, EngineError
 
 log = logging.getLogger(__name__)
 
-LOADER_AHEAD = 4  # pages a loader may hold in the object store before the driver takes them
+LOADER_AHEAD = 4  # pages a loader may hold in the object store before the driver takes them (at least one object)
+PAGES_PER_OBJECT = 8  # most pages a loader puts in one object (fewer when the engine's calls are smaller)
 ACTOR_CALLS = 2  # batches in flight per actor
 LOADER_CPUS = 0.25  # loading + cleaning is ~5% of CPU OCR; actors take the rest of a core
 
 
 @ray.remote(max_retries=0)
-def load_book(stages, doc):
+def load_book(stages, doc, per: int):
+    """Yields the book's page count (what the driver sizes calls by), then its page works, `per` to a list."""
     import cv2
 
     # a loader owns LOADER_CPUS of a core: OpenCV's default thread pool (one thread per core) would
     # run cleaning on every core at once, taking them from the OCR actors
     cv2.setNumThreads(1)
     trim = memory.Every()
+    works: list = []
+    counted = False
     for work in stages.pages(doc):
-        yield work
+        if not counted:
+            cap = stages.max_pages_per_book
+            yield max(1, min(work.page_count, cap) if cap else work.page_count)
+            counted = True
+        works.append(work)
         trim.tick()
+        if len(works) >= per:
+            yield works
+            works = []
+    if works:
+        yield works
+
+
+def object_sizes(page_count: int, per: int, k: int) -> int:
+    """Pages in a loader's object `k` (0 first) of a book of `page_count` pages, as the driver guesses
+    it for sizing calls (a split spread or a book-level error makes it off by a little)."""
+    return max(1, min(per, page_count - k * per))
+
+
+@ray.remote(num_cpus=0, max_retries=3)
+def book_text(texts: list):
+    """The book's text columns (assemble.text_columns) from its TextFacts: lists of them, or
+    (object ref, index) handles to an actor's second answer. Pure, so safe to run again."""
+    from folioscan.pipeline.assemble import text_columns
+
+    refs = [t[0] for t in texts if not isinstance(t, list)]
+    got = dict(zip(refs, ray.get(refs))) if refs else {}
+    return text_columns(f for t in texts for f in (t if isinstance(t, list) else got[t[0]][t[1]]))
 
 
 @ray.remote(max_restarts=0, max_concurrency=1)
 class OcrActor:
-    def __init__(self, stages, second: bool = False):
+    def __init__(self, stages, run_id: str, second: bool = False):
         self.start = counters.snapshot()  # before the stage is built: its engine load counts
         self.trim = memory.Every()
-        self.route = stages.route
+        self.route, self.run_id = stages.route, run_id
         # an engine that cannot be built is told to the driver, in one line, by every call
         self.ocr, self.build_error = None, None
         try:
@@ -48,22 +85,34 @@ class OcrActor:
         except Exception as e:
             self.build_error = str(engine_build_error(stages.then if second else stages.engine, e))
 
-    def read(self, *works) -> tuple[list, dict[str, int]]:
-        """Page results in order; with routing, a routed page's result (image kept) is put into the
-        object store here and its place holds the reference (the driver never carries its pixels)."""
+    @ray.method(num_returns=2)
+    def read(self, *objects):
+        """The pages of a loader's objects (lists of page works, each one book's): for each object its
+        PagePart and, in the second answer, its TextFacts. With routing, a routed page's result
+        (image kept) is put into the object store here and its part holds the reference (the driver
+        never carries its pixels)."""
         if self.build_error is not None:
             raise EngineError(self.build_error)
-        results = read_pages(self.ocr, works)
+        results = read_pages(self.ocr, [w for works in objects for w in works])
         self.trim.tick(len(results))
-        return [Routed(ray.put(r)) if r.route_reason is not None else r for r in results], self.stats()
+        parts, texts, at = [], [], 0
+        for works in objects:
+            mine, at = results[at:at + len(works)], at + len(works)
+            part, text = page_part(works[0].doc_id, [r for r in mine if r.route_reason is None], self.run_id)
+            part.routed = [ray.put(r) for r in mine if r.route_reason is not None]
+            parts.append(part)
+            texts.append(text)
+        return (parts, self.stats()), texts
 
-    def read_routed(self, *firsts) -> tuple[list[PageResult], dict[str, int]]:
-        """Second pool: the routed pages' final results (workers/route.py)."""
+    @ray.method(num_returns=2)
+    def read_routed(self, *firsts):
+        """Second pool: each routed page's final result (workers/route.py) as a one-page PagePart, and its TextFacts."""
         if self.build_error is not None:
             raise EngineError(self.build_error)
         results = read_routed(self.ocr, firsts, self.route)
         self.trim.tick(len(results))
-        return results, self.stats()
+        parts = [page_part(r.work.doc_id, [r], self.run_id) for r in results]
+        return ([p for p, _ in parts], self.stats()), [t for _, t in parts]
 
     def stats(self) -> dict[str, int]:
         """This actor's engine counters since it started."""
@@ -91,13 +140,6 @@ def cancel(gen) -> None:
 
 def wants_gpu(engine) -> bool:
     return getattr(engine, "kind", "") in VLM_KINDS and getattr(engine, "device", "auto") != "cpu"
-
-
-@dataclass
-class Routed:
-    """In a first-pool call's results: a routed page, its first result (with its image) in the object store."""
-
-    ref: object
 
 
 @dataclass
