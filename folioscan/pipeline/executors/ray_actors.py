@@ -13,40 +13,24 @@ each actor has at most two batches in flight (one running, one waiting, so it ne
 calls). The driver's work per page is kept small (docs/executors.md, "Page results leave the
 driver as they arrive"): it never unpickles a page's words nor builds its row.
 A loader or actor lost to a dead worker or node fails only the books it was carrying; each is
-retried from its first page (results of the failed attempt are dropped) up to `BOOK_ATTEMPTS`
-times, then becomes a transient book-level error. A lost actor is replaced at once, so the pool
-keeps its size, up to `actor_replacements` (config) times per run; past that the run goes on with
-the actors it has left (the last one is always replaced, so the run never stalls). A replacement
-gets batches only once it is up: on a cluster that lost a node it may wait for resources that never
-come back, and the books go on on the actors that are left. An engine that cannot be built in an
-actor is none of that: the run stops with a one-line EngineError (exit 2), no book retried or written.
+retried from its first page (the failed attempt's results dropped) up to `BOOK_ATTEMPTS` times,
+then becomes a transient book-level error. A lost actor is replaced at once, up to
+`actor_replacements` times per run (the last one always), and gets batches once it is up. An engine
+that cannot be built in an actor stops the run with a one-line EngineError (exit 2). Engine
+counters are each actor's account of its own process, sent back with every batch; the run's
+figures combine the last account of every actor (docs/executors.md).
 
-Engine counters (engine loads, out-of-memory back-offs, the batch size that fitted) are each
-actor's account of its own process (`workers/engines/counters.py`), sent back with every batch
-and asked for once more at the end; the run's figures combine the last account of every actor
-the run had. An actor lost before it answered counts what it last reported (nothing, if it
-died before its first batch came back).
-
-Routing (`route.then`, docs/routing.md) adds a second pool of actors beside the first, on the same
-cluster (on GPUs when the cluster has them and the second engine wants one): a first-pool actor
-decides per page whether its reading routes the page, puts each routed page (its first reading and
-its cleaned image) into the object store itself and hands the driver only a reference, which the
-driver queues to the second pool; an unrouted page drops its image in the actor. A routed page
-counts as read (`on_pages`, the book's results) once the second pool has settled it. Each pool
-keeps its own size, replacements and counters (`then_pool` in the stats); a routed page lost with
-a first-pool actor (its object) fails its book like any lost page. A second-pool actor lost mid-call
-does not: the routed pages of its calls go back to the second pool's queue (their objects are the
-first pool's), each then read alone on an idle actor; a page whose actor dies while reading it alone
-falls back to its first reading (`readings[1].reason` says so), so one page that kills the second
-engine costs neither its book's other pages nor a re-read of the book. The first
-pool stops taking batches while `routed_pages` routed pages wait, so a slow second pool holds the
-first back rather than filling the object store.
+Routing (`route.then`) adds a second pool beside the first: a first-pool actor puts each routed page
+(first reading and image) into the object store and the driver queues its reference to the second
+pool; the page counts as read once settled there. A second-pool actor lost mid-call restarts no
+book: its pages go back to the queue, each then read alone; a page whose actor dies reading it
+alone keeps its first reading. The first pool waits while `routed_pages` routed pages do
+(docs/routing.md, "How it runs").
 """
 from __future__ import annotations
 
 import itertools
 import logging
-import os
 from collections import deque
 from dataclasses import dataclass
 
@@ -55,13 +39,11 @@ import ray
 from folioscan.failures import TRANSIENT, describe
 from folioscan.pipeline.executors.ray_workers import (ACTOR_CALLS, LOADER_AHEAD, LOADER_CPUS, PAGES_PER_OBJECT, OcrActor,
                                                      Pool, book_text, cancel, check_fits, engine_error, load_book,
-                                                     object_sizes, wants_gpu)
+                                                     object_sizes, start_ray, wants_gpu)
 from folioscan.pipeline.pagerows import BookPages, PageFacts
 from folioscan.pipeline.stages import doc_error
 from folioscan.records import PageResult, SourceDocument
 from folioscan.workers.route import second_work, settle
-from folioscan.workers.engines import counters
-from folioscan.workers.engines.registry import VLM_KINDS
 
 log = logging.getLogger(__name__)
 
@@ -84,17 +66,7 @@ class _Book:
 
 class RayExecutor:
     def __init__(self, stages, cfg):
-        if not ray.is_initialized():
-            from folioscan.pipeline.quiet import drop_colour_reset, ray_init_kwargs
-
-            kwargs = ray_init_kwargs()
-            if cfg.ray_address:
-                ray.init(address=cfg.ray_address, **kwargs)
-            else:
-                env = {k: v for k, v in os.environ.items() if k in ("AWS_ENDPOINT_URL", "TESSDATA_PREFIX", "HF_HUB_OFFLINE")}
-                ray.init(num_cpus=cfg.num_cpus, object_store_memory=cfg.object_store_mb * 2**20,
-                         runtime_env={"env_vars": env} if env else None, **kwargs)
-            drop_colour_reset()  # no ESC[0m after the summary
+        start_ray(cfg)
         self.stages, self.run_id = stages, cfg.run_id
         self.stages_ref = ray.put(stages)
         book_text.remote([])  # a worker for the books' text starts now, beside the actors'
@@ -111,9 +83,9 @@ class RayExecutor:
         cpus = max(1, int(resources.get("CPU", 1)) - then_n)  # the second pool's actors take a core each (GPU ones too)
         default = max(1, int(resources.get("GPU", 0))) if self.gpu else cpus
         self.n_actors = cfg.ocr_workers or default
-        self.pools = [self._pool("OCR", False, stages.engine, self.n_actors, self.gpu, stages.batch_size, cfg)]
+        self.pools = [Pool.build("OCR", False, stages.engine, self.n_actors, self.gpu, stages.batch_size, cfg)]
         if stages.then is not None:
-            self.pools.append(self._pool("second-engine", True, stages.then, then_n, then_gpu, stages.then_batch_size, cfg))
+            self.pools.append(Pool.build("second-engine", True, stages.then, then_n, then_gpu, stages.then_batch_size, cfg))
         self.first = self.pools[0]
         self.then = self.pools[1] if len(self.pools) > 1 else None
         # routed pages waiting for the second pool before the first pool stops taking batches
@@ -150,16 +122,6 @@ class RayExecutor:
         self.on_pages = self.on_restart = None  # progress (executors/__init__.py)
         self.routed = 0  # pages this run sent to the second pool
         self.book_results = lambda doc: BookPages.in_memory(self.run_id)
-
-    @staticmethod
-    def _pool(name: str, second: bool, engine, n: int, gpu: bool, batch_size: int, cfg) -> Pool:
-        options = dict(num_gpus=1, num_cpus=1) if gpu else dict(num_cpus=1 - LOADER_CPUS)
-        if getattr(engine, "kind", "") in VLM_KINDS:
-            # a VLM actor runs its two calls at once: one prepares its pool's images while the other
-            # holds the accelerator (the engine serialises generation); Tesseract stays one at a time
-            options["max_concurrency"] = ACTOR_CALLS
-        replacements = n if cfg.actor_replacements is None else cfg.actor_replacements
-        return Pool(name, second, n, replacements, options, batch_size, "read_routed" if second else "read")
 
     def _add_actor(self, pool: Pool, replacement: bool = False) -> None:
         i, self._next_actor = self._next_actor, self._next_actor + 1
@@ -436,22 +398,11 @@ class RayExecutor:
     def stats(self, ask: bool = True) -> dict:
         """`ask=False` (a stopped run): each actor's last account, without queueing behind its calls.
         The first pool's figures at the top level; with routing the second pool's in `then_pool`."""
-        out = {**self._pool_stats(self.first, ask), "book_retries": self.book_retries}
-        if self.then is not None:
-            out["then_pool"] = {**self._pool_stats(self.then, ask), "pages_routed": self.routed}
-        return out
-
-    def _pool_stats(self, pool: Pool, ask: bool) -> dict:
         starting = {i for _, i in self.starting.values()}  # a replacement still waiting for room: nothing to ask
-        for i, actor in (pool.actors.items() if ask else ()):
-            if i in starting:
-                continue
-            try:
-                pool.accounts[i] = (next(self._call_no), ray.get(actor.stats.remote(), timeout=30))
-            except Exception as e:
-                log.warning("%s actor %d did not report its engine loads: %s", pool.name, i, type(e).__name__)
-        return {"ocr_actors": pool.n_actors, **counters.combine(a for _, a in pool.accounts.values()),
-                "actors_lost": pool.actors_lost, "actors_replaced": pool.actors_replaced}
+        out = {**self.first.stats(ask, starting, self._call_no), "book_retries": self.book_retries}
+        if self.then is not None:
+            out["then_pool"] = {**self.then.stats(ask, starting, self._call_no), "pages_routed": self.routed}
+        return out
 
     def close(self) -> None:
         for gen in self.loaders:

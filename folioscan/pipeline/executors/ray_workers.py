@@ -11,6 +11,7 @@ driver never reads; `book_text` makes the book's text from those, off the driver
 from __future__ import annotations
 
 import logging
+import os
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -119,6 +120,23 @@ class OcrActor:
         return counters.since(self.start, counters.snapshot())
 
 
+def start_ray(cfg) -> None:
+    """Join the cluster at `ray_address`, or start a local Ray sized by the config (unless this
+    process has one already: tests, benchmarks)."""
+    if ray.is_initialized():
+        return
+    from folioscan.pipeline.quiet import drop_colour_reset, ray_init_kwargs
+
+    kwargs = ray_init_kwargs()
+    if cfg.ray_address:
+        ray.init(address=cfg.ray_address, **kwargs)
+    else:
+        env = {k: v for k, v in os.environ.items() if k in ("AWS_ENDPOINT_URL", "TESSDATA_PREFIX", "HF_HUB_OFFLINE")}
+        ray.init(num_cpus=cfg.num_cpus, object_store_memory=cfg.object_store_mb * 2**20,
+                 runtime_env={"env_vars": env} if env else None, **kwargs)
+    drop_colour_reset()  # no ESC[0m after the summary
+
+
 def engine_error(e: BaseException):
     """The run-level error behind a failed call: the engine could not be built in its actor (told by
     the actor, or its constructor raised), else None."""
@@ -160,6 +178,30 @@ class Pool:
     queue: deque = field(default_factory=deque)  # (doc_id, attempt, page ref)
     actors_lost: int = 0
     actors_replaced: int = 0
+
+    @classmethod
+    def build(cls, name: str, second: bool, engine, n: int, gpu: bool, batch_size: int, cfg) -> "Pool":
+        """A pool of `n` actors of `engine` (GPU ones when `gpu`), its options from the config."""
+        options = dict(num_gpus=1, num_cpus=1) if gpu else dict(num_cpus=1 - LOADER_CPUS)
+        if getattr(engine, "kind", "") in VLM_KINDS:
+            # a VLM actor runs its two calls at once: one prepares its pool's images while the other
+            # holds the accelerator (the engine serialises generation); Tesseract stays one at a time
+            options["max_concurrency"] = ACTOR_CALLS
+        replacements = n if cfg.actor_replacements is None else cfg.actor_replacements
+        return cls(name, second, n, replacements, options, batch_size, "read_routed" if second else "read")
+
+    def stats(self, ask: bool, starting: set, call_no) -> dict:
+        """The pool's figures: each actor asked for its account (unless `ask` is False, or it is still
+        `starting`), the last account of every actor it had combined. `call_no`: the executor's call counter."""
+        for i, actor in (self.actors.items() if ask else ()):
+            if i in starting:
+                continue
+            try:
+                self.accounts[i] = (next(call_no), ray.get(actor.stats.remote(), timeout=30))
+            except Exception as e:
+                log.warning("%s actor %d did not report its engine loads: %s", self.name, i, type(e).__name__)
+        return {"ocr_actors": self.n_actors, **counters.combine(a for _, a in self.accounts.values()),
+                "actors_lost": self.actors_lost, "actors_replaced": self.actors_replaced}
 
 
 def check_fits(pools: list[Pool], resources: dict) -> None:
