@@ -5,7 +5,7 @@
           -> long-lived OCR actors (one engine load each, on a GPU when the engine wants one),
              answering with each book's pages rows and facts (the driver keeps those) and their
              TextFacts (left in the object store)
-          -> once a book's pages are all back, a book_text task: its text, off the driver
+          -> once a book's pages are all back, a book_texts task: its text, off the driver
 
 Memory is bounded by counts, never by a book's length: each loader runs at most `LOADER_AHEAD`
 pages (at least one object) ahead of the driver, the driver queues at most `queue_pages` pages, and
@@ -33,12 +33,13 @@ import itertools
 import logging
 from collections import deque
 from dataclasses import dataclass
+from typing import Optional
 
 import ray
 
 from folioscan.failures import TRANSIENT, describe
 from folioscan.pipeline.executors.ray_workers import (ACTOR_CALLS, LOADER_AHEAD, LOADER_CPUS, PAGES_PER_OBJECT, OcrActor,
-                                                     Pool, book_text, cancel, check_fits, engine_error, load_book,
+                                                     Pool, book_texts, cancel, check_fits, engine_error, load_book,
                                                      object_sizes, start_ray, wants_gpu)
 from folioscan.pipeline.pagerows import BookPages, PageFacts
 from folioscan.pipeline.stages import doc_error
@@ -48,7 +49,8 @@ from folioscan.workers.route import second_work, settle
 log = logging.getLogger(__name__)
 
 BOOK_ATTEMPTS = 3
-TEXT_TASK_PER_ACTORS = 8  # one more book_text task at a time for each so many first-pool actors
+TEXT_TASK_PER_ACTORS = 8  # one more book_texts task at a time for each so many first-pool actors
+TEXT_BOOKS_PER_TASK = 64  # most books one book_texts task makes the text of
 
 
 @dataclass
@@ -61,7 +63,7 @@ class _Book:
     settled: int = 0  # of them, read (their parts back)
     routing: int = 0  # routed pages with the second pool
     loaded: bool = False
-    text: object = None  # the book_text task's ref, once every page is back
+    text: Optional[str] = None  # once every page is back: "queued" for a book_texts task, then "making"
 
 
 class RayExecutor:
@@ -69,7 +71,7 @@ class RayExecutor:
         start_ray(cfg)
         self.stages, self.run_id = stages, cfg.run_id
         self.stages_ref = ray.put(stages)
-        book_text.remote([])  # a worker for the books' text starts now, beside the actors'
+        book_texts.remote([])  # a worker for the books' text starts now, beside the actors'
 
         resources = ray.cluster_resources()
         # on a cluster, GPU workers may only appear once an actor asks for a GPU (an autoscaled group
@@ -113,9 +115,10 @@ class RayExecutor:
         self.loaders: dict = {}  # ObjectRefGenerator -> (doc_id, attempt)
         self.calls: dict = {}  # ObjectRef -> (pool, actor id, [(doc_id, attempt) per object], call number, TextFacts ref)
         self.sent: dict = {}  # a second-pool call's ObjectRef -> its [(doc_id, attempt, page ref, 1)]
-        self.texts: dict = {}  # a book_text task's ref -> (doc_id, attempt)
-        self.text_queue: deque[str] = deque()  # books whose pages are all back, waiting for a book_text task
-        # book text runs a few tasks at a time: each task at once would start a worker process each
+        self.texts: dict = {}  # a book_texts task's ref -> its books' [(doc_id, attempt)]
+        self.text_queue: deque[str] = deque()  # books whose pages are all back, waiting for a book_texts task
+        # book text runs a few tasks at a time, each for the books waiting then: a task per book at
+        # once would start a worker process each, and cost the driver a task per book
         self.text_tasks = 1 + self.n_actors // TEXT_TASK_PER_ACTORS
         self.suspects: set = set()  # routed page refs whose second-pool actor was lost mid-call: read alone next
         self.book_retries = 0
@@ -181,24 +184,32 @@ class RayExecutor:
         is done once its text is made (`_text_made`)."""
         for doc_id, book in self.books.items():
             if book.text is None and book.loaded and book.settled == book.emitted and not book.routing:
-                book.text = True  # queued
+                book.text = "queued"
                 self.text_queue.append(doc_id)
         while self.text_queue and len(self.texts) < self.text_tasks:
-            doc_id = self.text_queue.popleft()
-            book = self.books.get(doc_id)
-            if book is not None and book.text is True:
-                book.text = book_text.remote(book.results.texts)
-                self.texts[book.text] = (doc_id, book.attempt)
+            books = []
+            while self.text_queue and len(books) < TEXT_BOOKS_PER_TASK:
+                doc_id = self.text_queue.popleft()
+                book = self.books.get(doc_id)
+                if book is not None and book.text == "queued":
+                    book.text = "making"
+                    books.append((doc_id, book.attempt))
+            if books:
+                self.texts[book_texts.remote([self.books[d].results.texts for d, _ in books])] = books
         return done
 
     def _text_made(self, ref, done) -> None:
-        doc_id, attempt = self.texts.pop(ref)
+        books = self.texts.pop(ref)
         try:
-            columns = ray.get(ref)
-        except Exception as e:  # its worker died past the retries, or an actor's answer was lost with its node
-            self._fail(doc_id, attempt, e)
-            return
-        if self._current(doc_id, attempt):
+            made = ray.get(ref)
+        except Exception as e:  # its worker died past Ray's retries
+            made = [e] * len(books)
+        for (doc_id, attempt), columns in zip(books, made):
+            if not self._current(doc_id, attempt):
+                continue
+            if not isinstance(columns, tuple):  # its TextFacts were lost (a node): the book is read again
+                self._fail(doc_id, attempt, columns if isinstance(columns, Exception) else RuntimeError(columns))
+                continue
             book = self.books.pop(doc_id)
             book.results.columns = columns
             done.append((book.doc, book.results))
@@ -379,7 +390,6 @@ class RayExecutor:
         for pool in self.pools:  # its pages waiting for either pool, routed ones too
             self.suspects.difference_update(q[2] for q in pool.queue if q[0] == doc_id)
             pool.queue = deque(q for q in pool.queue if q[0] != doc_id)
-        self.texts = {r: owner for r, owner in self.texts.items() if owner != (doc_id, attempt)}
         if self.on_restart is not None:
             self.on_restart(doc_id)
         book.attempt += 1

@@ -7,7 +7,7 @@ What crosses to the driver is kept small, because one driver feeds many workers:
 its book's page count, then its pages `PAGES_PER_OBJECT` to an object (Ray's cost is per object);
 an actor answers each object with a `PagePart` (the pages' facts and their rows as one Arrow
 record batch, made here: pipeline/pagerows.py) and leaves their TextFacts in a second object the
-driver never reads; `book_text` makes the book's text from those, off the driver."""
+driver never reads; `book_texts` makes the books' text from those, off the driver."""
 from __future__ import annotations
 
 import logging
@@ -63,14 +63,21 @@ def object_sizes(page_count: int, per: int, k: int) -> int:
 
 
 @ray.remote(num_cpus=0, max_retries=3)
-def book_text(texts: list):
-    """The book's text columns (assemble.text_columns) from its TextFacts: lists of them, or
-    (object ref, index) handles to an actor's second answer. Pure, so safe to run again."""
+def book_texts(books: list[list]) -> list:
+    """Each book's text columns (assemble.text_columns) from its TextFacts: lists of them, or (object
+    ref, index) handles to an actor's second answer; or, for a book whose TextFacts could not be had
+    (an answer lost with its node), the reason as a string. Pure, so safe to run again."""
     from folioscan.pipeline.assemble import text_columns
 
-    refs = [t[0] for t in texts if not isinstance(t, list)]
-    got = dict(zip(refs, ray.get(refs))) if refs else {}
-    return text_columns(f for t in texts for f in (t if isinstance(t, list) else got[t[0]][t[1]]))
+    out = []
+    for texts in books:
+        try:
+            refs = list({t[0]: None for t in texts if not isinstance(t, list)})
+            got = dict(zip(refs, ray.get(refs))) if refs else {}
+            out.append(text_columns(f for t in texts for f in (t if isinstance(t, list) else got[t[0]][t[1]])))
+        except Exception as e:
+            out.append(f"book text: {type(e).__name__}: {e}"[:500])
+    return out
 
 
 @ray.remote(max_restarts=0, max_concurrency=1)
