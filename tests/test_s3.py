@@ -81,3 +81,18 @@ def test_one_client_per_process_endpoint_and_credentials(s3_endpoint, buckets, m
     assert S3Store(s3_endpoint, region="eu-west-1").client is not first.client
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "another-key")
     assert S3Store(s3_endpoint).client is not first.client  # other credentials, another client
+
+
+def test_a_folder_of_more_than_a_thousand_objects_is_listed_whole(s3_endpoint, buckets):
+    """`ls` asks ListObjectsV2 itself (not botocore's paginator) and follows its continuation tokens:
+    1,002 objects take two LISTs, and none is lost or listed twice; the folder's sub-folders are not listed."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from folioscan.pipeline.storage import S3Store
+
+    keys = [f"many/{i:05d}" for i in range(1002)]
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda k: buckets.put_object(Bucket="corpus", Key=k, Body=b"x"), keys + ["many/sub/deeper"]))
+    store = S3Store(s3_endpoint)
+    assert store.ls("s3://corpus/many") == [k.split("/")[1] for k in keys]
+    assert store.ls("s3://corpus/many/", prefix="0100") == ["01000", "01001"]
