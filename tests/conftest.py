@@ -6,7 +6,8 @@ import pytest
 # fake credentials for the local S3 endpoint, set before Ray starts so its workers inherit them
 os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1")
 
-from tests.helpers import PARAGRAPHS, encrypted_pdf, multipage_tiff, png_bytes, scanned_pdf, text_page_image, text_pdf
+from tests.helpers import (PARAGRAPHS, encrypted_pdf, multipage_tiff, png_bytes, scanned_pdf, text_page_image, text_pdf,
+                           thread_share)
 
 
 @pytest.fixture(scope="session")
@@ -37,15 +38,15 @@ def library(tmp_path_factory, page_images):
 
 def pytest_configure(config):
     """Under pytest-xdist (`make test`: -n 2), torch in each worker gets its share of the cores, not all
-    of them: two pools of every core spin against each other. Only this process's pool: the jobs and
-    benches the tests start as subprocesses run as they always did."""
-    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
-    if workers > 1:
+    of them: two pools of every core spin against each other. This process's pool, and the VLM bench's
+    (tests/test_vlm_bench.py passes OMP_NUM_THREADS to it); Ray sets its actors' own, and the jobs
+    the tests start as subprocesses run as they always did."""
+    if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
         try:
             import torch
         except ImportError:
             return
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
+        torch.set_num_threads(thread_share())
 
 
 # The longest test files, longest first (per-file sums of `--durations=0` on the 2-core machine,
