@@ -49,14 +49,16 @@ def pytest_configure(config):
         torch.set_num_threads(thread_share())
 
 
-# The longest test files, longest first (per-file sums of `--durations=0` on the 2-core machine,
-# BENCHMARKS.md "Test suite time, second pass"). With `--dist loadfile --no-loadscope-reorder`
+# The longest test files, longest first (per-file sums of `--durations=0` on the 2-core machine:
+# BENCHMARKS.md "Test suite time, third pass"). With `--dist loadfile --no-loadscope-reorder`
 # (make test) pytest-xdist hands files out in collection order, one to each idle worker: started
 # first, the long ones do not end up alone at the end while the other workers wait (xdist's own
 # order, most tests first, started the 1-test multinode file last). Every other file keeps its place after them.
-HEAVY_FIRST = ("test_actor_kill.py", "test_multinode.py", "test_vlm_memory.py", "test_quiet.py", "test_route.py", "test_vlm_bench.py",
-               "test_stop.py", "test_job.py", "test_vlm.py", "test_s3.py", "test_durability.py", "test_spill.py", "test_executor.py",
-               "test_prep.py", "test_page_confidence.py")
+HEAVY_FIRST = ("test_vlm_memory.py", "test_route.py", "test_actor_kill.py", "test_vlm_bench.py", "test_progress.py",
+               "test_spill.py", "test_quiet.py", "test_multinode.py", "test_stop.py", "test_vlm.py", "test_durability.py",
+               "test_partition.py", "test_job.py", "test_executor.py", "test_duplicates.py", "test_prep.py",
+               "test_page_confidence.py", "test_iiif.py", "test_report.py", "test_vlm_boxes.py", "test_cpu_engines.py",
+               "test_s3.py")
 
 
 def pytest_collection_modifyitems(items):
