@@ -6,7 +6,8 @@ import pytest
 # fake credentials for the local S3 endpoint, set before Ray starts so its workers inherit them
 os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1")
 
-from tests.helpers import PARAGRAPHS, encrypted_pdf, multipage_tiff, png_bytes, scanned_pdf, text_page_image, text_pdf
+from tests.helpers import (PARAGRAPHS, encrypted_pdf, multipage_tiff, png_bytes, scanned_pdf, text_page_image, text_pdf,
+                           thread_share)
 
 
 @pytest.fixture(scope="session")
@@ -37,25 +38,27 @@ def library(tmp_path_factory, page_images):
 
 def pytest_configure(config):
     """Under pytest-xdist (`make test`: -n 2), torch in each worker gets its share of the cores, not all
-    of them: two pools of every core spin against each other. Only this process's pool: the jobs and
-    benches the tests start as subprocesses run as they always did."""
-    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
-    if workers > 1:
+    of them: two pools of every core spin against each other. This process's pool, and the VLM bench's
+    (tests/test_vlm_bench.py passes OMP_NUM_THREADS to it); Ray sets its actors' own, and the jobs
+    the tests start as subprocesses run as they always did."""
+    if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
         try:
             import torch
         except ImportError:
             return
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
+        torch.set_num_threads(thread_share())
 
 
-# The longest test files, longest first (per-file sums of `--durations=0` on the 2-core machine,
-# BENCHMARKS.md "Test suite time, second pass"). With `--dist loadfile --no-loadscope-reorder`
+# The longest test files, longest first (per-file sums of `--durations=0` on the 2-core machine:
+# BENCHMARKS.md "Test suite time, third pass"). With `--dist loadfile --no-loadscope-reorder`
 # (make test) pytest-xdist hands files out in collection order, one to each idle worker: started
 # first, the long ones do not end up alone at the end while the other workers wait (xdist's own
 # order, most tests first, started the 1-test multinode file last). Every other file keeps its place after them.
-HEAVY_FIRST = ("test_actor_kill.py", "test_multinode.py", "test_vlm_memory.py", "test_quiet.py", "test_route.py", "test_vlm_bench.py",
-               "test_stop.py", "test_job.py", "test_vlm.py", "test_s3.py", "test_durability.py", "test_spill.py", "test_executor.py",
-               "test_prep.py", "test_page_confidence.py")
+HEAVY_FIRST = ("test_vlm_memory.py", "test_route.py", "test_actor_kill.py", "test_vlm_bench.py", "test_progress.py",
+               "test_spill.py", "test_quiet.py", "test_multinode.py", "test_stop.py", "test_vlm.py", "test_durability.py",
+               "test_partition.py", "test_job.py", "test_executor.py", "test_duplicates.py", "test_prep.py",
+               "test_page_confidence.py", "test_iiif.py", "test_report.py", "test_vlm_boxes.py", "test_cpu_engines.py",
+               "test_s3.py")
 
 
 def pytest_collection_modifyitems(items):

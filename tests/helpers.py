@@ -88,6 +88,15 @@ def cer(predicted: str, truth: str) -> float:
     return Levenshtein.distance(normalized(predicted), truth) / max(len(truth), 1)
 
 
+def thread_share() -> int:
+    """Threads for one test process's thread pools (torch's): under pytest-xdist its share of the
+    cores, else every core. Two pools of every core on two cores thrash (each waits for threads the
+    other process holds descheduled)."""
+    import os
+
+    return max(1, (os.cpu_count() or 1) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+
+
 def pythonpath_with_repo(pythonpath: str | None) -> str:
     """A PYTHONPATH that finds this checkout's `folioscan` (and `tests`) first: for subprocesses and Ray nodes."""
     import os

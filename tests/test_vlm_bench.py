@@ -14,7 +14,7 @@ import pytest
 
 from folioscan.workers.engines.vlm.backend import Generation, Prepared
 from folioscan.workers.engines.vlm.budgets import CHARS_PER_TEXT_TOKEN
-from tests.helpers import png_bytes, text_page_image
+from tests.helpers import png_bytes, text_page_image, thread_share
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BENCH = os.path.join(ROOT, "bench", "vlm_throughput.py")
@@ -22,6 +22,10 @@ GPU_RUN = os.path.join(ROOT, "bench", "gpu_run.sh")
 FORBIDDEN = ("pydantic", "fitz", "pymupdf", "ray", "boto3", "botocore", "vllm")
 SHORT, LONG = "A short page.", " ".join(["The quick brown fox jumps over the lazy dog."] * 9)
 TEXTS = [SHORT, LONG, SHORT, LONG]  # input order mixes short and long pages
+# --max-seconds of the GPU command's CPU twin: the bench must build the tiny model and start its first
+# configuration within it (7 s at load 5.6 on the 2-core machine), then is stopped there; every
+# second past that start only runs generate steps nobody looks at (was 30)
+DS_S = 20
 TRUE = [math.ceil(len(t) / CHARS_PER_TEXT_TOKEN) for t in TEXTS]  # 4 and 113 tokens
 
 # Runs the bench with the job's dependencies made unimportable, as in a virtualenv without them,
@@ -40,6 +44,13 @@ try:
 finally:
     print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] in FORBIDDEN)), file=sys.stderr)
 """
+
+
+def _env(**extra) -> dict:
+    """The bench's environment: this checkout first, and under pytest-xdist torch's share of the cores
+    (tests/conftest.py gives each worker's own torch the same), not a pool of every core per process:
+    two such pools on two cores slow each other down."""
+    return {**os.environ, "PYTHONPATH": ROOT, "OMP_NUM_THREADS": str(thread_share()), **extra}
 
 
 def _bench_module():
@@ -65,7 +76,7 @@ def data(tmp_path_factory):
         (root / "pages" / f"p{k}.png").write_bytes(png_bytes(text_page_image(text, dpi=72)))
         (root / "gt" / f"p{k}.txt").write_text(text)
     subprocess.run([sys.executable, BENCH, "--model", "tiny:deepseek-ocr-2", "--images", str(root / "pages"),
-                    "--write-hints", str(root / "hints.json")], check=True, env={**os.environ, "PYTHONPATH": ROOT},
+                    "--write-hints", str(root / "hints.json")], check=True, env=_env(),
                    timeout=120)
     hints = json.loads((root / "hints.json").read_text())
     assert hints["p1.png"] > hints["p0.png"] > 0
@@ -78,9 +89,8 @@ def test_gpu_command_cpu_twin(data, tmp_path):
     the limit and still reported, the rest is listed as skipped, the summary is the last line."""
     batch_sizes = [int(b) for b in re.search(r"^BATCH_SIZES=([\d,]+)$", open(GPU_RUN).read(), re.M).group(1).split(",")]
     out = tmp_path / "out"
-    env = {**os.environ, "DEVICE": "cpu", "SIZE": "tiny", "PY": sys.executable, "DATA": str(data),
-           "WHL": str(tmp_path / "no-wheels"), "ONLY": "deepseek-ocr-2", "DS_S": "30", "TOTAL_S": "75",
-           "MIN_S": "1", "OUT": str(out), "PYTHONPATH": ROOT}
+    env = _env(DEVICE="cpu", SIZE="tiny", PY=sys.executable, DATA=str(data), WHL=str(tmp_path / "no-wheels"),
+               ONLY="deepseek-ocr-2", DS_S=str(DS_S), TOTAL_S="75", MIN_S="1", OUT=str(out))
     proc = subprocess.run(["bash", GPU_RUN], capture_output=True, text=True, env=env, timeout=150)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "== deepseek-ocr-2: exit 0" in proc.stdout, proc.stdout[-3000:]
@@ -88,7 +98,7 @@ def test_gpu_command_cpu_twin(data, tmp_path):
     *configs, summary = lines
     assert summary["summary"] is True and summary["benchmark"] == "vlm_throughput"
     assert summary["batch_sizes"] == sorted(batch_sizes, reverse=True) and summary["device"] == "cpu"
-    assert summary["stopped"] == "max-seconds reached" and summary["max_seconds"] <= 30
+    assert summary["stopped"] == "max-seconds reached" and summary["max_seconds"] <= DS_S
     assert configs, "no configuration started within --max-seconds"
     assert [c["batch_size"] for c in configs] == summary["configurations_run"] == [max(batch_sizes)]
     first = configs[0]
@@ -103,7 +113,7 @@ def test_gpu_command_cpu_twin(data, tmp_path):
 
 
 def test_bench_runs_without_the_job_dependencies_and_reports_scheduling(data):
-    env = {**os.environ, "PYTHONPATH": ROOT}
+    env = _env()
     out = subprocess.run([sys.executable, "-c", BARE, BENCH, "--model", "tiny:deepseek-ocr-2", "--images",
                           str(data / "pages"), "--device", "cpu", "--batch-sizes", "2", "--orders", "length,input",
                           "--hints", str(data / "hints.json"), "--no-repeat-ngram", "0", "--prep-pages", "4"],
@@ -139,7 +149,7 @@ def test_user_cap_is_not_counted_as_cut_by_the_estimate(data):
     out = subprocess.run([sys.executable, BENCH, "--model", "tiny:deepseek-ocr-2", "--images", str(data / "pages"),
                           "--device", "cpu", "--batch-sizes", "2", "--orders", "length,input", "--max-new-tokens",
                           "20", "--min-batches", "1", "--hints", str(data / "hints.json"), "--prep-pages", "4"],
-                         capture_output=True, text=True, env={**os.environ, "PYTHONPATH": ROOT}, timeout=180)
+                         capture_output=True, text=True, env=_env(), timeout=180)
     assert out.returncode == 0, out.stderr[-3000:]
     *configs, summary = _lines(out.stdout)
     assert summary["max_new_tokens"] == 20 and len(configs) == 2
@@ -152,7 +162,7 @@ def test_sigterm_still_prints_the_configuration_and_the_summary(data):
     proc = subprocess.Popen([sys.executable, BENCH, "--model", "tiny:deepseek-ocr-2", "--images", str(data / "pages"),
                              "--device", "cpu", "--batch-sizes", "64,2", "--hints", str(data / "hints.json"),
                              "--prep-pages", "4"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONPATH": ROOT})
+                            env=_env())
     for line in proc.stderr:  # wait until the first configuration is under way
         if "warm-up, then" in line:
             break
