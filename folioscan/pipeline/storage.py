@@ -265,7 +265,7 @@ class S3Store:
 
         def pages() -> list[dict]:
             # ListObjectsV2 called directly, not through a paginator: a claim lists its folder once per
-            # book, and botocore's paginator cost 0.45 ms of CPU more per call (bench/driver.py's runs)
+            # book, and botocore's paginator cost about 0.3 ms of CPU more per call (bench/s3_request_cpu.py)
             got = [self.client.list_objects_v2(Bucket=bucket, Prefix=prefix, Delimiter="/")]
             while got[-1].get("IsTruncated"):
                 got.append(self.client.list_objects_v2(Bucket=bucket, Prefix=prefix, Delimiter="/",
