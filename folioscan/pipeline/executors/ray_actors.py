@@ -211,7 +211,7 @@ class RayExecutor:
                 self._fail(doc_id, attempt, columns if isinstance(columns, Exception) else RuntimeError(columns))
                 continue
             book = self.books.pop(doc_id)
-            book.results.columns = columns
+            book.results.columns, book.results.texts = columns, []  # its TextFacts can go from the object store
             done.append((book.doc, book.results))
 
     @staticmethod
