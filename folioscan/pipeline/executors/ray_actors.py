@@ -40,7 +40,7 @@ import ray
 from folioscan.failures import TRANSIENT, describe
 from folioscan.pipeline.executors.ray_workers import (ACTOR_CALLS, LOADER_AHEAD, LOADER_CPUS, PAGES_PER_OBJECT, OcrActor,
                                                      Pool, book_texts, cancel, check_fits, engine_error, load_book,
-                                                     object_sizes, start_ray, wants_gpu)
+                                                     object_sizes, start_ray, text_near, wants_gpu)
 from folioscan.pipeline.pagerows import BookPages, PageFacts
 from folioscan.pipeline.stages import doc_error
 from folioscan.records import PageResult, SourceDocument
@@ -71,8 +71,6 @@ class RayExecutor:
         start_ray(cfg)
         self.stages, self.run_id = stages, cfg.run_id
         self.stages_ref = ray.put(stages)
-        book_texts.remote([])  # a worker for the books' text starts now, beside the actors'
-
         resources = ray.cluster_resources()
         # on a cluster, GPU workers may only appear once an actor asks for a GPU (an autoscaled group
         # with no replicas yet): there a GPU engine asks whatever the cluster shows at start
@@ -116,6 +114,7 @@ class RayExecutor:
         self.calls: dict = {}  # ObjectRef -> (pool, actor id, [(doc_id, attempt) per object], call number, TextFacts ref)
         self.sent: dict = {}  # a second-pool call's ObjectRef -> its [(doc_id, attempt, page ref, 1)]
         self.texts: dict = {}  # a book_texts task's ref -> its books' [(doc_id, attempt)]
+        self.nodes: dict = {}  # first-pool actor id -> its node (book text goes to those nodes: text_near)
         self.text_queue: deque[str] = deque()  # books whose pages are all back, waiting for a book_texts task
         # book text runs a few tasks at a time, each for the books waiting then: a task per book at
         # once would start a worker process each, and cost the driver a task per book
@@ -195,7 +194,9 @@ class RayExecutor:
                     book.text = "making"
                     books.append((doc_id, book.attempt))
             if books:
-                self.texts[book_texts.remote([self.books[d].results.texts for d, _ in books])] = books
+                nodes = sorted({n for i, n in self.nodes.items() if i in self.first.actors})
+                task = book_texts.options(**text_near(nodes, next(self._call_no)))
+                self.texts[task.remote([self.books[d].results.texts for d, _ in books])] = books
         return done
 
     def _text_made(self, ref, done) -> None:
@@ -286,7 +287,7 @@ class RayExecutor:
         pool, i, owners, call_no, texts = self.calls.pop(ref)
         sent = self.sent.pop(ref, None)
         try:
-            parts, account = ray.get(ref)
+            parts, account, node = ray.get(ref)
         except Exception as e:  # actor or worker died, or a page object was lost with its node
             if (build_error := engine_error(e)) is not None:
                 raise build_error from None
@@ -303,6 +304,8 @@ class RayExecutor:
         self.suspects.difference_update(r for _, _, r, _ in sent or ())
         if call_no > pool.accounts[i][0]:
             pool.accounts[i] = (call_no, account)
+        if pool is self.first:
+            self.nodes[i] = node
         got: dict[str, list[PageFacts]] = {}
         for k, ((doc_id, attempt), part) in enumerate(zip(owners, parts)):
             if not self._current(doc_id, attempt):

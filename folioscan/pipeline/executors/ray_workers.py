@@ -56,6 +56,18 @@ def load_book(stages, doc, per: int):
         yield works
 
 
+def text_near(nodes: list[str], k: int) -> dict:
+    """Task options that put a `book_texts` task on one of `nodes` (those of the OCR actors, taken in
+    turn by `k`), where the cluster's CPUs are: a task that asks for no CPU would otherwise run beside
+    the driver, on a head that has none to spare (deploy/rayjob.yaml gives it `num-cpus: 0`). Soft:
+    a node gone by then leaves the choice to Ray."""
+    if not nodes:
+        return {}
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    return {"scheduling_strategy": NodeAffinitySchedulingStrategy(node_id=nodes[k % len(nodes)], soft=True)}
+
+
 def object_sizes(page_count: int, per: int, k: int) -> int:
     """Pages in a loader's object `k` (0 first) of a book of `page_count` pages, as the driver guesses
     it for sizing calls (a split spread or a book-level error makes it off by a little)."""
@@ -84,6 +96,7 @@ def book_texts(books: list[list]) -> list:
 class OcrActor:
     def __init__(self, stages, run_id: str, second: bool = False):
         self.start = counters.snapshot()  # before the stage is built: its engine load counts
+        self.node = ray.get_runtime_context().get_node_id()  # where the driver sends book text (text_near)
         self.trim = memory.Every()
         self.route, self.run_id = stages.route, run_id
         # an engine that cannot be built is told to the driver, in one line, by every call
@@ -110,7 +123,7 @@ class OcrActor:
             part.routed = [ray.put(r) for r in mine if r.route_reason is not None]
             parts.append(part)
             texts.append(text)
-        return (parts, self.stats()), texts
+        return (parts, self.stats(), self.node), texts
 
     @ray.method(num_returns=2)
     def read_routed(self, *firsts):
@@ -120,7 +133,7 @@ class OcrActor:
         results = read_routed(self.ocr, firsts, self.route)
         self.trim.tick(len(results))
         parts = [page_part(r.work.doc_id, [r], self.run_id) for r in results]
-        return ([p for p, _ in parts], self.stats()), [t for _, t in parts]
+        return ([p for p, _ in parts], self.stats(), self.node), [t for _, t in parts]
 
     def stats(self) -> dict[str, int]:
         """This actor's engine counters since it started."""
