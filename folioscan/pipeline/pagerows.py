@@ -200,6 +200,14 @@ class BookPages:
         self.facts.extend(part.facts)
         self.texts.append(texts)
 
+    def finish(self) -> None:
+        """The book is complete: its buffered rows written out and, once its text is made, its TextFacts
+        (or handles to them) dropped. A record batch an actor made is a view into Ray's object store:
+        held in the buffer, it pins that actor's whole answer there until the shard commits."""
+        self.rows.close()
+        if self.columns is not None:
+            self.texts = []
+
     def __len__(self) -> int:
         return len(self.facts)
 

@@ -212,6 +212,7 @@ class RayExecutor:
                 continue
             book = self.books.pop(doc_id)
             book.results.columns = columns
+            book.results.finish()  # nothing of the book left pinned in the object store (pagerows.BookPages.finish)
             done.append((book.doc, book.results))
 
     @staticmethod
