@@ -114,6 +114,7 @@ class RayExecutor:
         self.waiting: deque[str] = deque()  # submitted, loader not started
         self.loaders: dict = {}  # ObjectRefGenerator -> (doc_id, attempt)
         self.calls: dict = {}  # ObjectRef -> (pool, actor id, [(doc_id, attempt) per object], call number, TextFacts ref)
+        self.calls_of: dict = {}  # actor id -> its calls in flight (ObjectRefs): a dispatch pass never scans `calls`
         self.sent: dict = {}  # a second-pool call's ObjectRef -> its [(doc_id, attempt, page ref, 1)]
         self.texts: dict = {}  # a book_texts task's ref -> its books' [(doc_id, attempt)]
         self.text_queue: deque[str] = deque()  # books whose pages are all back, waiting for a book_texts task
@@ -261,7 +262,7 @@ class RayExecutor:
                 if i in starting:
                     continue
                 while pool.queue:
-                    mine = [c for c, (_, a, *_) in self.calls.items() if a == i]
+                    mine = self.calls_of.get(i, [])
                     if pool.second and (pool.queue[0][2] in self.suspects or self._alone(mine)):
                         # a page whose actor was lost mid-call is read alone, on an actor with nothing else
                         if mine:
@@ -276,6 +277,7 @@ class RayExecutor:
                             n += batch[-1][3]
                     ref, texts = getattr(actor, pool.method).remote(*(r for _, _, r, _ in batch))
                     self.calls[ref] = (pool, i, [(d, a) for d, a, _, _ in batch], next(self._call_no), texts)
+                    self.calls_of.setdefault(i, []).append(ref)
                     if pool.second:
                         self.sent[ref] = batch
 
@@ -285,6 +287,10 @@ class RayExecutor:
 
     def _collect(self, ref, done) -> None:
         pool, i, owners, call_no, texts = self.calls.pop(ref)
+        mine = self.calls_of[i]
+        mine.remove(ref)
+        if not mine:
+            del self.calls_of[i]
         sent = self.sent.pop(ref, None)
         try:
             parts, account = ray.get(ref)
