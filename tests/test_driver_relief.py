@@ -81,3 +81,33 @@ def test_a_book_handed_back_keeps_no_handle_to_its_text_facts(handed_back):
     assert book.columns is not None  # its text is made: the TextFacts are of no further use
     handles = [t for t in book.texts if not isinstance(t, list) and isinstance(t[0], ray.ObjectRef)]
     assert not handles, f"{len(handles)} handles keep the actors' TextFacts answers in the object store"
+
+
+def test_no_engine_call_gets_more_pages_than_the_batch_size(tmp_path, page_images, ray_local):
+    """Loaders send a book's pages 4 to an object at 4 pages a call (Tesseract's default), a 5-page
+    book as an object of 4 and one of 1. A call is filled from the queued objects until it has its
+    batch size: a book's short last object followed by another book's full one made a call of 5, 6 or
+    7 pages (up to batch size + pages an object - 1), more cleaned images held at once and more pages
+    per engine call than `batch_size` ("pages per engine call") allows."""
+    from tests.helpers import CallSizesRecorded
+
+    src = tmp_path / "src"
+    src.mkdir()
+    for b in range(6):
+        (src / f"book{b}.pdf").write_bytes(scanned_pdf([page_images[(b + i) % len(page_images)] for i in range(5)]))
+    cfg = JobConfig(source=str(src), output=str(tmp_path / "out"), executor="ray", ocr_workers=1, progress=False,
+                    engine=SyntheticOptions(delay_s=0.2))
+    store = store_for(cfg.source)
+    record = tmp_path / "calls"
+    ex = make_executor(cfg, CallSizesRecorded(store, cfg.load_options(), cfg.prep, cfg.engine, 4, record=str(record)))
+    try:
+        for doc in iter_documents(store, cfg.source):
+            ex.submit(doc)
+        done = []
+        while ex.busy():
+            done += ex.poll()
+    finally:
+        ex.close()
+    assert sorted(book.pages for _, book in done) == [5] * 6
+    sizes = [int(line) for line in record.read_text().split()]
+    assert sum(sizes) == 30 and max(sizes) <= 4, f"pages per engine call: {sizes}"
