@@ -51,6 +51,7 @@ log = logging.getLogger(__name__)
 BOOK_ATTEMPTS = 3
 TEXT_TASK_PER_ACTORS = 8  # one more book_texts task at a time for each so many first-pool actors
 TEXT_BOOKS_PER_TASK = 64  # most books one book_texts task makes the text of
+FILL_LOOKAHEAD = 8  # queued objects a call may pass over that would take it past its batch size
 
 
 @dataclass
@@ -271,15 +272,29 @@ class RayExecutor:
                     elif len(mine) >= ACTOR_CALLS or (mine and self._queued(pool) < pool.batch_size):
                         break
                     else:
-                        batch, n = [], 0
-                        while pool.queue and n < pool.batch_size:
-                            batch.append(pool.queue.popleft())
-                            n += batch[-1][3]
+                        batch = self._fill(pool)
                     ref, texts = getattr(actor, pool.method).remote(*(r for _, _, r, _ in batch))
                     self.calls[ref] = (pool, i, [(d, a) for d, a, _, _ in batch], next(self._call_no), texts)
                     self.calls_of.setdefault(i, []).append(ref)
                     if pool.second:
                         self.sent[ref] = batch
+
+    @staticmethod
+    def _fill(pool: Pool) -> list:
+        """A call's objects from the front of the queue: the first one, then each that still fits in
+        the batch size (a few objects on, past one that does not: a book's short last object leaves
+        room another book's short one may fill). Never more pages than the batch size, as sized."""
+        batch = [pool.queue.popleft()]
+        n, k, skipped = batch[0][3], 0, 0
+        while n < pool.batch_size and k < len(pool.queue) and skipped < FILL_LOOKAHEAD:
+            size = pool.queue[k][3]
+            if n + size <= pool.batch_size:
+                batch.append(pool.queue[k])
+                del pool.queue[k]
+                n += size
+            else:
+                k, skipped = k + 1, skipped + 1
+        return batch
 
     def _alone(self, calls) -> bool:
         """One of these second-pool calls reads a suspect page alone."""
