@@ -398,3 +398,28 @@ def pages_of(doc, book) -> list[dict]:
 
     rows, _ = assemble_books([doc], {doc.doc_id: book}, "run")
     return list(rows.rows())
+
+
+@dataclass
+class CallSizesRecorded(Stages):
+    """Stages whose OCR stage appends the number of pages of each call it gets to `record` (a file, one
+    line a call): what the engine was asked to read at once. Here, not in a test module, so Ray
+    workers import it."""
+
+    record: str = ""
+
+    def ocr_stage(self):
+        return _RecordsCallSizes(super().ocr_stage(), self.record)
+
+
+class _RecordsCallSizes:
+    def __init__(self, stage, record: str):
+        self.stage, self.record = stage, record
+
+    def __getattr__(self, name):
+        return getattr(self.stage, name)
+
+    def __call__(self, works):
+        with open(self.record, "a") as f:
+            f.write(f"{len(works)}\n")
+        return self.stage(works)

@@ -206,6 +206,14 @@ class BookPages:
         self.facts.extend(part.facts)
         self.texts.append(texts)
 
+    def finish(self) -> None:
+        """The book is complete: its buffered rows written out and, once its text is made, its TextFacts
+        (or handles to them, which hold the actors' second answers in Ray's object store) dropped, so
+        nothing of it but its facts and text waits in memory for its shard to commit."""
+        self.rows.close()
+        if self.columns is not None:
+            self.texts = []
+
     def __len__(self) -> int:
         return len(self.facts)
 

@@ -51,6 +51,7 @@ log = logging.getLogger(__name__)
 BOOK_ATTEMPTS = 3
 TEXT_TASK_PER_ACTORS = 8  # one more book_texts task at a time for each so many first-pool actors
 TEXT_BOOKS_PER_TASK = 64  # most books one book_texts task makes the text of
+FILL_LOOKAHEAD = 8  # queued objects a call may pass over that would take it past its batch size
 
 
 @dataclass
@@ -112,6 +113,7 @@ class RayExecutor:
         self.waiting: deque[str] = deque()  # submitted, loader not started
         self.loaders: dict = {}  # ObjectRefGenerator -> (doc_id, attempt)
         self.calls: dict = {}  # ObjectRef -> (pool, actor id, [(doc_id, attempt) per object], call number, TextFacts ref)
+        self.calls_of: dict = {}  # actor id -> its calls in flight (ObjectRefs): a dispatch pass never scans `calls`
         self.sent: dict = {}  # a second-pool call's ObjectRef -> its [(doc_id, attempt, page ref, 1)]
         self.texts: dict = {}  # a book_texts task's ref -> its books' [(doc_id, attempt)]
         self.nodes: dict = {}  # first-pool actor id -> its node (book text goes to those nodes: text_near)
@@ -212,7 +214,8 @@ class RayExecutor:
                 self._fail(doc_id, attempt, columns if isinstance(columns, Exception) else RuntimeError(columns))
                 continue
             book = self.books.pop(doc_id)
-            book.results.columns, book.results.texts = columns, []  # its TextFacts can go from the object store
+            book.results.columns = columns
+            book.results.finish()  # nothing of the book left pinned in the object store (pagerows.BookPages.finish)
             done.append((book.doc, book.results))
 
     @staticmethod
@@ -261,7 +264,7 @@ class RayExecutor:
                 if i in starting:
                     continue
                 while pool.queue:
-                    mine = [c for c, (_, a, *_) in self.calls.items() if a == i]
+                    mine = self.calls_of.get(i, [])
                     if pool.second and (pool.queue[0][2] in self.suspects or self._alone(mine)):
                         # a page whose actor was lost mid-call is read alone, on an actor with nothing else
                         if mine:
@@ -270,14 +273,29 @@ class RayExecutor:
                     elif len(mine) >= ACTOR_CALLS or (mine and self._queued(pool) < pool.batch_size):
                         break
                     else:
-                        batch, n = [], 0
-                        while pool.queue and n < pool.batch_size:
-                            batch.append(pool.queue.popleft())
-                            n += batch[-1][3]
+                        batch = self._fill(pool)
                     ref, texts = getattr(actor, pool.method).remote(*(r for _, _, r, _ in batch))
                     self.calls[ref] = (pool, i, [(d, a) for d, a, _, _ in batch], next(self._call_no), texts)
+                    self.calls_of.setdefault(i, []).append(ref)
                     if pool.second:
                         self.sent[ref] = batch
+
+    @staticmethod
+    def _fill(pool: Pool) -> list:
+        """A call's objects from the front of the queue: the first one, then each that still fits in
+        the batch size (a few objects on, past one that does not: a book's short last object leaves
+        room another book's short one may fill). Never more pages than the batch size, as sized."""
+        batch = [pool.queue.popleft()]
+        n, k, skipped = batch[0][3], 0, 0
+        while n < pool.batch_size and k < len(pool.queue) and skipped < FILL_LOOKAHEAD:
+            size = pool.queue[k][3]
+            if n + size <= pool.batch_size:
+                batch.append(pool.queue[k])
+                del pool.queue[k]
+                n += size
+            else:
+                k, skipped = k + 1, skipped + 1
+        return batch
 
     def _alone(self, calls) -> bool:
         """One of these second-pool calls reads a suspect page alone."""
@@ -285,6 +303,10 @@ class RayExecutor:
 
     def _collect(self, ref, done) -> None:
         pool, i, owners, call_no, texts = self.calls.pop(ref)
+        mine = self.calls_of[i]
+        mine.remove(ref)
+        if not mine:
+            del self.calls_of[i]
         sent = self.sent.pop(ref, None)
         try:
             parts, account, node = ray.get(ref)

@@ -1,0 +1,114 @@
+"""Review of the driver relief (issue 18 item 2): what a Ray driver still holds of a book it has handed
+back. An actor's answer arrived as Arrow record batches that were views into the object store's
+shared memory (Ray read them without a copy; rows now travel as IPC bytes, copied): while the driver
+kept such a batch in a book's spill buffer, the whole answer (every book's rows of that call) stayed
+pinned in the object store; and the book's TextFacts handles keep the actors' second answers there.
+A book handed back waits for the rest of its shard (up to `shard_docs` books, and `open_shards`
+shards): it must hold neither."""
+from __future__ import annotations
+
+import pytest
+
+from folioscan.pipeline.config import JobConfig
+from folioscan.pipeline.executors import make_executor
+from folioscan.pipeline.pagerows import PAGE_ROW, BookPages
+from folioscan.pipeline.sources import iter_documents
+from folioscan.pipeline.spill import Spill
+from folioscan.pipeline.stages import Stages
+from folioscan.pipeline.storage import store_for
+from folioscan.workers.engines.registry import SyntheticOptions
+from tests.helpers import scanned_pdf
+
+pytestmark = pytest.mark.ray
+
+
+def _shared_memory() -> list[tuple[int, int]]:
+    """Address ranges of this process's mappings of Ray's object store (plasma's shared memory)."""
+    out = []
+    with open("/proc/self/maps") as maps:
+        for line in maps:
+            if "plasma" in line:
+                lo, hi = (int(x, 16) for x in line.split()[0].split("-"))
+                out.append((lo, hi))
+    return out
+
+
+def _in_object_store(batch, ranges) -> bool:
+    return any(lo <= buf.address < hi for col in batch.columns for buf in col.buffers() if buf is not None and buf.size
+               for lo, hi in ranges)
+
+
+@pytest.fixture
+def handed_back(tmp_path, page_images, ray_local):
+    """A 9-page book read by one actor (synthetic engine, 300 words a page: an answer of ~8 pages is
+    well over Ray's inline limit, so it lives in the object store), its rows spilled to a real spill
+    file as the driver's run does; the BookPages as handed back, before any shard commit."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "book.pdf").write_bytes(scanned_pdf([page_images[i % len(page_images)] for i in range(9)]))
+    cfg = JobConfig(source=str(src), output=str(tmp_path / "out"), executor="ray", ocr_workers=1, progress=False,
+                    engine=SyntheticOptions())
+    store = store_for(cfg.source)
+    spill = Spill(str(tmp_path / "spill"))
+    ex = make_executor(cfg, Stages(store, cfg.load_options(), cfg.prep, cfg.engine, 8))
+    ex.book_results = lambda doc: BookPages(spill.file(PAGE_ROW.schema), cfg.run_id)
+    try:
+        [doc] = iter_documents(store, cfg.source)
+        ex.submit(doc)
+        done = []
+        while ex.busy():
+            done += ex.poll()
+        [(_, book)] = done
+        yield book
+    finally:
+        ex.close()
+        spill.close()
+
+
+def test_a_book_handed_back_pins_no_actor_answer_in_the_object_store(handed_back):
+    book = handed_back
+    assert book.pages == 9 and book.columns is not None
+    ranges = _shared_memory()
+    assert ranges, "Ray's object store is not mapped into this process"
+    held = [b for b in book.rows._buffer + book.rows._kept if not isinstance(b, dict)]
+    assert not [b for b in held if _in_object_store(b, ranges)], (
+        f"{len(held)} record batches of the book's rows are still views into the object store")
+
+
+def test_a_book_handed_back_keeps_no_handle_to_its_text_facts(handed_back):
+    import ray
+
+    book = handed_back
+    assert book.columns is not None  # its text is made: the TextFacts are of no further use
+    handles = [t for t in book.texts if not isinstance(t, list) and isinstance(t[0], ray.ObjectRef)]
+    assert not handles, f"{len(handles)} handles keep the actors' TextFacts answers in the object store"
+
+
+def test_no_engine_call_gets_more_pages_than_the_batch_size(tmp_path, page_images, ray_local):
+    """Loaders send a book's pages 4 to an object at 4 pages a call (Tesseract's default), a 5-page
+    book as an object of 4 and one of 1. A call is filled from the queued objects until it has its
+    batch size: a book's short last object followed by another book's full one made a call of 5, 6 or
+    7 pages (up to batch size + pages an object - 1), more cleaned images held at once and more pages
+    per engine call than `batch_size` ("pages per engine call") allows."""
+    from tests.helpers import CallSizesRecorded
+
+    src = tmp_path / "src"
+    src.mkdir()
+    for b in range(6):
+        (src / f"book{b}.pdf").write_bytes(scanned_pdf([page_images[(b + i) % len(page_images)] for i in range(5)]))
+    cfg = JobConfig(source=str(src), output=str(tmp_path / "out"), executor="ray", ocr_workers=1, progress=False,
+                    engine=SyntheticOptions(delay_s=0.2))
+    store = store_for(cfg.source)
+    record = tmp_path / "calls"
+    ex = make_executor(cfg, CallSizesRecorded(store, cfg.load_options(), cfg.prep, cfg.engine, 4, record=str(record)))
+    try:
+        for doc in iter_documents(store, cfg.source):
+            ex.submit(doc)
+        done = []
+        while ex.busy():
+            done += ex.poll()
+    finally:
+        ex.close()
+    assert sorted(book.pages for _, book in done) == [5] * 6
+    sizes = [int(line) for line in record.read_text().split()]
+    assert sum(sizes) == 30 and max(sizes) <= 4, f"pages per engine call: {sizes}"
