@@ -102,6 +102,7 @@ class CommittedIndex:
         self._direct_canonical = 0
         self._present: set[str] = set()
         self._runs_seen: set[str] = set()  # runs with a liveness record at the last refresh
+        self._runs_ended: Optional[set[str]] = None  # runs with a run record whose parts this index has listed
         self.report: dict = {}  # how the index was loaded and written: the run record's `committed_index`
         self.by_id, self.by_uri = _ById(self), _ByUri(self)
 
@@ -184,15 +185,35 @@ class CommittedIndex:
 
     def _listing_since_load(self) -> list[str]:
         """The documents parts that can have been committed since the load: those of the runs with a
-        liveness record now or at the previous refresh (a part is written by a live run; a run that ended
-        meanwhile was seen live before), one LIST by name prefix each, not the whole folder (at a million
-        books, 63 LISTs a refresh, and a run refreshes every claim batch)."""
-        now = {n.removesuffix(".json") for n in self.store.ls(self._live_dir()) if n.endswith(".json")}
-        runs, self._runs_seen = (now | self._runs_seen) - {self.run_id}, now
-        return [n for run in sorted(runs) for n in self.store.ls(self.docs_dir, f"part-{run}-")]
+        liveness record now or at the previous refresh (a part is written by a live run), and of the
+        runs that ended since the load (a run record in `_runs/` this index has not seen: a run can
+        start, commit and end between two refreshes, or between the load's listing and its look at
+        `_live/`, and be seen live by neither; a run keeps its liveness record until its run record is
+        written, job.py). One LIST by name prefix each, not the whole folder (at a million books, 63
+        LISTs a refresh, and a run refreshes every claim batch); an ended run's parts once."""
+        now = self._live_runs()
+        ended = self._ended_runs() - self._runs_ended
+        runs, self._runs_seen = (now | self._runs_seen | ended) - {self.run_id}, now
+        names = [n for run in sorted(runs) for n in self.store.ls(self.docs_dir, f"part-{run}-")]
+        self._runs_ended |= ended  # listed after their end: no more parts to come
+        return names
+
+    def note_ended_runs(self) -> None:
+        """The runs ended so far (`_runs/`): call before the documents folder is listed for the load;
+        their parts are all in that listing, and later refreshes look only at runs that end after."""
+        self._runs_ended = self._ended_runs()
+
+    def _live_runs(self) -> set[str]:
+        return {n.removesuffix(".json") for n in self.store.ls(self._live_dir()) if n.endswith(".json")}
+
+    def _ended_runs(self) -> set[str]:
+        return {n.removesuffix(".json") for n in self.store.ls(join(self._out_dir(), "_runs")) if n.endswith(".json")}
+
+    def _out_dir(self) -> str:
+        return self.docs_dir.rstrip("/").rsplit("/", 1)[0]
 
     def _live_dir(self) -> str:
-        return join(self.docs_dir.rstrip("/").rsplit("/", 1)[0], "_live")
+        return join(self._out_dir(), "_live")
 
     def _load(self, names: list[str]) -> None:
         t0 = time.perf_counter()
@@ -223,7 +244,9 @@ class CommittedIndex:
         for part, ids in stale.items():
             self.stale.setdefault(part, set()).update(ids)
         self._parts, self._present = set(names), present
-        self._runs_seen = {n.removesuffix(".json") for n in self.store.ls(self._live_dir()) if n.endswith(".json")}
+        self._runs_seen = self._live_runs()
+        if self._runs_ended is None:  # not noted before the listing: what ended before the load is in it but for a race
+            self._runs_ended = set()
         for name, rows in odd:
             for row in rows:
                 self.add(name, row)

@@ -11,6 +11,7 @@ takes it."""
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 import time
 from itertools import chain
@@ -306,7 +307,9 @@ def _run_claimed(cfg: JobConfig, summary: JobSummary, listing: Iterator[SourceDo
         summary.status = "interrupted"
     finally:
         stop.shield()  # the clean-up below is not interrupted by a second signal
-        leases.stop()  # every claim still held is released: books handed out and not committed
+        # every claim still held is released (books handed out and not committed); the liveness record
+        # stays until the run record is written, unless an error escapes here (no record follows)
+        leases.stop(keep_live=sys.exc_info()[0] is None)
     summary.documents_abandoned = summary._in_flight
     _executor_stats(executor, summary, ask=summary.status == "finished")
     if summary.status == "interrupted":
@@ -321,6 +324,8 @@ def _run_claimed(cfg: JobConfig, summary: JobSummary, listing: Iterator[SourceDo
             failure = e
             summary.status, summary.error = "failed", str(e)
         log.debug("run record not written: %s", e)
+    finally:  # only now: other runs find this run's parts by its liveness record or by its run record
+        leases.forget_live()
     if failure is not None:
         failure.summary = summary
         raise failure
@@ -341,9 +346,10 @@ def _executor_stats(executor, summary: JobSummary, ask: bool) -> None:
 
 def _process(cfg: JobConfig, summary: JobSummary, listing: Iterator[SourceDocument], out_store,
              writer: DatasetWriter, leases: Leases, executor, stop: Stop, relist=None) -> None:
+    index = CommittedIndex(out_store, writer.docs_dir, cfg.run_id)
+    index.note_ended_runs()  # before documents/ is listed (by recover): runs that end later are looked at again
     summary.orphans_removed = writer.recover(leases.is_live, runs_to_recover(out_store, cfg.output, leases.is_live))
     summary.stale_live_removed = leases.remove_stale()
-    index = CommittedIndex(out_store, writer.docs_dir, cfg.run_id)
     index.refresh(writer.listed_documents)  # compacted.py: the index objects and the parts they do not cover, in parallel
     left: dict = {}
     summary.documents_superseded += writer.supersede(index.take_stale(), leases, left)  # left by an interrupted run

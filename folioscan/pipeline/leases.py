@@ -81,7 +81,9 @@ class Leases:
         since = self.claimed_at.get(key)
         return since is not None and key in self.held and since > self._lapsed_until and self.fresh()
 
-    def stop(self) -> None:
+    def stop(self, keep_live: bool = False) -> None:
+        """Stop the heartbeat and release every claim held; remove the liveness record unless
+        `keep_live` (the driver removes it once its run record is written: `forget_live`)."""
         self._stop.set()
         if self._thread:
             self._thread.join(timeout=10)
@@ -91,6 +93,11 @@ class Leases:
                 self.release_many(keys)
             except StorageError as e:  # an output that cannot be written: the claims lapse with the TTL
                 log.warning("could not release the claims on %d book(s) (%s ...): %s", len(keys), keys[0], e)
+        if not keep_live:
+            self.forget_live()
+
+    def forget_live(self) -> None:
+        """Remove this run's liveness record."""
         try:
             self.store.delete(join(self.live_dir, f"{self.run_id}.json"))
         except StorageError as e:
