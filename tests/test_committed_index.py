@@ -108,16 +108,17 @@ def test_a_newer_row_in_a_delta_wins_over_the_base_and_a_removed_part_uncommits_
     assert good not in ix.by_id and ix.by_id[ix.by_uri.get(uri)].status == "ok"
 
 
-def _legacy_output(store, out, books: int) -> list[str]:
-    """`books` one-book parts committed by the real writer, no index (today's layout); their doc ids."""
+def _legacy_output(store, out, books: int, run_id: str = "20260101T000000Z-old", first: int = 0) -> list[str]:
+    """`books` one-book parts committed by the real writer (run `run_id`, books `first`...), no index
+    (today's layout); their doc ids."""
     from folioscan.pipeline.assemble import assemble_shard
     from folioscan.pipeline.output import DatasetWriter
     from folioscan.pipeline.sources import pdf_document
     from folioscan.records import OcrResult, PageResult, PageWork, SourceObject
 
-    writer = DatasetWriter(store, out, "20260101T000000Z-old")
+    writer = DatasetWriter(store, out, run_id)
     ids = []
-    for i in range(books):
+    for i in range(first, first + books):
         d = pdf_document(SourceObject(f"s3://lib/book_{i:04d}.pdf", 10, f"etag:{i:032x}"))
         writer.commit(*assemble_shard([d], [PageResult(PageWork(d.doc_id, d.uri, 0, 1), "ok",
                                                        OcrResult("x", [], 0.9), "tesseract", "5")], writer.run_id))
@@ -248,3 +249,26 @@ def test_with_an_index_recovery_finds_a_killed_runs_orphan_pages_by_its_liveness
     summary = run(str(src), out, None)
     assert summary.orphans_removed == 1 and not os.path.exists(orphan)
     assert (summary.documents, summary.documents_skipped) == (0, 1)
+
+
+def test_a_run_that_commits_and_ends_between_the_load_and_its_look_at_live_runs_is_not_missed(tmp_path):
+    """A driver's index lists documents/ for its load, then reads which runs are live; a refresh lists
+    only those runs' parts. Another run that started, committed a book and ended in between was live
+    at neither look: its part was never listed, and a third driver committed that book again
+    (fresh-clone CI, test_durability). Its run record (`_runs/`), written before its liveness record
+    goes, makes the next refresh list it."""
+    from folioscan.pipeline.output import DatasetWriter
+
+    store, out = LocalStore(), str(tmp_path / "out")
+    _legacy_output(store, out, 1)
+    ix = CommittedIndex(store, join(out, "documents"), "C")
+    ix.note_ended_runs()
+    listed = store.ls(join(out, "documents"))  # the load's listing, before B commits
+    [late] = _legacy_output(store, out, 1, run_id="B", first=1)
+    DatasetWriter(store, out, "B").write_run_record({"status": "finished"})  # B ended: no liveness record
+    assert not os.path.exists(join(out, "_live", "B.json"))
+    ix.refresh(listed)  # the load: B's part was not in its listing
+    assert ix.by_id.get(late) is None
+    assert late in ix.refresh()  # found by B's run record
+    assert late in ix.by_id and ix.refresh() == set()  # and B's parts are listed once
+
