@@ -423,3 +423,13 @@ class _RecordsCallSizes:
         with open(self.record, "a") as f:
             f.write(f"{len(works)}\n")
         return self.stage(works)
+
+
+def drive(ex, docs) -> list:
+    """Submit `docs` to executor `ex` and poll it until every book is handed back: [(doc, BookPages)]."""
+    for doc in docs:
+        ex.submit(doc)
+    done = []
+    while ex.busy():
+        done += ex.poll()
+    return done

@@ -17,7 +17,7 @@ from folioscan.pipeline.spill import Spill
 from folioscan.pipeline.stages import Stages
 from folioscan.pipeline.storage import store_for
 from folioscan.workers.engines.registry import SyntheticOptions
-from tests.helpers import scanned_pdf
+from tests.helpers import drive, scanned_pdf
 
 pytestmark = pytest.mark.ray
 
@@ -53,12 +53,7 @@ def handed_back(tmp_path, page_images, ray_local):
     ex = make_executor(cfg, Stages(store, cfg.load_options(), cfg.prep, cfg.engine, 8))
     ex.book_results = lambda doc: BookPages(spill.file(PAGE_ROW.schema), cfg.run_id)
     try:
-        [doc] = iter_documents(store, cfg.source)
-        ex.submit(doc)
-        done = []
-        while ex.busy():
-            done += ex.poll()
-        [(_, book)] = done
+        [(_, book)] = drive(ex, iter_documents(store, cfg.source))
         yield book
     finally:
         ex.close()
@@ -102,11 +97,7 @@ def test_no_engine_call_gets_more_pages_than_the_batch_size(tmp_path, page_image
     record = tmp_path / "calls"
     ex = make_executor(cfg, CallSizesRecorded(store, cfg.load_options(), cfg.prep, cfg.engine, 4, record=str(record)))
     try:
-        for doc in iter_documents(store, cfg.source):
-            ex.submit(doc)
-        done = []
-        while ex.busy():
-            done += ex.poll()
+        done = drive(ex, iter_documents(store, cfg.source))
     finally:
         ex.close()
     assert sorted(book.pages for _, book in done) == [5] * 6

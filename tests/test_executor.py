@@ -18,7 +18,7 @@ from folioscan.pipeline.storage import store_for
 from folioscan.records import PageWork
 from folioscan.workers.load import LoadOptions
 from folioscan.workers.prep import PrepOptions
-from tests.helpers import PARAGRAPHS, EngineBuiltTwice, cer, pages_of, scanned_pdf
+from tests.helpers import PARAGRAPHS, EngineBuiltTwice, cer, drive, pages_of, scanned_pdf
 
 
 def _encode(img, fmt: str, mode: str | None = None, **kw) -> bytes:
@@ -175,11 +175,7 @@ def test_an_engine_built_again_inside_a_worker_counts_as_a_second_load(tmp_path,
     store = store_for(cfg.source)
     ex = make_executor(cfg, EngineBuiltTwice(store, cfg.load_options(), cfg.prep, cfg.engine))
     try:
-        [doc] = iter_documents(store, cfg.source)
-        ex.submit(doc)
-        done = []
-        while ex.busy():
-            done += ex.poll()
+        done = drive(ex, iter_documents(store, cfg.source))
         stats = ex.stats()
     finally:
         ex.close()
