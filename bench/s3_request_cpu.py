@@ -3,7 +3,7 @@
     python bench/s3_request_cpu.py [--n 200]
 
 moto's server in a process of its own (bench/s3_count.py); folioscan's own client (its retries and
-timeouts, `storage._client_for`); this process's CPU (getrusage) per small PUT, conditional PUT (a
+timeouts, `s3client.client_for`); this process's CPU (getrusage) per small PUT, conditional PUT (a
 claim), LIST of a folder (directly, and through botocore's paginator as `S3Store.ls` did before)
 and GET, `--n` of each after a warm-up.
 """
@@ -27,11 +27,11 @@ def main() -> None:
     for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
         os.environ.setdefault(k, "bench")
     os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
-    from folioscan.pipeline.storage import _client_for
+    from folioscan.pipeline.s3client import client_for
 
     s3 = CountingS3()
     try:
-        c = _client_for(s3.endpoint, None)
+        c = client_for(s3.endpoint, None)
         c.create_bucket(Bucket="bench")
         n = args.n
         kinds = {

@@ -16,7 +16,8 @@ import pytest
 from folioscan.pipeline.assemble import _page_text_columns, assemble_books, assemble_shard
 from folioscan.pipeline.pagerows import PAGE_TEXT, BookPages, PageRows
 from folioscan.pipeline.config import JobConfig
-from folioscan.pipeline.job import _BookSink, run_job
+from folioscan.pipeline.job import run_job
+from folioscan.pipeline.shards import BookSink
 from folioscan.pipeline.spill import LOCK, PREFIX, Spill, remove_dead
 from folioscan.records import PageResult, PageWork, SourceDocument
 from folioscan.schemas import PAGES
@@ -123,7 +124,7 @@ def test_spilled_rows_come_back_in_reading_order_with_book_text_as_assembled_in_
     arrived = results[8:] + results[4:8] + results[:4]
     spill = Spill(str(tmp_path))
     try:
-        sink = _BookSink(spill, "run")
+        sink = BookSink(spill, "run")
         pages = sink(doc)
         for r in arrived:
             pages.append(r)
@@ -160,7 +161,7 @@ def test_a_book_started_again_from_its_first_page_drops_what_it_spilled(tmp_path
     doc = SourceDocument("d1", "/src/d1.pdf", "pdf", (), "sha256:x")
     spill = Spill(str(tmp_path))
     try:
-        sink = _BookSink(spill, "run")
+        sink = BookSink(spill, "run")
         first = sink(doc)
         for i in range(40):  # more than one record batch written to the file
             first.append(_result("d1", i, engine, image))
@@ -310,7 +311,7 @@ def _export_peak(tmp_path, pages: int) -> int:
     doc = SourceDocument("d1", "/src/d1.pdf", "pdf", (), "sha256:x")
     spill = Spill(str(tmp_path / "spill"))
     try:
-        book = _BookSink(spill, "run")(doc)
+        book = BookSink(spill, "run")(doc)
         for i in range(pages):
             [ocr] = engine.predict_batch([image])
             work = PageWork("d1", "/src/d1.pdf", i, pages, width=image.shape[1], height=image.shape[0])

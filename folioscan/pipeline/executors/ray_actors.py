@@ -2,16 +2,14 @@
 
     books -> loader tasks (streaming generators: the page count, then load + clean, pages 8 to an object)
           -> bounded queue of object refs on the driver
-          -> long-lived OCR actors (one engine load each, on a GPU when the engine wants one),
-             answering with each book's pages rows and facts (the driver keeps those) and their
-             TextFacts (left in the object store)
-          -> once a book's pages are all back, a book_texts task: its text, off the driver
+          -> long-lived OCR actors (one engine load each, on a GPU when the engine wants one): each
+             book's rows and facts to the driver, its TextFacts left in the object store
+          -> once a book's pages are all back, a book_texts task makes its text (ray_texts.py)
 
 Memory is bounded by counts, never by a book's length: each loader runs at most `LOADER_AHEAD`
 pages (at least one object) ahead of the driver, the driver queues at most `queue_pages` pages, and
 each actor has at most two batches in flight (one running, one waiting, so it never idles between
-calls). The driver's work per page is kept small (docs/executors.md, "Page results leave the
-driver as they arrive"): it never unpickles a page's words nor builds its row.
+calls). The driver never unpickles a page's words nor builds its row (docs/executors.md).
 A loader or actor lost to a dead worker or node fails only the books it was carrying; each is
 retried from its first page (the failed attempt's results dropped) up to `BOOK_ATTEMPTS` times,
 then becomes a transient book-level error. A lost actor is replaced at once, up to
@@ -23,9 +21,8 @@ figures combine the last account of every actor (docs/executors.md).
 Routing (`route.then`) adds a second pool beside the first: a first-pool actor puts each routed page
 (first reading and image) into the object store and the driver queues its reference to the second
 pool; the page counts as read once settled there. A second-pool actor lost mid-call restarts no
-book: its pages go back to the queue, each then read alone; a page whose actor dies reading it
-alone keeps its first reading. The first pool waits while `routed_pages` routed pages do
-(docs/routing.md, "How it runs").
+book: its pages are read again, alone; a page whose actor dies then keeps its first reading. The
+first pool waits while `routed_pages` routed pages do (docs/routing.md, "How it runs").
 """
 from __future__ import annotations
 
@@ -38,9 +35,10 @@ from typing import Optional
 import ray
 
 from folioscan.failures import TRANSIENT, describe
+from folioscan.pipeline.executors.ray_texts import BookTexts
 from folioscan.pipeline.executors.ray_workers import (ACTOR_CALLS, LOADER_AHEAD, LOADER_CPUS, PAGES_PER_OBJECT, OcrActor,
-                                                     Pool, book_texts, cancel, check_fits, engine_error, load_book,
-                                                     object_sizes, start_ray, text_near, wants_gpu)
+                                                     Pool, cancel, check_fits, engine_error, load_book,
+                                                     object_sizes, start_ray, wants_gpu)
 from folioscan.pipeline.pagerows import BookPages, PageFacts
 from folioscan.pipeline.stages import doc_error
 from folioscan.records import PageResult, SourceDocument
@@ -49,9 +47,6 @@ from folioscan.workers.route import second_work, settle
 log = logging.getLogger(__name__)
 
 BOOK_ATTEMPTS = 3
-TEXT_TASK_PER_ACTORS = 8  # one more book_texts task at a time for each so many first-pool actors
-TEXT_BOOKS_PER_TASK = 64  # most books one book_texts task makes the text of
-FILL_LOOKAHEAD = 8  # queued objects a call may pass over that would take it past its batch size
 
 
 @dataclass
@@ -115,12 +110,7 @@ class RayExecutor:
         self.calls: dict = {}  # ObjectRef -> (pool, actor id, [(doc_id, attempt) per object], call number, TextFacts ref)
         self.calls_of: dict = {}  # actor id -> its calls in flight (ObjectRefs): a dispatch pass never scans `calls`
         self.sent: dict = {}  # a second-pool call's ObjectRef -> its [(doc_id, attempt, page ref, 1)]
-        self.texts: dict = {}  # a book_texts task's ref -> its books' [(doc_id, attempt)]
-        self.nodes: dict = {}  # first-pool actor id -> its node (book text goes to those nodes: text_near)
-        self.text_queue: deque[str] = deque()  # books whose pages are all back, waiting for a book_texts task
-        # book text runs a few tasks at a time, each for the books waiting then: a task per book at
-        # once would start a worker process each, and cost the driver a task per book
-        self.text_tasks = 1 + self.n_actors // TEXT_TASK_PER_ACTORS
+        self.texts = BookTexts(self.n_actors)
         self.suspects: set = set()  # routed page refs whose second-pool actor was lost mid-call: read alone next
         self.book_retries = 0
         self.on_pages = self.on_restart = None  # progress (executors/__init__.py)
@@ -159,8 +149,8 @@ class RayExecutor:
     def poll(self) -> list[tuple[SourceDocument, BookPages]]:
         done: list[tuple[SourceDocument, BookPages]] = []
         self._dispatch()
-        loading = self._queued(self.first) < self.queue_pages
-        waitables = list(self.calls) + list(self.starting) + list(self.texts) + (list(self.loaders) if loading else [])
+        loading = self.first.queued() < self.queue_pages
+        waitables = list(self.calls) + list(self.starting) + list(self.texts.tasks) + (list(self.loaders) if loading else [])
         if not waitables:
             return self._finished(done)
         ready, rest = ray.wait(waitables, num_returns=1, timeout=1.0, fetch_local=False)
@@ -172,42 +162,26 @@ class RayExecutor:
                 self._collect(w, done)
             elif w in self.starting:
                 self._started(w)
-            elif w in self.texts:
+            elif w in self.texts.tasks:
                 self._text_made(w, done)
-            elif w in self.loaders and self._queued(self.first) < self.queue_pages:  # a failed call may have dropped it
+            elif w in self.loaders and self.first.queued() < self.queue_pages:  # a failed call may have dropped it
                 self._take_page(w, done)
         self._start_loaders()
         self._dispatch()
         return self._finished(done)
 
     def _finished(self, done):
-        """Books whose every page is back get their text made (a task, `text_tasks` at a time); a book
-        is done once its text is made (`_text_made`)."""
+        """Books whose every page is back wait for their text (BookTexts); a book is done once its
+        text is made (`_text_made`)."""
         for doc_id, book in self.books.items():
             if book.text is None and book.loaded and book.settled == book.emitted and not book.routing:
                 book.text = "queued"
-                self.text_queue.append(doc_id)
-        while self.text_queue and len(self.texts) < self.text_tasks:
-            books = []
-            while self.text_queue and len(books) < TEXT_BOOKS_PER_TASK:
-                doc_id = self.text_queue.popleft()
-                book = self.books.get(doc_id)
-                if book is not None and book.text == "queued":
-                    book.text = "making"
-                    books.append((doc_id, book.attempt))
-            if books:
-                nodes = sorted({n for i, n in self.nodes.items() if i in self.first.actors})
-                task = book_texts.options(**text_near(nodes, next(self._call_no)))
-                self.texts[task.remote([self.books[d].results.texts for d, _ in books])] = books
+                self.texts.queue.append(doc_id)
+        self.texts.send(self.books, self.first.actors)
         return done
 
     def _text_made(self, ref, done) -> None:
-        books = self.texts.pop(ref)
-        try:
-            made = ray.get(ref)
-        except Exception as e:  # its worker died past Ray's retries
-            made = [e] * len(books)
-        for (doc_id, attempt), columns in zip(books, made):
+        for doc_id, attempt, columns in self.texts.made(ref):
             if not self._current(doc_id, attempt):
                 continue
             if not isinstance(columns, tuple):  # its TextFacts were lost (a node): the book is read again
@@ -217,11 +191,6 @@ class RayExecutor:
             book.results.columns = columns
             book.results.finish()  # nothing of the book left pinned in the object store (pagerows.BookPages.finish)
             done.append((book.doc, book.results))
-
-    @staticmethod
-    def _queued(pool: Pool) -> int:
-        """Pages waiting in the pool's queue (objects sized as the driver guesses)."""
-        return sum(q[3] for q in pool.queue)
 
     def _start_loaders(self) -> None:
         while self.waiting and len(self.loaders) < self.max_loaders:
@@ -270,32 +239,15 @@ class RayExecutor:
                         if mine:
                             break
                         batch = [pool.queue.popleft()]
-                    elif len(mine) >= ACTOR_CALLS or (mine and self._queued(pool) < pool.batch_size):
+                    elif len(mine) >= ACTOR_CALLS or (mine and pool.queued() < pool.batch_size):
                         break
                     else:
-                        batch = self._fill(pool)
+                        batch = pool.fill()
                     ref, texts = getattr(actor, pool.method).remote(*(r for _, _, r, _ in batch))
                     self.calls[ref] = (pool, i, [(d, a) for d, a, _, _ in batch], next(self._call_no), texts)
                     self.calls_of.setdefault(i, []).append(ref)
                     if pool.second:
                         self.sent[ref] = batch
-
-    @staticmethod
-    def _fill(pool: Pool) -> list:
-        """A call's objects from the front of the queue: the first one, then each that still fits in
-        the batch size (a few objects on, past one that does not: a book's short last object leaves
-        room another book's short one may fill). Never more pages than the batch size, as sized."""
-        batch = [pool.queue.popleft()]
-        n, k, skipped = batch[0][3], 0, 0
-        while n < pool.batch_size and k < len(pool.queue) and skipped < FILL_LOOKAHEAD:
-            size = pool.queue[k][3]
-            if n + size <= pool.batch_size:
-                batch.append(pool.queue[k])
-                del pool.queue[k]
-                n += size
-            else:
-                k, skipped = k + 1, skipped + 1
-        return batch
 
     def _alone(self, calls) -> bool:
         """One of these second-pool calls reads a suspect page alone."""
@@ -327,7 +279,7 @@ class RayExecutor:
         if call_no > pool.accounts[i][0]:
             pool.accounts[i] = (call_no, account)
         if pool is self.first:
-            self.nodes[i] = node
+            self.texts.nodes[i] = node
         got: dict[str, list[PageFacts]] = {}
         for k, ((doc_id, attempt), part) in enumerate(zip(owners, parts)):
             if not self._current(doc_id, attempt):

@@ -7,7 +7,7 @@ What crosses to the driver is kept small, because one driver feeds many workers:
 its book's page count, then its pages `PAGES_PER_OBJECT` to an object (Ray's cost is per object);
 an actor answers each object with a `PagePart` (the pages' facts and their rows as one Arrow
 record batch, made here: pipeline/pagerows.py) and leaves their TextFacts in a second object the
-driver never reads; `book_texts` makes the books' text from those, off the driver."""
+driver never reads; a `book_texts` task makes the books' text from those, off the driver (ray_texts.py)."""
 from __future__ import annotations
 
 import logging
@@ -26,6 +26,7 @@ from folioscan.workers.engines.registry import VLM_KINDS, EngineError
 log = logging.getLogger(__name__)
 
 LOADER_AHEAD = 4  # pages a loader may hold in the object store before the driver takes them (at least one object)
+FILL_LOOKAHEAD = 8  # queued objects a call may pass over that would take it past its batch size
 PAGES_PER_OBJECT = 8  # most pages a loader puts in one object (fewer when the engine's calls are smaller)
 ACTOR_CALLS = 2  # batches in flight per actor
 LOADER_CPUS = 0.25  # loading + cleaning is ~5% of CPU OCR; actors take the rest of a core
@@ -56,40 +57,10 @@ def load_book(stages, doc, per: int):
         yield works
 
 
-def text_near(nodes: list[str], k: int) -> dict:
-    """Task options that put a `book_texts` task on one of `nodes` (those of the OCR actors, taken in
-    turn by `k`), where the cluster's CPUs are: a task that asks for no CPU would otherwise run beside
-    the driver, on a head that has none to spare (deploy/rayjob.yaml gives it `num-cpus: 0`). Soft:
-    a node gone by then leaves the choice to Ray."""
-    if not nodes:
-        return {}
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
-    return {"scheduling_strategy": NodeAffinitySchedulingStrategy(node_id=nodes[k % len(nodes)], soft=True)}
-
-
 def object_sizes(page_count: int, per: int, k: int) -> int:
     """Pages in a loader's object `k` (0 first) of a book of `page_count` pages, as the driver guesses
     it for sizing calls (a split spread or a book-level error makes it off by a little)."""
     return max(1, min(per, page_count - k * per))
-
-
-@ray.remote(num_cpus=0, max_retries=3)
-def book_texts(books: list[list]) -> list:
-    """Each book's text columns (assemble.text_columns) from its TextFacts: lists of them, or (object
-    ref, index) handles to an actor's second answer; or, for a book whose TextFacts could not be had
-    (an answer lost with its node), the reason as a string. Pure, so safe to run again."""
-    from folioscan.pipeline.assemble import text_columns
-
-    out = []
-    for texts in books:
-        try:
-            refs = list({t[0]: None for t in texts if not isinstance(t, list)})
-            got = dict(zip(refs, ray.get(refs))) if refs else {}
-            out.append(text_columns(f for t in texts for f in (t if isinstance(t, list) else got[t[0]][t[1]])))
-        except Exception as e:
-            out.append(f"book text: {type(e).__name__}: {e}"[:500])
-    return out
 
 
 @ray.remote(max_restarts=0, max_concurrency=1)
@@ -209,6 +180,26 @@ class Pool:
             options["max_concurrency"] = ACTOR_CALLS
         replacements = n if cfg.actor_replacements is None else cfg.actor_replacements
         return cls(name, second, n, replacements, options, batch_size, "read_routed" if second else "read")
+
+    def queued(self) -> int:
+        """Pages waiting in the queue (objects sized as the driver guesses)."""
+        return sum(q[3] for q in self.queue)
+
+    def fill(self) -> list:
+        """A call's objects from the front of the queue: the first one, then each that still fits in
+        the batch size (a few objects on, past one that does not: a book's short last object leaves
+        room another book's short one may fill). Never more pages than the batch size, as sized."""
+        batch = [self.queue.popleft()]
+        n, k, skipped = batch[0][3], 0, 0
+        while n < self.batch_size and k < len(self.queue) and skipped < FILL_LOOKAHEAD:
+            size = self.queue[k][3]
+            if n + size <= self.batch_size:
+                batch.append(self.queue[k])
+                del self.queue[k]
+                n += size
+            else:
+                k, skipped = k + 1, skipped + 1
+        return batch
 
     def stats(self, ask: bool, starting: set, call_no) -> dict:
         """The pool's figures: each actor asked for its account (unless `ask` is False, or it is still

@@ -1,0 +1,86 @@
+"""Book text on Ray, off the driver: once every page of a book is back, its text and each page's
+text columns (assemble.text_columns) are made by a `book_texts` task from the pages' TextFacts,
+which the OCR actors left in the object store (their second answer, never read by the driver).
+
+One task takes every book waiting then (up to `TEXT_BOOKS_PER_TASK`); a few run at once (one, plus
+one per `TEXT_TASK_PER_ACTORS` OCR actors), since a task per book at once would start a worker
+process each and cost the driver a task per book. Tasks go to the OCR actors' nodes, in turn."""
+from __future__ import annotations
+
+import itertools
+from collections import deque
+
+import ray
+
+TEXT_TASK_PER_ACTORS = 8  # one more book_texts task at a time for each so many first-pool actors
+TEXT_BOOKS_PER_TASK = 64  # most books one book_texts task makes the text of
+
+
+@ray.remote(num_cpus=0, max_retries=3)
+def book_texts(books: list[list]) -> list:
+    """Each book's text columns (assemble.text_columns) from its TextFacts: lists of them, or (object
+    ref, index) handles to an actor's second answer; or, for a book whose TextFacts could not be had
+    (an answer lost with its node), the reason as a string. Pure, so safe to run again."""
+    from folioscan.pipeline.assemble import text_columns
+
+    out = []
+    for texts in books:
+        try:
+            refs = list({t[0]: None for t in texts if not isinstance(t, list)})
+            got = dict(zip(refs, ray.get(refs))) if refs else {}
+            out.append(text_columns(f for t in texts for f in (t if isinstance(t, list) else got[t[0]][t[1]])))
+        except Exception as e:
+            out.append(f"book text: {type(e).__name__}: {e}"[:500])
+    return out
+
+
+def text_near(nodes: list[str], k: int) -> dict:
+    """Task options that put a `book_texts` task on one of `nodes` (those of the OCR actors, taken in
+    turn by `k`), where the cluster's CPUs are: a task that asks for no CPU would otherwise run beside
+    the driver, on a head that has none to spare (deploy/rayjob.yaml gives it `num-cpus: 0`). Soft:
+    a node gone by then leaves the choice to Ray."""
+    if not nodes:
+        return {}
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    return {"scheduling_strategy": NodeAffinitySchedulingStrategy(node_id=nodes[k % len(nodes)], soft=True)}
+
+
+
+class BookTexts:
+    """The driver's side: books waiting for their text (`queue`, doc ids), tasks in flight (`tasks`:
+    ref -> [(doc_id, attempt)]), and the OCR actors' nodes (`nodes`: actor id -> node id), where
+    tasks are sent. A book's `text` goes "queued" -> "making" (ray_actors._Book)."""
+
+    def __init__(self, n_actors: int):
+        self.tasks: dict = {}
+        self.queue: deque[str] = deque()
+        self.nodes: dict = {}
+        self.limit = 1 + n_actors // TEXT_TASK_PER_ACTORS
+        self._turn = itertools.count()
+
+    def send(self, books: dict, actors) -> None:
+        """Start tasks for the queued books still waiting (`books`: doc_id -> the executor's _Book)
+        while fewer than `limit` run; each to the node of one of `actors` (those alive), in turn."""
+        while self.queue and len(self.tasks) < self.limit:
+            batch = []
+            while self.queue and len(batch) < TEXT_BOOKS_PER_TASK:
+                doc_id = self.queue.popleft()
+                book = books.get(doc_id)
+                if book is not None and book.text == "queued":
+                    book.text = "making"
+                    batch.append((doc_id, book.attempt))
+            if batch:
+                nodes = sorted({n for i, n in self.nodes.items() if i in actors})
+                task = book_texts.options(**text_near(nodes, next(self._turn)))
+                self.tasks[task.remote([books[d].results.texts for d, _ in batch])] = batch
+
+    def made(self, ref) -> list[tuple[str, int, object]]:
+        """A finished task's books: (doc_id, attempt, their text columns, or why not: a message, or
+        the exception when its worker died past Ray's retries)."""
+        books = self.tasks.pop(ref)
+        try:
+            made = ray.get(ref)
+        except Exception as e:
+            made = [e] * len(books)
+        return [(doc_id, attempt, columns) for (doc_id, attempt), columns in zip(books, made)]
