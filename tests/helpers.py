@@ -297,12 +297,16 @@ class SecondEngineDiesOnce(Stages):
         return _DiesOnce(super().then_stage(), self.marker)
 
 
-class _DiesOnce:
-    def __init__(self, stage, marker: str):
-        self.stage, self.marker = stage, marker
+class _StageWrapper:
+    """A test's wrapper around an OCR stage (`self.stage`): every attribute but its call is the stage's."""
 
     def __getattr__(self, name):
         return getattr(self.stage, name)
+
+
+class _DiesOnce(_StageWrapper):
+    def __init__(self, stage, marker: str):
+        self.stage, self.marker = stage, marker
 
     def __call__(self, works):
         import os
@@ -332,24 +336,18 @@ class FirstEngineDiesAfterRouting(Stages):
         return _SaysItReads(super().then_stage(), self.marker + ".reading")
 
 
-class _SaysItReads:
+class _SaysItReads(_StageWrapper):
     def __init__(self, stage, marker: str):
         self.stage, self.marker = stage, marker
-
-    def __getattr__(self, name):
-        return getattr(self.stage, name)
 
     def __call__(self, *args, **kwargs):
         open(self.marker, "w").close()
         return self.stage(*args, **kwargs)
 
 
-class _DiesOnSecondCall:
+class _DiesOnSecondCall(_StageWrapper):
     def __init__(self, stage, marker: str, wait_s: float):
         self.stage, self.marker, self.wait_s, self.calls = stage, marker, wait_s, 0
-
-    def __getattr__(self, name):
-        return getattr(self.stage, name)
 
     def __call__(self, works):
         import os
@@ -377,12 +375,9 @@ class SecondEngineDiesOnPage(Stages):
         return _DiesOnPage(super().then_stage(), self.book, self.page)
 
 
-class _DiesOnPage:
+class _DiesOnPage(_StageWrapper):
     def __init__(self, stage, book: str, page: int):
         self.stage, self.book, self.page = stage, book, page
-
-    def __getattr__(self, name):
-        return getattr(self.stage, name)
 
     def __call__(self, works):
         import os
@@ -412,12 +407,9 @@ class CallSizesRecorded(Stages):
         return _RecordsCallSizes(super().ocr_stage(), self.record)
 
 
-class _RecordsCallSizes:
+class _RecordsCallSizes(_StageWrapper):
     def __init__(self, stage, record: str):
         self.stage, self.record = stage, record
-
-    def __getattr__(self, name):
-        return getattr(self.stage, name)
 
     def __call__(self, works):
         with open(self.record, "a") as f:
