@@ -103,3 +103,66 @@ def test_no_engine_call_gets_more_pages_than_the_batch_size(tmp_path, page_image
     assert sorted(book.pages for _, book in done) == [5] * 6
     sizes = [int(line) for line in record.read_text().split()]
     assert sum(sizes) == 30 and max(sizes) <= 4, f"pages per engine call: {sizes}"
+
+
+class _TextRaises(BookPages):
+    """A book whose text cannot be made: one more entry among its TextFacts that book text cannot read
+    (what a bug in book text on some book would do, deterministically)."""
+
+    def extend(self, part, texts) -> None:
+        super().extend(part, texts)
+        self.texts.append(["not a TextFacts"])
+
+
+def test_a_book_whose_text_raises_is_given_up_at_once_and_not_read_again(tmp_path, page_images, ray_local):
+    """`book_texts` took any exception for "the TextFacts were lost with a node": a book whose text
+    raised was read from its first page again, twice, then given up as a transient error (which a
+    rerun reads yet again). Only a loss is read again now; a failing book text makes the book a
+    permanent error at once, and the other books are untouched."""
+    from folioscan.failures import PERMANENT
+    from folioscan.pipeline.spill import SpillFile
+    from tests.helpers import CallSizesRecorded
+
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("a", "b-text-raises", "c"):
+        (src / f"{name}.pdf").write_bytes(scanned_pdf([page_images[i % len(page_images)] for i in range(3)]))
+    cfg = JobConfig(source=str(src), output=str(tmp_path / "out"), executor="ray", ocr_workers=1, progress=False,
+                    engine=SyntheticOptions())
+    store = store_for(cfg.source)
+    record = tmp_path / "calls"
+    ex = make_executor(cfg, CallSizesRecorded(store, cfg.load_options(), cfg.prep, cfg.engine, 4, record=str(record)))
+    ex.book_results = lambda doc: (_TextRaises if "text-raises" in doc.uri else BookPages)(SpillFile(None, PAGE_ROW.schema), "t")
+    try:
+        done = {doc.uri.rsplit("/", 1)[-1]: book for doc, book in drive(ex, iter_documents(store, cfg.source))}
+        retries = ex.stats()["book_retries"]
+    finally:
+        ex.close()
+    assert sorted(done) == ["a.pdf", "b-text-raises.pdf", "c.pdf"]
+    assert done["a.pdf"].pages == done["c.pdf"].pages == 3 and done["a.pdf"].columns is not None
+    [error] = done["b-text-raises.pdf"].facts
+    assert error.status == "error" and error.error_kind == PERMANENT, error
+    assert "book text: AttributeError" in error.error and "gave up after" not in error.error, error.error
+    assert sum(int(n) for n in record.read_text().split()) == 9, "a book was read again"
+    assert retries == 0
+
+
+def test_book_text_tells_lost_text_facts_from_a_failing_book_text(ray_local):
+    """The task's two failures: TextFacts it cannot get (here their owner, an actor, was killed, as a
+    node's loss takes an actor's answers with it) are `lost`, and the book is read again; a book text
+    that raises is not."""
+    import ray
+
+    from folioscan.pipeline.executors.ray_texts import TextFailed, book_texts
+
+    @ray.remote(num_cpus=0)
+    class Owner:
+        def put(self):
+            return [ray.put([["a page's TextFacts"]])]
+
+    owner = Owner.remote()
+    [gone] = ray.get(owner.put.remote())
+    ray.kill(owner)
+    lost, raised = ray.get(book_texts.remote([[(gone, 0)], [["not a TextFacts"]]]), timeout=120)
+    assert isinstance(lost, TextFailed) and lost.lost and "were lost" in lost.reason, lost
+    assert isinstance(raised, TextFailed) and not raised.lost and "AttributeError" in raised.reason, raised

@@ -12,11 +12,11 @@ each actor has at most two batches in flight (one running, one waiting, so it ne
 calls). The driver never unpickles a page's words nor builds its row (docs/executors.md).
 A loader or actor lost to a dead worker or node fails only the books it was carrying; each is
 retried from its first page (the failed attempt's results dropped) up to `BOOK_ATTEMPTS` times,
-then becomes a transient book-level error. A lost actor is replaced at once, up to
-`actor_replacements` times per run (the last one always), and gets batches once it is up. An engine
-that cannot be built in an actor stops the run with a one-line EngineError (exit 2). Engine
-counters are each actor's account of its own process, sent back with every batch; the run's
-figures combine the last account of every actor (docs/executors.md).
+then becomes a transient book-level error; a book whose text raised, a permanent one at once. A
+lost actor is replaced at once, up to `actor_replacements` times per run (the last one always),
+and gets batches once it is up. An engine that cannot be built in an actor stops the run with a
+one-line EngineError (exit 2). Engine counters are each actor's account of its own process, sent
+back with every batch; the run's figures combine the last account of every actor (docs/executors.md).
 
 Routing (`route.then`) adds a second pool beside the first: a first-pool actor puts each routed page
 (first reading and image) into the object store and the driver queues its reference to the second
@@ -34,8 +34,8 @@ from typing import Optional
 
 import ray
 
-from folioscan.failures import TRANSIENT, describe
-from folioscan.pipeline.executors.ray_texts import BookTexts
+from folioscan.failures import PERMANENT, TRANSIENT, describe
+from folioscan.pipeline.executors.ray_texts import BookTexts, TextFailed
 from folioscan.pipeline.executors.ray_workers import (ACTOR_CALLS, LOADER_AHEAD, LOADER_CPUS, PAGES_PER_OBJECT, OcrActor,
                                                      Pool, cancel, check_fits, engine_error, load_book,
                                                      object_sizes, start_ray, wants_gpu)
@@ -184,8 +184,8 @@ class RayExecutor:
         for doc_id, attempt, columns in self.texts.made(ref):
             if not self._current(doc_id, attempt):
                 continue
-            if not isinstance(columns, tuple):  # its TextFacts were lost (a node): the book is read again
-                self._fail(doc_id, attempt, columns if isinstance(columns, Exception) else RuntimeError(columns))
+            if isinstance(columns, TextFailed):  # lost TextFacts: read again; a failing book text: given up
+                self._fail(doc_id, attempt, RuntimeError(columns.reason), again=columns.lost)
                 continue
             book = self.books.pop(doc_id)
             book.results.columns = columns
@@ -355,8 +355,8 @@ class RayExecutor:
         book = self.books.get(doc_id)
         return book is not None and book.attempt == attempt
 
-    def _fail(self, doc_id: str, attempt: int, exc: BaseException) -> None:
-        """Drop the attempt; retry the book from its first page, or give it up as a transient error."""
+    def _fail(self, doc_id: str, attempt: int, exc: BaseException, again: bool = True) -> None:
+        """Drop the attempt; retry the book from its first page, or give it up (`again=False`: at once)."""
         if not self._current(doc_id, attempt):
             return
         book = self.books[doc_id]
@@ -373,13 +373,14 @@ class RayExecutor:
         book.results = self.book_results(book.doc)  # the attempt's results dropped
         book.page_count = book.emitted = book.settled = book.routing = 0
         book.loaded, book.text = False, None
-        if book.attempt < BOOK_ATTEMPTS:
+        if again and book.attempt < BOOK_ATTEMPTS:
             log.warning("%s: attempt %d failed (%s); retrying the book", book.doc.uri, attempt + 1, type(exc).__name__)
             self.book_retries += 1
             self.waiting.appendleft(doc_id)
             return
-        error = doc_error(book.doc, f"{book.doc.uri}: gave up after {BOOK_ATTEMPTS} attempts: {describe(exc)}", TRANSIENT)
-        book.results.append(PageResult(error, "error", None, "", "", error=error.error, error_kind=TRANSIENT))
+        why, kind = (f"gave up after {BOOK_ATTEMPTS} attempts: {describe(exc)}", TRANSIENT) if again else (str(exc), PERMANENT)
+        error = doc_error(book.doc, f"{book.doc.uri}: {why}", kind)
+        book.results.append(PageResult(error, "error", None, "", "", error=error.error, error_kind=kind))
         book.loaded = True  # no object to wait for: its text (none) is made next
 
     def stats(self, ask: bool = True) -> dict:

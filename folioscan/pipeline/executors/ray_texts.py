@@ -9,18 +9,30 @@ from __future__ import annotations
 
 import itertools
 from collections import deque
+from dataclasses import dataclass
 
 import ray
+
+from folioscan.failures import describe
 
 TEXT_TASK_PER_ACTORS = 8  # one more book_texts task at a time for each so many first-pool actors
 TEXT_BOOKS_PER_TASK = 64  # most books one book_texts task makes the text of
 
 
+@dataclass(frozen=True)
+class TextFailed:
+    """Why a book's text was not made. `lost`: its TextFacts could not be had (an actor's answer lost
+    with its node, or the task's worker died past Ray's retries), so the book is read again; otherwise
+    making the text raised, which reading the book again would only repeat: it is given up at once."""
+
+    reason: str
+    lost: bool
+
+
 @ray.remote(num_cpus=0, max_retries=3)
 def book_texts(books: list[list]) -> list:
     """Each book's text columns (assemble.text_columns) from its TextFacts: lists of them, or (object
-    ref, index) handles to an actor's second answer; or, for a book whose TextFacts could not be had
-    (an answer lost with its node), the reason as a string. Pure, so safe to run again."""
+    ref, index) handles to an actor's second answer; or TextFailed. Pure, so safe to run again."""
     from folioscan.pipeline.assemble import text_columns
 
     out = []
@@ -28,9 +40,13 @@ def book_texts(books: list[list]) -> list:
         try:
             refs = list({t[0]: None for t in texts if not isinstance(t, list)})
             got = dict(zip(refs, ray.get(refs))) if refs else {}
+        except Exception as e:
+            out.append(TextFailed(f"book text: its pages' TextFacts were lost: {describe(e)}"[:500], lost=True))
+            continue
+        try:
             out.append(text_columns(f for t in texts for f in (t if isinstance(t, list) else got[t[0]][t[1]])))
         except Exception as e:
-            out.append(f"book text: {type(e).__name__}: {e}"[:500])
+            out.append(TextFailed(f"book text: {describe(e)}"[:500], lost=False))
     return out
 
 
@@ -76,11 +92,12 @@ class BookTexts:
                 self.tasks[task.remote([books[d].results.texts for d, _ in batch])] = batch
 
     def made(self, ref) -> list[tuple[str, int, object]]:
-        """A finished task's books: (doc_id, attempt, their text columns, or why not: a message, or
-        the exception when its worker died past Ray's retries)."""
+        """A finished task's books: (doc_id, attempt, their text columns or TextFailed). A task that
+        raised (not a worker or object lost: Ray's own errors) failed as its code would again."""
         books = self.tasks.pop(ref)
         try:
             made = ray.get(ref)
         except Exception as e:
-            made = [e] * len(books)
+            lost = not isinstance(e, ray.exceptions.RayTaskError)
+            made = [TextFailed(f"book text: {describe(e)}"[:500], lost)] * len(books)
         return [(doc_id, attempt, columns) for (doc_id, attempt), columns in zip(books, made)]
