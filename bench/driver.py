@@ -62,6 +62,10 @@ class CountingS3:
         with urllib.request.urlopen(req) as resp:
             return json.loads(resp.read())
 
+    def set_latency(self, ms: float) -> None:
+        """Every later request waits `ms` at the server (bench/s3_count.py): a real store's round trip."""
+        urllib.request.urlopen(urllib.request.Request(f"{self.endpoint}/__latency/{ms:g}", method="POST")).read()
+
     def stop(self) -> None:
         self.proc.terminate()
         self.proc.wait(10)
@@ -259,6 +263,8 @@ def main() -> None:
     ap.add_argument("--prep", action="store_true", help="clean pages (off by default: the loaders' CPU is not measured)")
     ap.add_argument("--quick", action="store_true", help="60-page book, 30 one-page books, 40 10-page books")
     ap.add_argument("--profile", help="cProfile the driver over the Ray runs of the long and short sources; stats to this file")
+    ap.add_argument("--s3-latency-ms", type=float, default=0.0,
+                    help="each S3 request waits this long at the server once the sources are built (a real store's round trip)")
     ap.add_argument("--json", help="write every figure here")
     ap.add_argument("--breakdown", action="store_true", help="only the in-process breakdown of the driver's work per page")
     args = ap.parse_args()
@@ -286,6 +292,8 @@ def main() -> None:
         t0 = time.perf_counter()
         sources = build_sources(s3, args.pages, args.books, args.medium_books)
         print(f"sources built in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+        if args.s3_latency_ms:
+            s3.set_latency(args.s3_latency_ms)
         num_cpus = max(args.actors, default=1) + 2  # actors sleep in the engine: logical CPUs, not cores
         if "ray" in args.executors:
             import ray

@@ -11,6 +11,8 @@ method; AREA is the first path element under the bucket's
 top folder, and for keys under `out/<run>/` the element under that (`src`, `out/_leases`, `out/_live`,
 `out/pages`, `out/documents`, `out/_runs`, `out/_content`, ...; the claims on bytes,
 `out/<run>/_leases/content-<sha256>/`, are `out/_leases/content-`).
+POST /__latency/<ms> makes every later request wait that long before moto serves it (a store's round
+trip: moto on 127.0.0.1 has none), in its own server thread, so requests made at once wait at once.
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ import os
 import re
 import sys
 import threading
+import time
 from collections import Counter
 from urllib.parse import parse_qs, unquote
 
@@ -67,9 +70,14 @@ class Counting:
 
     def __init__(self, app):
         self.app, self.counts, self.lock = app, Counter(), threading.Lock()
+        self.latency_s = 0.0
 
     def __call__(self, environ, start_response):
         path = environ.get("PATH_INFO", "")
+        if path.startswith("/__latency/"):
+            self.latency_s = float(path.rsplit("/", 1)[1]) / 1000
+            start_response("200 OK", [("Content-Length", "0")])
+            return [b""]
         if path.startswith("/__counts"):
             if environ["REQUEST_METHOD"] == "POST":
                 with self.lock:
@@ -80,6 +88,8 @@ class Counting:
             return [body]
         with self.lock:
             self.counts[f"{kind_of(environ)} {area_of(environ)}"] += 1
+        if self.latency_s:
+            time.sleep(self.latency_s)
         return self.app(environ, start_response)
 
 

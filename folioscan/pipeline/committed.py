@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 from folioscan.failures import TRANSIENT
 from folioscan.pipeline import compacted
 from folioscan.pipeline.compacted import Chunk, doc_key, key_hex, uri_key
-from folioscan.pipeline.storage import Store, join
+from folioscan.pipeline.storage import Store, join, parallel
 from folioscan.records import SourceDocument
 
 log = logging.getLogger(__name__)
@@ -164,7 +164,7 @@ class CommittedIndex:
             except Exception as e:  # rewritten or removed under us by another driver's tidy-up
                 log.info("documents part %s unreadable now (%s); skipped", name, e)
                 return name, None
-        return compacted.parallel(one, names)
+        return parallel(one, names, compacted.READ_THREADS)
 
     def refresh(self, listed: Optional[list[str]] = None):
         """Read parts committed since the last refresh; returns the doc_ids found in them (the first

@@ -31,13 +31,12 @@ import json
 import logging
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Iterable, Optional
 
 import numpy as np
 
-from folioscan.pipeline.storage import StorageError, Store, join
+from folioscan.pipeline.storage import StorageError, Store, join, parallel
 
 log = logging.getLogger(__name__)
 
@@ -221,14 +220,6 @@ def decode(data: bytes) -> Chunk:
 
 
 # -- reading and writing OUTPUT/_index/ ------------------------------------------------------------
-def parallel(fn, items: list, threads: int = READ_THREADS) -> list:
-    """fn over items on a thread pool (GETs wait on the network, not the CPU), results in order."""
-    if len(items) <= 1:
-        return [fn(i) for i in items]
-    with ThreadPoolExecutor(min(threads, len(items))) as pool:
-        return list(pool.map(fn, items))
-
-
 @dataclass
 class Loaded:
     chunks: list[Chunk]  # the base first, then the deltas (oldest first)
@@ -263,7 +254,7 @@ def load(store: Store, index_dir: str, present: set[str]) -> Loaded:
             return f"delta {name}: {e}"
 
     chunks, read = ([base] if base is not None else []), []
-    for name, got in zip(deltas, parallel(read_delta, deltas)):
+    for name, got in zip(deltas, parallel(read_delta, deltas, READ_THREADS)):
         if isinstance(got, str):
             problems.append(got)
         else:

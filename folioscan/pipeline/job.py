@@ -24,7 +24,7 @@ from folioscan.pipeline.committed import CommittedIndex, decide, runs_to_recover
 from folioscan.pipeline.config import JobConfig
 from folioscan.pipeline.duplicates import ContentClaims, claims_taken, settle
 from folioscan.pipeline.executors import make_executor
-from folioscan.pipeline.leases import Leases
+from folioscan.pipeline.leases import CLAIM_THREADS, Leases
 from folioscan.pipeline.output import DatasetWriter
 from folioscan.pipeline import plan
 from folioscan.pipeline.partition import parse_partition, share_of
@@ -35,7 +35,7 @@ from folioscan.pipeline.sources import iter_documents
 from folioscan.pipeline.stages import Stages
 from folioscan.pipeline.stop import Interrupted, Stop
 from folioscan.pipeline.summary import PAGE_COLUMNS, JobSummary
-from folioscan.pipeline.storage import StorageError, WriteError, store_for
+from folioscan.pipeline.storage import StorageError, WriteError, parallel, store_for
 from folioscan.records import SourceDocument
 from folioscan.workers import memory
 from folioscan.workers.engines.registry import EngineError, preflight
@@ -104,8 +104,8 @@ def _commit(writer: DatasetWriter, leases: Leases, index: CommittedIndex, page_r
     name = writer.commit(page_rows, doc_rows, before_commit=(lambda: export(page_rows, doc_rows)) if export else None)
     summary.shards.append(name)
     index.record(name, doc_rows)
-    for f in firsts:  # past the commit point: later copies of these bytes are duplicates of these books
-        claims.register(f.row["content_sha256"], f.row["doc_id"], f.row["source_uri"])
+    # past the commit point: later copies of these bytes are duplicates of these books (a PUT each, at once)
+    parallel(lambda f: claims.register(f.row["content_sha256"], f.row["doc_id"], f.row["source_uri"]), firsts, CLAIM_THREADS)
     if firsts:
         claims.release_firsts(firsts, leases)  # while the books are still held (`Leases.unbroken`)
     summary.documents_superseded += writer.supersede(index.take_stale(), leases)

@@ -25,11 +25,12 @@ import threading
 import time
 from typing import Iterable, Optional
 
-from folioscan.pipeline.storage import LocalStore, NotFound, Store, StorageError, join
+from folioscan.pipeline.storage import LocalStore, NotFound, Store, StorageError, join, parallel
 
 log = logging.getLogger(__name__)
 
 LIVE_CACHE_S = 1.0  # how long a run's liveness, once read, is believed without reading it again
+CLAIM_THREADS = 16  # claims made at once (claim_many): a batch is at most shard_docs books
 
 
 class Leases:
@@ -182,6 +183,11 @@ class Leases:
                     self.store.delete(join(self.lease_dir, key, old))
                 return True
         return False
+
+    def claim_many(self, keys: list[str]) -> list[bool]:
+        """`claim` for each key, CLAIM_THREADS at once: each is its own LIST and exclusive create, as
+        alone, and a store's round trips are waited out together, not one book after another."""
+        return parallel(self.claim, keys, CLAIM_THREADS)
 
     def claim_waiting(self, key: str, timeout_s: float) -> bool:
         """Claim, waiting with backoff while another live run holds the key (for short critical sections)."""

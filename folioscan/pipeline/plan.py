@@ -81,7 +81,7 @@ def claimed(docs: Iterator[SourceDocument], leases: Leases, index: CommittedInde
     driver finished between our listing and our claim is not done again. `stolen`: books of other
     shares (`--steal`), counted as such; one claimed elsewhere is theirs, not counted."""
     for chunk in chunks(docs, batch):
-        got = [d for d in chunk if leases.claim(d.doc_id)]
+        got = [d for d, mine in zip(chunk, leases.claim_many([d.doc_id for d in chunk])) if mine]
         if not stolen:
             summary.documents_claimed_elsewhere += len(chunk) - len(got)
         just_committed = index.refresh()

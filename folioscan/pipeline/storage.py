@@ -13,6 +13,7 @@ import os
 import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Iterator, Optional, Protocol
 
@@ -20,6 +21,15 @@ from folioscan.pipeline.s3client import client_for
 from folioscan.records import SourceObject
 
 log = logging.getLogger(__name__)
+
+
+def parallel(fn, items: list, threads: int) -> list:
+    """fn over items on a thread pool (requests to a store wait on the network, not the CPU), results in
+    order; the first exception raised, once all are done."""
+    if len(items) <= 1:
+        return [fn(i) for i in items]
+    with ThreadPoolExecutor(min(threads, len(items))) as pool:
+        return list(pool.map(fn, items))
 
 
 class StorageError(RuntimeError):
