@@ -148,21 +148,29 @@ def test_a_book_whose_text_raises_is_given_up_at_once_and_not_read_again(tmp_pat
 
 
 def test_book_text_tells_lost_text_facts_from_a_failing_book_text(ray_local):
-    """The task's two failures: TextFacts it cannot get (here their owner, an actor, was killed, as a
-    node's loss takes an actor's answers with it) are `lost`, and the book is read again; a book text
-    that raises is not."""
+    """The task's two failures: TextFacts it cannot get (here their owner, an actor, died before they
+    existed, as a node's loss takes an actor's answers with it) are `lost`, and the book is read again;
+    a book text that raises is not."""
+    import time
+
     import ray
 
     from folioscan.pipeline.executors.ray_texts import TextFailed, book_texts
 
     @ray.remote(num_cpus=0)
+    def never_done():
+        time.sleep(600)
+
+    @ray.remote(num_cpus=0)
     class Owner:
-        def put(self):
-            return [ray.put([["a page's TextFacts"]])]
+        def answer(self):
+            return [never_done.remote()]  # a ref this actor owns, to an object not made yet
 
     owner = Owner.remote()
-    [gone] = ray.get(owner.put.remote())
+    [gone] = ray.get(owner.answer.remote())
     ray.kill(owner)
+    with pytest.raises(ray.exceptions.RayActorError):  # ray.kill returns at once: dead once a call says so
+        ray.get(owner.answer.remote(), timeout=60)
     lost, raised = ray.get(book_texts.remote([[(gone, 0)], [["not a TextFacts"]]]), timeout=120)
     assert isinstance(lost, TextFailed) and lost.lost and "were lost" in lost.reason, lost
     assert isinstance(raised, TextFailed) and not raised.lost and "AttributeError" in raised.reason, raised
