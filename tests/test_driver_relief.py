@@ -174,3 +174,15 @@ def test_book_text_tells_lost_text_facts_from_a_failing_book_text(ray_local):
     lost, raised = ray.get(book_texts.remote([[(gone, 0)], [["not a TextFacts"]]]), timeout=120)
     assert isinstance(lost, TextFailed) and lost.lost and "were lost" in lost.reason, lost
     assert isinstance(raised, TextFailed) and not raised.lost and "AttributeError" in raised.reason, raised
+
+
+def test_a_book_text_failing_before_it_fetches_anything_is_not_taken_for_lost(ray_local):
+    """Only fetching the TextFacts (`ray.get`) can find them lost: an entry among a book's TextFacts
+    that is neither a list nor an (object ref, index) handle fails in book text's own code, before any
+    fetch. `book_texts` took it for lost (the book read again three times, then a transient error)."""
+    import ray
+
+    from folioscan.pipeline.executors.ray_texts import TextFailed, book_texts
+
+    [raised] = ray.get(book_texts.remote([[42]]), timeout=120)
+    assert isinstance(raised, TextFailed) and not raised.lost and "TypeError" in raised.reason, raised

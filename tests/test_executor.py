@@ -184,3 +184,53 @@ def test_an_engine_built_again_inside_a_worker_counts_as_a_second_load(tmp_path,
     assert page["status"] == "ok" and cer(page["text"], PARAGRAPHS[0]) < 0.05
     assert (stats["ocr_actors"], stats["engine_loads"]) == (1, 2)
     assert stats["oom_backoffs"] == 0 and "vlm_batch_size" not in stats  # no back-off: the run record keeps its None
+
+
+@pytest.mark.parametrize("executor", ["local", pytest.param("ray", marks=pytest.mark.ray)])
+def test_a_book_whose_text_raises_is_a_permanent_error_row_in_either_executor(tmp_path, page_images, executor,
+                                                                               request, monkeypatch):
+    """A book whose text cannot be made (book text raising on it: here one entry among its TextFacts it
+    cannot read). The Ray executor makes it a permanent error row (ray_texts.TextFailed); the local one
+    made its text only at commit (assemble_books), where the exception escaped and crashed the whole run,
+    every other book of the run lost with it. Both now: that book a permanent error, the others written."""
+    from folioscan.pipeline import job
+    from folioscan.pipeline.pagerows import BookPages
+    from folioscan.records import DOCUMENT_LEVEL
+
+    if executor == "ray":
+        request.getfixturevalue("ray_local")
+
+    class TextRaises(BookPages):
+        def append(self, r):  # a page's result (the local executor); not the error row of a book given up
+            f = super().append(r)
+            if f.page_index != DOCUMENT_LEVEL:
+                self.texts.append(["not a TextFacts"])
+            return f
+
+        def extend(self, part, texts) -> None:
+            super().extend(part, texts)
+            self.texts.append(["not a TextFacts"])
+
+    class Sink(job.BookSink):
+        def __call__(self, doc):
+            pages = super().__call__(doc)
+            if "text-raises" in doc.uri:
+                pages.__class__ = TextRaises
+            return pages
+
+    monkeypatch.setattr(job, "BookSink", Sink)
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("a", "b-text-raises", "c"):
+        (src / f"{name}.pdf").write_bytes(scanned_pdf([page_images[i % len(page_images)] for i in range(2)]))
+    out = str(tmp_path / "out")
+    summary = run_job(JobConfig(source=str(src), output=out, executor=executor, ocr_workers=1, progress=False,
+                                shard_docs=3))
+    assert summary.status == "finished"
+    docs, pages = _tables(out)
+    assert docs.loc["a.pdf", "status"] == docs.loc["c.pdf", "status"] == "ok"
+    bad = docs.loc["b-text-raises.pdf"]
+    assert bad.status == "error" and bad.error_kind == "permanent", bad
+    assert "book text: AttributeError" in bad.error and "gave up after" not in bad.error, bad.error
+    assert (pages.doc_id == bad.doc_id).sum() == 0
+    assert sorted(pages[pages.doc_id != bad.doc_id].page_index) == [0, 0, 1, 1]

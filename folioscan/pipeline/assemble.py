@@ -8,16 +8,19 @@ TextFacts (in the Ray executor, a task does, off the driver); when the shard is 
 the spill a chunk at a time as the pages part is written."""
 from __future__ import annotations
 
+import logging
 from collections import defaultdict
 from datetime import datetime, timezone
 from typing import Iterable, Iterator, Optional
 
-from folioscan.failures import PERMANENT, TRANSIENT
+from folioscan.failures import PERMANENT, TRANSIENT, describe
 from folioscan.records import DOCUMENT_LEVEL, PageResult, SourceDocument, page_number
 from folioscan.pipeline.pagerows import BookPages, PageFacts, PageRows, TextFacts
 from folioscan.schemas import DOCUMENTS, Table
 from folioscan.text.book import BookText, PageText, book_text
 from folioscan.text.page import TextPage
+
+log = logging.getLogger(__name__)
 
 _SIDE_ORDER = {None: 0, "left": 0, "right": 1}
 
@@ -61,7 +64,18 @@ def assemble_books(docs: list[SourceDocument], books: dict[str, "BookPages"], ru
         missing = _missing_pages(pages)
         if missing and not doc_error:  # a worker died with them: worth another try
             doc_error, doc_kind = f"pages lost in processing: {[page_number(i) for i in missing[:10]]}", TRANSIENT
-        book_cols, page_cols = got.columns if got.columns is not None else text_columns(_kept_texts(got))
+        if got.columns is not None:
+            book_cols, page_cols = got.columns
+        else:
+            kept = list(_kept_texts(got))
+            try:
+                book_cols, page_cols = text_columns(kept)
+            except Exception as e:  # as the Ray executor (ray_texts.TextFailed): a permanent error, its pages dropped
+                log.warning("%s: its text could not be made (%s); a permanent error", doc.uri, describe(e))
+                got.discard()
+                row = _document_row(doc, [], f"{doc.uri}: " + f"book text: {describe(e)}"[:500], PERMANENT, run_id, now)
+                doc_rows.append(_in_order(DOCUMENTS, row, _book_columns(_book_text([]), False)))
+                continue
         if len(page_cols) != len(pages):
             raise RuntimeError(f"{doc.doc_id}: book text of {len(page_cols)} pages for {len(pages)} page results")
         parts.append((doc.doc_id, got, [f.row for f in pages], page_cols))

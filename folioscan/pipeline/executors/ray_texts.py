@@ -39,11 +39,11 @@ def book_texts(books: list[list]) -> list:
     for texts in books:
         try:
             refs = list({t[0]: None for t in texts if not isinstance(t, list)})
-            got = dict(zip(refs, ray.get(refs))) if refs else {}
-        except Exception as e:
-            out.append(TextFailed(f"book text: its pages' TextFacts were lost: {describe(e)}"[:500], lost=True))
-            continue
-        try:
+            try:  # only the fetch can find them lost
+                got = dict(zip(refs, ray.get(refs))) if refs else {}
+            except Exception as e:
+                out.append(TextFailed(f"book text: its pages' TextFacts were lost: {describe(e)}"[:500], lost=True))
+                continue
             out.append(text_columns(f for t in texts for f in (t if isinstance(t, list) else got[t[0]][t[1]])))
         except Exception as e:
             out.append(TextFailed(f"book text: {describe(e)}"[:500], lost=False))
