@@ -186,3 +186,47 @@ def test_a_book_text_failing_before_it_fetches_anything_is_not_taken_for_lost(ra
 
     [raised] = ray.get(book_texts.remote([[42]]), timeout=120)
     assert isinstance(raised, TextFailed) and not raised.lost and "TypeError" in raised.reason, raised
+
+
+class _NoTextRaises(_TextRaises):
+    """No text of this book can be made by book text: not its pages', not its error's alone."""
+
+    def append(self, r):
+        facts = super().append(r)
+        self.texts.append(["not a TextFacts"])
+        return facts
+
+
+def test_a_given_up_book_is_handed_back_even_when_no_book_text_of_it_can_be_made(tmp_path, page_images, ray_local):
+    """A given-up book's text (its error row alone) was made by a `book_texts` task like any other; had
+    that failed too (the same failing code, or workers dying past Ray's retries), the book was given up
+    again and queued again, and the run never ended. A given-up book has no page: its text is made in
+    the driver from its error alone, and it is handed back at once."""
+    import time
+
+    from folioscan.failures import PERMANENT
+    from folioscan.pipeline.spill import SpillFile
+
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("a", "b-text-raises"):
+        (src / f"{name}.pdf").write_bytes(scanned_pdf([page_images[i % len(page_images)] for i in range(2)]))
+    cfg = JobConfig(source=str(src), output=str(tmp_path / "out"), executor="ray", ocr_workers=1, progress=False,
+                    engine=SyntheticOptions())
+    store = store_for(cfg.source)
+    ex = make_executor(cfg, Stages(store, cfg.load_options(), cfg.prep, cfg.engine, 4))
+    ex.book_results = lambda doc: (_NoTextRaises if "text-raises" in doc.uri else BookPages)(SpillFile(None, PAGE_ROW.schema), "t")
+    done, deadline = [], time.monotonic() + 90
+    try:
+        for doc in iter_documents(store, cfg.source):
+            ex.submit(doc)
+        while ex.busy():
+            assert time.monotonic() < deadline, "the given-up book was never handed back"
+            done += ex.poll()
+    finally:
+        ex.close()
+    got = {doc.uri.rsplit("/", 1)[-1]: book for doc, book in done}
+    assert sorted(got) == ["a.pdf", "b-text-raises.pdf"] and got["a.pdf"].pages == 2
+    [error] = got["b-text-raises.pdf"].facts
+    assert error.error_kind == PERMANENT and "book text: AttributeError" in error.error, error
+    assert got["b-text-raises.pdf"].columns is not None
