@@ -39,8 +39,7 @@ from folioscan.pipeline.executors.ray_texts import BookTexts, TextFailed
 from folioscan.pipeline.executors.ray_workers import (ACTOR_CALLS, LOADER_AHEAD, LOADER_CPUS, PAGES_PER_OBJECT, OcrActor,
                                                      Pool, cancel, check_fits, engine_error, load_book,
                                                      object_sizes, start_ray, wants_gpu)
-from folioscan.pipeline.assemble import text_columns
-from folioscan.pipeline.pagerows import BookPages, PageFacts, TextFacts
+from folioscan.pipeline.pagerows import BookPages, PageFacts
 from folioscan.pipeline.stages import doc_error
 from folioscan.records import PageResult, SourceDocument
 from folioscan.workers.route import second_work, settle
@@ -114,7 +113,6 @@ class RayExecutor:
         self.texts = BookTexts(self.n_actors)
         self.suspects: set = set()  # routed page refs whose second-pool actor was lost mid-call: read alone next
         self.book_retries = 0
-        self.given_up: list[str] = []  # books given up, their error's text made: handed back by _finished
         self.on_pages = self.on_restart = None  # progress (executors/__init__.py)
         self.routed = 0  # pages this run sent to the second pool
         self.book_results = lambda doc: BookPages.in_memory(self.run_id)
@@ -173,18 +171,9 @@ class RayExecutor:
         return self._finished(done)
 
     def _finished(self, done):
-        """Books whose every page is back wait for their text (BookTexts); a book is done once its
-        text is made (`_text_made`), or once given up (`_fail`)."""
-        for doc_id in self.given_up:
-            if (book := self.books.pop(doc_id, None)) is not None:
-                book.results.finish()
-                done.append((book.doc, book.results))
-        self.given_up.clear()
-        for doc_id, book in self.books.items():
-            if book.text is None and book.loaded and book.settled == book.emitted and not book.routing:
-                book.text = "queued"
-                self.texts.queue.append(doc_id)
-        self.texts.send(self.books, self.first.actors)
+        """Books given up are handed back (those whose text a task made are, in `_text_made`); those
+        whose every page is back are queued for their text (BookTexts.ready)."""
+        self.texts.ready(self.books, self.first.actors, done)
         return done
 
     def _text_made(self, ref, done) -> None:
@@ -194,10 +183,8 @@ class RayExecutor:
             if isinstance(columns, TextFailed):  # lost TextFacts: read again; a failing book text: given up
                 self._fail(doc_id, attempt, RuntimeError(columns.reason), again=columns.lost)
                 continue
-            book = self.books.pop(doc_id)
-            book.results.columns = columns
-            book.results.finish()  # nothing of the book left pinned in the object store (pagerows.BookPages.finish)
-            done.append((book.doc, book.results))
+            self.books[doc_id].results.columns = columns
+            self.texts.hand_back(self.books, doc_id, done)
 
     def _start_loaders(self) -> None:
         while self.waiting and len(self.loaders) < self.max_loaders:
@@ -389,9 +376,7 @@ class RayExecutor:
         error = doc_error(book.doc, f"{book.doc.uri}: {why}", kind)
         result = PageResult(error, "error", None, "", "", error=error.error, error_kind=kind)
         book.results.append(result)
-        # no page, so its text is made here, not by a task whose failure would give it up once more
-        book.results.columns, book.loaded, book.text = text_columns([TextFacts.of(result)]), True, "made"
-        self.given_up.append(doc_id)
+        self.texts.give_up(doc_id, book, result)
 
     def stats(self, ask: bool = True) -> dict:
         """`ask=False` (a stopped run): each actor's last account, without queueing behind its calls.

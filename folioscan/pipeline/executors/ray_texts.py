@@ -62,18 +62,49 @@ def text_near(nodes: list[str], k: int) -> dict:
     return {"scheduling_strategy": NodeAffinitySchedulingStrategy(node_id=nodes[k % len(nodes)], soft=True)}
 
 
-
 class BookTexts:
     """The driver's side: books waiting for their text (`queue`, doc ids), tasks in flight (`tasks`:
-    ref -> [(doc_id, attempt)]), and the OCR actors' nodes (`nodes`: actor id -> node id), where
-    tasks are sent. A book's `text` goes "queued" -> "making" (ray_actors._Book)."""
+    ref -> [(doc_id, attempt)]), the OCR actors' nodes (`nodes`: actor id -> node id), where tasks
+    are sent, and books given up (`given_up`), handed back with the next `ready`. A book's `text`
+    goes "queued" -> "making" (ray_actors._Book), or straight to "made" when given up."""
 
     def __init__(self, n_actors: int):
         self.tasks: dict = {}
         self.queue: deque[str] = deque()
+        self.given_up: list[str] = []
         self.nodes: dict = {}
         self.limit = 1 + n_actors // TEXT_TASK_PER_ACTORS
         self._turn = itertools.count()
+
+    def ready(self, books: dict, actors, done: list) -> None:
+        """Hand the books given up back into `done`; queue each book whose every page is back, and
+        start tasks (`books`: doc_id -> the executor's _Book; `actors`: those alive)."""
+        for doc_id in self.given_up:
+            if doc_id in books:
+                self.hand_back(books, doc_id, done)
+        self.given_up.clear()
+        for doc_id, book in books.items():
+            if book.text is None and book.loaded and book.settled == book.emitted and not book.routing:
+                book.text = "queued"
+                self.queue.append(doc_id)
+        self.send(books, actors)
+
+    @staticmethod
+    def hand_back(books: dict, doc_id: str, done: list) -> None:
+        """A book whose text is made, out of `books` into `done`: its spill written out, nothing of it
+        left pinned in the object store (pagerows.BookPages.finish)."""
+        book = books.pop(doc_id)
+        book.results.finish()
+        done.append((book.doc, book.results))
+
+    def give_up(self, doc_id: str, book, error) -> None:
+        """A book given up has no page but its error (a PageResult): its text is made here, not by a
+        task whose failure would give it up once more; the next `ready` hands it back."""
+        from folioscan.pipeline.assemble import text_columns
+        from folioscan.pipeline.pagerows import TextFacts
+
+        book.results.columns, book.loaded, book.text = text_columns([TextFacts.of(error)]), True, "made"
+        self.given_up.append(doc_id)
 
     def send(self, books: dict, actors) -> None:
         """Start tasks for the queued books still waiting (`books`: doc_id -> the executor's _Book)
