@@ -67,8 +67,9 @@ def assemble_books(docs: list[SourceDocument], books: dict[str, "BookPages"], ru
         if got.columns is not None:
             book_cols, page_cols = got.columns
         else:
+            kept = list(_kept_texts(got))  # outside the try: handles here are the executor's bug, not the book's
             try:
-                book_cols, page_cols = text_columns(_kept_texts(got))
+                book_cols, page_cols = text_columns(kept)
             except Exception as e:  # as the Ray executor (ray_texts.TextFailed): a permanent error, its pages dropped
                 log.warning("%s: its text could not be made (%s); a permanent error", doc.uri, describe(e))
                 got.discard()
